@@ -1,0 +1,442 @@
+"""The WSGI application: thin routes that normalize, look up and serialize.
+
+Only this module imports bottle. Errors are typed (errors.py) and turned into responses in one
+place (``_problem``). Redirects use relative ``Location`` values unless ``--server-base-url`` is
+set, so the server works behind a path-prefix proxy and a spoofed ``Host`` cannot steer them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import os
+import posixpath
+import re
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+from urllib.parse import quote
+
+import bottle
+
+from . import __version__, render, xmlrpc
+from .auth import Authenticator
+from .catalog import Catalog, DistFile
+from .config import Settings
+from .distfile import is_valid_project_name, normalize
+from .errors import BadRequest, HTTPProblem, MethodNotAllowed, NotAcceptable, NotFound
+from .storage import MetadataStore
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+
+_CONTENT_TYPES = (
+    (".whl", "application/octet-stream"),
+    (".tar.gz", "application/x-tar"),  # never Content-Encoding: gzip, or clients unpack it
+    (".tgz", "application/x-tar"),
+    (".tar.bz2", "application/x-tar"),
+    (".zip", "application/zip"),
+    (".egg", "application/zip"),
+)
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_FILE_CHUNK = 256 * 1024
+
+
+def _content_type(filename: str) -> str:
+    lower = filename.lower()
+    for ext, ctype in _CONTENT_TYPES:
+        if lower.endswith(ext):
+            return ctype
+    return "application/octet-stream"
+
+
+def _reason(message: str) -> str:
+    """A message made safe for the HTTP reason phrase (one latin-1 line)."""
+    line = " ".join(message.split())[:200]
+    return line.encode("latin-1", "replace").decode("latin-1")
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    bare = etag.strip('"')
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate.strip('"') == bare:
+            return True
+    return False
+
+
+class _RangeFile:
+    """Iterates over ``length`` bytes of an open file from ``offset``, then closes it."""
+
+    def __init__(self, fh: IO[bytes], offset: int, length: int) -> None:
+        self.fh, self.left = fh, length
+        fh.seek(offset)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            while self.left > 0:
+                chunk = self.fh.read(min(_FILE_CHUNK, self.left))
+                if not chunk:
+                    break
+                self.left -= len(chunk)
+                yield chunk
+        finally:
+            self.fh.close()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def create_app(
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    auth: Authenticator | None = None,
+    metadata: MetadataStore | None = None,
+) -> bottle.Bottle:
+    """Build the WSGI app. Everything it needs is passed in; nothing is global."""
+    app = bottle.Bottle(catalog=False, autojson=False)
+    auth = auth or Authenticator(settings.password_file, settings.authenticate)
+    metadata = metadata or MetadataStore()
+    fallback = settings.fallback
+    base_override = settings.server_base_url.rstrip("/") + "/" if settings.server_base_url else None
+    welcome = _welcome_template(settings.welcome_file)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def require(action: str) -> str | None:
+        return auth.check(action, bottle.request.get_header("Authorization"))
+
+    def base_url() -> str:
+        """Absolute URL of the app root, for bodies that need absolute links."""
+        if base_override:
+            return base_override
+        env = bottle.request.environ
+        host = env.get("HTTP_HOST") or f"{env.get('SERVER_NAME', 'localhost')}:{env.get('SERVER_PORT', '80')}"
+        if not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]{1,255}", host):
+            host = f"{env.get('SERVER_NAME', 'localhost')}:{env.get('SERVER_PORT', '80')}"
+        scheme = "https" if env.get("wsgi.url_scheme") == "https" else "http"
+        script = quote(env.get("SCRIPT_NAME", "").rstrip("/"))
+        return f"{scheme}://{host}{script}/"
+
+    def location(target: str) -> str:
+        """Location header for an app-absolute ``target`` path."""
+        if base_override:
+            return base_override + target.lstrip("/")
+        current = bottle.request.path  # decoded, app-relative
+        start = current if current.endswith("/") else posixpath.dirname(current)
+        rel = posixpath.relpath(target, start or "/")
+        if target.endswith("/") and rel != "/":
+            rel = "./" if rel == "." else rel + "/"
+        return quote(rel, safe="/.-_~")
+
+    def redirect(target: str, status: int = 301) -> bottle.HTTPResponse:
+        return bottle.HTTPResponse(status=status, Location=location(target), **{"Vary": "Accept"})
+
+    def negotiated() -> str:
+        media = render.negotiate(
+            bottle.request.get_header("Accept"), bottle.request.query.getunicode("format")
+        )
+        if media is None:
+            raise NotAcceptable(
+                "no acceptable content type: use text/html, "
+                f"{render.HTML_V1} or {render.JSON_V1}"
+            )
+        return media
+
+    def send_rendered(page: render.Rendered) -> bottle.HTTPResponse:
+        headers = {
+            "Content-Type": page.content_type + ("; charset=utf-8" if "html" in page.content_type else ""),
+            "ETag": page.etag,
+            "Vary": "Accept",
+            "Cache-Control": "max-age=0, must-revalidate",
+        }
+        if _etag_matches(bottle.request.get_header("If-None-Match"), page.etag):
+            return bottle.HTTPResponse(status=304, **headers)
+        return bottle.HTTPResponse(page.body, **headers)
+
+    def hosted_or_redirect(raw_name: str) -> Any:
+        """The hosted project, or a response (canonical redirect, fallback redirect)."""
+        if not raw_name or len(raw_name) > 200:
+            raise NotFound("no such project")
+        name = normalize(raw_name)
+        project = catalog.snapshot.project(name)
+        if project is not None:
+            if raw_name != name:
+                return redirect(f"/simple/{name}/")
+            return project
+        if fallback and is_valid_project_name(raw_name):
+            # Straight to the canonical name upstream: one hop fewer for the client.
+            return bottle.HTTPResponse(
+                status=303, Location=fallback + quote(name) + "/", **{"Vary": "Accept"}
+            )
+        raise NotFound(f"project {raw_name!r} is not hosted here")
+
+    # -- error handling in one place -------------------------------------------------------------
+    def _problem(exc: HTTPProblem) -> bottle.HTTPResponse:
+        body = exc.message + "\n"
+        res = bottle.HTTPResponse(body, status=f"{exc.status} {_reason(exc.message)}")
+        res.set_header("Content-Type", "text/plain; charset=utf-8")
+        for key, value in exc.headers.items():
+            res.set_header(key, value)
+        return res
+
+    def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except HTTPProblem as exc:
+                return _problem(exc)
+
+        wrapper.__name__ = fn.__name__
+        return wrapper
+
+    def plain_error(error: bottle.HTTPError) -> str:
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        return f"{error.status_line}\n"
+
+    for code in (400, 404, 405, 413, 500):
+        app.error(code)(plain_error)
+
+    # -- routes -------------------------------------------------------------------------------------
+    @app.get(settings.health_endpoint)
+    def health() -> dict[str, Any] | str:
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        return "ok\n"
+
+    @app.get("/")
+    @guarded
+    def index_page() -> Any:
+        snap = catalog.snapshot
+        show_counts = not auth.requires("list")
+        bottle.response.content_type = "text/html; charset=utf-8"
+        return welcome.render(
+            URL=base_url(),
+            VERSION=__version__,
+            NUMPKGS=len(snap.projects) if show_counts else None,
+            NUMFILES=snap.file_count if show_counts else None,
+            fallback=fallback,
+        )
+
+    @app.get("/simple")
+    def simple_no_slash() -> Any:
+        return redirect("/simple/")
+
+    @app.get("/simple/")
+    @guarded
+    def simple_index() -> Any:
+        require("list")
+        return send_rendered(render.render_index(catalog.snapshot, negotiated()))
+
+    @app.get("/simple/<name>")
+    @guarded
+    def simple_project_no_slash(name: str) -> Any:
+        return redirect(f"/simple/{normalize(name)}/")
+
+    @app.get("/simple/<name>/")
+    @guarded
+    def simple_project(name: str) -> Any:
+        require("list")
+        media = negotiated()
+        found = hosted_or_redirect(name)
+        if isinstance(found, bottle.HTTPResponse):
+            return found
+        return send_rendered(render.render_project(found, media, settings.hash_algo))
+
+    @app.get("/packages/<path:path>")
+    @guarded
+    def package_file(path: str) -> Any:
+        require("download")
+        snap = catalog.snapshot
+        f = snap.file(path)
+        if f is not None:
+            return send_file(f)
+        if path.endswith(".metadata"):
+            f = snap.file(path[: -len(".metadata")])
+            if f is not None and f.metadata_sha256:
+                return send_metadata(f)
+        raise NotFound("no such file")
+
+    @app.get("/pypi/<name>/json")
+    @guarded
+    def json_api(name: str) -> Any:
+        return json_api_version(name, None)
+
+    @app.get("/pypi/<name>/<version>/json")
+    @guarded
+    def json_api_version(name: str, version: str | None) -> Any:
+        require("list")
+        project = catalog.snapshot.project(normalize(name))
+        if project is None:
+            raise NotFound(f"project {name!r} is not hosted here")
+        if version is None:
+            version = project.latest.version
+        elif version not in project.versions:
+            raise NotFound(f"{project.name} has no version {version!r}")
+        files = project.files_of(version)
+        meta = metadata.get(files[-1])
+        body = render.render_project_json_api(
+            project, version, meta, base_url(), releases=True
+        )
+        return bottle.HTTPResponse(body, **{"Content-Type": "application/json"})
+
+    def xmlrpc_search() -> Any:
+        require("list")
+        length = bottle.request.content_length
+        if length < 0 or length > xmlrpc.MAX_REQUEST_BYTES:
+            raise BadRequest("XML-RPC request missing or too large")
+        body = bottle.request.body.read(xmlrpc.MAX_REQUEST_BYTES + 1)
+        try:
+            method, params = xmlrpc.parse_call(body)
+        except xmlrpc.InvalidXmlRpc as exc:
+            raise BadRequest(str(exc)) from None
+        if method != "search":
+            out = xmlrpc.dump_fault(1, f"method {method!r} is not supported")
+        else:
+            spec = params[0] if params and isinstance(params[0], dict) else None
+            operator = params[1] if len(params) > 1 and isinstance(params[1], str) else "and"
+            if spec is None:
+                raise BadRequest("search takes a struct of field -> terms")
+            terms = {
+                str(k): [str(t) for t in (v if isinstance(v, list) else [v])]
+                for k, v in spec.items()
+            }
+            out = xmlrpc.dump_response(render.search(catalog.snapshot, terms, operator))
+        return bottle.HTTPResponse(out, **{"Content-Type": "text/xml"})
+
+    @app.post("/RPC2")
+    @app.post("/pypi")
+    @guarded
+    def rpc2() -> Any:
+        return xmlrpc_search()
+
+    @app.post("/")
+    @guarded
+    def post_root() -> Any:
+        ctype = (bottle.request.content_type or "").lower()
+        if "xml" in ctype:
+            return xmlrpc_search()
+        raise MethodNotAllowed("uploads are not supported by this version of pkgserver")
+
+    @app.get("/<name>")
+    @app.get("/<name>/")
+    @guarded
+    def bare_project(name: str) -> Any:
+        # pypiserver compatibility: --extra-index-url http://host:port (without /simple).
+        if not is_valid_project_name(name):
+            raise NotFound("not found")
+        return redirect(f"/simple/{normalize(name)}/")
+
+    # -- files --------------------------------------------------------------------------------------
+    def send_file(f: DistFile) -> bottle.HTTPResponse:
+        try:
+            fh = open(f.path, "rb")
+        except OSError:
+            raise NotFound("file is gone") from None
+        try:
+            st = os.fstat(fh.fileno())
+        except OSError:
+            fh.close()
+            raise NotFound("file is gone") from None
+        # If the bytes changed behind our back, serve them but without claiming the old hash.
+        intact = (st.st_size, st.st_mtime_ns) == (f.size, f.mtime_ns)
+        etag = f'"{f.sha256}"' if intact else None
+        size = st.st_size
+        headers = {
+            "Content-Type": _content_type(f.filename),
+            "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
+            "Accept-Ranges": "bytes",
+        }
+        if etag:
+            headers["ETag"] = etag
+        req = bottle.request
+        inm = req.get_header("If-None-Match")
+        if etag and _etag_matches(inm, etag) or (not inm and _not_modified_since(st.st_mtime)):
+            fh.close()
+            return bottle.HTTPResponse(status=304, **headers)
+        rng = _parse_range(req.get_header("Range"), size)
+        if rng is not None and not _if_range_ok(req.get_header("If-Range"), etag, st.st_mtime):
+            rng = None
+        if rng == "unsatisfiable":
+            fh.close()
+            headers["Content-Range"] = f"bytes */{size}"
+            return bottle.HTTPResponse(status=416, **headers)
+        if isinstance(rng, tuple):
+            start, end = rng
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            headers["Content-Length"] = str(end - start + 1)
+            return bottle.HTTPResponse(_RangeFile(fh, start, end - start + 1), status=206, **headers)
+        headers["Content-Length"] = str(size)
+        return bottle.HTTPResponse(fh, **headers)
+
+    def send_metadata(f: DistFile) -> bottle.HTTPResponse:
+        meta = metadata.get(f)
+        if meta is None or not meta.servable:
+            raise NotFound("no core metadata for this file")
+        digest = hashlib.sha256(meta.raw).hexdigest()
+        if digest != f.metadata_sha256:
+            raise NotFound("core metadata changed; try again")
+        etag = f'"{digest}"'
+        headers = {"Content-Type": "text/plain; charset=utf-8", "ETag": etag}
+        if _etag_matches(bottle.request.get_header("If-None-Match"), etag):
+            return bottle.HTTPResponse(status=304, **headers)
+        return bottle.HTTPResponse(meta.raw, **headers)
+
+    return app
+
+
+def _not_modified_since(mtime: float) -> bool:
+    ims = bottle.request.get_header("If-Modified-Since")
+    if not ims:
+        return False
+    parsed = bottle.parse_date(ims.split(";")[0].strip())
+    return parsed is not None and parsed >= int(mtime)
+
+
+def _if_range_ok(header: str | None, etag: str | None, mtime: float) -> bool:
+    if not header:
+        return True
+    header = header.strip()
+    if header.startswith('"') or header.startswith("W/"):
+        return etag is not None and header == etag
+    parsed = bottle.parse_date(header)
+    return parsed is not None and parsed >= int(mtime)
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """One byte range -> (start, end inclusive); "unsatisfiable"; None to send everything."""
+    if not header:
+        return None
+    m = _RANGE.match(header.strip())
+    if not m:
+        return None  # several ranges or another unit: a full 200 is a valid answer
+    first, last = m.groups()
+    if not first and not last:
+        return None
+    if not first:
+        length = int(last)
+        if length == 0:
+            return "unsatisfiable"
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(end, size - 1)
+
+
+def _welcome_template(path: str | None) -> bottle.SimpleTemplate:
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            return bottle.SimpleTemplate(fh.read())
+    return bottle.SimpleTemplate(name="welcome", lookup=[TEMPLATES])

@@ -1,0 +1,164 @@
+"""Access control: an Apache htpasswd file (via passlib) and the per-action policy.
+
+The htpasswd file is re-read when it changes (checked at most once a second), and a file that
+cannot be parsed mid-edit keeps the previous users. Successful verifications are remembered as an
+HMAC under a per-process key, so bcrypt does not run on every request of a pip session.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+from passlib.apache import HtpasswdFile
+
+from .errors import Forbidden, Unauthorized
+
+__all__ = ["Authenticator", "Credentials", "parse_basic", "load_htpasswd"]
+
+log = logging.getLogger(__name__)
+
+REALM = "pkgserver"
+MAX_HEADER = 8192
+RECHECK_SECONDS = 1.0
+CACHE_TTL = 300.0
+CACHE_MAX = 4096
+
+Credentials = tuple[str, str]
+
+
+def parse_basic(header: str | None) -> Credentials | None:
+    """(user, password) from an ``Authorization: Basic`` header, or None if absent or unusable."""
+    if not header or len(header) > MAX_HEADER:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+        text = decoded.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user, colon, password = text.partition(":")
+    if not colon or not user:
+        return None
+    return user, password
+
+
+def load_htpasswd(path: str) -> HtpasswdFile:
+    """Load and validate an htpasswd file; raises OSError or ValueError."""
+    with open(path, "rb") as fh:
+        fh.read(1)
+    return HtpasswdFile(path)
+
+
+class Authenticator:
+    """``check(action, header)`` returns the user name (or None for open actions) or raises."""
+
+    def __init__(self, password_file: str | None, protected: frozenset[str]) -> None:
+        self.password_file = password_file
+        self.protected = protected
+        self._lock = threading.Lock()
+        self._htpasswd: HtpasswdFile | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self._next_check = 0.0
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[bytes, float] = {}
+        if password_file:
+            self._htpasswd = load_htpasswd(password_file)
+            self._stamp = self._file_stamp()
+
+    def requires(self, action: str) -> bool:
+        return action in self.protected
+
+    def check(self, action: str, header: str | None) -> str | None:
+        if action not in self.protected:
+            return None
+        creds = parse_basic(header)
+        if creds is None:
+            raise Unauthorized("authentication required", realm=REALM)
+        if self._htpasswd is None and self.password_file is None:
+            raise Forbidden("no password file configured (start the server with -P FILE)")
+        user, password = creds
+        if not self.verify(user, password):
+            raise Forbidden("invalid credentials")
+        return user
+
+    def verify(self, user: str, password: str) -> bool:
+        self._maybe_reload()
+        token = hmac.new(self._key, f"{user}\0{password}".encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        now = time.monotonic()
+        with self._lock:
+            expires = self._verified.get(token)
+            htpasswd = self._htpasswd
+        if expires is not None and expires > now:
+            return True
+        if htpasswd is None:
+            return False
+        ok = self._check_password(htpasswd, user, password)
+        if ok:
+            with self._lock:
+                if len(self._verified) >= CACHE_MAX:
+                    self._verified.clear()
+                self._verified[token] = now + CACHE_TTL
+        return ok
+
+    def _check_password(self, htpasswd: HtpasswdFile, user: str, password: str) -> bool:
+        try:
+            stored = htpasswd.get_hash(user)
+            if stored is None:
+                # Spend the time a real check would (against some user's hash, result thrown
+                # away), so that unknown users cannot be told apart by timing.
+                users = htpasswd.users()
+                if users:
+                    decoy = users[0]
+                    _safe_verify(lambda: htpasswd.check_password(decoy, password) is True)
+                return False
+            return _safe_verify(lambda: htpasswd.check_password(user, password) is True)
+        except Exception:  # a malformed entry must not turn into a 500
+            log.warning("could not verify a password for user %r", user)
+            return False
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.password_file)  # type: ignore[arg-type]
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _maybe_reload(self) -> None:
+        if not self.password_file:
+            return
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + RECHECK_SECONDS
+        stamp = self._file_stamp()
+        if stamp is None or stamp == self._stamp:
+            return
+        try:
+            fresh = load_htpasswd(self.password_file)
+        except (OSError, ValueError) as exc:
+            log.warning("keeping the previous users: cannot read %s: %s", self.password_file, exc)
+            return
+        with self._lock:
+            self._htpasswd = fresh
+            self._stamp = stamp
+            self._verified.clear()  # a removed user or a changed password takes effect now
+        log.info("reloaded %s", self.password_file)
+
+
+def _safe_verify(check: Callable[[], bool]) -> bool:
+    try:
+        return bool(check())
+    except (ValueError, TypeError):
+        # e.g. bcrypt refuses passwords over 72 bytes: that is a failed check, not a crash.
+        return False

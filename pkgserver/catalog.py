@@ -1,0 +1,159 @@
+"""The in-memory catalog: projects -> files.
+
+Readers take ``catalog.snapshot`` (one attribute read) and never lock; writers build a new immutable
+snapshot from a batch of changes and swap it in. A snapshot also carries per-project caches of
+rendered pages, which die with it, so a rendering is never stale.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from .distfile import version_sort_key
+
+__all__ = ["Catalog", "DistFile", "Project", "Snapshot"]
+
+
+class DistFile(NamedTuple):
+    """One distribution file, as the index describes it. Immutable."""
+
+    filename: str
+    relpath: str  # posix path relative to its root; the key of the catalog
+    path: str  # absolute path on disk
+    project: str  # normalized name
+    version: str
+    kind: str
+    size: int
+    mtime: float  # seconds since the epoch; served as upload time
+    mtime_ns: int
+    sha256: str  # hex
+    extra_hashes: tuple[tuple[str, str], ...]  # (algo, hex) for --hash-algo other than sha256
+    requires_python: str | None
+    metadata_sha256: str | None  # hash of the servable core metadata (PEP 658), if any
+    summary: str | None
+    display_name: str | None  # the project name as its metadata spells it
+
+    @property
+    def sort_key(self) -> tuple[Any, ...]:
+        return (version_sort_key(self.version), self.filename)
+
+
+class Project:
+    """A project and its files, oldest version first. Immutable apart from its render cache."""
+
+    __slots__ = ("name", "display_name", "files", "latest", "cache")
+
+    def __init__(self, name: str, files: Iterable[DistFile]) -> None:
+        self.name = name
+        self.files: tuple[DistFile, ...] = tuple(sorted(files, key=lambda f: f.sort_key))
+        self.latest: DistFile = self.files[-1]
+        self.display_name = self.latest.display_name or name
+        # Filled lazily by the renderers; keyed by whatever they like (format, base url...).
+        self.cache: dict[Any, Any] = {}
+
+    @property
+    def summary(self) -> str | None:
+        return self.latest.summary
+
+    @property
+    def versions(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for f in self.files:
+            seen.setdefault(f.version, None)
+        return list(seen)
+
+    def files_of(self, version: str) -> list[DistFile]:
+        return [f for f in self.files if f.version == version]
+
+
+class Snapshot:
+    """An immutable view of the catalog at one moment."""
+
+    __slots__ = ("projects", "files", "by_filename", "generation", "cache")
+
+    def __init__(
+        self,
+        projects: Mapping[str, Project],
+        files: Mapping[str, DistFile],
+        by_filename: Mapping[str, DistFile],
+        generation: int,
+    ) -> None:
+        self.projects = projects
+        self.files = files  # relpath -> DistFile
+        self.by_filename = by_filename  # lower-cased filename -> DistFile (first root wins)
+        self.generation = generation
+        self.cache: dict[Any, Any] = {}
+
+    def project(self, name: str) -> Project | None:
+        return self.projects.get(name)
+
+    def file(self, relpath: str) -> DistFile | None:
+        return self.files.get(relpath) or self.by_filename.get(relpath.lower())
+
+    @property
+    def file_count(self) -> int:
+        return len(self.files)
+
+
+EMPTY = Snapshot({}, {}, {}, 0)
+
+
+class Catalog:
+    """Holds the current snapshot; ``apply`` swaps in a new one. One writer at a time."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot = EMPTY
+        self._lock = threading.Lock()
+        self._listeners: list[Any] = []
+
+    def apply(self, upserts: Iterable[DistFile] = (), removals: Iterable[str] = ()) -> Snapshot:
+        """Add or replace files (keyed by relpath) and remove relpaths, as one atomic change.
+
+        Costs O(changed projects) plus one dict copy, so a change in a 100,000-file catalog stays
+        cheap; batch changes to pay the copy once.
+        """
+        upserts = list(upserts)
+        with self._lock:
+            old = self.snapshot
+            files = dict(old.files)
+            touched: set[str] = set()
+            for relpath in removals:
+                gone = files.pop(relpath, None)
+                if gone is not None:
+                    touched.add(gone.project)
+            for f in upserts:
+                prev = files.get(f.relpath)
+                if prev is not None:
+                    touched.add(prev.project)
+                files[f.relpath] = f
+                touched.add(f.project)
+            if not touched:
+                return old
+            projects = dict(old.projects)
+            by_filename = dict(old.by_filename)
+            for name in touched:
+                old_project = old.projects.get(name)
+                members: dict[str, DistFile] = {}
+                if old_project is not None:
+                    for f in old_project.files:
+                        # A filename determines its project, so homonyms share a project too.
+                        if by_filename.get(f.filename.lower()) is f:
+                            del by_filename[f.filename.lower()]
+                        current = files.get(f.relpath)
+                        if current is not None and current.project == name:
+                            members[f.relpath] = current
+                for f in upserts:
+                    if f.project == name and files.get(f.relpath) is f:
+                        members[f.relpath] = f
+                if members:
+                    project = Project(name, members.values())
+                    projects[name] = project
+                    for f in project.files:
+                        by_filename.setdefault(f.filename.lower(), f)
+                else:
+                    projects.pop(name, None)
+            new = Snapshot(projects, files, by_filename, old.generation + 1)
+            self.snapshot = new
+        return new

@@ -1,0 +1,268 @@
+"""Command line: pypiserver-compatible flags, ``PKGSERVER_*`` environment variables, waitress.
+
+``pkgserver run [options] DIR...``; ``pkgserver [options] DIR...`` (no subcommand) means ``run``,
+the pypiserver 1.x form that Docker users still pass. Bad arguments end with one line on stderr
+and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .config import DEFAULT_FALLBACK_URL, Settings, parse_actions
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("pkgserver")
+
+SUBCOMMANDS = ("run",)
+ENV_PREFIX = "PKGSERVER_"
+_FALSE = ("0", "no", "off", "false", "none")
+
+
+class UsageError(Exception):
+    """A bad argument: reported in one line, exit status 2."""
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"))
+    return value if value not in (None, "") else None
+
+
+def _env_bool(name: str) -> bool:
+    value = _env(name)
+    return value is not None and value.lower() not in _FALSE
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pkgserver",
+        description="A private Python package index. Every option can also be set with an "
+        "environment variable PKGSERVER_<OPTION> (e.g. PKGSERVER_PORT=8080).",
+    )
+    parser.add_argument("--version", action="version", version=f"pkgserver {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    run = sub.add_parser("run", help="serve package directories", description="Serve DIR... as a package index.")
+    _add_run_options(run)
+    return parser
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "roots",
+        nargs="*",
+        metavar="DIR",
+        help="package directories (default: $PKGSERVER_ROOTS, colon-separated, or ~/packages); "
+        "uploads go to the first",
+    )
+    p.add_argument("-p", "--port", type=int, default=int(_env("port") or 8080), help="port (default 8080; 0 picks a free one)")
+    p.add_argument(
+        "-i", "-H", "--interface", "--host",
+        dest="host",
+        default=_env("host") or _env("interface") or "0.0.0.0",
+        help="address to listen on (default 0.0.0.0)",
+    )
+    p.add_argument(
+        "-P", "--passwords",
+        dest="passwords",
+        default=_env("passwords"),
+        metavar="HTPASSWD",
+        help="Apache htpasswd file for authentication; '.' for none",
+    )
+    p.add_argument(
+        "-a", "--authenticate",
+        default=_env("authenticate") or "update",
+        help="comma-separated actions that need a password: update, download, list; "
+        "'.' for none (needs -P .). Default: update",
+    )
+    p.add_argument("-o", "--overwrite", action="store_true", default=_env_bool("overwrite"), help="allow uploads to replace existing files")
+    p.add_argument("--fallback-url", default=_env("fallback_url") or DEFAULT_FALLBACK_URL, help=f"where projects not hosted here are redirected (default {DEFAULT_FALLBACK_URL})")
+    p.add_argument("--disable-fallback", action="store_true", default=_env_bool("disable_fallback"), help="answer 404 for projects not hosted here")
+    p.add_argument("--hash-algo", default=_env("hash_algo") or "sha256", help="hash in the #fragment of links (default sha256; 'off' for none)")
+    p.add_argument("--welcome", default=_env("welcome"), metavar="FILE", help="HTML template for the welcome page ({{URL}}, {{VERSION}}, {{NUMPKGS}})")
+    p.add_argument("--health-endpoint", default=_env("health_endpoint") or "/health", help="path of the health check (default /health)")
+    p.add_argument("--server-base-url", default=_env("server_base_url"), metavar="URL", help="external URL of the server, for redirects and absolute links behind a proxy")
+    p.add_argument("--rescan-interval", type=float, default=float(_env("rescan_interval") or 0), metavar="SECONDS", help="also rescan the directories this often (for filesystems inotify cannot watch)")
+    p.add_argument("--no-watch", action="store_true", default=_env_bool("no_watch"), help="do not use inotify (then --rescan-interval defaults to 5)")
+    p.add_argument("--threads", type=int, default=int(_env("threads") or 16), help="waitress worker threads (default 16)")
+    p.add_argument("--connection-limit", type=int, default=int(_env("connection_limit") or 400), help="waitress connection limit (default 400)")
+    p.add_argument("-v", "--verbose", action="count", default=int(_env("verbose") or 0), help="more logging (repeatable)")
+    p.add_argument("--log-file", default=_env("log_file"), help="also log to this file")
+    p.add_argument("--log-stream", default=_env("log_stream") or "stderr", choices=("stdout", "stderr", "none"), help="log to stdout, stderr (default) or nowhere")
+    p.add_argument("--log-frmt", default=_env("log_frmt") or "%(asctime)s %(levelname)s %(name)s: %(message)s", help="logging format")
+    # Accepted for pypiserver compatibility; pkgserver always uses waitress.
+    p.add_argument("--server", default=None, help=argparse.SUPPRESS)
+
+
+def _settings(ns: argparse.Namespace) -> Settings:
+    roots = list(ns.roots)
+    if not roots and _env("roots"):
+        roots = [r for r in (_env("roots") or "").split(os.pathsep) if r]
+    if not roots:
+        roots = [os.path.expanduser("~/packages")]
+    for root in roots:
+        if not os.path.isdir(root):
+            raise UsageError(f"package directory {root!r} does not exist or is not a directory")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise UsageError(f"package directory {root!r} is not readable")
+    if not 0 <= ns.port <= 65535:
+        raise UsageError(f"port {ns.port} is out of range")
+    try:
+        actions = parse_actions(ns.authenticate)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    password_file = None if ns.passwords in (None, ".") else ns.passwords
+    if password_file:
+        from .auth import load_htpasswd
+
+        try:
+            load_htpasswd(password_file)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read password file {password_file!r}: {exc}") from None
+    elif actions - {"update"}:
+        raise UsageError(
+            f"-a {','.join(sorted(actions))} needs a password file: add -P HTPASSWD "
+            "(or -P . -a . for a fully open server)"
+        )
+    hash_algo: str | None = ns.hash_algo.strip().lower()
+    if hash_algo in _FALSE:
+        hash_algo = None
+    elif hash_algo not in hashlib.algorithms_available:
+        raise UsageError(f"unknown --hash-algo {ns.hash_algo!r}")
+    if ns.welcome and not os.path.isfile(ns.welcome):
+        raise UsageError(f"welcome file {ns.welcome!r} does not exist")
+    health = ns.health_endpoint if ns.health_endpoint.startswith("/") else "/" + ns.health_endpoint
+    if ns.threads < 1 or ns.connection_limit < 1:
+        raise UsageError("--threads and --connection-limit must be at least 1")
+    if ns.rescan_interval < 0:
+        raise UsageError("--rescan-interval cannot be negative")
+    return Settings(
+        roots=tuple(os.path.abspath(r) for r in roots),
+        host=ns.host,
+        port=ns.port,
+        password_file=password_file,
+        authenticate=actions if (password_file or ns.passwords == ".") else actions & {"update"},
+        overwrite=ns.overwrite,
+        fallback_url=ns.fallback_url,
+        disable_fallback=ns.disable_fallback,
+        hash_algo=hash_algo,
+        welcome_file=ns.welcome,
+        health_endpoint=health,
+        server_base_url=ns.server_base_url,
+        rescan_interval=ns.rescan_interval,
+        watch=not ns.no_watch,
+        threads=ns.threads,
+        connection_limit=ns.connection_limit,
+        verbosity=ns.verbose,
+        log_file=ns.log_file,
+        log_stream=None if ns.log_stream == "none" else ns.log_stream,
+        log_format=ns.log_frmt,
+    )
+
+
+def _setup_logging(settings: Settings) -> None:
+    handlers: list[logging.Handler] = []
+    if settings.log_stream:
+        handlers.append(logging.StreamHandler(sys.stdout if settings.log_stream == "stdout" else sys.stderr))
+    if settings.log_file:
+        handlers.append(logging.FileHandler(settings.log_file))
+    if not handlers:
+        handlers.append(logging.NullHandler())
+    level = logging.DEBUG if settings.verbosity >= 1 else logging.INFO
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    for h in handlers:
+        h.setFormatter(logging.Formatter(settings.log_format))
+        root.addHandler(h)
+    root.setLevel(level)
+    # waitress's own INFO lines ("Serving on") duplicate ours.
+    logging.getLogger("waitress").setLevel(logging.WARNING if settings.verbosity < 2 else logging.DEBUG)
+
+
+def _normalize_argv(argv: list[str]) -> list[str]:
+    """No subcommand means ``run`` (pypiserver 1.x form)."""
+    if not argv:
+        return ["run"]
+    if argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    return ["run", *argv]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _normalize_argv(list(sys.argv[1:] if argv is None else argv))
+    try:
+        ns = build_parser().parse_args(args)
+        if ns.command == "run":
+            settings = _settings(ns)
+            return run(settings)
+    except UsageError as exc:
+        print(f"pkgserver: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(settings: Settings) -> int:
+    from waitress.server import create_server
+
+    from .app import create_app
+    from .auth import Authenticator
+    from .catalog import Catalog
+    from .storage import Indexer, MetadataStore
+
+    _setup_logging(settings)
+    if settings.password_file is None and not settings.authenticate:
+        log.warning("running fully open (-P . -a .): anyone who can reach this server can read and change it")
+    catalog = Catalog()
+    extra = [settings.hash_algo] if settings.hash_algo and settings.hash_algo != "sha256" else []
+    indexer = Indexer(
+        settings.roots,
+        catalog,
+        rescan_interval=settings.rescan_interval,
+        watch=settings.watch,
+        extra_algos=extra,
+    )
+    indexer.start()
+    auth = Authenticator(settings.password_file, settings.authenticate)
+    app = create_app(settings, catalog, auth=auth, metadata=MetadataStore())
+    try:
+        server = create_server(
+            app,
+            host=settings.host,
+            port=settings.port,
+            threads=settings.threads,
+            connection_limit=settings.connection_limit,
+            ident="pkgserver",
+            clear_untrusted_proxy_headers=True,
+        )
+    except OSError as exc:
+        indexer.stop()
+        raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+
+    def _terminate(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+    log.info("pkgserver %s serving %s on http://%s:%s/", __version__, ", ".join(settings.roots), host, server.effective_port)  # type: ignore[union-attr]
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    finally:
+        server.close()
+        indexer.stop()
+    return 0

@@ -1,0 +1,62 @@
+"""Settings: one frozen dataclass, fed by the CLI, ``PKGSERVER_*`` environment variables and defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+__all__ = ["Settings", "ACTIONS", "DEFAULT_FALLBACK_URL", "parse_actions"]
+
+DEFAULT_FALLBACK_URL = "https://pypi.org/simple/"
+# What -a/--authenticate can protect (pypiserver's names).
+ACTIONS = ("update", "download", "list")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    roots: tuple[str, ...] = ()
+    host: str = "0.0.0.0"
+    port: int = 8080
+    password_file: str | None = None  # None: no htpasswd (-P . or not given)
+    authenticate: frozenset[str] = frozenset({"update"})
+    overwrite: bool = False
+    fallback_url: str = DEFAULT_FALLBACK_URL
+    disable_fallback: bool = False
+    hash_algo: str | None = "sha256"  # None: no hash fragment on HTML links
+    welcome_file: str | None = None
+    health_endpoint: str = "/health"
+    server_base_url: str | None = None
+    rescan_interval: float = 0.0  # 0: rely on inotify (a fallback interval applies without it)
+    watch: bool = True
+    threads: int = 16
+    connection_limit: int = 400
+    verbosity: int = 0
+    log_file: str | None = None
+    log_stream: str | None = "stderr"
+    log_format: str = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+    @property
+    def fallback(self) -> str | None:
+        """The URL prefix projects not hosted here are redirected to, or None."""
+        if self.disable_fallback or not self.fallback_url:
+            return None
+        url = self.fallback_url
+        return url if url.endswith("/") else url + "/"
+
+    def protects(self, action: str) -> bool:
+        return action in self.authenticate
+
+
+def parse_actions(value: str | Sequence[str]) -> frozenset[str]:
+    """``update,download`` or ``.`` (nothing) -> a set of actions; raises ValueError."""
+    items: list[str] = []
+    for part in [value] if isinstance(value, str) else list(value):
+        items.extend(p.strip().lower() for p in part.replace(",", " ").split())
+    if items == ["."] or not items:
+        return frozenset()
+    unknown = [i for i in items if i not in ACTIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown action(s) {', '.join(unknown)}: choose from {', '.join(ACTIONS)} or '.'"
+        )
+    return frozenset(items)

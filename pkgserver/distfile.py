@@ -1,0 +1,139 @@
+"""Distribution filenames: which project and version a file belongs to.
+
+Pure: no disk, no web. Names and versions come from ``packaging.utils`` parsers
+(``foo-2fa-1.0.tar.gz`` is project ``foo-2fa``); the legacy formats that old directories
+still hold are attributed only when that can be done without guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+__all__ = [
+    "DIST_EXTENSIONS",
+    "DistInfo",
+    "InvalidDistFilename",
+    "is_valid_project_name",
+    "normalize",
+    "parse_dist_filename",
+    "version_sort_key",
+]
+
+# Longest first, so that ".tar.gz" wins over a hypothetical ".gz".
+DIST_EXTENSIONS = (".tar.bz2", ".tar.gz", ".tgz", ".whl", ".zip", ".egg")
+
+# Kinds, as the upload API's ``filetype`` and warehouse's ``packagetype`` name them.
+KIND_WHEEL = "bdist_wheel"
+KIND_SDIST = "sdist"
+KIND_EGG = "bdist_egg"
+
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+
+
+class InvalidDistFilename(ValueError):
+    """The filename is not a distribution that can be attributed to one project."""
+
+
+class DistInfo(NamedTuple):
+    project: NormalizedName
+    version: str  # as written in the filename (normalized for PEP 440 versions)
+    kind: str  # KIND_WHEEL, KIND_SDIST or KIND_EGG
+
+
+def normalize(name: str) -> NormalizedName:
+    """PEP 503 normalization."""
+    return canonicalize_name(name)
+
+
+def is_valid_project_name(name: str) -> bool:
+    """PEP 508 / core metadata rule for a project name (ASCII, case-insensitive)."""
+    return name.isascii() and bool(_VALID_NAME.match(name))
+
+
+def dist_extension(filename: str) -> str | None:
+    lower = filename.lower()
+    for ext in DIST_EXTENSIONS:
+        if lower.endswith(ext):
+            return ext
+    return None
+
+
+def parse_dist_filename(filename: str) -> DistInfo:
+    """Attribute ``filename`` to (project, version, kind) or raise InvalidDistFilename."""
+    ext = dist_extension(filename)
+    if ext is None:
+        raise InvalidDistFilename(f"not a distribution file: {filename!r}")
+    if ext == ".whl":
+        try:
+            name, version, _build, _tags = parse_wheel_filename(filename)
+        except (InvalidWheelFilename, InvalidVersion) as exc:
+            raise InvalidDistFilename(str(exc)) from None
+        return DistInfo(name, str(version), KIND_WHEEL)
+    stem = filename[: -len(ext)]
+    if ext == ".egg":
+        return _parse_egg(stem)
+    if ext in (".tar.gz", ".zip"):
+        try:
+            name, version = parse_sdist_filename(filename)
+        except (InvalidSdistFilename, InvalidVersion):
+            return _parse_legacy_sdist(stem)
+        return DistInfo(name, str(version), KIND_SDIST)
+    # .tar.bz2 and .tgz: the same naming as a .tar.gz sdist.
+    try:
+        name, version = parse_sdist_filename(stem + ".tar.gz")
+    except (InvalidSdistFilename, InvalidVersion):
+        return _parse_legacy_sdist(stem)
+    return DistInfo(name, str(version), KIND_SDIST)
+
+
+def _parse_legacy_sdist(stem: str) -> DistInfo:
+    """Old sdists with non-PEP 440 versions, e.g. ``foo-1.0-beta``.
+
+    Attributed only when exactly one ``-<digit>`` boundary exists, so that the split between
+    name and version is not a guess (``foo-2fa-1.0-beta`` stays unattributed).
+    """
+    cuts = [m.start() for m in re.finditer(r"-(?=\d)", stem)]
+    if len(cuts) != 1:
+        raise InvalidDistFilename(f"cannot tell project from version in {stem!r}")
+    name, version = stem[: cuts[0]], stem[cuts[0] + 1 :]
+    if not is_valid_project_name(name) or not _is_plain_version(version):
+        raise InvalidDistFilename(f"cannot attribute {stem!r}")
+    return DistInfo(normalize(name), version, KIND_SDIST)
+
+
+def _parse_egg(stem: str) -> DistInfo:
+    # Eggs are ``name-version(-pyX.Y(-platform))``, with "-" in the name escaped as "_".
+    parts = stem.split("-")
+    if len(parts) < 2:
+        raise InvalidDistFilename(f"egg without a version: {stem!r}")
+    name, version = parts[0], parts[1]
+    if not is_valid_project_name(name) or not _is_plain_version(version):
+        raise InvalidDistFilename(f"cannot attribute egg {stem!r}")
+    try:
+        version = str(Version(version))
+    except InvalidVersion:
+        pass
+    return DistInfo(normalize(name), version, KIND_EGG)
+
+
+def _is_plain_version(version: str) -> bool:
+    return bool(version) and version.isascii() and bool(re.fullmatch(r"[0-9][A-Za-z0-9.+_!-]*", version))
+
+
+def version_sort_key(version: str) -> tuple[int, Version | str]:
+    """Sort key that puts non-PEP 440 versions first, then PEP 440 versions in order."""
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)

@@ -1,0 +1,69 @@
+"""Typed errors, each carrying its HTTP status and a short human message.
+
+``app.py`` turns them into responses in one place: the message goes into the reason phrase
+(twine prints it) and into a plain-text body (uv prints that).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HTTPProblem",
+    "BadRequest",
+    "Unauthorized",
+    "Forbidden",
+    "NotFound",
+    "MethodNotAllowed",
+    "NotAcceptable",
+    "Conflict",
+    "Gone",
+    "TooLarge",
+]
+
+
+class HTTPProblem(Exception):
+    status = 500
+
+    def __init__(self, message: str, **headers: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers
+
+
+class BadRequest(HTTPProblem):
+    status = 400
+
+
+class Unauthorized(HTTPProblem):
+    status = 401
+
+    def __init__(self, message: str, realm: str = "pkgserver") -> None:
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": f'Basic realm="{realm}"'}
+
+
+class Forbidden(HTTPProblem):
+    status = 403
+
+
+class NotFound(HTTPProblem):
+    status = 404
+
+
+class MethodNotAllowed(HTTPProblem):
+    status = 405
+
+
+class NotAcceptable(HTTPProblem):
+    status = 406
+
+
+class Conflict(HTTPProblem):
+    status = 409
+
+
+class Gone(HTTPProblem):
+    status = 410
+
+
+class TooLarge(HTTPProblem):
+    status = 413

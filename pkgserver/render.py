@@ -1,0 +1,304 @@
+"""Pure renderers: catalog entries -> PEP 503 HTML, PEP 691 JSON, warehouse JSON; negotiation.
+
+Nothing here touches the disk or the web framework. Every string that reaches HTML goes through
+``esc`` (PEP 503 pages are hand-written for speed, so escaping is explicit and tested).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import html
+import json
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+from .catalog import DistFile, Project, Snapshot
+from .metadata import CoreMetadata
+
+__all__ = [
+    "HTML",
+    "JSON_V1",
+    "HTML_V1",
+    "Rendered",
+    "esc",
+    "negotiate",
+    "render_index",
+    "render_project",
+    "render_project_json_api",
+    "file_url",
+]
+
+HTML = "text/html"
+HTML_V1 = "application/vnd.pypi.simple.v1+html"
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
+API_VERSION = "1.1"  # PEP 700: size, upload-time, versions
+
+# Media types we answer; "latest" aliases are answered with the real v1 type (PEP 691).
+_ALIASES = {
+    "application/vnd.pypi.simple.latest+json": JSON_V1,
+    "application/vnd.pypi.simple.latest+html": HTML_V1,
+    JSON_V1: JSON_V1,
+    HTML_V1: HTML_V1,
+    HTML: HTML,
+}
+# Server preference among explicit types of equal q-value: JSON first.
+_PREFERENCE = (JSON_V1, HTML_V1, HTML)
+# ?format= values: the media types themselves, plus short names people type by hand.
+_FORMAT_NAMES = {"json": JSON_V1, "html": HTML}
+
+
+class Rendered(NamedTuple):
+    body: bytes
+    content_type: str
+    etag: str  # quoted strong ETag
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+# -- negotiation (PEP 691) -------------------------------------------------------------------
+def negotiate(accept: str | None, format_param: str | None = None) -> str | None:
+    """The media type to answer with, or None (406)."""
+    if format_param:
+        value = format_param.strip().lower()
+        value = _FORMAT_NAMES.get(value, value)
+        return _ALIASES.get(value) or (HTML if value in ("text/*", "*/*") else None)
+    if not accept or not accept.strip():
+        accept = "*/*"
+    best: tuple[float, int, str] | None = None
+    for item in accept.split(","):
+        parts = [p.strip() for p in item.split(";")]
+        media = parts[0].lower()
+        if not media:
+            continue
+        q = 1.0
+        for param in parts[1:]:
+            key, _, val = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(val.strip())
+                except ValueError:
+                    q = 0.0
+                q = min(max(q, 0.0), 1.0)
+        if q <= 0:
+            continue
+        if media in _ALIASES:
+            candidates = [_ALIASES[media]]
+        elif media == "*/*":
+            # Wildcards get HTML: what curl, wget and pre-PEP 691 tools expect to see.
+            candidates = [HTML]
+        elif media == "application/*":
+            candidates = [JSON_V1, HTML_V1]
+        elif media == "text/*":
+            candidates = [HTML]
+        else:
+            continue
+        for media_type in candidates:
+            rank = (q, -_PREFERENCE.index(media_type), media_type)
+            if best is None or rank[:2] > best[:2]:
+                best = rank
+            break
+    return best[2] if best else None
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def file_url(f: DistFile, prefix: str = "../../packages/") -> str:
+    """URL of a file relative to a project page (``/simple/<name>/``), so proxies with a path
+    prefix keep working without configuration."""
+    return prefix + quote(f.relpath, safe="/")
+
+
+def upload_time(f: DistFile) -> str:
+    moment = datetime.datetime.fromtimestamp(f.mtime, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _hash_fragment(f: DistFile, hash_algo: str | None) -> str:
+    if not hash_algo:
+        return ""
+    if hash_algo == "sha256":
+        return f"#sha256={f.sha256}"
+    for algo, digest in f.extra_hashes:
+        if algo == hash_algo:
+            return f"#{algo}={digest}"
+    return f"#sha256={f.sha256}"
+
+
+_HEAD = (
+    "<!DOCTYPE html>\n<html>\n  <head>\n"
+    '    <meta name="pypi:repository-version" content="1.1">\n'
+    "    <title>{title}</title>\n  </head>\n  <body>\n"
+)
+_TAIL = "  </body>\n</html>\n"
+
+
+# -- /simple/ ------------------------------------------------------------------------------------
+def render_index(snapshot: Snapshot, media_type: str) -> Rendered:
+    key = ("index", media_type)
+    cached = snapshot.cache.get(key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    projects = sorted(snapshot.projects.values(), key=lambda p: p.name)
+    if media_type == JSON_V1:
+        doc = {
+            "meta": {"api-version": API_VERSION, "_last-serial": snapshot.generation},
+            "projects": [{"name": p.display_name} for p in projects],
+        }
+        body = json.dumps(doc, separators=(",", ":")).encode()
+    else:
+        out = [_HEAD.format(title="Simple index"), "    <h1>Simple index</h1>\n"]
+        out.extend(
+            f'    <a href="{esc(quote(p.name))}/">{esc(p.display_name)}</a><br>\n' for p in projects
+        )
+        out.append(_TAIL)
+        body = "".join(out).encode()
+    rendered = Rendered(body, media_type, _etag(body))
+    snapshot.cache[key] = rendered
+    return rendered
+
+
+# -- /simple/<project>/ -------------------------------------------------------------------------
+def render_project(project: Project, media_type: str, hash_algo: str | None = "sha256") -> Rendered:
+    key = ("project", media_type, hash_algo)
+    cached = project.cache.get(key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    if media_type == JSON_V1:
+        body = _project_json(project, hash_algo)
+    else:
+        body = _project_html(project, hash_algo)
+    rendered = Rendered(body, media_type, _etag(body))
+    project.cache[key] = rendered
+    return rendered
+
+
+def _project_html(project: Project, hash_algo: str | None) -> bytes:
+    title = f"Links for {project.display_name}"
+    out = [_HEAD.format(title=esc(title)), f"    <h1>{esc(title)}</h1>\n"]
+    for f in project.files:
+        attrs = [f'href="{esc(file_url(f) + _hash_fragment(f, hash_algo))}"']
+        if f.requires_python:
+            attrs.append(f'data-requires-python="{esc(f.requires_python)}"')
+        if f.metadata_sha256:
+            value = esc(f"sha256={f.metadata_sha256}")
+            # PEP 714 name, plus the PEP 658 one that older pip versions read.
+            attrs.append(f'data-core-metadata="{value}"')
+            attrs.append(f'data-dist-info-metadata="{value}"')
+        out.append(f"    <a {' '.join(attrs)}>{esc(f.filename)}</a><br>\n")
+    out.append(_TAIL)
+    return "".join(out).encode()
+
+
+def _project_json(project: Project, hash_algo: str | None) -> bytes:
+    files = []
+    for f in project.files:
+        hashes = {"sha256": f.sha256}
+        hashes.update(f.extra_hashes)
+        entry: dict[str, Any] = {
+            "filename": f.filename,
+            "url": file_url(f),
+            "hashes": hashes,
+            "size": f.size,
+            "upload-time": upload_time(f),
+            "yanked": False,
+        }
+        if f.requires_python:
+            entry["requires-python"] = f.requires_python
+        # PEP 714: "core-metadata" only; never "dist-info-metadata" in JSON.
+        entry["core-metadata"] = {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
+        files.append(entry)
+    doc = {
+        "meta": {"api-version": API_VERSION},
+        "name": project.name,
+        "versions": project.versions,
+        "files": files,
+    }
+    del hash_algo  # JSON always carries sha256 (and any extra algorithm)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+# -- warehouse JSON (/pypi/<project>/json) ------------------------------------------------------
+def _release_file(f: DistFile, base_url: str) -> dict[str, Any]:
+    digests = {"sha256": f.sha256}
+    digests.update(f.extra_hashes)
+    return {
+        "filename": f.filename,
+        "url": base_url + "packages/" + quote(f.relpath, safe="/"),
+        "digests": digests,
+        "size": f.size,
+        "packagetype": f.kind,
+        "python_version": "source" if f.kind == "sdist" else "py3",
+        "requires_python": f.requires_python,
+        "upload_time": upload_time(f)[:19],
+        "upload_time_iso_8601": upload_time(f),
+        "yanked": False,
+        "yanked_reason": None,
+    }
+
+
+def render_project_json_api(
+    project: Project,
+    version: str,
+    metadata: CoreMetadata | None,
+    base_url: str,
+    releases: bool = True,
+) -> bytes:
+    """``version`` must be one of the project's versions (the latest for /pypi/<p>/json)."""
+    files = project.files_of(version)
+    info: dict[str, Any] = {
+        "name": (metadata.name if metadata and metadata.name else project.display_name),
+        "version": version,
+        "summary": metadata.summary if metadata else project.summary,
+        "requires_python": metadata.requires_python if metadata else files[-1].requires_python,
+        "requires_dist": list(metadata.requires_dist) if metadata and metadata.requires_dist else None,
+        "package_url": f"{base_url}simple/{project.name}/",
+        "project_url": f"{base_url}simple/{project.name}/",
+        "release_url": f"{base_url}simple/{project.name}/",
+        "yanked": False,
+        "yanked_reason": None,
+    }
+    doc: dict[str, Any] = {"info": info, "urls": [_release_file(f, base_url) for f in files]}
+    if releases:
+        by_version: dict[str, list[dict[str, Any]]] = {}
+        for f in project.files:
+            by_version.setdefault(f.version, []).append(_release_file(f, base_url))
+        doc["releases"] = by_version
+    doc["last_serial"] = 0
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def search(snapshot: Snapshot, spec: dict[str, list[str]], operator: str = "or") -> list[dict[str, str]]:
+    """XML-RPC ``search``: ``spec`` maps a field (name, summary) to terms; a field matches when
+    any of its terms is a case-insensitive substring; fields combine with ``operator``."""
+    wanted = {
+        field: [t.lower() for t in terms if t]
+        for field, terms in spec.items()
+        if field in ("name", "summary")
+    }
+    wanted = {field: terms for field, terms in wanted.items() if terms}
+    if not wanted:
+        return []
+    combine = all if operator.lower() == "and" else any
+    results = []
+    for project in snapshot.projects.values():
+        haystacks = {
+            "name": f"{project.name} {project.display_name}".lower(),
+            "summary": (project.summary or "").lower(),
+        }
+        if combine(any(t in haystacks[field] for t in terms) for field, terms in wanted.items()):
+            results.append(
+                {
+                    "name": project.display_name,
+                    "version": project.latest.version,
+                    "summary": project.summary or "",
+                }
+            )
+    results.sort(key=lambda r: r["name"].lower())
+    return results

@@ -1,0 +1,484 @@
+"""The package directories: scan, describe, watch, and keep the catalog in step with the disk.
+
+Rules that keep every listed hash equal to the bytes served:
+- A file is listed when its writer is known to be done: ``IN_CLOSE_WRITE`` (cp, scp), a rename
+  into place (rsync, atomic publishers) or a hard link. A file found by a scan with no such signal
+  is listed once its mtime is ``SETTLE`` seconds old.
+- A listed file that receives bytes is unlisted at once, and re-listed when its writer closes it.
+- A file is re-stat'ed after hashing; if it changed meanwhile, it is checked again later.
+- Names starting with "." (files and folders) are never listed: publishers write temp files so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import os
+import stat
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+
+from . import inotify
+from .catalog import Catalog, DistFile
+from .distfile import InvalidDistFilename, dist_extension, parse_dist_filename
+from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
+
+__all__ = ["Indexer", "MetadataStore", "describe", "iter_dist_files", "is_hidden"]
+
+log = logging.getLogger(__name__)
+
+SETTLE = 1.0  # seconds a scanned file's mtime must lie in the past before it is listed
+LINK_CHECK = 0.25  # seconds after IN_CREATE with no bytes written: a hard link, list it
+QUIET = 10.0  # seconds without events before an unclosed writer's file is checked anyway
+CHUNK = 1024 * 1024
+
+
+def is_hidden(relpath: str) -> bool:
+    return any(part.startswith(".") for part in relpath.split("/"))
+
+
+def iter_dist_files(root: str) -> Iterator[tuple[str, os.stat_result]]:
+    """(relpath, stat) for each candidate distribution file under ``root``; never raises."""
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
+                entries = list(it)
+        except OSError as exc:
+            log.warning("cannot read directory %s: %s", os.path.join(root, rel_dir), exc)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                    continue
+                if dist_extension(entry.name) is None:
+                    continue
+                st = entry.stat(follow_symlinks=True)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield rel, st
+
+
+def describe(
+    root: str, relpath: str, st: os.stat_result, extra_algos: Sequence[str] = ()
+) -> DistFile:
+    """Hash and read the file once; raises InvalidDistFilename or OSError."""
+    filename = relpath.rsplit("/", 1)[-1]
+    info = parse_dist_filename(filename)
+    path = os.path.join(root, *relpath.split("/"))
+    sha = hashlib.sha256()
+    extras = [hashlib.new(a) for a in extra_algos]
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(CHUNK)
+            if not chunk:
+                break
+            sha.update(chunk)
+            for h in extras:
+                h.update(chunk)
+    requires_python = summary = display_name = metadata_sha256 = None
+    try:
+        meta = read_core_metadata(path, info.kind, info.project)
+    except InvalidArchive as exc:
+        log.info("no core metadata for %s: %s", relpath, exc)
+    else:
+        requires_python = meta.requires_python
+        summary = meta.summary[:512] if meta.summary else None
+        display_name = meta.name if meta.name and len(meta.name) < 200 else None
+        if meta.servable:
+            metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
+    return DistFile(
+        filename=filename,
+        relpath=relpath,
+        path=path,
+        project=info.project,
+        version=info.version,
+        kind=info.kind,
+        size=st.st_size,
+        mtime=st.st_mtime,
+        mtime_ns=st.st_mtime_ns,
+        sha256=sha.hexdigest(),
+        extra_hashes=tuple((a, h.hexdigest()) for a, h in zip(extra_algos, extras)),
+        requires_python=requires_python,
+        metadata_sha256=metadata_sha256,
+        summary=summary,
+        display_name=display_name,
+    )
+
+
+def listed_path_is(catalog: Catalog, relpath: str, path: str) -> bool:
+    listed = catalog.snapshot.files.get(relpath)
+    return listed is not None and listed.path == path
+
+
+class Indexer:
+    """Keeps ``catalog`` equal to what the roots hold. One worker thread does all the writing."""
+
+    def __init__(
+        self,
+        roots: Sequence[str],
+        catalog: Catalog,
+        *,
+        rescan_interval: float = 0.0,
+        watch: bool = True,
+        extra_algos: Sequence[str] = (),
+    ) -> None:
+        self.roots = [os.path.abspath(r) for r in roots]
+        self._real_roots = [os.path.realpath(r) for r in self.roots]
+        self.catalog = catalog
+        self.rescan_interval = rescan_interval
+        self.extra_algos = tuple(extra_algos)
+        self._want_watch = watch
+        self._watcher: inotify.Watcher | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        # Worker state (touched only by the worker thread after start()).
+        self._writing: dict[str, float] = {}  # abs path -> time of the last write event
+        self._fresh: set[str] = set()  # created (open or link) with no bytes written since
+        self._due: list[tuple[float, str, bool]] = []  # heap of (when, abs path, confirmed)
+        self._warned: set[str] = set()
+        self.watching = False
+
+    # -- public ----------------------------------------------------------------------------
+    def initial_scan(self) -> int:
+        """Scan every root and fill the catalog; returns the number of files listed."""
+        started = time.monotonic()
+        self._rescan()
+        snap = self.catalog.snapshot
+        log.info(
+            "indexed %d files of %d projects in %.2fs",
+            snap.file_count,
+            len(snap.projects),
+            time.monotonic() - started,
+        )
+        return snap.file_count
+
+    def start(self) -> None:
+        """Watch (inotify where possible), scan once, then start the worker thread.
+
+        Watches go in before the scan, so a file copied in during the scan is not missed: its
+        events wait in the inotify queue for the worker.
+        """
+        if self._want_watch:
+            try:
+                watcher = inotify.Watcher()
+                for root in self.roots:
+                    watcher.add_tree(root)
+                self._watcher = watcher
+                self.watching = True
+            except OSError as exc:
+                log.warning(
+                    "cannot watch the package directories (%s); rescanning every %ss instead",
+                    exc,
+                    self.rescan_interval or 5,
+                )
+                if not self.rescan_interval:
+                    self.rescan_interval = 5.0
+        elif not self.rescan_interval:
+            self.rescan_interval = 5.0
+        self.initial_scan()
+        self._thread = threading.Thread(target=self._run, name="pkgserver-indexer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+
+    def root_of(self, path: str) -> tuple[int, str] | None:
+        """(root index, posix relpath) for an absolute path inside a root, else None."""
+        for i, root in enumerate(self.roots):
+            if path.startswith(root + os.sep):
+                return i, path[len(root) + 1 :].replace(os.sep, "/")
+        return None
+
+    # -- the worker ------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_rescan = time.monotonic() + self.rescan_interval if self.rescan_interval else None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            timeout = 1.0
+            if self._due:
+                timeout = min(timeout, max(0.0, self._due[0][0] - now))
+            if next_rescan is not None:
+                timeout = min(timeout, max(0.0, next_rescan - now))
+            try:
+                if self._watcher is not None:
+                    events = self._watcher.read(timeout)
+                else:
+                    self._stop.wait(timeout)
+                    events = []
+                self._handle(events)
+                self._process_due()
+                self._check_quiet_writers()
+                if next_rescan is not None and time.monotonic() >= next_rescan:
+                    self._rescan()
+                    next_rescan = time.monotonic() + self.rescan_interval
+            except Exception:  # the indexer must outlive any one bad event
+                log.exception("indexer error; rescanning")
+                self._safe_rescan()
+
+    def _safe_rescan(self) -> None:
+        try:
+            self._rescan()
+        except Exception:
+            log.exception("rescan failed")
+            self._stop.wait(1.0)
+
+    def _handle(self, events: Iterable[inotify.Event]) -> None:
+        now = time.monotonic()
+        removals: list[str] = []
+        for ev in events:
+            kind, path = ev.kind, ev.path
+            if kind == inotify.OVERFLOW:
+                log.warning("inotify queue overflowed; rescanning")
+                self._rescan()
+                continue
+            if kind == inotify.DIR_ADDED:
+                self._scan_subtree(path)
+                continue
+            if kind == inotify.DIR_GONE:
+                removals.extend(self._relpaths_under(path))
+                continue
+            located = self._locate(path)
+            if located is None:
+                continue
+            relpath = located
+            if kind == inotify.WRITING:
+                self._writing[path] = now
+                self._fresh.discard(path)
+                listed = self.catalog.snapshot.files.get(relpath)
+                if listed is not None and listed.path == path:
+                    removals.append(relpath)  # its bytes are changing: stop serving the old hash
+            elif kind == inotify.CREATED:
+                # Either open(O_CREAT) (bytes and a close will follow) or a hard link (nothing
+                # follows): look again shortly, and list it then only if no bytes arrived.
+                self._writing[path] = now
+                self._fresh.add(path)
+                self._schedule(now + LINK_CHECK, path, confirmed=False)
+            elif kind in (inotify.CLOSED, inotify.MOVED_IN):
+                self._writing.pop(path, None)
+                self._fresh.discard(path)
+                self._schedule(now, path, confirmed=True)
+            elif kind == inotify.GONE:
+                self._writing.pop(path, None)
+                self._fresh.discard(path)
+                removals.append(relpath)
+        if removals:
+            self._apply([], removals)
+
+    def _locate(self, path: str) -> str | None:
+        found = self.root_of(path)
+        if found is None:
+            return None
+        _, relpath = found
+        if is_hidden(relpath) or dist_extension(relpath) is None:
+            return None
+        return relpath
+
+    def _relpaths_under(self, directory: str) -> list[str]:
+        prefix = directory + os.sep
+        return [rel for rel, f in self.catalog.snapshot.files.items() if f.path.startswith(prefix)]
+
+    def _schedule(self, when: float, path: str, confirmed: bool) -> None:
+        heapq.heappush(self._due, (when, path, confirmed))
+
+    def _process_due(self) -> None:
+        now = time.monotonic()
+        upserts: list[DistFile] = []
+        removals: list[str] = []
+        seen: set[str] = set()
+        while self._due and self._due[0][0] <= now:
+            _, path, confirmed = heapq.heappop(self._due)
+            if path in seen:
+                continue
+            seen.add(path)
+            if not confirmed and path in self._writing and path not in self._fresh:
+                continue  # bytes are arriving: its writer's close (or QUIET) lists it
+            self._check(path, confirmed, upserts, removals)
+        self._apply(upserts, removals)
+
+    def _check_quiet_writers(self) -> None:
+        now = time.monotonic()
+        for path, last in list(self._writing.items()):
+            if now - last >= QUIET:
+                # No close event came (a missed event, or a writer that keeps the file open):
+                # fall back to the mtime rule.
+                del self._writing[path]
+                self._fresh.discard(path)
+                self._schedule(now, path, confirmed=False)
+
+    def _check(
+        self, path: str, confirmed: bool, upserts: list[DistFile], removals: list[str]
+    ) -> None:
+        located = self.root_of(path)
+        if located is None:
+            return
+        root_index, relpath = located
+        try:
+            st = os.stat(path)
+        except OSError:
+            removals.append(relpath)
+            return
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            # An empty file is no distribution; it is also what scp shows before the first bytes.
+            if listed_path_is(self.catalog, relpath, path):
+                removals.append(relpath)
+            return
+        if not confirmed:
+            age = time.time() - st.st_mtime
+            if age < SETTLE:
+                self._schedule(time.monotonic() + (SETTLE - age) + 0.05, path, confirmed=False)
+                return
+        listed = self.catalog.snapshot.files.get(relpath)
+        if listed is not None and listed.path != path:
+            return  # an earlier root already provides this relpath
+        if listed is not None and (listed.size, listed.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            return
+        described = self._describe(root_index, relpath, st)
+        if described is None:
+            if listed is not None:
+                removals.append(relpath)
+            return
+        try:
+            after = os.stat(path)
+        except OSError:
+            removals.append(relpath)
+            return
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            # Changed while we read it: never list a hash of bytes that are no longer there.
+            if listed is not None:
+                removals.append(relpath)
+            self._schedule(time.monotonic() + 0.2, path, confirmed=False)
+            return
+        upserts.append(described)
+
+    def _describe(self, root_index: int, relpath: str, st: os.stat_result) -> DistFile | None:
+        root = self.roots[root_index]
+        path = os.path.join(root, *relpath.split("/"))
+        if not self._confined(path):
+            self._warn_once(relpath, "is a link that leaves the package directory; skipped")
+            return None
+        try:
+            relpath.encode("utf-8")
+        except UnicodeEncodeError:
+            self._warn_once(relpath, "has a name that is not UTF-8; skipped")
+            return None
+        try:
+            return describe(root, relpath, st, self.extra_algos)
+        except InvalidDistFilename as exc:
+            self._warn_once(relpath, f"cannot be attributed to a project ({exc}); skipped")
+        except OSError as exc:
+            self._warn_once(relpath, f"cannot be read ({exc}); skipped")
+        return None
+
+    def _confined(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return any(real.startswith(r + os.sep) for r in self._real_roots)
+
+    def _warn_once(self, relpath: str, message: str) -> None:
+        if relpath not in self._warned:
+            self._warned.add(relpath)
+            log.warning("%s %s", relpath, message)
+
+    def _scan_subtree(self, directory: str) -> None:
+        now = time.monotonic()
+        located = self.root_of(directory + os.sep + "x")
+        if located is None:
+            return
+        for rel, _st in iter_dist_files(directory):
+            path = os.path.join(directory, *rel.split("/"))
+            if path not in self._writing:
+                self._schedule(now, path, confirmed=False)
+
+    def _rescan(self) -> None:
+        """Compare the disk with the catalog. Files with old mtimes are listed at once."""
+        snap = self.catalog.snapshot
+        seen: set[str] = set()
+        upserts: list[DistFile] = []
+        removals: list[str] = []
+        now_wall = time.time()
+        now = time.monotonic()
+        for root_index, root in enumerate(self.roots):
+            for relpath, st in iter_dist_files(root):
+                if relpath in seen:
+                    continue  # an earlier root wins
+                seen.add(relpath)
+                path = os.path.join(root, *relpath.split("/"))
+                listed = snap.files.get(relpath)
+                if listed is not None and listed.path == path and (
+                    listed.size, listed.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                    continue
+                if path in self._writing:
+                    continue
+                if st.st_size == 0:
+                    if listed is not None:
+                        removals.append(relpath)
+                    continue
+                if now_wall - st.st_mtime < SETTLE:
+                    self._schedule(now, path, confirmed=False)
+                    continue
+                described = self._describe(root_index, relpath, st)
+                if described is not None:
+                    upserts.append(described)
+                elif listed is not None:
+                    removals.append(relpath)
+        removals.extend(rel for rel in snap.files if rel not in seen)
+        self._apply(upserts, removals)
+
+    def _apply(self, upserts: list[DistFile], removals: list[str]) -> None:
+        if upserts or removals:
+            up = {f.relpath for f in upserts}
+            self.catalog.apply(upserts, [r for r in removals if r not in up])
+
+
+class MetadataStore:
+    """Core metadata of listed files, read from the archive on demand and kept in a bounded LRU.
+
+    The catalog keeps only the metadata hash (100,000 METADATA files would not fit the memory
+    budget); the bytes are re-read when asked for and checked against that hash.
+    """
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, int, int], CoreMetadata] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, f: DistFile) -> CoreMetadata | None:
+        key = (f.path, f.size, f.mtime_ns)
+        with self._lock:
+            meta = self._items.get(key)
+            if meta is not None:
+                self._items.move_to_end(key)
+                return meta
+        try:
+            st = os.stat(f.path)
+            if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+                return None  # changed on disk; the indexer will catch up
+            meta = read_core_metadata(f.path, f.kind, f.project)
+        except (OSError, InvalidArchive):
+            return None
+        if len(meta.raw) <= self.max_bytes // 4:
+            with self._lock:
+                if key not in self._items:
+                    self._items[key] = meta
+                    self._bytes += len(meta.raw)
+                while self._bytes > self.max_bytes and self._items:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= len(old.raw)
+        return meta
