@@ -104,7 +104,8 @@ def create_app(
     metadata: MetadataStore | None = None,
 ) -> bottle.Bottle:
     """Build the WSGI app. Everything it needs is passed in; nothing is global."""
-    app = bottle.Bottle(catalog=False, autojson=False)
+    app = bottle.Bottle()
+    app.config["json.enable"] = False
     auth = auth or Authenticator(settings.password_file, settings.authenticate)
     metadata = metadata or MetadataStore()
     fallback = settings.fallback
@@ -120,7 +121,10 @@ def create_app(
         if base_override:
             return base_override
         env = bottle.request.environ
-        host = env.get("HTTP_HOST") or f"{env.get('SERVER_NAME', 'localhost')}:{env.get('SERVER_PORT', '80')}"
+        host = (
+            env.get("HTTP_HOST")
+            or f"{env.get('SERVER_NAME', 'localhost')}:{env.get('SERVER_PORT', '80')}"
+        )
         if not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]{1,255}", host):
             host = f"{env.get('SERVER_NAME', 'localhost')}:{env.get('SERVER_PORT', '80')}"
         scheme = "https" if env.get("wsgi.url_scheme") == "https" else "http"
@@ -147,14 +151,14 @@ def create_app(
         )
         if media is None:
             raise NotAcceptable(
-                "no acceptable content type: use text/html, "
-                f"{render.HTML_V1} or {render.JSON_V1}"
+                f"no acceptable content type: use text/html, {render.HTML_V1} or {render.JSON_V1}"
             )
         return media
 
     def send_rendered(page: render.Rendered) -> bottle.HTTPResponse:
         headers = {
-            "Content-Type": page.content_type + ("; charset=utf-8" if "html" in page.content_type else ""),
+            "Content-Type": page.content_type
+            + ("; charset=utf-8" if "html" in page.content_type else ""),
             "ETag": page.etag,
             "Vary": "Accept",
             "Cache-Control": "max-age=0, must-revalidate",
@@ -206,7 +210,7 @@ def create_app(
     for code in (400, 404, 405, 413, 500):
         app.error(code)(plain_error)
 
-    # -- routes -------------------------------------------------------------------------------------
+    # -- routes --
     @app.get(settings.health_endpoint)
     def health() -> dict[str, Any] | str:
         bottle.response.content_type = "text/plain; charset=utf-8"
@@ -282,10 +286,10 @@ def create_app(
         elif version not in project.versions:
             raise NotFound(f"{project.name} has no version {version!r}")
         files = project.files_of(version)
-        meta = metadata.get(files[-1])
-        body = render.render_project_json_api(
-            project, version, meta, base_url(), releases=True
-        )
+        # A wheel's METADATA is authoritative; an sdist's PKG-INFO may lack dependencies.
+        source = next((f for f in files if f.kind == "bdist_wheel"), files[-1])
+        meta = metadata.get(source)
+        body = render.render_project_json_api(project, version, meta, base_url(), releases=True)
         return bottle.HTTPResponse(body, **{"Content-Type": "application/json"})
 
     def xmlrpc_search() -> Any:
@@ -326,6 +330,12 @@ def create_app(
             return xmlrpc_search()
         raise MethodNotAllowed("uploads are not supported by this version of pkgserver")
 
+    @app.get("/packages/")
+    @app.get("/pypi/")
+    @guarded
+    def not_a_project() -> Any:
+        raise NotFound("not found")
+
     @app.get("/<name>")
     @app.get("/<name>/")
     @guarded
@@ -335,7 +345,7 @@ def create_app(
             raise NotFound("not found")
         return redirect(f"/simple/{normalize(name)}/")
 
-    # -- files --------------------------------------------------------------------------------------
+    # -- files --
     def send_file(f: DistFile) -> bottle.HTTPResponse:
         try:
             fh = open(f.path, "rb")
@@ -359,7 +369,7 @@ def create_app(
             headers["ETag"] = etag
         req = bottle.request
         inm = req.get_header("If-None-Match")
-        if etag and _etag_matches(inm, etag) or (not inm and _not_modified_since(st.st_mtime)):
+        if (etag and _etag_matches(inm, etag)) or (not inm and _not_modified_since(st.st_mtime)):
             fh.close()
             return bottle.HTTPResponse(status=304, **headers)
         rng = _parse_range(req.get_header("Range"), size)
@@ -373,7 +383,9 @@ def create_app(
             start, end = rng
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
             headers["Content-Length"] = str(end - start + 1)
-            return bottle.HTTPResponse(_RangeFile(fh, start, end - start + 1), status=206, **headers)
+            return bottle.HTTPResponse(
+                _RangeFile(fh, start, end - start + 1), status=206, **headers
+            )
         headers["Content-Length"] = str(size)
         return bottle.HTTPResponse(fh, **headers)
 
@@ -427,11 +439,11 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
             return "unsatisfiable"
         return max(0, size - length), size - 1
     start = int(first)
+    if start >= size:
+        return "unsatisfiable"
     end = int(last) if last else size - 1
     if end < start:
         return None
-    if start >= size:
-        return "unsatisfiable"
     return start, min(end, size - 1)
 
 

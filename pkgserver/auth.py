@@ -22,7 +22,7 @@ from passlib.apache import HtpasswdFile
 
 from .errors import Forbidden, Unauthorized
 
-__all__ = ["Authenticator", "Credentials", "parse_basic", "load_htpasswd"]
+__all__ = ["Authenticator", "Credentials", "load_htpasswd", "parse_basic"]
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ class Authenticator:
 
     def verify(self, user: str, password: str) -> bool:
         self._maybe_reload()
-        token = hmac.new(self._key, f"{user}\0{password}".encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        token = hmac.new(
+            self._key, f"{user}\0{password}".encode("utf-8", "surrogatepass"), hashlib.sha256
+        ).digest()
         now = time.monotonic()
         with self._lock:
             expires = self._verified.get(token)

@@ -43,7 +43,7 @@ class DistFile(NamedTuple):
 class Project:
     """A project and its files, oldest version first. Immutable apart from its render cache."""
 
-    __slots__ = ("name", "display_name", "files", "latest", "cache")
+    __slots__ = ("cache", "display_name", "files", "latest", "name")
 
     def __init__(self, name: str, files: Iterable[DistFile]) -> None:
         self.name = name
@@ -71,7 +71,7 @@ class Project:
 class Snapshot:
     """An immutable view of the catalog at one moment."""
 
-    __slots__ = ("projects", "files", "by_filename", "generation", "cache")
+    __slots__ = ("by_filename", "cache", "files", "generation", "projects")
 
     def __init__(
         self,
@@ -106,7 +106,6 @@ class Catalog:
     def __init__(self) -> None:
         self.snapshot: Snapshot = EMPTY
         self._lock = threading.Lock()
-        self._listeners: list[Any] = []
 
     def apply(self, upserts: Iterable[DistFile] = (), removals: Iterable[str] = ()) -> Snapshot:
         """Add or replace files (keyed by relpath) and remove relpaths, as one atomic change.

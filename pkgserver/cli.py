@@ -19,7 +19,7 @@ from typing import Any
 from . import __version__
 from .config import DEFAULT_FALLBACK_URL, Settings, parse_actions
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger("pkgserver")
 
@@ -43,7 +43,7 @@ def _env_bool(name: str) -> bool:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise UsageError(message)
 
 
@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pkgserver {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    run = sub.add_parser("run", help="serve package directories", description="Serve DIR... as a package index.")
+    run = sub.add_parser(
+        "run", help="serve package directories", description="Serve DIR... as a package index."
+    )
     _add_run_options(run)
     return parser
 
@@ -68,41 +70,121 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="package directories (default: $PKGSERVER_ROOTS, colon-separated, or ~/packages); "
         "uploads go to the first",
     )
-    p.add_argument("-p", "--port", type=int, default=int(_env("port") or 8080), help="port (default 8080; 0 picks a free one)")
     p.add_argument(
-        "-i", "-H", "--interface", "--host",
+        "-p",
+        "--port",
+        type=int,
+        default=int(_env("port") or 8080),
+        help="port (default 8080; 0 picks a free one)",
+    )
+    p.add_argument(
+        "-i",
+        "-H",
+        "--interface",
+        "--host",
         dest="host",
         default=_env("host") or _env("interface") or "0.0.0.0",
         help="address to listen on (default 0.0.0.0)",
     )
     p.add_argument(
-        "-P", "--passwords",
+        "-P",
+        "--passwords",
         dest="passwords",
         default=_env("passwords"),
         metavar="HTPASSWD",
         help="Apache htpasswd file for authentication; '.' for none",
     )
     p.add_argument(
-        "-a", "--authenticate",
+        "-a",
+        "--authenticate",
         default=_env("authenticate") or "update",
         help="comma-separated actions that need a password: update, download, list; "
         "'.' for none (needs -P .). Default: update",
     )
-    p.add_argument("-o", "--overwrite", action="store_true", default=_env_bool("overwrite"), help="allow uploads to replace existing files")
-    p.add_argument("--fallback-url", default=_env("fallback_url") or DEFAULT_FALLBACK_URL, help=f"where projects not hosted here are redirected (default {DEFAULT_FALLBACK_URL})")
-    p.add_argument("--disable-fallback", action="store_true", default=_env_bool("disable_fallback"), help="answer 404 for projects not hosted here")
-    p.add_argument("--hash-algo", default=_env("hash_algo") or "sha256", help="hash in the #fragment of links (default sha256; 'off' for none)")
-    p.add_argument("--welcome", default=_env("welcome"), metavar="FILE", help="HTML template for the welcome page ({{URL}}, {{VERSION}}, {{NUMPKGS}})")
-    p.add_argument("--health-endpoint", default=_env("health_endpoint") or "/health", help="path of the health check (default /health)")
-    p.add_argument("--server-base-url", default=_env("server_base_url"), metavar="URL", help="external URL of the server, for redirects and absolute links behind a proxy")
-    p.add_argument("--rescan-interval", type=float, default=float(_env("rescan_interval") or 0), metavar="SECONDS", help="also rescan the directories this often (for filesystems inotify cannot watch)")
-    p.add_argument("--no-watch", action="store_true", default=_env_bool("no_watch"), help="do not use inotify (then --rescan-interval defaults to 5)")
-    p.add_argument("--threads", type=int, default=int(_env("threads") or 16), help="waitress worker threads (default 16)")
-    p.add_argument("--connection-limit", type=int, default=int(_env("connection_limit") or 400), help="waitress connection limit (default 400)")
-    p.add_argument("-v", "--verbose", action="count", default=int(_env("verbose") or 0), help="more logging (repeatable)")
+    p.add_argument(
+        "-o",
+        "--overwrite",
+        action="store_true",
+        default=_env_bool("overwrite"),
+        help="allow uploads to replace existing files",
+    )
+    p.add_argument(
+        "--fallback-url",
+        default=_env("fallback_url") or DEFAULT_FALLBACK_URL,
+        help=f"where projects not hosted here are redirected (default {DEFAULT_FALLBACK_URL})",
+    )
+    p.add_argument(
+        "--disable-fallback",
+        action="store_true",
+        default=_env_bool("disable_fallback"),
+        help="answer 404 for projects not hosted here",
+    )
+    p.add_argument(
+        "--hash-algo",
+        default=_env("hash_algo") or "sha256",
+        help="hash in the #fragment of links (default sha256; 'off' for none)",
+    )
+    p.add_argument(
+        "--welcome",
+        default=_env("welcome"),
+        metavar="FILE",
+        help="HTML template for the welcome page ({{URL}}, {{VERSION}}, {{NUMPKGS}})",
+    )
+    p.add_argument(
+        "--health-endpoint",
+        default=_env("health_endpoint") or "/health",
+        help="path of the health check (default /health)",
+    )
+    p.add_argument(
+        "--server-base-url",
+        default=_env("server_base_url"),
+        metavar="URL",
+        help="external URL of the server, for redirects and absolute links behind a proxy",
+    )
+    p.add_argument(
+        "--rescan-interval",
+        type=float,
+        default=float(_env("rescan_interval") or 0),
+        metavar="SECONDS",
+        help="also rescan the directories this often (for filesystems inotify cannot watch)",
+    )
+    p.add_argument(
+        "--no-watch",
+        action="store_true",
+        default=_env_bool("no_watch"),
+        help="do not use inotify (then --rescan-interval defaults to 5)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(_env("threads") or 16),
+        help="waitress worker threads (default 16)",
+    )
+    p.add_argument(
+        "--connection-limit",
+        type=int,
+        default=int(_env("connection_limit") or 400),
+        help="waitress connection limit (default 400)",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=int(_env("verbose") or 0),
+        help="more logging (repeatable)",
+    )
     p.add_argument("--log-file", default=_env("log_file"), help="also log to this file")
-    p.add_argument("--log-stream", default=_env("log_stream") or "stderr", choices=("stdout", "stderr", "none"), help="log to stdout, stderr (default) or nowhere")
-    p.add_argument("--log-frmt", default=_env("log_frmt") or "%(asctime)s %(levelname)s %(name)s: %(message)s", help="logging format")
+    p.add_argument(
+        "--log-stream",
+        default=_env("log_stream") or "stderr",
+        choices=("stdout", "stderr", "none"),
+        help="log to stdout, stderr (default) or nowhere",
+    )
+    p.add_argument(
+        "--log-frmt",
+        default=_env("log_frmt") or "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        help="logging format",
+    )
     # Accepted for pypiserver compatibility; pkgserver always uses waitress.
     p.add_argument("--server", default=None, help=argparse.SUPPRESS)
 
@@ -176,7 +258,9 @@ def _settings(ns: argparse.Namespace) -> Settings:
 def _setup_logging(settings: Settings) -> None:
     handlers: list[logging.Handler] = []
     if settings.log_stream:
-        handlers.append(logging.StreamHandler(sys.stdout if settings.log_stream == "stdout" else sys.stderr))
+        handlers.append(
+            logging.StreamHandler(sys.stdout if settings.log_stream == "stdout" else sys.stderr)
+        )
     if settings.log_file:
         handlers.append(logging.FileHandler(settings.log_file))
     if not handlers:
@@ -190,7 +274,9 @@ def _setup_logging(settings: Settings) -> None:
         root.addHandler(h)
     root.setLevel(level)
     # waitress's own INFO lines ("Serving on") duplicate ours.
-    logging.getLogger("waitress").setLevel(logging.WARNING if settings.verbosity < 2 else logging.DEBUG)
+    logging.getLogger("waitress").setLevel(
+        logging.WARNING if settings.verbosity < 2 else logging.DEBUG
+    )
 
 
 def _normalize_argv(argv: list[str]) -> list[str]:
@@ -225,7 +311,9 @@ def run(settings: Settings) -> int:
 
     _setup_logging(settings)
     if settings.password_file is None and not settings.authenticate:
-        log.warning("running fully open (-P . -a .): anyone who can reach this server can read and change it")
+        log.warning(
+            "running fully open (-P . -a .): anyone who can reach it can read and change it"
+        )
     catalog = Catalog()
     extra = [settings.hash_algo] if settings.hash_algo and settings.hash_algo != "sha256" else []
     indexer = Indexer(
@@ -250,14 +338,22 @@ def run(settings: Settings) -> int:
         )
     except OSError as exc:
         indexer.stop()
-        raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+        raise UsageError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
 
     def _terminate(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
-    log.info("pkgserver %s serving %s on http://%s:%s/", __version__, ", ".join(settings.roots), host, server.effective_port)  # type: ignore[union-attr]
+    log.info(
+        "pkgserver %s serving %s on http://%s:%s/",
+        __version__,
+        ", ".join(settings.roots),
+        host,
+        server.effective_port,
+    )
     try:
         server.run()
     except KeyboardInterrupt:

@@ -1,11 +1,11 @@
-"""Settings: one frozen dataclass, fed by the CLI, ``PKGSERVER_*`` environment variables and defaults."""
+"""Settings: one frozen dataclass fed by the CLI, PKGSERVER_* environment variables, defaults."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 
-__all__ = ["Settings", "ACTIONS", "DEFAULT_FALLBACK_URL", "parse_actions"]
+__all__ = ["ACTIONS", "DEFAULT_FALLBACK_URL", "Settings", "parse_actions"]
 
 DEFAULT_FALLBACK_URL = "https://pypi.org/simple/"
 # What -a/--authenticate can protect (pypiserver's names).

@@ -74,7 +74,11 @@ def parse_dist_filename(filename: str) -> DistInfo:
     ext = dist_extension(filename)
     if ext is None:
         raise InvalidDistFilename(f"not a distribution file: {filename!r}")
+    if not filename.isascii() or any(c in filename for c in " /\\\x00"):
+        raise InvalidDistFilename(f"not a valid distribution filename: {filename!r}")
     if ext == ".whl":
+        if not is_valid_project_name(filename.split("-", 1)[0]):
+            raise InvalidDistFilename(f"invalid project name in {filename!r}")
         try:
             name, version, _build, _tags = parse_wheel_filename(filename)
         except (InvalidWheelFilename, InvalidVersion) as exc:
@@ -84,12 +88,16 @@ def parse_dist_filename(filename: str) -> DistInfo:
     if ext == ".egg":
         return _parse_egg(stem)
     if ext in (".tar.gz", ".zip"):
+        if not is_valid_project_name(stem.rpartition("-")[0] or stem):
+            return _parse_legacy_sdist(stem)
         try:
             name, version = parse_sdist_filename(filename)
         except (InvalidSdistFilename, InvalidVersion):
             return _parse_legacy_sdist(stem)
         return DistInfo(name, str(version), KIND_SDIST)
     # .tar.bz2 and .tgz: the same naming as a .tar.gz sdist.
+    if not is_valid_project_name(stem.rpartition("-")[0] or stem):
+        return _parse_legacy_sdist(stem)
     try:
         name, version = parse_sdist_filename(stem + ".tar.gz")
     except (InvalidSdistFilename, InvalidVersion):
@@ -128,7 +136,11 @@ def _parse_egg(stem: str) -> DistInfo:
 
 
 def _is_plain_version(version: str) -> bool:
-    return bool(version) and version.isascii() and bool(re.fullmatch(r"[0-9][A-Za-z0-9.+_!-]*", version))
+    return (
+        bool(version)
+        and version.isascii()
+        and bool(re.fullmatch(r"[0-9][A-Za-z0-9.+_!-]*", version))
+    )
 
 
 def version_sort_key(version: str) -> tuple[int, Version | str]:

@@ -7,16 +7,16 @@
 from __future__ import annotations
 
 __all__ = [
-    "HTTPProblem",
     "BadRequest",
-    "Unauthorized",
+    "Conflict",
     "Forbidden",
-    "NotFound",
+    "Gone",
+    "HTTPProblem",
     "MethodNotAllowed",
     "NotAcceptable",
-    "Conflict",
-    "Gone",
+    "NotFound",
     "TooLarge",
+    "Unauthorized",
 ]
 
 

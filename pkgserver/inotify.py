@@ -165,7 +165,7 @@ class Watcher:
         except BlockingIOError:
             return []
         except OSError:
-            if self._closed:
+            if self._fd < 0:  # closed under us
                 return []
             raise
         return list(self._decode(data))

@@ -19,14 +19,14 @@ from packaging.utils import canonicalize_name
 from .distfile import KIND_WHEEL
 
 __all__ = [
+    "MAX_METADATA_BYTES",
     "CoreMetadata",
     "InvalidArchive",
-    "read_core_metadata",
     "parse_core_metadata",
-    "MAX_METADATA_BYTES",
+    "read_core_metadata",
 ]
 
-# A METADATA/PKG-INFO larger than this is refused (long descriptions of a few hundred KB are normal).
+# A METADATA/PKG-INFO larger than this is refused (descriptions of a few hundred KB are normal).
 MAX_METADATA_BYTES = 16 * 1024 * 1024
 # Members a zip may list in its central directory before we refuse to read it.
 MAX_ZIP_MEMBERS = 200_000
@@ -120,15 +120,33 @@ def read_core_metadata(path: str, kind: str, project: str | None = None) -> Core
             return parse_core_metadata(raw, is_wheel=False)
     except InvalidArchive:
         raise
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError, LookupError) as exc:
+    except (
+        OSError,
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        EOFError,
+        ValueError,
+        LookupError,
+    ) as exc:
         # zlib.error, lzma and bz2 errors subclass OSError or ValueError.
         raise InvalidArchive(f"unreadable archive: {exc}") from None
+
+
+def _is_top_level(name: str, leaf: str) -> bool:
+    """``<dir>/<leaf>`` with an ordinary directory name: no "..", absolute paths or backslashes."""
+    parts = name.split("/")
+    return (
+        len(parts) == 2
+        and parts[1] == leaf
+        and parts[0] not in ("", ".", "..")
+        and "\\" not in name
+    )
 
 
 def _wheel_metadata_member(project: str | None):  # type: ignore[no-untyped-def]
     def select(names: list[str]) -> str | None:
         candidates = [
-            n for n in names if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+            n for n in names if _is_top_level(n, "METADATA") and n.endswith(".dist-info/METADATA")
         ]
         if len(candidates) > 1 and project:
             named = [
@@ -144,7 +162,7 @@ def _wheel_metadata_member(project: str | None):  # type: ignore[no-untyped-def]
 
 
 def _sdist_pkg_info(names: list[str]) -> str | None:
-    candidates = [n for n in names if n.count("/") == 1 and n.endswith("/PKG-INFO")]
+    candidates = [n for n in names if _is_top_level(n, "PKG-INFO")]
     return candidates[0] if len(candidates) == 1 else None
 
 
@@ -163,7 +181,10 @@ def _zip_member(fh: IO[bytes], select) -> bytes:  # type: ignore[no-untyped-def]
         info = zf.getinfo(name)
         if info.file_size > MAX_METADATA_BYTES:
             raise InvalidArchive("metadata file too large")
-        if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
+        if (
+            info.file_size > 1024 * 1024
+            and info.file_size / max(info.compress_size, 1) > MAX_COMPRESSION_RATIO
+        ):
             raise InvalidArchive("metadata file compressed suspiciously well")
         with zf.open(info) as member:
             # Read one byte past the limit: the header's file_size may lie.
@@ -176,7 +197,7 @@ def _zip_member(fh: IO[bytes], select) -> bytes:  # type: ignore[no-untyped-def]
 class _BoundedReader(io.RawIOBase):
     """Refuses to yield more than ``limit`` bytes: bounds the work a decompression bomb causes."""
 
-    def __init__(self, fh: IO[bytes], limit: int) -> None:
+    def __init__(self, fh: IO[bytes] | gzip.GzipFile | bz2.BZ2File, limit: int) -> None:
         self._fh = fh
         self._left = limit
 
@@ -194,7 +215,7 @@ class _BoundedReader(io.RawIOBase):
 
 
 def _tar_pkg_info(fh: IO[bytes], lower: str) -> bytes:
-    decompressed: IO[bytes]
+    decompressed: gzip.GzipFile | bz2.BZ2File
     if lower.endswith((".tar.gz", ".tgz")):
         decompressed = gzip.GzipFile(fileobj=fh, mode="rb")
     elif lower.endswith(".tar.bz2"):
@@ -209,7 +230,7 @@ def _tar_pkg_info(fh: IO[bytes], lower: str) -> bytes:
             if count >= MAX_TAR_MEMBERS:
                 raise InvalidArchive("archive has too many members")
             name = member.name
-            if name.count("/") == 1 and name.endswith("/PKG-INFO") and member.isfile():
+            if _is_top_level(name, "PKG-INFO") and member.isfile():
                 if member.size > MAX_METADATA_BYTES:
                     raise InvalidArchive("metadata file too large")
                 extracted = tf.extractfile(member)

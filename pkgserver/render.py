@@ -10,7 +10,6 @@ import datetime
 import hashlib
 import html
 import json
-from collections.abc import Iterable
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
@@ -19,15 +18,15 @@ from .metadata import CoreMetadata
 
 __all__ = [
     "HTML",
-    "JSON_V1",
     "HTML_V1",
+    "JSON_V1",
     "Rendered",
     "esc",
+    "file_url",
     "negotiate",
     "render_index",
     "render_project",
     "render_project_json_api",
-    "file_url",
 ]
 
 HTML = "text/html"
@@ -257,7 +256,9 @@ def render_project_json_api(
         "version": version,
         "summary": metadata.summary if metadata else project.summary,
         "requires_python": metadata.requires_python if metadata else files[-1].requires_python,
-        "requires_dist": list(metadata.requires_dist) if metadata and metadata.requires_dist else None,
+        "requires_dist": list(metadata.requires_dist)
+        if metadata and metadata.requires_dist
+        else None,
         "package_url": f"{base_url}simple/{project.name}/",
         "project_url": f"{base_url}simple/{project.name}/",
         "release_url": f"{base_url}simple/{project.name}/",
@@ -274,7 +275,9 @@ def render_project_json_api(
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def search(snapshot: Snapshot, spec: dict[str, list[str]], operator: str = "or") -> list[dict[str, str]]:
+def search(
+    snapshot: Snapshot, spec: dict[str, list[str]], operator: str = "or"
+) -> list[dict[str, str]]:
     """XML-RPC ``search``: ``spec`` maps a field (name, summary) to terms; a field matches when
     any of its terms is a case-insensitive substring; fields combine with ``operator``."""
     wanted = {

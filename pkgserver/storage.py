@@ -23,10 +23,16 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from . import inotify
 from .catalog import Catalog, DistFile
-from .distfile import InvalidDistFilename, dist_extension, parse_dist_filename
+from .distfile import (
+    InvalidDistFilename,
+    dist_extension,
+    is_valid_project_name,
+    normalize,
+    parse_dist_filename,
+)
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
 
-__all__ = ["Indexer", "MetadataStore", "describe", "iter_dist_files", "is_hidden"]
+__all__ = ["Indexer", "MetadataStore", "describe", "is_hidden", "iter_dist_files"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +99,9 @@ def describe(
     else:
         requires_python = meta.requires_python
         summary = meta.summary[:512] if meta.summary else None
-        display_name = meta.name if meta.name and len(meta.name) < 200 else None
+        # The metadata's spelling of the name is shown only if it is that project's name.
+        if meta.name and is_valid_project_name(meta.name) and normalize(meta.name) == info.project:
+            display_name = meta.name
         if meta.servable:
             metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
     return DistFile(
@@ -131,7 +139,9 @@ class Indexer:
         rescan_interval: float = 0.0,
         watch: bool = True,
         extra_algos: Sequence[str] = (),
+        settle: float = SETTLE,
     ) -> None:
+        self.settle = settle
         self.roots = [os.path.abspath(r) for r in roots]
         self._real_roots = [os.path.realpath(r) for r in self.roots]
         self.catalog = catalog
@@ -341,8 +351,8 @@ class Indexer:
             return
         if not confirmed:
             age = time.time() - st.st_mtime
-            if age < SETTLE:
-                self._schedule(time.monotonic() + (SETTLE - age) + 0.05, path, confirmed=False)
+            if age < self.settle:
+                self._schedule(time.monotonic() + (self.settle - age) + 0.05, path, confirmed=False)
                 return
         listed = self.catalog.snapshot.files.get(relpath)
         if listed is not None and listed.path != path:
@@ -420,8 +430,11 @@ class Indexer:
                 seen.add(relpath)
                 path = os.path.join(root, *relpath.split("/"))
                 listed = snap.files.get(relpath)
-                if listed is not None and listed.path == path and (
-                    listed.size, listed.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                if (
+                    listed is not None
+                    and listed.path == path
+                    and (listed.size, listed.mtime_ns) == (st.st_size, st.st_mtime_ns)
+                ):
                     continue
                 if path in self._writing:
                     continue
@@ -429,7 +442,7 @@ class Indexer:
                     if listed is not None:
                         removals.append(relpath)
                     continue
-                if now_wall - st.st_mtime < SETTLE:
+                if now_wall - st.st_mtime < self.settle:
                     self._schedule(now, path, confirmed=False)
                     continue
                 described = self._describe(root_index, relpath, st)

@@ -13,7 +13,7 @@ from xml.etree.ElementTree import Element
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-__all__ = ["InvalidXmlRpc", "parse_call", "dump_response", "dump_fault", "MAX_REQUEST_BYTES"]
+__all__ = ["MAX_REQUEST_BYTES", "InvalidXmlRpc", "dump_fault", "dump_response", "parse_call"]
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_DEPTH = 16

@@ -1,0 +1,52 @@
+"""Shared fixtures: package directories built in tmp_path, a scanned catalog, a webtest app."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from builders import make_sdist, make_wheel
+
+from pkgserver.app import create_app
+from pkgserver.catalog import Catalog
+from pkgserver.config import Settings
+from pkgserver.storage import Indexer
+
+
+def scan(*roots: Path, **settings_kw: object) -> Catalog:
+    """A catalog filled by one synchronous scan (no watcher, no thread)."""
+    catalog = Catalog()
+    Indexer([str(r) for r in roots], catalog, watch=False, settle=0, **settings_kw)._rescan()  # type: ignore[arg-type]
+    return catalog
+
+
+def make_testapp(roots: list[Path], **settings_kw: object):  # type: ignore[no-untyped-def]
+    import webtest
+
+    settings = Settings(roots=tuple(str(r) for r in roots), **settings_kw)  # type: ignore[arg-type]
+    catalog = scan(*roots)
+    app = create_app(settings, catalog)
+    return webtest.TestApp(app), catalog
+
+
+@pytest.fixture
+def pkgdir(tmp_path: Path) -> Path:
+    d = tmp_path / "packages"
+    d.mkdir()
+    make_wheel(d, "Demo-Pkg", "1.0", summary="A demo", requires_python=">=3.8")
+    make_wheel(d, "demo_pkg", "1.10", summary="A demo, newer", requires_dist=["helper>=1"])
+    make_wheel(d, "demo-pkg", "1.2", summary="A demo")
+    make_sdist(d, "demo-pkg", "1.10", metadata_version="2.2", summary="A demo, newer")
+    make_wheel(d / "helper", "helper", "1.0", summary="Helps")
+    make_sdist(d, "foo-2fa", "1.0", summary="two factor")
+    return d
+
+
+@pytest.fixture
+def testapp(pkgdir: Path):  # type: ignore[no-untyped-def]
+    app, _ = make_testapp([pkgdir], disable_fallback=False)
+    return app

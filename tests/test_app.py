@@ -1,0 +1,392 @@
+"""The WSGI app through webtest: every route a client reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import xmlrpc.client
+from pathlib import Path
+
+import pytest
+from conftest import make_testapp
+
+from pkgserver.render import JSON_V1
+
+PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+
+
+# -- /simple/ ---------------------------------------------------------------------------------
+def test_simple_index_lists_each_project_once(testapp) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get("/simple/")
+    assert res.status_int == 200
+    assert res.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert res.headers["Vary"] == "Accept"
+    assert res.text.count('href="demo-pkg/"') == 1
+    assert 'href="foo-2fa/"' in res.text
+    assert 'href="helper/"' in res.text
+    assert '<meta name="pypi:repository-version" content="1.1">' in res.text
+
+
+def test_simple_index_json(testapp) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get("/simple/", headers={"Accept": PIP_ACCEPT})
+    assert res.headers["Content-Type"] == JSON_V1
+    doc = res.json
+    assert doc["meta"]["api-version"] == "1.1"
+    assert sorted(p["name"].lower().replace("_", "-") for p in doc["projects"]) == [
+        "demo-pkg",
+        "foo-2fa",
+        "helper",
+    ]
+
+
+def test_unacceptable_accept_gets_406(testapp) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get("/simple/", headers={"Accept": "application/json"}, status=406)
+    assert "text/html" in res.text
+    testapp.get("/simple/demo-pkg/", headers={"Accept": "image/png"}, status=406)
+
+
+def test_format_query_overrides_accept(testapp) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get(
+        "/simple/demo-pkg/?format=application/vnd.pypi.simple.v1%2Bjson",
+        headers={"Accept": "text/html"},
+    )
+    assert res.headers["Content-Type"] == JSON_V1
+
+
+def test_pages_revalidate_with_etag(testapp) -> None:  # type: ignore[no-untyped-def]
+    for url in ("/simple/", "/simple/demo-pkg/"):
+        first = testapp.get(url)
+        etag = first.headers["ETag"]
+        again = testapp.get(url, headers={"If-None-Match": etag}, status=304)
+        assert again.body == b""
+        # A JSON rendering has its own ETag.
+        other = testapp.get(url, headers={"Accept": PIP_ACCEPT, "If-None-Match": etag})
+        assert other.status_int == 200
+
+
+# -- /simple/<project>/ ---------------------------------------------------------------------------
+def test_project_page_lists_files_oldest_first_with_hashes(testapp, pkgdir: Path) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get("/simple/demo-pkg/")
+    names = [a.text for a in res.html.find_all("a")]
+    assert names == [
+        "demo_pkg-1.0-py3-none-any.whl",
+        "demo_pkg-1.2-py3-none-any.whl",
+        "demo_pkg-1.10-py3-none-any.whl",
+        "demo_pkg-1.10.tar.gz",
+    ]
+    for a in res.html.find_all("a"):
+        digest = hashlib.sha256((pkgdir / a.text).read_bytes()).hexdigest()
+        assert a["href"] == f"../../packages/{a.text}#sha256={digest}"
+    first = res.html.find_all("a")[0]
+    assert first["data-requires-python"] == ">=3.8"
+
+
+def test_sdist_metadata_is_advertised_only_for_metadata_2_2(tmp_path: Path) -> None:
+    from builders import make_sdist
+
+    make_sdist(tmp_path, "old", "1.0", metadata_version="2.1")
+    make_sdist(tmp_path, "new", "1.0", metadata_version="2.2")
+    app, _ = make_testapp([tmp_path])
+    assert "data-core-metadata" not in app.get("/simple/old/").text
+    assert "data-core-metadata" in app.get("/simple/new/").text
+
+
+@pytest.mark.parametrize(
+    ("url", "location"),
+    [
+        ("/simple", "simple/"),
+        ("/simple/Demo_Pkg/", "../demo-pkg/"),
+        ("/simple/DEMO.pkg/", "../demo-pkg/"),
+        ("/simple/demo-pkg", "demo-pkg/"),
+        ("/simple/Demo_Pkg", "demo-pkg/"),
+        ("/demo-pkg/", "../simple/demo-pkg/"),
+        ("/Demo_Pkg", "simple/demo-pkg/"),
+    ],
+)
+def test_non_canonical_urls_get_a_relative_301(testapp, url: str, location: str) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get(url, status=301)
+    assert res.headers["Location"].endswith(location)
+    # webtest makes Location absolute against the request URL; it must land on the canonical page.
+    assert res.follow().status_int in (200, 301)
+
+
+def test_redirects_resolve_to_the_canonical_page(testapp) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get("/Demo_Pkg/").maybe_follow()
+    assert res.request.path == "/simple/demo-pkg/"
+    assert res.status_int == 200
+
+
+def test_server_base_url_makes_redirects_absolute(pkgdir: Path) -> None:
+    app, _ = make_testapp([pkgdir], server_base_url="https://example.test/pypi")
+    res = app.get("/simple/Demo_Pkg/", status=301)
+    assert res.headers["Location"] == "https://example.test/pypi/simple/demo-pkg/"
+
+
+def test_projects_not_hosted_redirect_to_the_fallback(testapp) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get("/simple/Requests_Toolbelt/", status=303)
+    assert res.headers["Location"] == "https://pypi.org/simple/requests-toolbelt/"
+
+
+def test_custom_fallback_url(pkgdir: Path) -> None:
+    app, _ = make_testapp([pkgdir], fallback_url="http://127.0.0.1:9/simple")
+    res = app.get("/simple/requests/", status=303)
+    assert res.headers["Location"] == "http://127.0.0.1:9/simple/requests/"
+
+
+def test_hosted_projects_are_never_redirected_even_by_other_spellings(testapp) -> None:  # type: ignore[no-untyped-def]
+    for spelling in ("demo-pkg", "Demo_Pkg", "demo.pkg", "DEMO--PKG"):
+        res = testapp.get(f"/simple/{spelling}/", expect_errors=True)
+        assert res.status_int in (200, 301)
+        if res.status_int == 301:
+            assert "pypi.org" not in res.headers["Location"]
+
+
+def test_disabled_fallback_gives_404(pkgdir: Path) -> None:
+    app, _ = make_testapp([pkgdir], disable_fallback=True)
+    app.get("/simple/requests/", status=404)
+
+
+@pytest.mark.parametrize("name", ["-bad-", "a%0d%0aSet-Cookie:x=1", "a b", "%2e%2e"])
+def test_invalid_project_names_are_not_redirected(testapp, name: str) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get(f"/simple/{name}/", expect_errors=True)
+    assert res.status_int == 404
+    assert "Set-Cookie" not in res.headers
+
+
+# -- files -----------------------------------------------------------------------------------------
+def test_download_has_type_etag_and_no_gzip_encoding(testapp, pkgdir: Path) -> None:  # type: ignore[no-untyped-def]
+    whl = testapp.get("/packages/demo_pkg-1.0-py3-none-any.whl")
+    data = (pkgdir / "demo_pkg-1.0-py3-none-any.whl").read_bytes()
+    assert whl.body == data
+    assert whl.headers["Content-Type"] == "application/octet-stream"
+    assert whl.headers["ETag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert int(whl.headers["Content-Length"]) == len(data)
+    sdist = testapp.get("/packages/demo_pkg-1.10.tar.gz")
+    assert sdist.headers["Content-Type"] == "application/x-tar"
+    assert "Content-Encoding" not in sdist.headers
+    assert sdist.body == (pkgdir / "demo_pkg-1.10.tar.gz").read_bytes()
+
+
+def test_download_conditional_and_range_requests(testapp, pkgdir: Path) -> None:  # type: ignore[no-untyped-def]
+    url = "/packages/demo_pkg-1.0-py3-none-any.whl"
+    data = (pkgdir / "demo_pkg-1.0-py3-none-any.whl").read_bytes()
+    first = testapp.get(url)
+    testapp.get(url, headers={"If-None-Match": first.headers["ETag"]}, status=304)
+    testapp.get(url, headers={"If-None-Match": 'W/"x", ' + first.headers["ETag"]}, status=304)
+    testapp.get(url, headers={"If-Modified-Since": first.headers["Last-Modified"]}, status=304)
+    part = testapp.get(url, headers={"Range": "bytes=10-19"}, status=206)
+    assert part.body == data[10:20]
+    assert part.headers["Content-Range"] == f"bytes 10-19/{len(data)}"
+    tail = testapp.get(url, headers={"Range": "bytes=-5"}, status=206)
+    assert tail.body == data[-5:]
+    testapp.get(url, headers={"Range": f"bytes={len(data) + 10}-"}, status=416)
+    stale = testapp.get(url, headers={"Range": "bytes=0-3", "If-Range": '"other"'}, status=200)
+    assert stale.body == data
+    head = testapp.head(url)
+    assert head.body == b""
+    assert int(head.headers["Content-Length"]) == len(data)
+
+
+def test_files_in_subfolders_are_served_by_path_and_by_name(testapp, pkgdir: Path) -> None:  # type: ignore[no-untyped-def]
+    page = testapp.get("/simple/helper/")
+    assert 'href="../../packages/helper/helper-1.0-py3-none-any.whl#sha256=' in page.text
+    data = (pkgdir / "helper" / "helper-1.0-py3-none-any.whl").read_bytes()
+    assert testapp.get("/packages/helper/helper-1.0-py3-none-any.whl").body == data
+    assert testapp.get("/packages/helper-1.0-py3-none-any.whl").body == data
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/packages/../packages/demo_pkg-1.0-py3-none-any.whl",
+        "/packages/%2e%2e/%2e%2e/etc/passwd",
+        "/packages/..%2f..%2fetc%2fpasswd",
+        "/packages/helper%5chelper-1.0-py3-none-any.whl",
+        "/packages/helper\\helper-1.0-py3-none-any.whl",
+        "/packages//etc/passwd",
+        "/packages/%2fetc%2fpasswd",
+        "/packages/README.txt",
+        "/packages/",
+    ],
+)
+def test_paths_never_leave_the_catalog(testapp, path: str) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get(path, expect_errors=True)
+    assert res.status_int == 404, (path, res.status)
+    assert b"root:" not in res.body
+
+
+def test_core_metadata_file_matches_the_advertised_hash(testapp) -> None:  # type: ignore[no-untyped-def]
+    doc = testapp.get("/simple/demo-pkg/", headers={"Accept": PIP_ACCEPT}).json
+    for f in doc["files"]:
+        if not f["core-metadata"]:
+            continue
+        meta = testapp.get(f"/packages/{f['filename']}.metadata")
+        assert hashlib.sha256(meta.body).hexdigest() == f["core-metadata"]["sha256"]
+        assert meta.body.startswith(b"Metadata-Version:")
+    # An sdist with Metadata-Version 2.2 has servable metadata too.
+    sdist = next(f for f in doc["files"] if f["filename"].endswith(".tar.gz"))
+    assert sdist["core-metadata"]
+
+
+def test_metadata_of_a_file_without_servable_metadata_is_404(tmp_path: Path) -> None:
+    from builders import make_sdist
+
+    make_sdist(tmp_path, "old", "1.0", metadata_version="2.1")
+    app, _ = make_testapp([tmp_path])
+    app.get("/packages/old-1.0.tar.gz.metadata", status=404)
+
+
+# -- warehouse JSON ------------------------------------------------------------------------------
+def test_json_api_describes_the_latest_release(testapp) -> None:  # type: ignore[no-untyped-def]
+    doc = testapp.get("/pypi/Demo_Pkg/json").json
+    assert doc["info"]["version"] == "1.10"
+    assert doc["info"]["summary"] == "A demo, newer"
+    assert doc["info"]["requires_dist"] == ["helper>=1"]
+    assert sorted(doc["releases"]) == ["1.0", "1.10", "1.2"]
+    assert {u["filename"] for u in doc["urls"]} == {
+        "demo_pkg-1.10-py3-none-any.whl",
+        "demo_pkg-1.10.tar.gz",
+    }
+    url = doc["urls"][0]
+    assert url["url"].startswith("http://localhost:80/packages/")
+    assert set(url) >= {"digests", "size", "upload_time_iso_8601", "requires_python", "yanked"}
+
+
+def test_json_api_for_one_version(testapp) -> None:  # type: ignore[no-untyped-def]
+    doc = testapp.get("/pypi/demo-pkg/1.0/json").json
+    assert doc["info"]["version"] == "1.0"
+    assert doc["info"]["requires_python"] == ">=3.8"
+    testapp.get("/pypi/demo-pkg/9.9/json", status=404)
+    testapp.get("/pypi/nothing-here/json", status=404)
+
+
+# -- XML-RPC search -----------------------------------------------------------------------------
+def _search_body(query: str, operator: str = "or") -> bytes:
+    return xmlrpc.client.dumps(({"name": [query], "summary": [query]}, operator), "search").encode()
+
+
+@pytest.mark.parametrize("path", ["/RPC2", "/"])
+def test_pip_search_finds_by_name_and_summary(testapp, path: str) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.post(path, _search_body("DEMO"), content_type="text/xml")
+    (hits,), _ = xmlrpc.client.loads(res.body)
+    assert [(h["name"].lower().replace("_", "-"), h["version"]) for h in hits] == [
+        ("demo-pkg", "1.10")
+    ]
+    res = testapp.post(path, _search_body("factor"), content_type="text/xml")
+    (hits,), _ = xmlrpc.client.loads(res.body)
+    assert [h["name"] for h in hits] == ["foo-2fa"]
+    assert hits[0]["summary"] == "two factor"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not xml",
+        b"<methodCall><methodName>search</methodName><params><param><value><struct>",
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
+        b"<methodCall><methodName>&b;</methodName></methodCall>",
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        b"<methodCall><methodName>&e;</methodName></methodCall>",
+        b"<methodCall><methodName>search</methodName><params><param><value><int>x</int></value></param></params></methodCall>",
+        b"<foo/>",
+    ],
+)
+def test_malformed_xmlrpc_gets_400(testapp, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.post("/RPC2", body, content_type="text/xml", expect_errors=True)
+    assert res.status_int == 400
+    assert b"root:" not in res.body
+
+
+def test_unknown_xmlrpc_method_gets_a_fault(testapp) -> None:  # type: ignore[no-untyped-def]
+    body = xmlrpc.client.dumps((), "list_packages").encode()
+    res = testapp.post("/RPC2", body, content_type="text/xml")
+    with pytest.raises(xmlrpc.client.Fault):
+        xmlrpc.client.loads(res.body)
+
+
+# -- people and probes -----------------------------------------------------------------------------
+def test_welcome_page_says_how_to_use_the_index(testapp) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get("/")
+    assert "pip install --index-url http://localhost:80/simple/" in res.text
+    assert "index-servers = corp" in res.text
+    assert "<strong>3</strong> projects" in res.text
+
+
+def test_welcome_file_replaces_the_page(pkgdir: Path, tmp_path: Path) -> None:
+    page = tmp_path / "welcome.html"
+    page.write_text("<h1>Corp index at {{URL}}: {{NUMPKGS}} projects</h1>")
+    app, _ = make_testapp([pkgdir], welcome_file=str(page))
+    assert app.get("/").text == "<h1>Corp index at http://localhost:80/: 3 projects</h1>"
+
+
+def test_health_answers_200(testapp) -> None:  # type: ignore[no-untyped-def]
+    assert testapp.get("/health").text == "ok\n"
+
+
+def test_custom_health_endpoint(pkgdir: Path) -> None:
+    app, _ = make_testapp([pkgdir], health_endpoint="/-/ready")
+    assert app.get("/-/ready").status_int == 200
+
+
+def test_spoofed_host_is_escaped_and_cannot_steer_redirects(testapp) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get("/", headers={"Host": 'evil"><script>x</script>'})
+    assert "<script>x" not in res.text
+    redirect = testapp.get("/simple/Demo_Pkg/", headers={"Host": "evil.example"}, status=301)
+    assert "evil" not in redirect.headers["Location"]
+
+
+# -- access control on the read side ---------------------------------------------------------------
+@pytest.fixture
+def protected(pkgdir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from passlib.apache import HtpasswdFile
+
+    ht = HtpasswdFile(str(tmp_path / "htpasswd"), new=True, default_scheme="bcrypt")
+    ht.set_password("alice", "s3cret")
+    ht.save()
+    app, _ = make_testapp(
+        [pkgdir],
+        password_file=str(tmp_path / "htpasswd"),
+        authenticate=frozenset({"list", "download"}),
+    )
+    return app
+
+
+def test_protected_listing_needs_credentials(protected) -> None:  # type: ignore[no-untyped-def]
+    res = protected.get("/simple/", status=401)
+    assert res.headers["WWW-Authenticate"] == 'Basic realm="pkgserver"'
+    protected.set_authorization(("Basic", ("alice", "wrong")))
+    protected.get("/simple/", status=403)
+    protected.get("/packages/demo_pkg-1.0-py3-none-any.whl", status=403)
+    protected.set_authorization(("Basic", ("alice", "s3cret")))
+    assert protected.get("/simple/").status_int == 200
+    assert protected.get("/packages/demo_pkg-1.0-py3-none-any.whl").status_int == 200
+    assert protected.get("/pypi/demo-pkg/json").status_int == 200
+
+
+def test_health_is_never_protected(protected) -> None:  # type: ignore[no-untyped-def]
+    assert protected.get("/health").status_int == 200
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic",
+        "Basic !!!notbase64",
+        "Basic bm9jb2xvbg==",
+        "Bearer abc",
+        "Basic //79",
+        "Digest x=y",
+        "Basic " + "A" * 20000,
+    ],
+)
+def test_malformed_authorization_headers_get_401_not_500(protected, header: str) -> None:  # type: ignore[no-untyped-def]
+    res = protected.get("/simple/", headers={"Authorization": header}, expect_errors=True)
+    assert res.status_int in (401, 403)
+
+
+def test_json_project_page_via_webtest_is_valid(testapp) -> None:  # type: ignore[no-untyped-def]
+    res = testapp.get("/simple/demo-pkg/", headers={"Accept": PIP_ACCEPT})
+    doc = json.loads(res.body)
+    assert doc["name"] == "demo-pkg"
+    assert all(f["url"].startswith("../../packages/") for f in doc["files"])

@@ -1,0 +1,151 @@
+"""The command line: pypiserver's flags, PKGSERVER_* variables, one-line errors with status 2."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pkgserver import cli
+
+
+def settings_for(argv: list[str]):  # type: ignore[no-untyped-def]
+    ns = cli.build_parser().parse_args(cli._normalize_argv(argv))
+    return cli._settings(ns)
+
+
+def test_pypiserver_flags_map_onto_settings(tmp_path: Path) -> None:
+    ht = tmp_path / "htpasswd"
+    ht.write_text("alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
+    s = settings_for(
+        [
+            "run",
+            "-p",
+            "9000",
+            "-i",
+            "127.0.0.1",
+            "-P",
+            str(ht),
+            "-a",
+            "update,download",
+            "-o",
+            "--fallback-url",
+            "http://up/simple",
+            "--hash-algo",
+            "md5",
+            "--health-endpoint",
+            "ready",
+            "--server-base-url",
+            "https://x/pypi",
+            "--threads",
+            "8",
+            str(tmp_path),
+        ]
+    )
+    assert s.port == 9000 and s.host == "127.0.0.1"
+    assert s.password_file == str(ht)
+    assert s.authenticate == frozenset({"update", "download"})
+    assert s.overwrite
+    assert s.fallback == "http://up/simple/"
+    assert s.hash_algo == "md5"
+    assert s.health_endpoint == "/ready"
+    assert s.server_base_url == "https://x/pypi"
+    assert s.threads == 8
+    assert s.roots == (str(tmp_path),)
+
+
+def test_no_subcommand_means_run(tmp_path: Path) -> None:
+    s = settings_for(["-p", "8081", str(tmp_path)])
+    assert s.port == 8081
+
+
+def test_H_is_an_alias_of_i(tmp_path: Path) -> None:
+    assert settings_for(["-H", "::1", str(tmp_path)]).host == "::1"
+
+
+def test_environment_variables_set_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PKGSERVER_PORT", "7777")
+    monkeypatch.setenv("PKGSERVER_DISABLE_FALLBACK", "true")
+    monkeypatch.setenv("PKGSERVER_ROOTS", str(tmp_path))
+    monkeypatch.setenv("PKGSERVER_HASH_ALGO", "off")
+    s = settings_for(["run"])
+    assert s.port == 7777
+    assert s.fallback is None
+    assert s.roots == (str(tmp_path),)
+    assert s.hash_algo is None
+    # The command line wins over the environment.
+    assert settings_for(["run", "-p", "1234"]).port == 1234
+
+
+def test_open_server_with_dot_dot(tmp_path: Path) -> None:
+    s = settings_for(["-P", ".", "-a", ".", str(tmp_path)])
+    assert s.password_file is None
+    assert s.authenticate == frozenset()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pkgserver", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "/nonexistent/dir"], "does not exist"),
+        (["run", "-P", "/nonexistent/htpasswd", "."], "cannot read password file"),
+        (["run", "-a", "download", "."], "needs a password file"),
+        (["run", "-a", "upload", "."], "unknown action"),
+        (["run", "-p", "notaport", "."], "invalid int value"),
+        (["run", "-p", "70000", "."], "out of range"),
+        (["run", "--hash-algo", "nope", "."], "unknown --hash-algo"),
+        (["run", "--welcome", "/nonexistent.html", "."], "welcome file"),
+        (["run", "--bogus", "."], "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_status_2(args: list[str], message: str) -> None:
+    res = run_cli(*args)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1].startswith("pkgserver: error:"), res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_port_in_use_gives_one_line_and_status_2(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        res = run_cli(
+            "run", "-i", "127.0.0.1", "-p", str(port), "--log-stream", "none", str(tmp_path)
+        )
+    assert res.returncode == 2
+    assert "cannot listen on 127.0.0.1" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_version_and_help() -> None:
+    assert run_cli("--version").stdout.startswith("pkgserver ")
+    helptext = run_cli("run", "--help").stdout
+    for flag in (
+        "--port",
+        "--passwords",
+        "--authenticate",
+        "--overwrite",
+        "--fallback-url",
+        "--disable-fallback",
+        "--hash-algo",
+        "--welcome",
+        "--health-endpoint",
+        "--server-base-url",
+        "--log-file",
+        "--log-stream",
+        "--log-frmt",
+        "--threads",
+        "--rescan-interval",
+    ):
+        assert flag in helptext
