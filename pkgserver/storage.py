@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 SETTLE = 1.0  # seconds a scanned file's mtime must lie in the past before it is listed
 LINK_CHECK = 0.25  # seconds after IN_CREATE with no bytes written: a hard link, list it
 QUIET = 10.0  # seconds without events before an unclosed writer's file is checked anyway
+SAFETY_RESCAN = 60.0  # seconds between rescans when inotify watches (missed events, overflows)
 CHUNK = 1024 * 1024
 
 
@@ -194,7 +195,8 @@ class Indexer:
                 if not self.rescan_interval:
                     self.rescan_interval = 5.0
         elif not self.rescan_interval:
-            self.rescan_interval = 5.0
+            # A safety net for missed events; inotify does the real work.
+            self.rescan_interval = SAFETY_RESCAN
         self.initial_scan()
         self._thread = threading.Thread(target=self._run, name="pkgserver-indexer", daemon=True)
         self._thread.start()
