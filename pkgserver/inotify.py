@@ -22,6 +22,7 @@ from typing import NamedTuple
 __all__ = ["Event", "InotifyUnavailable", "Watcher"]
 
 IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
@@ -40,6 +41,7 @@ IN_NONBLOCK = 0o4000
 
 WATCH_MASK = (
     IN_MODIFY
+    | IN_ATTRIB
     | IN_CLOSE_WRITE
     | IN_MOVED_FROM
     | IN_MOVED_TO
@@ -57,6 +59,7 @@ _HEADER = struct.Struct("iIII")
 WRITING = "writing"  # bytes arrived (IN_MODIFY)
 CREATED = "created"  # a new name appeared by open/link (IN_CREATE)
 CLOSED = "closed"  # a writer closed the file (IN_CLOSE_WRITE)
+TOUCHED = "touched"  # times or permissions changed (IN_ATTRIB): touch -d, rsync -t, chmod
 MOVED_IN = "moved_in"  # a complete file was renamed in (IN_MOVED_TO)
 GONE = "gone"  # deleted or renamed away
 DIR_ADDED = "dir_added"  # a directory appeared: scan it
@@ -106,26 +109,39 @@ class Watcher:
         self._wake_r, self._wake_w = os.pipe()
 
     # -- watches ---------------------------------------------------------------------------
-    def add_tree(self, top: str) -> list[str]:
-        """Watch ``top`` and every non-hidden directory below it; returns the directories added."""
-        added = []
-        stack = [top]
+    def add_tree(self, top: str, required: bool = True) -> list[str]:
+        """Watch ``top`` and every non-hidden directory below it; returns the directories added.
+
+        A root (``required``) may itself be a symlink to a directory; below it, links are not
+        followed. A root that cannot be watched raises InotifyUnavailable.
+        """
+        if not self._add(top, follow=required):
+            if required:
+                raise InotifyUnavailable(errno.ENOENT, f"cannot watch {top}")
+            return []
+        added = [top]
+        stack = self._subdirs(top)
         while stack:
             directory = stack.pop()
             if not self._add(directory):
                 continue
             added.append(directory)
-            try:
-                with os.scandir(directory) as it:
-                    for entry in it:
-                        if entry.is_dir(follow_symlinks=False) and not _skip_dir(entry.name):
-                            stack.append(entry.path)
-            except OSError:
-                continue
+            stack.extend(self._subdirs(directory))
         return added
 
-    def _add(self, directory: str) -> bool:
-        wd = self._lib.inotify_add_watch(self._fd, os.fsencode(directory), WATCH_MASK)
+    @staticmethod
+    def _subdirs(directory: str) -> list[str]:
+        try:
+            with os.scandir(directory) as it:
+                return [
+                    e.path for e in it if not _skip_dir(e.name) and e.is_dir(follow_symlinks=False)
+                ]
+        except OSError:
+            return []
+
+    def _add(self, directory: str, follow: bool = False) -> bool:
+        mask = WATCH_MASK & ~IN_DONT_FOLLOW if follow else WATCH_MASK
+        wd = self._lib.inotify_add_watch(self._fd, os.fsencode(directory), mask)
         if wd < 0:
             err = ctypes.get_errno()
             if err == errno.ENOSPC:
@@ -202,7 +218,7 @@ class Watcher:
                     continue
                 if mask & (IN_CREATE | IN_MOVED_TO):
                     try:
-                        self.add_tree(path)
+                        self.add_tree(path, required=False)
                     except InotifyUnavailable:
                         yield Event(OVERFLOW, "")
                     yield Event(DIR_ADDED, path)
@@ -221,6 +237,8 @@ class Watcher:
                     yield Event(WRITING, path)
                 if mask & IN_CLOSE_WRITE:
                     yield Event(CLOSED, path)
+                if mask & IN_ATTRIB:
+                    yield Event(TOUCHED, path)
 
     def wake(self) -> None:
         """Make a blocked ``read`` return (from another thread); later reads return []."""

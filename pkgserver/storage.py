@@ -124,11 +124,6 @@ def describe(
     )
 
 
-def listed_path_is(catalog: Catalog, relpath: str, path: str) -> bool:
-    listed = catalog.snapshot.files.get(relpath)
-    return listed is not None and listed.path == path
-
-
 class Indexer:
     """Keeps ``catalog`` equal to what the roots hold. One worker thread does all the writing."""
 
@@ -264,7 +259,8 @@ class Indexer:
                 self._scan_subtree(path)
                 continue
             if kind == inotify.DIR_GONE:
-                removals.extend(self._relpaths_under(path))
+                for rel, gone_path in self._listed_under(path):
+                    self._unlist(rel, gone_path, removals)
                 continue
             located = self._locate(path)
             if located is None:
@@ -286,10 +282,13 @@ class Indexer:
                 self._writing.pop(path, None)
                 self._fresh.discard(path)
                 self._schedule(now, path, confirmed=True)
+            elif kind == inotify.TOUCHED:
+                # Times changed (touch -d, rsync -t): the listed mtime is stale; bytes are not.
+                self._schedule(now, path, confirmed=False)
             elif kind == inotify.GONE:
                 self._writing.pop(path, None)
                 self._fresh.discard(path)
-                removals.append(relpath)
+                self._unlist(relpath, path, removals)
         if removals:
             self._apply([], removals)
 
@@ -302,9 +301,26 @@ class Indexer:
             return None
         return relpath
 
-    def _relpaths_under(self, directory: str) -> list[str]:
+    def _listed_under(self, directory: str) -> list[tuple[str, str]]:
         prefix = directory + os.sep
-        return [rel for rel, f in self.catalog.snapshot.files.items() if f.path.startswith(prefix)]
+        return [
+            (rel, f.path)
+            for rel, f in self.catalog.snapshot.files.items()
+            if f.path.startswith(prefix)
+        ]
+
+    def _unlist(self, relpath: str, path: str, removals: list[str]) -> None:
+        """Unlist ``relpath`` if ``path`` is what provides it; a later root's file of the same
+        relpath (hidden until now) gets its chance."""
+        listed = self.catalog.snapshot.files.get(relpath)
+        if listed is None or listed.path != path:
+            return
+        removals.append(relpath)
+        now = time.monotonic()
+        for root in self.roots:
+            other = os.path.join(root, *relpath.split("/"))
+            if other != path and os.path.isfile(other):
+                self._schedule(now, other, confirmed=False)
 
     def _schedule(self, when: float, path: str, confirmed: bool) -> None:
         heapq.heappush(self._due, (when, path, confirmed))
@@ -318,9 +334,14 @@ class Indexer:
             _, path, confirmed = heapq.heappop(self._due)
             if path in seen:
                 continue
+            if not confirmed and path in self._writing:
+                if path not in self._fresh:
+                    continue  # bytes are arriving: its writer's close (or QUIET) lists it
+                # Created, and no bytes since: a hard link (or a writer yet to start, whose
+                # empty file is not listed). Either way it is no longer "being written".
+                del self._writing[path]
+                self._fresh.discard(path)
             seen.add(path)
-            if not confirmed and path in self._writing and path not in self._fresh:
-                continue  # bytes are arriving: its writer's close (or QUIET) lists it
             self._check(path, confirmed, upserts, removals)
         self._apply(upserts, removals)
 
@@ -344,12 +365,11 @@ class Indexer:
         try:
             st = os.stat(path)
         except OSError:
-            removals.append(relpath)
+            self._unlist(relpath, path, removals)
             return
         if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
             # An empty file is no distribution; it is also what scp shows before the first bytes.
-            if listed_path_is(self.catalog, relpath, path):
-                removals.append(relpath)
+            self._unlist(relpath, path, removals)
             return
         if not confirmed:
             age = time.time() - st.st_mtime
@@ -358,23 +378,23 @@ class Indexer:
                 return
         listed = self.catalog.snapshot.files.get(relpath)
         if listed is not None and listed.path != path:
-            return  # an earlier root already provides this relpath
+            provider = self.root_of(listed.path)
+            if provider is None or provider[0] <= root_index:
+                return  # an earlier root already provides this relpath
         if listed is not None and (listed.size, listed.mtime_ns) == (st.st_size, st.st_mtime_ns):
             return
         described = self._describe(root_index, relpath, st)
         if described is None:
-            if listed is not None:
-                removals.append(relpath)
+            self._unlist(relpath, path, removals)
             return
         try:
             after = os.stat(path)
         except OSError:
-            removals.append(relpath)
+            self._unlist(relpath, path, removals)
             return
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             # Changed while we read it: never list a hash of bytes that are no longer there.
-            if listed is not None:
-                removals.append(relpath)
+            self._unlist(relpath, path, removals)
             self._schedule(time.monotonic() + 0.2, path, confirmed=False)
             return
         upserts.append(described)
