@@ -37,11 +37,6 @@ def _env(name: str) -> str | None:
     return value if value not in (None, "") else None
 
 
-def _env_bool(name: str) -> bool:
-    value = _env(name)
-    return value is not None and value.lower() not in _FALSE
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
         raise UsageError(message)
@@ -59,7 +54,33 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="serve package directories", description="Serve DIR... as a package index."
     )
     _add_run_options(run)
+    _defaults_from_environment(run)
     return parser
+
+
+def _defaults_from_environment(parser: argparse.ArgumentParser) -> None:
+    """``PKGSERVER_<LONG_OPTION>`` sets an option's default; the command line still wins.
+
+    String defaults go through the option's ``type`` like command-line values, so a bad
+    ``PKGSERVER_PORT`` is reported like a bad ``--port``.
+    """
+    for action in parser._actions:
+        for option in action.option_strings:
+            if not option.startswith("--"):
+                continue
+            value = _env(option[2:])
+            if value is None:
+                continue
+            default: object = value
+            if isinstance(action, (argparse._StoreTrueAction, argparse._CountAction)):
+                enabled = value.lower() not in _FALSE
+                default = (
+                    (int(value) if value.isdigit() else int(enabled))
+                    if isinstance(action, argparse._CountAction)
+                    else enabled
+                )
+            parser.set_defaults(**{action.dest: default})
+            break
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -74,7 +95,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "-p",
         "--port",
         type=int,
-        default=int(_env("port") or 8080),
+        default=8080,
         help="port (default 8080; 0 picks a free one)",
     )
     p.add_argument(
@@ -83,21 +104,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--interface",
         "--host",
         dest="host",
-        default=_env("host") or _env("interface") or "0.0.0.0",
+        default="0.0.0.0",
         help="address to listen on (default 0.0.0.0)",
     )
     p.add_argument(
         "-P",
         "--passwords",
         dest="passwords",
-        default=_env("passwords"),
+        default=None,
         metavar="HTPASSWD",
         help="Apache htpasswd file for authentication; '.' for none",
     )
     p.add_argument(
         "-a",
         "--authenticate",
-        default=_env("authenticate") or "update",
+        default="update",
         help="comma-separated actions that need a password: update, download, list; "
         "'.' for none (needs -P .). Default: update",
     )
@@ -105,84 +126,84 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "-o",
         "--overwrite",
         action="store_true",
-        default=_env_bool("overwrite"),
+        default=False,
         help="allow uploads to replace existing files",
     )
     p.add_argument(
         "--fallback-url",
-        default=_env("fallback_url") or DEFAULT_FALLBACK_URL,
+        default=DEFAULT_FALLBACK_URL,
         help=f"where projects not hosted here are redirected (default {DEFAULT_FALLBACK_URL})",
     )
     p.add_argument(
         "--disable-fallback",
         action="store_true",
-        default=_env_bool("disable_fallback"),
+        default=False,
         help="answer 404 for projects not hosted here",
     )
     p.add_argument(
         "--hash-algo",
-        default=_env("hash_algo") or "sha256",
+        default="sha256",
         help="hash in the #fragment of links (default sha256; 'off' for none)",
     )
     p.add_argument(
         "--welcome",
-        default=_env("welcome"),
+        default=None,
         metavar="FILE",
         help="HTML template for the welcome page ({{URL}}, {{VERSION}}, {{NUMPKGS}})",
     )
     p.add_argument(
         "--health-endpoint",
-        default=_env("health_endpoint") or "/health",
+        default="/health",
         help="path of the health check (default /health)",
     )
     p.add_argument(
         "--server-base-url",
-        default=_env("server_base_url"),
+        default=None,
         metavar="URL",
         help="external URL of the server, for redirects and absolute links behind a proxy",
     )
     p.add_argument(
         "--rescan-interval",
         type=float,
-        default=float(_env("rescan_interval") or 0),
+        default=0,
         metavar="SECONDS",
         help="also rescan the directories this often (for filesystems inotify cannot watch)",
     )
     p.add_argument(
         "--no-watch",
         action="store_true",
-        default=_env_bool("no_watch"),
+        default=False,
         help="do not use inotify (then --rescan-interval defaults to 5)",
     )
     p.add_argument(
         "--threads",
         type=int,
-        default=int(_env("threads") or 16),
+        default=16,
         help="waitress worker threads (default 16)",
     )
     p.add_argument(
         "--connection-limit",
         type=int,
-        default=int(_env("connection_limit") or 400),
+        default=400,
         help="waitress connection limit (default 400)",
     )
     p.add_argument(
         "-v",
         "--verbose",
         action="count",
-        default=int(_env("verbose") or 0),
+        default=0,
         help="more logging (repeatable)",
     )
-    p.add_argument("--log-file", default=_env("log_file"), help="also log to this file")
+    p.add_argument("--log-file", default=None, help="also log to this file")
     p.add_argument(
         "--log-stream",
-        default=_env("log_stream") or "stderr",
+        default="stderr",
         choices=("stdout", "stderr", "none"),
         help="log to stdout, stderr (default) or nowhere",
     )
     p.add_argument(
         "--log-frmt",
-        default=_env("log_frmt") or "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        default="%(asctime)s %(levelname)s %(name)s: %(message)s",
         help="logging format",
     )
     # Accepted for pypiserver compatibility; pkgserver always uses waitress.

@@ -149,3 +149,30 @@ def test_version_and_help() -> None:
         "--rescan-interval",
     ):
         assert flag in helptext
+
+
+def test_every_long_option_has_an_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PKGSERVER_INTERFACE", "127.0.0.2")
+    monkeypatch.setenv("PKGSERVER_OVERWRITE", "yes")
+    monkeypatch.setenv("PKGSERVER_RESCAN_INTERVAL", "2.5")
+    monkeypatch.setenv("PKGSERVER_VERBOSE", "2")
+    monkeypatch.setenv("PKGSERVER_HEALTH_ENDPOINT", "/-/health")
+    s = settings_for(["run", str(tmp_path)])
+    assert (s.host, s.overwrite, s.rescan_interval, s.verbosity, s.health_endpoint) == (
+        "127.0.0.2",
+        True,
+        2.5,
+        2,
+        "/-/health",
+    )
+    monkeypatch.setenv("PKGSERVER_OVERWRITE", "false")
+    assert not settings_for(["run", str(tmp_path)]).overwrite
+
+
+def test_bad_environment_value_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PKGSERVER_PORT", "eighty")
+    assert cli.main(["run", str(tmp_path)]) == 2
