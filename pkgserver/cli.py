@@ -363,23 +363,34 @@ def run(settings: Settings) -> int:
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
         ) from None
 
+    stopping = False
+
     def _terminate(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
+        # SIGTERM (docker stop, systemd) ends the server like Ctrl-C; once shutdown has begun,
+        # further signals are ignored so that the clean-up below runs to its end.
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
-    log.info(
-        "pkgserver %s serving %s on http://%s:%s/",
-        __version__,
-        ", ".join(settings.roots),
-        host,
-        server.effective_port,
-    )
     try:
+        log.info(
+            "pkgserver %s serving %s on http://%s:%s/",
+            __version__,
+            ", ".join(settings.roots),
+            host,
+            server.effective_port,
+        )
+        # waitress's run() returns (rather than raising) on KeyboardInterrupt.
         server.run()
     except KeyboardInterrupt:
-        log.info("shutting down")
+        pass  # the signal came outside waitress's loop
     finally:
+        stopping = True
+        log.info("shutting down")
         server.close()
         indexer.stop()
     return 0
