@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from builders import make_sdist, make_wheel  # noqa: E402
+from builders import make_sdist, make_wheel
 
 
 def build(directory: Path, files: int, per_project: int, layout: str) -> int:
@@ -28,9 +28,13 @@ def build(directory: Path, files: int, per_project: int, layout: str) -> int:
         for i in range(min(per_project, files - made)):
             version = f"1.0.{i // 2}"
             if i % 2 == 0:
-                make_wheel(target, name, version, summary=f"Project {project}", requires_python=">=3.8")
+                make_wheel(
+                    target, name, version, summary=f"Project {project}", requires_python=">=3.8"
+                )
             else:
-                make_sdist(target, name, version, metadata_version="2.2", summary=f"Project {project}")
+                make_sdist(
+                    target, name, version, metadata_version="2.2", summary=f"Project {project}"
+                )
             made += 1
         project += 1
     # Old mtimes: the files look like a directory that has grown for years.

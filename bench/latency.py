@@ -13,7 +13,10 @@ import statistics
 import time
 from urllib.parse import urlsplit
 
-PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+PIP_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+    "text/html; q=0.01"
+)
 
 
 def probe(base: str, path: str, n: int, accept: str | None) -> list[float]:
@@ -44,8 +47,10 @@ def main() -> None:
             probe(a.base, path, 50, accept)  # warm up
             s = sorted(probe(a.base, path, a.requests, accept))
             q = statistics.quantiles(s, n=100)
-            print(f"{path:30} {label:4}  p50 {q[49] * 1e3:6.2f} ms  p90 {q[89] * 1e3:6.2f} ms  "
-                  f"p99 {q[98] * 1e3:6.2f} ms  ({len(s) / sum(s):.0f} req/s sequential)")
+            print(
+                f"{path:30} {label:4}  p50 {q[49] * 1e3:6.2f} ms  p90 {q[89] * 1e3:6.2f} ms  "
+                f"p99 {q[98] * 1e3:6.2f} ms  ({len(s) / sum(s):.0f} req/s sequential)"
+            )
 
 
 if __name__ == "__main__":
