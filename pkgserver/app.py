@@ -15,7 +15,7 @@ import posixpath
 import re
 from collections.abc import Callable, Iterator
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import bottle
 
@@ -24,8 +24,9 @@ from .auth import Authenticator
 from .catalog import Catalog, DistFile
 from .config import Settings
 from .distfile import is_valid_project_name, normalize
-from .errors import BadRequest, HTTPProblem, MethodNotAllowed, NotAcceptable, NotFound
+from .errors import BadRequest, Forbidden, HTTPProblem, NotAcceptable, NotFound
 from .storage import MetadataStore
+from .upload import Uploads
 
 __all__ = ["create_app"]
 
@@ -102,12 +103,24 @@ def create_app(
     *,
     auth: Authenticator | None = None,
     metadata: MetadataStore | None = None,
+    uploads: Uploads | None = None,
 ) -> bottle.Bottle:
     """Build the WSGI app. Everything it needs is passed in; nothing is global."""
     app = bottle.Bottle()
     app.config["json.enable"] = False
     auth = auth or Authenticator(settings.password_file, settings.authenticate)
     metadata = metadata or MetadataStore()
+    if uploads is None:
+        extra = (
+            [settings.hash_algo] if settings.hash_algo and settings.hash_algo != "sha256" else []
+        )
+        uploads = Uploads(
+            settings.roots,
+            catalog,
+            overwrite=settings.overwrite,
+            max_size=settings.max_upload_size,
+            extra_algos=extra,
+        )
     fallback = settings.fallback
     base_override = settings.server_base_url.rstrip("/") + "/" if settings.server_base_url else None
     welcome = _welcome_template(settings.welcome_file)
@@ -322,13 +335,61 @@ def create_app(
     def rpc2() -> Any:
         return xmlrpc_search()
 
+    def upload() -> Any:
+        refuse_cross_site()
+        user = require("update")
+        env = bottle.request.environ
+        try:
+            length = int(env.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        assert uploads is not None
+        outcome = uploads.handle(env["wsgi.input"], length, env.get("CONTENT_TYPE"), user)
+        return bottle.HTTPResponse(
+            outcome.message + "\n",
+            status=f"{outcome.status} {_reason(outcome.message)}",
+            **{"Content-Type": "text/plain; charset=utf-8"},
+        )
+
+    def refuse_cross_site() -> None:
+        """Browsers resend Basic credentials: a page on another site must not upload or delete."""
+        req = bottle.request
+        if (req.get_header("Sec-Fetch-Site") or "").lower() == "cross-site":
+            raise Forbidden("cross-site requests may not change the index")
+        origin = req.get_header("Origin")
+        if origin:
+            origin_host = urlsplit(origin).netloc.lower()
+            allowed = {(req.get_header("Host") or "").lower()}
+            if base_override:
+                allowed.add(urlsplit(base_override).netloc.lower())
+            if origin == "null" or origin_host not in allowed:
+                raise Forbidden("cross-site requests may not change the index")
+
     @app.post("/")
     @guarded
     def post_root() -> Any:
         ctype = (bottle.request.content_type or "").lower()
         if "xml" in ctype:
             return xmlrpc_search()
-        raise MethodNotAllowed("uploads are not supported by this version of pkgserver")
+        return upload()
+
+    @app.post("/legacy")
+    @app.post("/legacy/")
+    @guarded
+    def post_legacy() -> Any:
+        return upload()
+
+    @app.get("/+simple/<name>/")
+    @app.get("/legacy/+simple/<name>/")
+    @guarded
+    def devpi_simple(name: str) -> Any:
+        # hatch publish reads <upload URL>/+simple/<project>/ (devpi's layout) to skip files
+        # that exist; no fallback here, an unknown project simply has no files.
+        require("list")
+        project = catalog.snapshot.project(normalize(name))
+        if project is None:
+            raise NotFound("not hosted here")
+        return send_rendered(render.render_project(project, render.HTML, settings.hash_algo))
 
     @app.get("/packages/")
     @app.get("/pypi/")

@@ -82,11 +82,15 @@ class Authenticator:
     def check(self, action: str, header: str | None) -> str | None:
         if action not in self.protected:
             return None
+        if self.password_file is None:
+            # No credentials could ever work: say how to enable the action instead of asking.
+            raise Forbidden(
+                f"{'uploads are' if action == 'update' else action + ' is'} disabled: start "
+                "pkgserver with -P HTPASSWD (see htpasswd.example), or -P . -a . for an open index"
+            )
         creds = parse_basic(header)
         if creds is None:
             raise Unauthorized("authentication required", realm=REALM)
-        if self._htpasswd is None and self.password_file is None:
-            raise Forbidden("no password file configured (start the server with -P FILE)")
         user, password = creds
         if not self.verify(user, password):
             raise Forbidden("invalid credentials")

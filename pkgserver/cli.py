@@ -23,7 +23,7 @@ __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("pkgserver")
 
-SUBCOMMANDS = ("run",)
+SUBCOMMANDS = ("run", "passwd")
 ENV_PREFIX = "PKGSERVER_"
 _FALSE = ("0", "no", "off", "false", "none")
 
@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(run)
     _defaults_from_environment(run)
+    pw = sub.add_parser(
+        "passwd",
+        help="add or change a user in an htpasswd file (bcrypt)",
+        description="Add or change USER in the htpasswd FILE (created if missing), with a bcrypt "
+        "hash; --delete removes USER. The password is read from standard input when it is not a "
+        "terminal (echo pw | pkgserver passwd FILE USER), else asked for twice. A running server "
+        "sees the change within a second.",
+    )
+    pw.add_argument("file", metavar="FILE")
+    pw.add_argument("user", metavar="USER")
+    pw.add_argument("--delete", action="store_true", help="remove USER")
     return parser
 
 
@@ -121,6 +132,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default="update",
         help="comma-separated actions that need a password: update, download, list; "
         "'.' for none (needs -P .). Default: update",
+    )
+    p.add_argument(
+        "--max-upload-size",
+        type=_size,
+        default="1G",
+        metavar="SIZE",
+        help="largest file an upload may carry, e.g. 500M or 2G (default 1G); larger gets 413",
     )
     p.add_argument(
         "-o",
@@ -210,6 +228,22 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default=None, help=argparse.SUPPRESS)
 
 
+def _size(value: str) -> int:
+    text = value.strip().upper().removesuffix("B")
+    factor = 1
+    for suffix, mult in (("K", 1024), ("M", 1024**2), ("G", 1024**3), ("T", 1024**4)):
+        if text.endswith(suffix):
+            text, factor = text[:-1], mult
+            break
+    try:
+        size = int(float(text) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size {value!r} (e.g. 500M, 2G)") from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"invalid size {value!r}")
+    return size
+
+
 def _settings(ns: argparse.Namespace) -> Settings:
     roots = list(ns.roots)
     if not roots and _env("roots"):
@@ -259,6 +293,7 @@ def _settings(ns: argparse.Namespace) -> Settings:
         password_file=password_file,
         authenticate=actions if (password_file or ns.passwords == ".") else actions & {"update"},
         overwrite=ns.overwrite,
+        max_upload_size=ns.max_upload_size,
         fallback_url=ns.fallback_url,
         disable_fallback=ns.disable_fallback,
         hash_algo=hash_algo,
@@ -316,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "run":
             settings = _settings(ns)
             return run(settings)
+        if ns.command == "passwd":
+            return passwd(ns.file, ns.user, delete=ns.delete)
     except UsageError as exc:
         print(f"pkgserver: error: {exc}", file=sys.stderr)
         return 2
@@ -328,13 +365,14 @@ def run(settings: Settings) -> int:
     from .app import create_app
     from .auth import Authenticator
     from .catalog import Catalog
-    from .storage import Indexer, MetadataStore
+    from .storage import Indexer, MetadataStore, sweep_temp_files
 
     _setup_logging(settings)
     if settings.password_file is None and not settings.authenticate:
         log.warning(
             "running fully open (-P . -a .): anyone who can reach it can read and change it"
         )
+    sweep_temp_files(settings.roots)
     catalog = Catalog()
     extra = [settings.hash_algo] if settings.hash_algo and settings.hash_algo != "sha256" else []
     indexer = Indexer(
@@ -354,6 +392,9 @@ def run(settings: Settings) -> int:
             port=settings.port,
             threads=settings.threads,
             connection_limit=settings.connection_limit,
+            # Room for the form fields around the largest file; waitress answers 413 beyond it
+            # before the body is stored in full.
+            max_request_body_size=settings.max_upload_size + 64 * 1024 * 1024,
             ident="pkgserver",
             clear_untrusted_proxy_headers=True,
         )
@@ -393,4 +434,55 @@ def run(settings: Settings) -> int:
         log.info("shutting down")
         server.close()
         indexer.stop()
+    return 0
+
+
+def passwd(path: str, user: str, *, delete: bool = False) -> int:
+    """Add, change or delete a user in an htpasswd file; writes it atomically."""
+    import getpass
+    import tempfile
+
+    from passlib.apache import HtpasswdFile
+
+    if not user or ":" in user or any(ord(c) < 32 for c in user):
+        raise UsageError(f"invalid user name {user!r}")
+    exists = os.path.exists(path)
+    try:
+        ht = HtpasswdFile(path, new=not exists, default_scheme="bcrypt")
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path!r}: {exc}") from None
+    if delete:
+        if not ht.delete(user):
+            raise UsageError(f"no user {user!r} in {path}")
+    else:
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"Password for {user}: ")
+            if getpass.getpass("Again: ") != password:
+                raise UsageError("the passwords do not match")
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("empty password")
+        if len(password.encode()) > 72:
+            raise UsageError("password longer than 72 bytes (bcrypt's limit)")
+        ht.set_password(user, password)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".htpasswd-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(ht.to_string())
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exists:
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o640)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise UsageError(f"cannot write {path!r}: {exc}") from None
+    print(f"{'deleted' if delete else 'set'} {user} in {path}", file=sys.stderr)
     return 0

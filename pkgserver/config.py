@@ -20,6 +20,7 @@ class Settings:
     password_file: str | None = None  # None: no htpasswd (-P . or not given)
     authenticate: frozenset[str] = frozenset({"update"})
     overwrite: bool = False
+    max_upload_size: int = 1024**3  # bytes; larger uploads get 413
     fallback_url: str = DEFAULT_FALLBACK_URL
     disable_fallback: bool = False
     hash_algo: str | None = "sha256"  # None: no hash fragment on HTML links

@@ -100,13 +100,16 @@ def parse_core_metadata(raw: bytes, *, is_wheel: bool) -> CoreMetadata:
     )
 
 
-def read_core_metadata(path: str, kind: str, project: str | None = None) -> CoreMetadata:
+def read_core_metadata(
+    path: str, kind: str, project: str | None = None, filename: str | None = None
+) -> CoreMetadata:
     """Read the core metadata of the distribution at ``path``.
 
     ``kind`` is the distfile kind; ``project`` (normalized) picks the right ``.dist-info`` when a
-    wheel has several. Raises InvalidArchive.
+    wheel has several; ``filename`` names the format when ``path`` does not (a temp file).
+    Raises InvalidArchive.
     """
-    lower = path.lower()
+    lower = (filename or path).lower()
     try:
         with open(path, "rb") as fh:
             if kind == KIND_WHEEL:

@@ -15,6 +15,7 @@ import hashlib
 import heapq
 import logging
 import os
+import secrets
 import stat
 import threading
 import time
@@ -76,28 +77,40 @@ def iter_dist_files(root: str) -> Iterator[tuple[str, os.stat_result]]:
 
 
 def describe(
-    root: str, relpath: str, st: os.stat_result, extra_algos: Sequence[str] = ()
+    root: str,
+    relpath: str,
+    st: os.stat_result,
+    extra_algos: Sequence[str] = (),
+    *,
+    known_sha256: str | None = None,
+    known_meta: CoreMetadata | None = None,
 ) -> DistFile:
-    """Hash and read the file once; raises InvalidDistFilename or OSError."""
+    """Hash and read the file once; raises InvalidDistFilename or OSError.
+
+    An upload passes what it computed while receiving the file, so it is not read twice.
+    """
     filename = relpath.rsplit("/", 1)[-1]
     info = parse_dist_filename(filename)
     path = os.path.join(root, *relpath.split("/"))
     sha = hashlib.sha256()
     extras = [hashlib.new(a) for a in extra_algos]
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(CHUNK)
-            if not chunk:
-                break
-            sha.update(chunk)
-            for h in extras:
-                h.update(chunk)
+    if known_sha256 is None or extras:
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(CHUNK)
+                if not chunk:
+                    break
+                sha.update(chunk)
+                for h in extras:
+                    h.update(chunk)
     requires_python = summary = display_name = metadata_sha256 = None
-    try:
-        meta = read_core_metadata(path, info.kind, info.project)
-    except InvalidArchive as exc:
-        log.info("no core metadata for %s: %s", relpath, exc)
-    else:
+    meta: CoreMetadata | None = known_meta
+    if meta is None:
+        try:
+            meta = read_core_metadata(path, info.kind, info.project)
+        except InvalidArchive as exc:
+            log.info("no core metadata for %s: %s", relpath, exc)
+    if meta is not None:
         requires_python = meta.requires_python
         summary = meta.summary[:512] if meta.summary else None
         # The metadata's spelling of the name is shown only if it is that project's name.
@@ -115,7 +128,7 @@ def describe(
         size=st.st_size,
         mtime=st.st_mtime,
         mtime_ns=st.st_mtime_ns,
-        sha256=sha.hexdigest(),
+        sha256=known_sha256 if known_sha256 and not extras else sha.hexdigest(),
         extra_hashes=tuple((a, h.hexdigest()) for a, h in zip(extra_algos, extras)),
         requires_python=requires_python,
         metadata_sha256=metadata_sha256,
@@ -517,3 +530,119 @@ class MetadataStore:
                     _, old = self._items.popitem(last=False)
                     self._bytes -= len(old.raw)
         return meta
+
+
+# -- publishing: the one narrow door through which uploads reach the directory -------------------
+TEMP_PREFIX = ".pkgserver-tmp-"
+
+
+class FileOps:
+    """The filesystem calls publishing makes, as a seam: tests fail any one of them."""
+
+    def open_temp(self, directory: str) -> tuple[int, str]:
+        for _ in range(100):
+            path = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
+            try:
+                return os.open(
+                    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+                ), path
+            except FileExistsError:
+                continue
+        raise FileExistsError("could not create a temporary file")
+
+    def write(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def link(self, src: str, dst: str) -> None:
+        os.link(src, dst)  # fails with FileExistsError: never silently replaces a published file
+
+    def replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def fsync_dir(self, directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class TempFile:
+    """A dot-file in a package directory (so the indexer ignores it), hashed as it is written."""
+
+    def __init__(self, ops: FileOps, directory: str, limit: int) -> None:
+        self.ops = ops
+        self.fd, self.path = ops.open_temp(directory)
+        self.limit = limit
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.blake2_256 = hashlib.blake2b(digest_size=32)
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise TooLargeError(f"the file is larger than the upload limit ({self.limit} bytes)")
+        self.ops.write(self.fd, data)
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.blake2_256.update(data)
+
+    def finish(self) -> None:
+        """Flush to disk and close (before publishing)."""
+        self.ops.fsync(self.fd)
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.ops.close(self.fd)
+
+    def discard(self) -> None:
+        self.close()
+        try:
+            self.ops.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def digests(self) -> dict[str, str]:
+        return {
+            "sha256": self.sha256.hexdigest(),
+            "md5": self.md5.hexdigest(),
+            "blake2_256": self.blake2_256.hexdigest(),
+        }
+
+
+class TooLargeError(ValueError):
+    """More bytes than the configured limit."""
+
+
+def sweep_temp_files(roots: Sequence[str]) -> int:
+    """Remove temporary files a crashed upload left behind (only our own prefix)."""
+    removed = 0
+    for root in roots:
+        for directory, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith(TEMP_PREFIX):
+                    try:
+                        os.unlink(os.path.join(directory, name))
+                        removed += 1
+                    except OSError as exc:
+                        log.warning("cannot remove leftover %s: %s", name, exc)
+    if removed:
+        log.info("removed %d temporary files left by interrupted uploads", removed)
+    return removed

@@ -1,0 +1,431 @@
+"""The legacy upload API (what twine, uv, poetry, pdm, hatch, flit and distutils send).
+
+No web framework here: ``Uploads.handle(stream, length, content_type, user)`` reads the form,
+streams the file to a temporary dot-file while hashing it, validates everything, then publishes
+atomically and tells the catalog. Every failure raises a typed error (errors.py) after removing
+the temporary file, so the directory is exactly as it was and a retry can succeed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import logging
+import os
+import re
+import threading
+import zipfile
+from collections.abc import Sequence
+from typing import IO, NamedTuple
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from .catalog import Catalog, DistFile
+from .distfile import (
+    KIND_SDIST,
+    KIND_WHEEL,
+    InvalidDistFilename,
+    dist_extension,
+    parse_dist_filename,
+)
+from .errors import BadRequest, Conflict, Gone, HTTPProblem, NotFound, TooLarge
+from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
+from .multipart import Form, FormError, FormTooLarge, Limits, parse_boundary, parse_form
+from .storage import FileOps, TempFile, TooLargeError, describe
+
+__all__ = ["InsufficientStorage", "Uploads", "file_key"]
+
+log = logging.getLogger(__name__)
+
+MAX_FILENAME = 255
+# Extensions an upload may have for each filetype (new uploads: no .tar.bz2/.tgz, as warehouse).
+_FILETYPE_EXTENSIONS = {
+    "sdist": (".tar.gz", ".zip"),
+    "bdist_wheel": (".whl",),
+    "bdist_egg": (".egg",),
+}
+_SIDECARS = (".asc", ".attestations.json")
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_DIGEST_FIELDS = (
+    ("md5_digest", "md5", 32),
+    ("sha256_digest", "sha256", 64),
+    ("blake2_256_digest", "blake2_256", 64),
+)
+
+
+class InsufficientStorage(HTTPProblem):
+    """The disk is full or a write failed: a server-side condition a retry may get past."""
+
+    status = 507
+
+
+class Outcome(NamedTuple):
+    status: int
+    message: str
+
+
+def file_key(filename: str) -> tuple[object, ...] | None:
+    """What makes two filenames "the same file": names that differ only in case or -_. match."""
+    try:
+        info = parse_dist_filename(filename)
+    except InvalidDistFilename:
+        return None
+    version = _version_key(info.version)
+    if info.kind == KIND_WHEEL:
+        _, _, build, tags = parse_wheel_filename(filename)
+        return (info.project, version, build, frozenset(str(t) for t in tags))
+    return (info.project, version, info.kind, dist_extension(filename))
+
+
+def _version_key(version: str) -> object:
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return version.lower()
+
+
+class Uploads:
+    def __init__(
+        self,
+        roots: Sequence[str],
+        catalog: Catalog,
+        *,
+        overwrite: bool = False,
+        max_size: int = 1024**3,
+        extra_algos: Sequence[str] = (),
+        ops: FileOps | None = None,
+    ) -> None:
+        self.roots = list(roots)
+        self.catalog = catalog
+        self.overwrite = overwrite
+        self.max_size = max_size
+        self.extra_algos = tuple(extra_algos)
+        self.ops = ops or FileOps()
+        # Publishing (the existence check, the link, the catalog update) is short and serialized,
+        # so two uploads of one name cannot both be told they were first. Streaming is not.
+        self._publish_lock = threading.Lock()
+
+    # -- entry point --
+    def handle(
+        self, stream: IO[bytes], length: int, content_type: str | None, user: str | None
+    ) -> Outcome:
+        if length < 0:
+            raise HTTPProblemLength("Content-Length required")
+        if length > self.max_size + 64 * 1024 * 1024:
+            raise TooLarge(f"upload larger than the limit of {self.max_size} bytes")
+        try:
+            boundary = parse_boundary(content_type)
+        except FormError as exc:
+            raise BadRequest(f"invalid upload form: {exc}") from None
+        temps: dict[str, TempFile] = {}
+
+        def sink(name: str, _filename: str) -> TempFile | None:
+            if name != "content" or "content" in temps:
+                return None  # other file parts (gpg_signature, ...) stay small, in memory
+            try:
+                temps[name] = TempFile(self.ops, self.roots[0], self.max_size)
+            except OSError as exc:
+                raise _storage_error(exc) from None
+            return temps[name]
+
+        try:
+            try:
+                form = parse_form(stream, length, boundary, file_sink=sink, limits=Limits())
+            except (TooLargeError, FormTooLarge) as exc:
+                raise TooLarge(str(exc)) from None
+            except FormError as exc:
+                raise BadRequest(f"invalid upload form: {exc}") from None
+            except OSError as exc:
+                raise _storage_error(exc) from None
+            return self._dispatch(form, temps.get("content"), user)
+        finally:
+            for temp in temps.values():
+                temp.discard()  # after a publish the temp name is gone already; else clean up
+
+    def _dispatch(self, form: Form, content: TempFile | None, user: str | None) -> Outcome:
+        action = form.get(":action")
+        if action == "file_upload":
+            return self._file_upload(form, content, user)
+        if action == "remove_pkg":
+            return self.remove(form.get("name"), form.get("version"))
+        if action in ("submit", "verify"):
+            return Outcome(200, "OK (registration is not needed here; nothing was changed)")
+        if action == "doc_upload":
+            raise Gone("documentation uploads are not supported")
+        if not action:
+            raise BadRequest("missing :action field")
+        raise BadRequest(f"unsupported :action {action[:40]!r}")
+
+    # -- file_upload --
+    def _file_upload(self, form: Form, content: TempFile | None, user: str | None) -> Outcome:
+        if content is None:
+            raise BadRequest("missing file: the form has no 'content' file part")
+        filename = form.filenames.get("content", "")
+        check_filename(filename)
+        try:
+            info = parse_dist_filename(filename)
+        except InvalidDistFilename:
+            raise BadRequest(f"invalid distribution filename {filename!r}") from None
+        filetype = form.get("filetype")
+        if filetype:
+            allowed = _FILETYPE_EXTENSIONS.get(filetype)
+            if allowed is None:
+                raise BadRequest(f"unsupported filetype {filetype[:40]!r}")
+            if not filename.lower().endswith(allowed):
+                raise BadRequest(f"filename {filename!r} does not match filetype {filetype!r}")
+        elif dist_extension(filename) not in (".tar.gz", ".zip", ".whl", ".egg"):
+            raise BadRequest(f"unsupported file extension in {filename!r}")
+        name = form.get("name")
+        if name and canonicalize_name(name) != info.project:
+            raise BadRequest(f"name {name[:100]!r} does not match the filename {filename!r}")
+        version = form.get("version")
+        if version and _version_key(version) != _version_key(info.version):
+            raise BadRequest(f"version {version[:60]!r} does not match the filename {filename!r}")
+        if content.size == 0:
+            raise BadRequest("the file is empty")
+        digests = content.digests()
+        # Digests are optional in the legacy API; every one that is sent must match.
+        for field, algo, length in _DIGEST_FIELDS:
+            sent = form.get(field).strip()
+            if not sent:
+                continue
+            if len(sent) != length or not _HEX.match(sent):
+                raise BadRequest(f"{field} is not a hex digest")
+            if not hmac.compare_digest(sent.lower(), digests[algo]):
+                raise BadRequest(f"{field} does not match the uploaded bytes (corrupted upload?)")
+        try:
+            content.finish()
+        except OSError as exc:
+            raise _storage_error(exc) from None
+        meta = self._check_archive(content.path, filename, info.kind, info.project, info.version)
+        signature = form.blobs.get("gpg_signature")
+        if signature is None and form.get("gpg_signature"):
+            signature = form.get("gpg_signature").encode()
+        if signature is not None and len(signature) > 64 * 1024:
+            raise BadRequest("gpg_signature is too large")
+        attestations = form.get("attestations")
+        return self._publish(
+            content, filename, info.project, digests, meta, signature, attestations, user
+        )
+
+    def _check_archive(
+        self, path: str, filename: str, kind: str, project: str, version: str
+    ) -> CoreMetadata:
+        try:
+            meta = read_core_metadata(path, kind, project, filename)
+        except InvalidArchive as exc:
+            what = "wheel" if kind == KIND_WHEEL else "sdist" if kind == KIND_SDIST else "egg"
+            raise BadRequest(f"{filename!r} is not a valid {what}: {exc}") from None
+        if kind == KIND_WHEEL:
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    names = zf.namelist()
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise BadRequest(f"{filename!r} is not a valid wheel: {exc}") from None
+            if not any(n.count("/") == 1 and n.endswith(".dist-info/WHEEL") for n in names):
+                raise BadRequest(f"{filename!r} is not a valid wheel: no .dist-info/WHEEL")
+        if not meta.name or canonicalize_name(meta.name) != project:
+            raise BadRequest(
+                f"the metadata name {meta.name!r} does not match the filename {filename!r}"
+            )
+        if not meta.version or _version_key(meta.version) != _version_key(version):
+            raise BadRequest(
+                f"the metadata version {meta.version!r} does not match the filename {filename!r}"
+            )
+        return meta
+
+    # -- publishing --
+    def target_directory(self, project: str) -> str:
+        """The first root, or the sub-folder of it where this project's files already live."""
+        root = self.roots[0]
+        existing = self.catalog.snapshot.project(project)
+        if existing is not None:
+            for f in reversed(existing.files):
+                if f.path.startswith(root + os.sep) and "/" in f.relpath:
+                    return os.path.dirname(f.path)
+        return root
+
+    def _existing(self, filename: str) -> DistFile | None:
+        key = file_key(filename)
+        info = parse_dist_filename(filename)
+        project = self.catalog.snapshot.project(info.project)
+        if project is None or key is None:
+            return None
+        for f in project.files:
+            if f.filename == filename or file_key(f.filename) == key:
+                return f
+        return None
+
+    def _publish(
+        self,
+        content: TempFile,
+        filename: str,
+        project: str,
+        digests: dict[str, str],
+        meta: CoreMetadata,
+        signature: bytes | None,
+        attestations: str,
+        user: str | None,
+    ) -> Outcome:
+        with self._publish_lock:
+            existing = self._existing(filename)
+            if existing is not None:
+                if existing.sha256 == digests["sha256"]:
+                    return Outcome(200, f"{filename} already exists with identical content")
+                if not self.overwrite:
+                    raise Conflict(
+                        f"File already exists: {existing.filename} has different content "
+                        "(start the server with --overwrite to allow replacing files)"
+                    )
+                final = existing.path
+            else:
+                final = os.path.join(self.target_directory(project), filename)
+            directory = os.path.dirname(final)
+            try:
+                if signature is not None:
+                    self._write_sidecar(directory, final + ".asc", signature)
+                if attestations.strip():
+                    self._write_sidecar(
+                        directory, final + ".attestations.json", attestations.encode()
+                    )
+                if existing is not None:
+                    self.ops.replace(content.path, final)  # atomic: readers get old or new
+                else:
+                    try:
+                        self.ops.link(content.path, final)
+                    except FileExistsError:
+                        return self._lost_race(final, filename, digests["sha256"])
+                self.ops.fsync_dir(directory)
+            except OSError as exc:
+                if existing is None:
+                    self._remove_quietly(final, only_if_same_as=content.path)
+                    self._remove_quietly(final + ".asc")
+                    self._remove_quietly(final + ".attestations.json")
+                raise _storage_error(exc) from None
+            self._tell_catalog(final, digests, meta)
+        log.info("%s uploaded %s", user or "anonymous", filename)
+        return Outcome(200, f"OK: {filename} published")
+
+    def _lost_race(self, final: str, filename: str, sha256: str) -> Outcome:
+        """Another upload (or a copy) put the name in place between our check and our link."""
+        sha = hashlib.sha256()
+        try:
+            with open(final, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+                    sha.update(chunk)
+            digest = sha.hexdigest()
+        except OSError:
+            digest = ""
+        if digest == sha256:
+            return Outcome(200, f"{filename} already exists with identical content")
+        raise Conflict(
+            f"File already exists: {filename} was published a moment ago with other content"
+        )
+
+    def _write_sidecar(self, directory: str, final: str, data: bytes) -> None:
+        fd, tmp = self.ops.open_temp(directory)
+        try:
+            self.ops.write(fd, data)
+            self.ops.fsync(fd)
+        finally:
+            self.ops.close(fd)
+        try:
+            self.ops.replace(tmp, final)
+        except OSError:
+            self._remove_quietly(tmp)
+            raise
+
+    def _remove_quietly(self, path: str, only_if_same_as: str | None = None) -> None:
+        try:
+            if only_if_same_as is not None:
+                # Only undo our own link (same inode as our temp file), never someone else's file.
+                if not os.path.samefile(path, only_if_same_as):
+                    return
+            os.unlink(path)
+        except OSError:
+            pass
+
+    def _tell_catalog(self, path: str, digests: dict[str, str], meta: CoreMetadata) -> None:
+        """List the new file at once, complete with hashes and metadata."""
+        root = next(r for r in self.roots if path.startswith(r + os.sep))
+        relpath = path[len(root) + 1 :].replace(os.sep, "/")
+        try:
+            st = os.stat(path)
+            described = describe(
+                root, relpath, st, self.extra_algos, known_sha256=digests["sha256"], known_meta=meta
+            )
+        except (OSError, InvalidDistFilename) as exc:
+            log.warning("published %s but could not list it yet: %s", relpath, exc)
+            return
+        self.catalog.apply([described])
+
+    # -- remove_pkg --
+    def remove(self, name: str, version: str) -> Outcome:
+        if not name or not version:
+            raise BadRequest("remove_pkg needs name and version")
+        project = self.catalog.snapshot.project(canonicalize_name(name))
+        wanted = _version_key(version)
+        doomed = (
+            []
+            if project is None
+            else [f for f in project.files if _version_key(f.version) == wanted]
+        )
+        if not doomed:
+            raise NotFound(f"{name[:100]} {version[:60]} is not hosted here")
+        with self._publish_lock:
+            removed = []
+            for f in doomed:
+                try:
+                    self.ops.unlink(f.path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise _storage_error(exc) from None
+                for ext in _SIDECARS:
+                    self._remove_quietly(f.path + ext)
+                removed.append(f.relpath)
+            for directory in {os.path.dirname(f.path) for f in doomed}:
+                try:
+                    self.ops.fsync_dir(directory)
+                except OSError:
+                    pass
+            self.catalog.apply(removals=removed)
+        log.info(
+            "removed %s %s (%d files)", project.name if project else name, version, len(removed)
+        )
+        return Outcome(200, f"OK: removed {len(removed)} files of {name} {version}")
+
+
+class HTTPProblemLength(HTTPProblem):
+    status = 411
+
+
+def check_filename(filename: str) -> None:
+    """Refuse names that could escape the directory or hide: the form's filename is hostile."""
+    if not filename:
+        raise BadRequest("the file part has no filename")
+    if len(filename.encode("utf-8", "replace")) > MAX_FILENAME:
+        raise BadRequest("filename too long")
+    if "/" in filename or "\\" in filename or filename in (".", ".."):
+        raise BadRequest("filename must not contain path separators")
+    if filename.startswith("."):
+        raise BadRequest("filename must not start with a dot")
+    if any(ord(c) < 32 or ord(c) == 127 for c in filename):
+        raise BadRequest("filename must not contain control characters")
+    if not filename.isascii():
+        raise BadRequest("filename must be ASCII (distribution filenames are)")
+
+
+def _storage_error(exc: OSError) -> HTTPProblem:
+    log.error("storage error during upload: %s", exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage("the index is out of disk space; nothing was stored")
+    if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return InsufficientStorage(
+            "the package directory is not writable by the server; nothing was stored"
+        )
+    return InsufficientStorage(
+        f"could not store the file ({exc.strerror or exc}); nothing was stored"
+    )
