@@ -280,6 +280,10 @@ def create_app(
             f = snap.file(path[: -len(".metadata")])
             if f is not None and f.metadata_sha256:
                 return send_metadata(f)
+        if path.endswith(".asc"):
+            f = snap.file(path[: -len(".asc")])
+            if f is not None:
+                return send_signature(f)
         raise NotFound("no such file")
 
     @app.get("/pypi/<name>/json")
@@ -449,6 +453,17 @@ def create_app(
             )
         headers["Content-Length"] = str(size)
         return bottle.HTTPResponse(fh, **headers)
+
+    def send_signature(f: DistFile) -> bottle.HTTPResponse:
+        # The detached signature uploaded with the file (twine --sign), stored beside it.
+        try:
+            with open(f.path + ".asc", "rb") as fh:
+                data = fh.read(64 * 1024 + 1)
+        except OSError:
+            raise NotFound("no signature for this file") from None
+        if len(data) > 64 * 1024:
+            raise NotFound("no signature for this file")
+        return bottle.HTTPResponse(data, **{"Content-Type": "application/pgp-signature"})
 
     def send_metadata(f: DistFile) -> bottle.HTTPResponse:
         meta = metadata.get(f)

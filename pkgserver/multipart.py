@@ -56,11 +56,13 @@ class Limits:
         self.parts = parts
 
 
-_TOKEN = re.compile(r'\s*([^\s=;]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;]*))?\s*(?:;|$)')
+# Clients encode parameters the HTML5 way: a quoted value has no backslash escapes (a quote is
+# sent as %22), so a backslash is a literal character, never an escape.
+_TOKEN = re.compile(r'\s*([^\s=;]+)\s*(?:=\s*("[^"]*"|[^;]*))?\s*(?:;|$)')
 
 
 def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
-    """``form-data; name="a"; filename="b"`` -> ("form-data", {...}); quoted strings unescaped."""
+    """``form-data; name="a"; filename="b"`` -> ("form-data", {...})."""
     main, _, rest = value.partition(";")
     params: dict[str, str] = {}
     pos = 0
@@ -71,7 +73,7 @@ def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
         key, raw = m.group(1).lower(), m.group(2) or ""
         raw = raw.strip()
         if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+            raw = raw[1:-1]
         params.setdefault(key, raw)
         pos = m.end()
     return main.strip().lower(), params
