@@ -467,7 +467,10 @@ def passwd(path: str, user: str, *, delete: bool = False) -> int:
             raise UsageError("password longer than 72 bytes (bcrypt's limit)")
         ht.set_password(user, password)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".htpasswd-", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".htpasswd-", dir=directory)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path!r}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(ht.to_string())

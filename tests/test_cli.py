@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -176,3 +177,55 @@ def test_bad_environment_value_is_a_usage_error(
 ) -> None:
     monkeypatch.setenv("PKGSERVER_PORT", "eighty")
     assert cli.main(["run", str(tmp_path)]) == 2
+
+
+def passwd(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pkgserver", "passwd", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_passwd_creates_changes_and_deletes_users(tmp_path: Path) -> None:
+    from passlib.apache import HtpasswdFile
+
+    path = tmp_path / "htpasswd"
+    assert passwd(str(path), "alice", stdin="first\n").returncode == 0
+    assert passwd(str(path), "bob", stdin="second\n").returncode == 0
+    ht = HtpasswdFile(str(path))
+    assert ht.check_password("alice", "first") and ht.check_password("bob", "second")
+    assert ht.get_hash("alice").startswith(b"$2")  # type: ignore[union-attr]  # bcrypt
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+    assert passwd(str(path), "alice", stdin="changed\n").returncode == 0
+    assert passwd(str(path), "--delete", "bob").returncode == 0
+    ht = HtpasswdFile(str(path))
+    assert ht.check_password("alice", "changed")
+    assert ht.users() == ["alice"]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".htpasswd-")]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["alice"], "", "empty password"),
+        (["al:ice"], "pw\n", "invalid user name"),
+        (["alice"], "x" * 100 + "\n", "72 bytes"),
+        (["--delete", "nobody"], "", "no user"),
+    ],
+)
+def test_passwd_bad_input_gives_one_line_and_status_2(
+    tmp_path: Path, args: list[str], stdin: str, message: str
+) -> None:
+    res = passwd(str(tmp_path / "htpasswd"), *args, stdin=stdin)
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_passwd_into_an_unwritable_place(tmp_path: Path) -> None:
+    res = passwd(str(tmp_path / "missing-dir" / "htpasswd"), "alice", stdin="pw\n")
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr

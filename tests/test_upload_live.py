@@ -1,0 +1,253 @@
+"""Uploads against a real server process: a full disk, kill -9 mid-upload, a vanishing client,
+and memory during a 500 MB upload."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from server import Server, running_server
+
+from pkgserver.storage import TEMP_PREFIX
+
+pytestmark = pytest.mark.e2e
+
+AUTH = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+
+
+@pytest.fixture
+def htpasswd(tmp_path: Path) -> Path:
+    path = tmp_path / "htpasswd"
+    subprocess.run(
+        [sys.executable, "-m", "pkgserver", "passwd", str(path), "alice"],
+        input="s3cret\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def big_wheel(directory: Path, name: str, version: str, size: int) -> Path:
+    """A valid wheel with one stored (uncompressed) member of ``size`` random bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    di = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(f"{di}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        zf.writestr(
+            f"{di}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        with zf.open(f"{name}/blob.bin", "w", force_zip64=True) as member:
+            left = size
+            while left:
+                n = min(left, 8 * 1024 * 1024)
+                member.write(os.urandom(n))
+                left -= n
+        zf.writestr(f"{di}/RECORD", "")
+    return path
+
+
+def streamed_form(path: Path) -> tuple[Iterator[bytes], int, str]:
+    """A twine-like multipart body streamed from disk; (chunks, length, content type)."""
+    boundary = uuid.uuid4().hex
+    name, version = path.name.split("-")[:2]
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    head = b""
+    for key, value in (
+        (":action", "file_upload"),
+        ("name", name),
+        ("version", version),
+        ("filetype", "bdist_wheel"),
+        ("sha256_digest", sha.hexdigest()),
+    ):
+        head += f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; filename="{path.name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    length = len(head) + path.stat().st_size + len(tail)
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        with open(path, "rb") as fh:
+            yield from iter(lambda: fh.read(1 << 20), b"")
+        yield tail
+
+    return chunks(), length, f"multipart/form-data; boundary={boundary}"
+
+
+def upload(srv: Server, path: Path, timeout: float = 120) -> tuple[int, str]:
+    chunks, length, ctype = streamed_form(path)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    conn.request(
+        "POST",
+        "/",
+        body=chunks,
+        headers={"Content-Type": ctype, "Content-Length": str(length), "Authorization": AUTH},
+    )
+    res = conn.getresponse()
+    body = res.read().decode()
+    conn.close()
+    return res.status, body
+
+
+def leftovers(root: Path) -> list[str]:
+    return [p.name for p in root.rglob("*") if p.name.startswith(".")]
+
+
+def health(srv: Server) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.request("GET", "/health")
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def vm_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {res.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_answers_507_leaves_nothing_and_a_retry_succeeds(
+    small_disk: Path, htpasswd: Path, tmp_path: Path
+) -> None:
+    big = big_wheel(tmp_path / "dist", "bigpkg", "1.0", 4 * 1024 * 1024)
+    small = big_wheel(tmp_path / "dist", "smallpkg", "1.0", 100 * 1024)
+    with running_server("-P", str(htpasswd), "--disable-fallback", str(small_disk)) as srv:
+        status, body = upload(srv, big)
+        assert status == 507, body
+        assert "out of disk space" in body
+        assert os.listdir(small_disk) == []
+        status, body = upload(srv, small)
+        assert status == 200, body
+        assert (small_disk / small.name).read_bytes() == small.read_bytes()
+        # The big file again, once there is room (the disk grew): the retry succeeds.
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+        status, body = upload(srv, big)
+        assert status == 200, body
+        assert health(srv) == 200
+    assert leftovers(small_disk) == []
+
+
+def test_kill_9_mid_upload_then_restart_leaves_a_clean_directory(
+    htpasswd: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "packages"
+    root.mkdir()
+    big = big_wheel(tmp_path / "dist", "bigpkg", "1.0", 300 * 1024 * 1024)
+    srv = Server("-P", str(htpasswd), "--disable-fallback", str(root))
+    srv.start()
+    try:
+        result: list[object] = []
+        thread = threading.Thread(target=lambda: result.append(_try_upload(srv, big)), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            n.startswith(TEMP_PREFIX) for n in os.listdir(root)
+        ):
+            time.sleep(0.005)
+        assert any(n.startswith(TEMP_PREFIX) for n in os.listdir(root)), (
+            "the upload never reached the disk"
+        )
+        assert srv.proc is not None
+        os.kill(srv.proc.pid, signal.SIGKILL)
+        thread.join(30)
+    finally:
+        srv._kill()  # killed on purpose: no complaint about its exit status
+    assert not (root / big.name).exists(), "a partial file was published under the final name"
+    with running_server("-P", str(htpasswd), "--disable-fallback", str(root)) as again:
+        assert leftovers(root) == [], "the restart did not sweep the temp file"
+        status, body = upload(again, big)
+        assert status == 200, body
+        assert (
+            hashlib.sha256((root / big.name).read_bytes()).digest()
+            == hashlib.sha256(big.read_bytes()).digest()
+        )
+
+
+def _try_upload(srv: Server, path: Path) -> object:
+    try:
+        return upload(srv, path, timeout=60)
+    except OSError as exc:
+        return exc
+
+
+def test_client_that_vanishes_mid_body_leaves_nothing(htpasswd: Path, tmp_path: Path) -> None:
+    root = tmp_path / "packages"
+    root.mkdir()
+    whl = big_wheel(tmp_path / "dist", "pkg", "1.0", 2 * 1024 * 1024)
+    chunks, length, ctype = streamed_form(whl)
+    body = b"".join(chunks)
+    with running_server("-P", str(htpasswd), "--disable-fallback", str(root)) as srv:
+        for cut in (10, len(body) // 2, len(body) - 10):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+                sock.sendall(
+                    f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {length}\r\nAuthorization: {AUTH}\r\n\r\n".encode()
+                    + body[:cut]
+                )
+            time.sleep(0.2)
+            assert os.listdir(root) == []
+        assert health(srv) == 200
+        status, _ = upload(srv, whl)
+        assert status == 200
+
+
+def test_500_mb_upload_streams_with_flat_memory(htpasswd: Path, tmp_path: Path) -> None:
+    root = tmp_path / "packages"
+    root.mkdir()
+    huge = big_wheel(tmp_path / "dist", "hugepkg", "1.0", 500 * 1024 * 1024)
+    with running_server("-P", str(htpasswd), "--disable-fallback", str(root)) as srv:
+        assert srv.proc is not None
+        small = big_wheel(tmp_path / "dist", "warmup", "1.0", 1024 * 1024)
+        assert upload(srv, small)[0] == 200  # warm up every code path first
+        before = vm_kb(srv.proc.pid, "VmHWM")
+        status, body = upload(srv, huge, timeout=300)
+        assert status == 200, body
+        peak = vm_kb(srv.proc.pid, "VmHWM")
+        grew_mb = (peak - before) / 1024
+        print(
+            f"MEMORY peak RSS before {before / 1024:.0f} MB, after a 500 MB upload {peak / 1024:.0f} MB"
+        )
+        assert grew_mb < 64, f"peak RSS grew by {grew_mb:.0f} MB during a 500 MB upload"
+        assert (root / huge.name).stat().st_size == huge.stat().st_size
+        listed = srv.project_json("hugepkg").json()
+        assert (
+            listed["files"][0]["hashes"]["sha256"] == hashlib.sha256(huge.read_bytes()).hexdigest()
+        )
