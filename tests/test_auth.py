@@ -109,3 +109,21 @@ def test_unparseable_file_mid_edit_keeps_the_previous_users(
 )
 def test_parse_basic(header: str | None, expected: tuple[str, str] | None) -> None:
     assert parse_basic(header) == expected
+
+
+def test_unknown_users_cost_a_real_verification(htpasswd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No timing assertion (machines are noisy): check that the work is done, against a real hash.
+    from passlib.apache import HtpasswdFile
+
+    calls: list[str] = []
+    original = HtpasswdFile.check_password
+
+    def spy(self, user, password):  # type: ignore[no-untyped-def]
+        calls.append(user)
+        return original(self, user, password)
+
+    monkeypatch.setattr(HtpasswdFile, "check_password", spy)
+    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    with pytest.raises(Forbidden):
+        a.check("list", basic("nobody", "pw"))
+    assert calls == ["bc"]  # the first real user's hash was verified (and the answer ignored)

@@ -251,3 +251,21 @@ def test_500_mb_upload_streams_with_flat_memory(htpasswd: Path, tmp_path: Path) 
         assert (
             listed["files"][0]["hashes"]["sha256"] == hashlib.sha256(huge.read_bytes()).hexdigest()
         )
+
+
+def test_no_password_ever_reaches_the_log(htpasswd: Path, tmp_path: Path) -> None:
+    root = tmp_path / "packages"
+    root.mkdir()
+    whl = big_wheel(tmp_path / "dist", "pkg", "1.0", 1024)
+    chunks, length, ctype = streamed_form(whl)
+    body = b"".join(chunks)
+    with running_server("-vv", "-P", str(htpasswd), "-a", "update,list", "--disable-fallback", str(root)) as srv:
+        for secret in ("s3cret", "Wr0ngPassw0rd!", "x" * 100):
+            token = base64.b64encode(f"alice:{secret}".encode()).decode()
+            srv.request("POST", "/", body=body, headers={"Content-Type": ctype, "Authorization": "Basic " + token})
+            srv.request("GET", "/simple/", headers={"Authorization": "Basic " + token})
+        output = srv.output
+    for secret in ("s3cret", "Wr0ngPassw0rd!", "x" * 100):
+        assert secret not in output
+        assert base64.b64encode(f"alice:{secret}".encode()).decode() not in output
+    assert "alice uploaded" in output  # the log does say who uploaded
