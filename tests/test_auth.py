@@ -111,7 +111,9 @@ def test_parse_basic(header: str | None, expected: tuple[str, str] | None) -> No
     assert parse_basic(header) == expected
 
 
-def test_unknown_users_cost_a_real_verification(htpasswd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_users_cost_a_real_verification(
+    htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # No timing assertion (machines are noisy): check that the work is done, against a real hash.
     from passlib.apache import HtpasswdFile
 

@@ -257,12 +257,19 @@ def test_no_password_ever_reaches_the_log(htpasswd: Path, tmp_path: Path) -> Non
     root = tmp_path / "packages"
     root.mkdir()
     whl = big_wheel(tmp_path / "dist", "pkg", "1.0", 1024)
-    chunks, length, ctype = streamed_form(whl)
+    chunks, _length, ctype = streamed_form(whl)
     body = b"".join(chunks)
-    with running_server("-vv", "-P", str(htpasswd), "-a", "update,list", "--disable-fallback", str(root)) as srv:
+    with running_server(
+        "-vv", "-P", str(htpasswd), "-a", "update,list", "--disable-fallback", str(root)
+    ) as srv:
         for secret in ("s3cret", "Wr0ngPassw0rd!", "x" * 100):
             token = base64.b64encode(f"alice:{secret}".encode()).decode()
-            srv.request("POST", "/", body=body, headers={"Content-Type": ctype, "Authorization": "Basic " + token})
+            srv.request(
+                "POST",
+                "/",
+                body=body,
+                headers={"Content-Type": ctype, "Authorization": "Basic " + token},
+            )
             srv.request("GET", "/simple/", headers={"Authorization": "Basic " + token})
         output = srv.output
     for secret in ("s3cret", "Wr0ngPassw0rd!", "x" * 100):
