@@ -13,6 +13,7 @@ import logging
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
@@ -42,8 +43,18 @@ _CONTENT_TYPES = (
     (".zip", "application/zip"),
     (".egg", "application/zip"),
 )
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
 _FILE_CHUNK = 256 * 1024
+
+
+def _header(name: str) -> str | None:
+    """A request header as the server received it (latin-1, per PEP 3333). Unlike bottle's
+    get_header, which decodes as UTF-8 and raises on other bytes, this never fails."""
+    key = name.upper().replace("-", "_")
+    if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        key = "HTTP_" + key
+    value = bottle.request.environ.get(key)
+    return value if isinstance(value, str) else None
 
 
 def _content_type(filename: str) -> str:
@@ -75,6 +86,23 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
+class _App(bottle.Bottle):  # type: ignore[misc]
+    """bottle drops bytes of the path that are not UTF-8 ('/simple/%ff' would become
+    '/simple/'); refuse such paths before it sees them."""
+
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        try:
+            environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            body = b"malformed request path (invalid UTF-8)\n"
+            start_response(
+                "400 Bad Request",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        return super().wsgi(environ, start_response)
+
+
 class _RangeFile:
     """Iterates over ``length`` bytes of an open file from ``offset``, then closes it."""
 
@@ -104,9 +132,10 @@ def create_app(
     auth: Authenticator | None = None,
     metadata: MetadataStore | None = None,
     uploads: Uploads | None = None,
+    on_stale: Callable[[str], None] | None = None,
 ) -> bottle.Bottle:
     """Build the WSGI app. Everything it needs is passed in; nothing is global."""
-    app = bottle.Bottle()
+    app = _App()
     app.config["json.enable"] = False
     auth = auth or Authenticator(settings.password_file, settings.authenticate)
     metadata = metadata or MetadataStore()
@@ -125,9 +154,15 @@ def create_app(
     base_override = settings.server_base_url.rstrip("/") + "/" if settings.server_base_url else None
     welcome = _welcome_template(settings.welcome_file)
 
+    real_roots = [os.path.realpath(r) for r in settings.roots]
+
+    def confined(path: str) -> bool:
+        real = os.path.realpath(path)
+        return any(real.startswith(r + os.sep) for r in real_roots)
+
     # -- helpers ------------------------------------------------------------------------------
     def require(action: str) -> str | None:
-        return auth.check(action, bottle.request.get_header("Authorization"))
+        return auth.check(action, _header("Authorization"))
 
     def base_url() -> str:
         """Absolute URL of the app root, for bodies that need absolute links."""
@@ -159,9 +194,7 @@ def create_app(
         return bottle.HTTPResponse(status=status, Location=location(target), **{"Vary": "Accept"})
 
     def negotiated() -> str:
-        media = render.negotiate(
-            bottle.request.get_header("Accept"), bottle.request.query.getunicode("format")
-        )
+        media = render.negotiate(_header("Accept"), _format_param())
         if media is None:
             raise NotAcceptable(
                 f"no acceptable content type: use text/html, {render.HTML_V1} or {render.JSON_V1}"
@@ -176,7 +209,7 @@ def create_app(
             "Vary": "Accept",
             "Cache-Control": "max-age=0, must-revalidate",
         }
-        if _etag_matches(bottle.request.get_header("If-None-Match"), page.etag):
+        if _etag_matches(_header("If-None-Match"), page.etag):
             return bottle.HTTPResponse(status=304, **headers)
         return bottle.HTTPResponse(page.body, **headers)
 
@@ -202,6 +235,7 @@ def create_app(
         body = exc.message + "\n"
         res = bottle.HTTPResponse(body, status=f"{exc.status} {_reason(exc.message)}")
         res.set_header("Content-Type", "text/plain; charset=utf-8")
+        res.set_header("Vary", "Accept")
         for key, value in exc.headers.items():
             res.set_header(key, value)
         return res
@@ -212,6 +246,9 @@ def create_app(
                 return fn(*args, **kwargs)
             except HTTPProblem as exc:
                 return _problem(exc)
+            except UnicodeError:
+                # Bytes in the query or a header that are not what they claim to be.
+                return _problem(BadRequest("malformed request (invalid UTF-8)"))
 
         wrapper.__name__ = fn.__name__
         return wrapper
@@ -326,9 +363,10 @@ def create_app(
             operator = params[1] if len(params) > 1 and isinstance(params[1], str) else "and"
             if spec is None:
                 raise BadRequest("search takes a struct of field -> terms")
+            # Bounded: a search is a linear pass over the projects for every term.
             terms = {
-                str(k): [str(t) for t in (v if isinstance(v, list) else [v])]
-                for k, v in spec.items()
+                str(k): [str(t)[:100] for t in (v if isinstance(v, list) else [v])][:10]
+                for k, v in list(spec.items())[:4]
             }
             out = xmlrpc.dump_response(render.search(catalog.snapshot, terms, operator))
         return bottle.HTTPResponse(out, **{"Content-Type": "text/xml"})
@@ -357,13 +395,12 @@ def create_app(
 
     def refuse_cross_site() -> None:
         """Browsers resend Basic credentials: a page on another site must not upload or delete."""
-        req = bottle.request
-        if (req.get_header("Sec-Fetch-Site") or "").lower() == "cross-site":
+        if (_header("Sec-Fetch-Site") or "").lower() == "cross-site":
             raise Forbidden("cross-site requests may not change the index")
-        origin = req.get_header("Origin")
+        origin = _header("Origin")
         if origin:
             origin_host = urlsplit(origin).netloc.lower()
-            allowed = {(req.get_header("Host") or "").lower()}
+            allowed = {(_header("Host") or "").lower()}
             if base_override:
                 allowed.add(urlsplit(base_override).netloc.lower())
             if origin == "null" or origin_host not in allowed:
@@ -421,24 +458,27 @@ def create_app(
         except OSError:
             fh.close()
             raise NotFound("file is gone") from None
-        # If the bytes changed behind our back, serve them but without claiming the old hash.
-        intact = (st.st_size, st.st_mtime_ns) == (f.size, f.mtime_ns)
-        etag = f'"{f.sha256}"' if intact else None
+        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns) or not stat.S_ISREG(st.st_mode):
+            # Changed behind the catalog's back (through a hard link, say): never serve bytes
+            # under a hash they do not have. The indexer looks again at once.
+            fh.close()
+            if on_stale is not None:
+                on_stale(f.path)
+            raise NotFound("this file changed on disk; the index is catching up, try again")
+        etag = f'"{f.sha256}"'
         size = st.st_size
         headers = {
             "Content-Type": _content_type(f.filename),
             "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
             "Accept-Ranges": "bytes",
         }
-        if etag:
-            headers["ETag"] = etag
-        req = bottle.request
-        inm = req.get_header("If-None-Match")
+        headers["ETag"] = etag
+        inm = _header("If-None-Match")
         if (etag and _etag_matches(inm, etag)) or (not inm and _not_modified_since(st.st_mtime)):
             fh.close()
             return bottle.HTTPResponse(status=304, **headers)
-        rng = _parse_range(req.get_header("Range"), size)
-        if rng is not None and not _if_range_ok(req.get_header("If-Range"), etag, st.st_mtime):
+        rng = _parse_range(_header("Range"), size)
+        if rng is not None and not _if_range_ok(_header("If-Range"), etag, st.st_mtime):
             rng = None
         if rng == "unsatisfiable":
             fh.close()
@@ -455,14 +495,20 @@ def create_app(
         return bottle.HTTPResponse(fh, **headers)
 
     def send_signature(f: DistFile) -> bottle.HTTPResponse:
-        # The detached signature uploaded with the file (twine --sign), stored beside it.
+        # The detached signature uploaded with the file (twine --sign), stored beside it. Only a
+        # regular file inside the package directories: never a link out, a FIFO or a device.
+        path = f.path + ".asc"
+        if not confined(path):
+            raise NotFound("no signature for this file")
         try:
-            with open(f.path + ".asc", "rb") as fh:
-                data = fh.read(64 * 1024 + 1)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             raise NotFound("no signature for this file") from None
-        if len(data) > 64 * 1024:
-            raise NotFound("no signature for this file")
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size > 64 * 1024:
+                raise NotFound("no signature for this file")
+            data = fh.read(64 * 1024)
         return bottle.HTTPResponse(data, **{"Content-Type": "application/pgp-signature"})
 
     def send_metadata(f: DistFile) -> bottle.HTTPResponse:
@@ -474,15 +520,21 @@ def create_app(
             raise NotFound("core metadata changed; try again")
         etag = f'"{digest}"'
         headers = {"Content-Type": "text/plain; charset=utf-8", "ETag": etag}
-        if _etag_matches(bottle.request.get_header("If-None-Match"), etag):
+        if _etag_matches(_header("If-None-Match"), etag):
             return bottle.HTTPResponse(status=304, **headers)
         return bottle.HTTPResponse(meta.raw, **headers)
 
     return app
 
 
+def _format_param() -> str | None:
+    value = bottle.request.query.getunicode("format")
+    # ?format=application/vnd.pypi.simple.v1+json typed by hand: query decoding made "+" a space.
+    return value.replace(" ", "+") if value else None
+
+
 def _not_modified_since(mtime: float) -> bool:
-    ims = bottle.request.get_header("If-Modified-Since")
+    ims = _header("If-Modified-Since")
     if not ims:
         return False
     parsed = bottle.parse_date(ims.split(";")[0].strip())

@@ -262,6 +262,10 @@ def _settings(ns: argparse.Namespace) -> Settings:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     password_file = None if ns.passwords in (None, ".") else ns.passwords
+    if not actions and ns.passwords != ".":
+        raise UsageError(
+            "-a . (nothing protected) needs -P . as well, to say that a fully open index is meant"
+        )
     if password_file:
         from .auth import load_htpasswd
 
@@ -277,8 +281,12 @@ def _settings(ns: argparse.Namespace) -> Settings:
     hash_algo: str | None = ns.hash_algo.strip().lower()
     if hash_algo in _FALSE:
         hash_algo = None
-    elif hash_algo not in hashlib.algorithms_available:
-        raise UsageError(f"unknown --hash-algo {ns.hash_algo!r}")
+    else:
+        try:
+            hashlib.new(hash_algo).hexdigest()  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            # TypeError: shake_128/shake_256 need a length; no fixed-size digest to link.
+            raise UsageError(f"unknown or unusable --hash-algo {ns.hash_algo!r}") from None
     if ns.welcome and not os.path.isfile(ns.welcome):
         raise UsageError(f"welcome file {ns.welcome!r} does not exist")
     health = ns.health_endpoint if ns.health_endpoint.startswith("/") else "/" + ns.health_endpoint
@@ -384,7 +392,9 @@ def run(settings: Settings) -> int:
     )
     indexer.start()
     auth = Authenticator(settings.password_file, settings.authenticate)
-    app = create_app(settings, catalog, auth=auth, metadata=MetadataStore())
+    app = create_app(
+        settings, catalog, auth=auth, metadata=MetadataStore(), on_stale=indexer.recheck
+    )
     try:
         server = create_server(
             app,

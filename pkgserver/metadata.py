@@ -9,7 +9,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
-import tarfile
 import zipfile
 from typing import IO, NamedTuple
 
@@ -30,6 +29,10 @@ __all__ = [
 MAX_METADATA_BYTES = 16 * 1024 * 1024
 # Members a zip may list in its central directory before we refuse to read it.
 MAX_ZIP_MEMBERS = 200_000
+# Header lines (fields) a METADATA may have; real ones have tens to a few hundred.
+MAX_HEADER_LINES = 10_000
+# Bytes of a pax or GNU long-name header (tar); real ones are a few hundred bytes.
+MAX_TAR_EXTENDED_HEADER = 1024 * 1024
 # Tar members inspected, and bytes decompressed, while looking for PKG-INFO.
 MAX_TAR_MEMBERS = 20_000
 MAX_TAR_SCAN_BYTES = 256 * 1024 * 1024
@@ -79,6 +82,11 @@ def _version_tuple(value: str | None) -> tuple[int, ...]:
 def parse_core_metadata(raw: bytes, *, is_wheel: bool) -> CoreMetadata:
     """Parse METADATA/PKG-INFO bytes leniently (unknown or malformed fields are ignored)."""
     text = raw.decode("utf-8", errors="replace")
+    header_end = text.find("\n\n")
+    header_lines = text.count("\n", 0, header_end if header_end >= 0 else len(text))
+    if header_lines > MAX_HEADER_LINES:
+        # Parsing cost grows with the fields, not with the description body after them.
+        raise InvalidArchive(f"metadata has more than {MAX_HEADER_LINES} header lines")
     fields, _unparsed = parse_email(text)
     dynamic = tuple(d.lower() for d in (fields.get("dynamic") or []))
     mv = fields.get("metadata_version")
@@ -123,16 +131,11 @@ def read_core_metadata(
             return parse_core_metadata(raw, is_wheel=False)
     except InvalidArchive:
         raise
-    except (
-        OSError,
-        zipfile.BadZipFile,
-        tarfile.TarError,
-        EOFError,
-        ValueError,
-        LookupError,
-    ) as exc:
-        # zlib.error, lzma and bz2 errors subclass OSError or ValueError.
-        raise InvalidArchive(f"unreadable archive: {exc}") from None
+    except Exception as exc:
+        # Untrusted bytes reach zipfile, zlib, bz2 and our tar reader, which raise a zoo of
+        # types (zlib.error, RuntimeError for encrypted members, NotImplementedError for unknown
+        # compression, ...). Whatever it is, the archive is unreadable; never let it escape.
+        raise InvalidArchive(f"unreadable archive: {type(exc).__name__}: {exc}") from None
 
 
 def _is_top_level(name: str, leaf: str) -> bool:
@@ -218,6 +221,12 @@ class _BoundedReader(io.RawIOBase):
 
 
 def _tar_pkg_info(fh: IO[bytes], lower: str) -> bytes:
+    """Find ``<top>/PKG-INFO`` in a compressed tar, reading headers ourselves.
+
+    tarfile would hold a pax or GNU long-name header of any size in memory (a 250 KB .tar.gz can
+    carry a 250 MB one); here every header, member and the whole scan are bounded, and member
+    data is skipped without being kept.
+    """
     decompressed: gzip.GzipFile | bz2.BZ2File
     if lower.endswith((".tar.gz", ".tgz")):
         decompressed = gzip.GzipFile(fileobj=fh, mode="rb")
@@ -225,19 +234,104 @@ def _tar_pkg_info(fh: IO[bytes], lower: str) -> bytes:
         decompressed = bz2.BZ2File(fh, mode="rb")
     else:
         raise InvalidArchive("unknown archive format")
-    # The bound is on decompressed bytes, so a small bomb cannot keep us busy for long.
     reader = io.BufferedReader(_BoundedReader(decompressed, MAX_TAR_SCAN_BYTES))
-    # Streaming mode: members are read in order, nothing is seeked or extracted.
-    with tarfile.open(fileobj=reader, mode="r|") as tf:
-        for count, member in enumerate(tf):
-            if count >= MAX_TAR_MEMBERS:
-                raise InvalidArchive("archive has too many members")
-            name = member.name
-            if _is_top_level(name, "PKG-INFO") and member.isfile():
-                if member.size > MAX_METADATA_BYTES:
-                    raise InvalidArchive("metadata file too large")
-                extracted = tf.extractfile(member)
-                if extracted is None:
-                    raise InvalidArchive("PKG-INFO is not a regular file")
-                return extracted.read(member.size)
+    long_name: str | None = None
+    pax_path: str | None = None
+    for _count in range(MAX_TAR_MEMBERS):
+        header = _read_exact(reader, 512)
+        if header is None or header == b"\0" * 512:
+            break
+        if _tar_checksum(header) != _tar_number(header[148:156]):
+            raise InvalidArchive("not a tar archive (bad header checksum)")
+        size = _tar_number(header[124:136])
+        kind = header[156:157]
+        padded = (size + 511) // 512 * 512
+        if kind in (b"x", b"g", b"L", b"K"):
+            if size > MAX_TAR_EXTENDED_HEADER:
+                raise InvalidArchive("tar extended header too large")
+            data = _read_exact(reader, padded)
+            if data is None:
+                raise InvalidArchive("truncated tar archive")
+            payload = data[:size]
+            if kind == b"L":
+                long_name = payload.rstrip(b"\0").decode("utf-8", "replace")
+            elif kind == b"x":
+                pax_path = _pax_path(payload) or pax_path
+            continue
+        name = _tar_name(header)
+        if pax_path is not None:
+            name = pax_path
+        elif long_name is not None:
+            name = long_name
+        long_name = pax_path = None
+        if kind in (b"0", b"\0", b"7") and _is_top_level(name.rstrip("/"), "PKG-INFO"):
+            if size > MAX_METADATA_BYTES:
+                raise InvalidArchive("metadata file too large")
+            data = _read_exact(reader, size)
+            if data is None:
+                raise InvalidArchive("truncated tar archive")
+            return data
+        _skip(reader, padded)
+    else:
+        raise InvalidArchive("archive has too many members")
     raise InvalidArchive("no PKG-INFO in the archive")
+
+
+def _read_exact(reader: IO[bytes], n: int) -> bytes | None:
+    data = reader.read(n)
+    return data if len(data) == n else None
+
+
+def _skip(reader: IO[bytes], n: int) -> None:
+    while n > 0:
+        chunk = reader.read(min(n, 1024 * 1024))
+        if not chunk:
+            raise InvalidArchive("truncated tar archive")
+        n -= len(chunk)
+
+
+def _tar_number(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # base-256 (GNU) for large values
+        value = int.from_bytes(field[1:], "big")
+        return value
+    text = field.rstrip(b"\0 ").lstrip(b" ")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise InvalidArchive("not a tar archive (bad number field)") from None
+
+
+def _tar_checksum(header: bytes) -> int:
+    return sum(header[:148]) + 8 * 32 + sum(header[156:])
+
+
+def _tar_name(header: bytes) -> str:
+    name = header[0:100].split(b"\0", 1)[0]
+    if header[257:262] == b"ustar":
+        prefix = header[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    return name.decode("utf-8", "replace")
+
+
+def _pax_path(payload: bytes) -> str | None:
+    """The ``path`` record of a pax header ("<len> path=<value>\\n" records)."""
+    pos = 0
+    while pos < len(payload):
+        space = payload.find(b" ", pos)
+        if space < 0:
+            break
+        try:
+            length = int(payload[pos:space])
+        except ValueError:
+            break
+        if length <= 0:
+            break
+        record = payload[space + 1 : pos + length - 1]
+        key, _, value = record.partition(b"=")
+        if key == b"path":
+            return value.decode("utf-8", "replace")
+        pos += length
+    return None

@@ -15,6 +15,7 @@ import hashlib
 import heapq
 import logging
 import os
+import queue
 import secrets
 import stat
 import threading
@@ -30,6 +31,7 @@ from .distfile import (
     is_valid_project_name,
     normalize,
     parse_dist_filename,
+    version_sort_key,
 )
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
 
@@ -39,8 +41,11 @@ log = logging.getLogger(__name__)
 
 SETTLE = 1.0  # seconds a scanned file's mtime must lie in the past before it is listed
 LINK_CHECK = 0.25  # seconds after IN_CREATE with no bytes written: a hard link, list it
-QUIET = 10.0  # seconds without events before an unclosed writer's file is checked anyway
+# Seconds without events before a file whose writer never closed it is checked by the mtime rule
+# anyway (a missed close event). Long, because a stalled scp must not get its partial file listed.
+QUIET = 300.0
 SAFETY_RESCAN = 60.0  # seconds between rescans when inotify watches (missed events, overflows)
+NO_WATCH_RESCAN = 5.0  # seconds between rescans without inotify
 CHUNK = 1024 * 1024
 
 
@@ -109,10 +114,14 @@ def describe(
         try:
             meta = read_core_metadata(path, info.kind, info.project)
         except InvalidArchive as exc:
-            log.info("no core metadata for %s: %s", relpath, exc)
+            log.info("no core metadata for %r: %s", relpath, exc)
+    if meta is not None and not metadata_matches(meta, info.project, info.version):
+        # Metadata of another project or version: advertising it would mislead installers.
+        log.info("the metadata of %r names another project or version; not used", relpath)
+        meta = None
     if meta is not None:
         requires_python = meta.requires_python
-        summary = meta.summary[:512] if meta.summary else None
+        summary = _printable(meta.summary)[:512] if meta.summary else None
         # The metadata's spelling of the name is shown only if it is that project's name.
         if meta.name and is_valid_project_name(meta.name) and normalize(meta.name) == info.project:
             display_name = meta.name
@@ -135,6 +144,17 @@ def describe(
         summary=summary,
         display_name=display_name,
     )
+
+
+def _printable(text: str) -> str:
+    """Control characters (NUL, ESC, ...) break XML-RPC answers and terminals: make them spaces."""
+    return "".join(c if c.isprintable() else " " for c in text).strip()
+
+
+def metadata_matches(meta: CoreMetadata, project: str, version: str) -> bool:
+    if not meta.name or normalize(meta.name) != project or not meta.version:
+        return False
+    return version_sort_key(meta.version) == version_sort_key(version)
 
 
 class Indexer:
@@ -165,6 +185,7 @@ class Indexer:
         self._fresh: set[str] = set()  # created (open or link) with no bytes written since
         self._due: list[tuple[float, str, bool]] = []  # heap of (when, abs path, confirmed)
         self._warned: set[str] = set()
+        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.watching = False
 
     # -- public ----------------------------------------------------------------------------
@@ -188,23 +209,24 @@ class Indexer:
         events wait in the inotify queue for the worker.
         """
         if self._want_watch:
+            watcher: inotify.Watcher | None = None
             try:
                 watcher = inotify.Watcher()
                 for root in self.roots:
                     watcher.add_tree(root)
-                self._watcher = watcher
-                self.watching = True
+                self._watcher, self.watching = watcher, True
             except OSError as exc:
+                if watcher is not None:
+                    watcher.close()
                 log.warning(
                     "cannot watch the package directories (%s); rescanning every %ss instead",
                     exc,
-                    self.rescan_interval or 5,
+                    self.rescan_interval or NO_WATCH_RESCAN,
                 )
-                if not self.rescan_interval:
-                    self.rescan_interval = 5.0
-        elif not self.rescan_interval:
-            # A safety net for missed events; inotify does the real work.
-            self.rescan_interval = SAFETY_RESCAN
+        if not self.rescan_interval:
+            # Without inotify, rescans are how changes are seen; with it, a safety net for
+            # missed events.
+            self.rescan_interval = SAFETY_RESCAN if self.watching else NO_WATCH_RESCAN
         self.initial_scan()
         self._thread = threading.Thread(target=self._run, name="pkgserver-indexer", daemon=True)
         self._thread.start()
@@ -218,6 +240,10 @@ class Indexer:
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
+
+    def recheck(self, path: str) -> None:
+        """Ask the worker to look at ``path`` again (thread-safe; from request threads)."""
+        self._requests.put(path)
 
     def root_of(self, path: str) -> tuple[int, str] | None:
         """(root index, posix relpath) for an absolute path inside a root, else None."""
@@ -243,6 +269,8 @@ class Indexer:
                     self._stop.wait(timeout)
                     events = []
                 self._handle(events)
+                while not self._requests.empty():
+                    self._schedule(time.monotonic(), self._requests.get(), confirmed=False)
                 self._process_due()
                 self._check_quiet_writers()
                 if next_rescan is not None and time.monotonic() >= next_rescan:
@@ -265,7 +293,11 @@ class Indexer:
         for ev in events:
             kind, path = ev.kind, ev.path
             if kind == inotify.OVERFLOW:
+                # Close events may be among the lost ones: forget who was writing, and let the
+                # mtime rule of the rescan decide.
                 log.warning("inotify queue overflowed; rescanning")
+                self._writing.clear()
+                self._fresh.clear()
                 self._rescan()
                 continue
             if kind == inotify.DIR_ADDED:
@@ -429,6 +461,9 @@ class Indexer:
             self._warn_once(relpath, f"cannot be attributed to a project ({exc}); skipped")
         except OSError as exc:
             self._warn_once(relpath, f"cannot be read ({exc}); skipped")
+        except Exception:  # one bad file must never stop a scan
+            log.exception("unexpected error reading %r; skipped", relpath)
+            self._warned.add(relpath)
         return None
 
     def _confined(self, path: str) -> bool:
@@ -438,7 +473,7 @@ class Indexer:
     def _warn_once(self, relpath: str, message: str) -> None:
         if relpath not in self._warned:
             self._warned.add(relpath)
-            log.warning("%s %s", relpath, message)
+            log.warning("%r %s", relpath, message)  # %r: a name cannot forge log lines
 
     def _scan_subtree(self, directory: str) -> None:
         now = time.monotonic()

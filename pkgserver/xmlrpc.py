@@ -29,7 +29,8 @@ def parse_call(body: bytes) -> tuple[str, list[Any]]:
         raise InvalidXmlRpc("request too large")
     try:
         root = SafeET.fromstring(body, forbid_dtd=True)
-    except (SafeET.ParseError, DefusedXmlException, ValueError) as exc:
+    except (SafeET.ParseError, DefusedXmlException, ValueError, LookupError) as exc:
+        # LookupError: an encoding declaration Python does not know.
         raise InvalidXmlRpc(f"malformed XML: {exc}") from None
     if root.tag != "methodCall":
         raise InvalidXmlRpc("not an XML-RPC methodCall")

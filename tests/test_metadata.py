@@ -125,3 +125,83 @@ def test_truncated_tar_raises_invalid_archive(tmp_path: Path) -> None:
     sd.write_bytes(data[: len(data) // 2])
     with pytest.raises(InvalidArchive):
         read_core_metadata(str(sd), KIND_SDIST)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("top", ["demo-1.0", "d" * 90 + "-1.0", "d\u00e9mo-" + "x" * 120 + "-1.0"])
+def test_pkg_info_is_found_in_every_tar_format_and_long_names(
+    tmp_path: Path, fmt: int, top: str
+) -> None:
+    if fmt == tarfile.USTAR_FORMAT and (len(top) > 100 or not top.isascii()):
+        pytest.skip("ustar cannot hold this name")
+    path = tmp_path / "demo-1.0.tar.gz"
+    data = b"Metadata-Version: 2.2\nName: demo\nVersion: 1.0\n"
+    with tarfile.open(path, "w:gz", format=fmt) as tf:
+        for name, payload in (
+            (f"{top}/setup.py", b"x" * 3000),
+            (f"{top}/sub/PKG-INFO", b"nope"),
+            (f"{top}/PKG-INFO", data),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            info.mtime = 1.5  # a float mtime makes tarfile write a pax header in PAX format
+            tf.addfile(info, io.BytesIO(payload))
+    assert read_core_metadata(str(path), KIND_SDIST).raw == data
+
+
+def test_huge_pax_header_is_refused_quickly_and_in_little_memory(tmp_path: Path) -> None:
+    import gzip
+    import resource
+
+    path = tmp_path / "demo-1.0.tar.gz"
+    with (
+        gzip.open(path, "wb") as gz,
+        tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tf,
+    ):
+        info = tarfile.TarInfo("demo-1.0/PKG-INFO")
+        info.pax_headers = {"comment": "x" * 5_000_000}
+        info.size = 5
+        tf.addfile(info, io.BytesIO(b"hello"))
+    assert path.stat().st_size < 1_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InvalidArchive, match="extended header too large"):
+        read_core_metadata(str(path), KIND_SDIST)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 20_000  # KB
+
+
+def test_metadata_with_absurdly_many_fields_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(
+            "demo-1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n" + "Classifier: x\n" * 50_000,
+        )
+    with pytest.raises(InvalidArchive, match="header lines"):
+        read_core_metadata(str(path), KIND_WHEEL, "demo")
+
+
+@pytest.mark.parametrize("kind", ["encrypted", "method97", "baddeflate"])
+def test_archives_that_make_zipfile_raise_odd_errors_are_invalid(tmp_path: Path, kind: str) -> None:
+    whl = make_wheel(tmp_path / "src", "demo", "1.0")
+    data = bytearray(whl.read_bytes())
+    if kind == "encrypted":
+        # Set the "encrypted" flag bit in every local and central header.
+        for sig in (b"PK\x03\x04", b"PK\x01\x02"):
+            start = 0
+            while (i := data.find(sig, start)) >= 0:
+                off = i + (6 if sig == b"PK\x03\x04" else 8)
+                data[off] |= 1
+                start = i + 4
+    elif kind == "method97":
+        for sig, off in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+            start = 0
+            while (i := data.find(sig, start)) >= 0:
+                data[i + off] = 97
+                start = i + 4
+    else:
+        i = data.find(b"METADATA") + len("METADATA")
+        data[i : i + 20] = b"\xff" * 20
+    bad = tmp_path / "demo-1.0-py3-none-any.whl"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InvalidArchive):
+        read_core_metadata(str(bad), KIND_WHEEL, "demo")

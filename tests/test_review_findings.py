@@ -1,0 +1,208 @@
+"""Regressions for the read-side review: each test is one attack that used to work."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import xmlrpc.client
+import zipfile
+from pathlib import Path
+
+import pytest
+import webtest
+from builders import make_wheel
+from conftest import make_testapp, scan
+
+from pkgserver.app import create_app
+from pkgserver.catalog import Catalog
+from pkgserver.config import Settings
+from pkgserver.storage import Indexer
+
+PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+
+
+def poisoned_wheel(directory: Path, name: str) -> Path:
+    """A wheel whose members carry the 'encrypted' flag: zipfile raises RuntimeError on read."""
+    whl = make_wheel(directory.parent / "src", name, "1.0")
+    data = bytearray(whl.read_bytes())
+    for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (i := data.find(sig, start)) >= 0:
+            data[i + off] |= 1
+            start = i + 4
+    out = directory / whl.name
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_a_poisoned_archive_neither_stops_a_scan_nor_hides_its_neighbours(tmp_path: Path) -> None:
+    root = tmp_path / "pk"
+    root.mkdir()
+    poisoned_wheel(root, "bad")
+    make_wheel(root, "good", "1.0")
+    catalog = scan(root)
+    assert catalog.snapshot.project("good") is not None
+    bad = catalog.snapshot.project("bad")
+    assert bad is not None and bad.latest.metadata_sha256 is None  # listed, without metadata
+
+
+def test_without_inotify_changes_are_seen_within_seconds_not_a_minute(tmp_path: Path) -> None:
+    root = tmp_path / "pk"
+    root.mkdir()
+    catalog = Catalog()
+    ix = Indexer([str(root)], catalog, watch=False, settle=0.2)
+    ix.start()
+    try:
+        assert ix.rescan_interval == 5.0
+        make_wheel(root, "late", "1.0")
+        deadline = time.monotonic() + 15
+        while catalog.snapshot.project("late") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert catalog.snapshot.project("late") is not None
+    finally:
+        ix.stop()
+
+
+def test_with_inotify_a_safety_rescan_is_scheduled(tmp_path: Path) -> None:
+    ix = Indexer([str(tmp_path)], Catalog(), watch=True)
+    ix.start()
+    try:
+        assert ix.watching and ix.rescan_interval == 60.0
+    finally:
+        ix.stop()
+
+
+@pytest.fixture
+def one_wheel(tmp_path: Path) -> tuple[webtest.TestApp, Path, Path, list[str]]:
+    root = tmp_path / "pk"
+    root.mkdir()
+    whl = make_wheel(root, "base", "1.0")
+    stale: list[str] = []
+    settings = Settings(roots=(str(root),), disable_fallback=True)
+    app = webtest.TestApp(create_app(settings, scan(root), on_stale=stale.append))
+    return app, root, whl, stale
+
+
+def test_signature_links_out_of_the_directory_are_not_followed(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, root, whl, _ = one_wheel
+    os.symlink("/etc/passwd", root / (whl.name + ".asc"))
+    res = app.get(f"/packages/{whl.name}.asc", status=404)
+    assert b"root:" not in res.body
+
+
+def test_a_fifo_signature_cannot_hang_a_worker(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, root, whl, _ = one_wheel
+    os.mkfifo(root / (whl.name + ".asc"))
+    done = threading.Event()
+
+    def fetch() -> None:
+        app.get(f"/packages/{whl.name}.asc", status=404)
+        done.set()
+
+    threading.Thread(target=fetch, daemon=True).start()
+    assert done.wait(5), "a request for a FIFO blocked"
+
+
+def test_a_file_changed_behind_the_catalog_is_not_served_under_its_old_hash(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, _root, whl, stale = one_wheel
+    old_hash = hashlib.sha256(whl.read_bytes()).hexdigest()
+    assert old_hash in app.get("/simple/base/").text
+    with open(whl, "ab") as fh:  # e.g. written through a hard link the watcher does not see
+        fh.write(b"tampered")
+    res = app.get(f"/packages/{whl.name}", status=404)
+    assert "changed on disk" in res.text
+    assert stale == [str(whl)]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Authorization",
+        "Accept",
+        "If-None-Match",
+        "If-Modified-Since",
+        "Range",
+        "If-Range",
+        "Origin",
+    ],
+)
+def test_non_utf8_header_bytes_never_cause_a_500(one_wheel, header: str) -> None:  # type: ignore[no-untyped-def]
+    app, _, whl, _ = one_wheel
+    for path in ("/simple/", "/simple/base/", f"/packages/{whl.name}", "/pypi/base/json"):
+        env_key = "HTTP_" + header.upper().replace("-", "_")
+        res = app.get(path, extra_environ={env_key: "x\xff\xfe"}, expect_errors=True)
+        assert res.status_int < 500, (path, header, res.status)
+
+
+def test_absurd_range_numbers_are_ignored(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, _, whl, _ = one_wheel
+    res = app.get(
+        f"/packages/{whl.name}", headers={"Range": "bytes=" + "9" * 5000 + "-"}, expect_errors=True
+    )
+    assert res.status_int == 200
+
+
+def test_xmlrpc_with_an_unknown_encoding_gets_400(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, _, _, _ = one_wheel
+    body = b"<?xml version='1.0' encoding='x-unknown'?><methodCall><methodName>search</methodName></methodCall>"
+    app.post("/RPC2", body, content_type="text/xml", status=400)
+
+
+def test_format_with_a_literal_plus_is_understood(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, _, _, _ = one_wheel
+    res = app.get("/simple/base/?format=application/vnd.pypi.simple.v1+json")
+    assert res.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
+    res = app.get("/simple/?format=application/vnd.pypi.simple.latest+json")
+    assert res.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
+
+
+def test_error_answers_on_simple_pages_vary_on_accept(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, _, _, _ = one_wheel
+    assert (
+        app.get("/simple/", headers={"Accept": "image/png"}, status=406).headers["Vary"] == "Accept"
+    )
+    assert app.get("/simple/nothing/", status=404).headers["Vary"] == "Accept"
+
+
+@pytest.mark.parametrize("path", ["/simple/%ff/", "/packages/%ffbase-1.0-py3-none-any.whl", "/%ff"])
+def test_paths_that_are_not_utf8_get_400(one_wheel, path: str) -> None:  # type: ignore[no-untyped-def]
+    app, _, _, _ = one_wheel
+    app.get(path, status=400)
+
+
+def test_metadata_of_another_project_is_not_advertised(tmp_path: Path) -> None:
+    path = tmp_path / "mism-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(
+            "other-9.9.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: Other-Project\nVersion: 9.9\nSummary: lies\n",
+        )
+        zf.writestr("other-9.9.dist-info/WHEEL", "Wheel-Version: 1.0\n")
+    app, catalog = make_testapp([tmp_path])
+    f = catalog.snapshot.file(path.name)
+    assert f is not None and f.metadata_sha256 is None and f.summary is None
+    assert "data-core-metadata" not in app.get("/simple/mism/").text
+    app.get(f"/packages/{path.name}.metadata", status=404)
+
+
+def test_control_characters_in_summaries_keep_search_answers_valid(tmp_path: Path) -> None:
+    make_wheel(tmp_path, "ctl", "1.0", summary="bad\x00nul \x1b[31mred\x01")
+    app, _ = make_testapp([tmp_path])
+    body = xmlrpc.client.dumps(({"name": ["ctl"]}, "or"), "search").encode()
+    (hits,), _ = xmlrpc.client.loads(app.post("/RPC2", body, content_type="text/xml").body)
+    assert hits[0]["name"] == "ctl"
+    assert "\x1b" not in hits[0]["summary"] and "\x00" not in hits[0]["summary"]
+
+
+def test_search_terms_are_bounded(tmp_path: Path) -> None:
+    make_wheel(tmp_path, "demo", "1.0")
+    app, _ = make_testapp([tmp_path])
+    # Only the first 10 terms of a field count: "demo" at position 11 is not searched for.
+    body = xmlrpc.client.dumps(({"name": ["zz" * 40] * 10 + ["demo"]}, "or"), "search").encode()
+    (hits,), _ = xmlrpc.client.loads(app.post("/RPC2", body, content_type="text/xml").body)
+    assert hits == []
+    body = xmlrpc.client.dumps(({"name": ["zz" * 40] * 9 + ["demo"]}, "or"), "search").encode()
+    (hits,), _ = xmlrpc.client.loads(app.post("/RPC2", body, content_type="text/xml").body)
+    assert [h["name"] for h in hits] == ["demo"]
