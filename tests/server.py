@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -302,3 +302,35 @@ def client_env(tmp_path: str | os.PathLike[str]) -> dict[str, str]:
         NO_COLOR="1",
     )
     return env
+
+
+def run_client(
+    cmd: Sequence[str | os.PathLike[str]],
+    env: dict[str, str],
+    *,
+    cwd: Path | None = None,
+    ok: bool | None = True,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """Run a client; ``ok`` True/False asserts success/failure (None: no check)."""
+    args = [os.fspath(c) for c in cmd]
+    res = subprocess.run(
+        args,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or env["HOME"],  # never the checkout: its *.egg-info would look installed
+        check=False,
+    )
+    if ok is not None and (res.returncode == 0) != ok:
+        raise AssertionError(
+            f"{' '.join(args)}\nexited {res.returncode}, expected "
+            f"{'success' if ok else 'failure'}\n--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}"
+        )
+    return res
+
+
+def output(res: subprocess.CompletedProcess[str]) -> str:
+    return res.stdout + res.stderr

@@ -27,7 +27,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from builders import make_sdist, make_wheel
-from server import Server, client_env, running_server
+from server import Server, client_env, output, run_client, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -56,27 +56,7 @@ def run(
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """Run a client; ``ok`` True/False asserts success/failure (None: no check)."""
-    args = [os.fspath(c) for c in cmd]
-    res = subprocess.run(
-        args,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=env["HOME"],  # never the checkout: its *.egg-info would look installed
-        check=False,
-    )
-    if ok is not None and (res.returncode == 0) != ok:
-        raise AssertionError(
-            f"{' '.join(args)}\nexited {res.returncode}, expected "
-            f"{'success' if ok else 'failure'}\n--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}"
-        )
-    return res
-
-
-def output(res: subprocess.CompletedProcess[str]) -> str:
-    return res.stdout + res.stderr
+    return run_client(cmd, env, ok=ok, timeout=timeout)
 
 
 def canonical(name: str) -> str:

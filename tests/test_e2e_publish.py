@@ -35,7 +35,7 @@ from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel
 sys.path.insert(0, str(Path(__file__).parent))
 
 from builders import make_sdist, make_wheel
-from server import Server, client_env, running_server
+from server import Server, client_env, output, run_client, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -113,28 +113,7 @@ def run(
     ok: bool | None = True,
     timeout: float = CLIENT_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a client; ``ok`` True/False asserts success/failure (None: no check)."""
-    args = [os.fspath(c) for c in cmd]
-    res = subprocess.run(
-        args,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd or env["HOME"],  # never the checkout: its *.egg-info would look installed
-        check=False,
-    )
-    if ok is not None and (res.returncode == 0) != ok:
-        raise AssertionError(
-            f"{' '.join(args)}\nexited {res.returncode}, expected "
-            f"{'success' if ok else 'failure'}\n--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}"
-        )
-    return res
-
-
-def output(res: subprocess.CompletedProcess[str]) -> str:
-    return res.stdout + res.stderr
+    return run_client(cmd, env, cwd=cwd, ok=ok, timeout=timeout)
 
 
 # Settings of the machine or the user that would change what a publisher does.
