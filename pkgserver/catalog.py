@@ -28,6 +28,7 @@ class DistFile(NamedTuple):
     size: int
     mtime: float  # seconds since the epoch; served as upload time
     mtime_ns: int
+    ino: int  # with size and mtime_ns, what the persistent cache checks before reusing an entry
     sha256: str  # hex
     extra_hashes: tuple[tuple[str, str], ...]  # (algo, hex) for --hash-algo other than sha256
     requires_python: str | None
@@ -132,6 +133,9 @@ class Catalog:
                 return old
             projects = dict(old.projects)
             by_filename = dict(old.by_filename)
+            added: dict[str, list[DistFile]] = {}
+            for f in upserts:
+                added.setdefault(f.project, []).append(f)
             for name in touched:
                 old_project = old.projects.get(name)
                 members: dict[str, DistFile] = {}
@@ -143,8 +147,8 @@ class Catalog:
                         current = files.get(f.relpath)
                         if current is not None and current.project == name:
                             members[f.relpath] = current
-                for f in upserts:
-                    if f.project == name and files.get(f.relpath) is f:
+                for f in added.get(name, ()):
+                    if files.get(f.relpath) is f:
                         members[f.relpath] = f
                 if members:
                     project = Project(name, members.values())

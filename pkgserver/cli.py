@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .cache import default_cache_dir
 from .config import DEFAULT_FALLBACK_URL, Settings, parse_actions
 
 __all__ = ["build_parser", "main"]
@@ -188,6 +189,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="also rescan the directories this often (for filesystems inotify cannot watch)",
     )
     p.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="where the index cache lives (hashes and metadata, so restarts need not re-read "
+        "every file; safe to delete). Default $XDG_CACHE_HOME/pkgserver or ~/.cache/pkgserver; "
+        "'off' for none",
+    )
+    p.add_argument(
         "--no-watch",
         action="store_true",
         default=False,
@@ -309,6 +318,9 @@ def _settings(ns: argparse.Namespace) -> Settings:
         health_endpoint=health,
         server_base_url=ns.server_base_url,
         rescan_interval=ns.rescan_interval,
+        cache_dir=None
+        if (ns.cache_dir or "").lower() in _FALSE
+        else ns.cache_dir or default_cache_dir(),
         watch=not ns.no_watch,
         threads=ns.threads,
         connection_limit=ns.connection_limit,
@@ -372,6 +384,7 @@ def run(settings: Settings) -> int:
 
     from .app import create_app
     from .auth import Authenticator
+    from .cache import DescriptionCache
     from .catalog import Catalog
     from .storage import Indexer, MetadataStore, sweep_temp_files
 
@@ -383,9 +396,13 @@ def run(settings: Settings) -> int:
     sweep_temp_files(settings.roots)
     catalog = Catalog()
     extra = [settings.hash_algo] if settings.hash_algo and settings.hash_algo != "sha256" else []
+    cache = (
+        DescriptionCache.open(settings.cache_dir, settings.roots) if settings.cache_dir else None
+    )
     indexer = Indexer(
         settings.roots,
         catalog,
+        cache=cache,
         rescan_interval=settings.rescan_interval,
         watch=settings.watch,
         extra_algos=extra,

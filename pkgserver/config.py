@@ -27,6 +27,7 @@ class Settings:
     welcome_file: str | None = None
     health_endpoint: str = "/health"
     server_base_url: str | None = None
+    cache_dir: str | None = None  # None: no persistent index cache
     rescan_interval: float = 0.0  # 0: rely on inotify (a fallback interval applies without it)
     watch: bool = True
     threads: int = 16

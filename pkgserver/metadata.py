@@ -12,7 +12,6 @@ import io
 import zipfile
 from typing import IO, NamedTuple
 
-from packaging.metadata import parse_email
 from packaging.utils import canonicalize_name
 
 from .distfile import KIND_WHEEL
@@ -82,36 +81,66 @@ def _version_tuple(value: str | None) -> tuple[int, ...]:
 def parse_core_metadata(raw: bytes, *, is_wheel: bool) -> CoreMetadata:
     """Parse METADATA/PKG-INFO bytes leniently (unknown or malformed fields are ignored)."""
     text = raw.decode("utf-8", errors="replace")
-    header_end = text.find("\n\n")
-    header_lines = text.count("\n", 0, header_end if header_end >= 0 else len(text))
-    if header_lines > MAX_HEADER_LINES:
-        # Parsing cost grows with the fields, not with the description body after them.
-        raise InvalidArchive(f"metadata has more than {MAX_HEADER_LINES} header lines")
-    fields, _unparsed = parse_email(text)
-    dynamic = tuple(d.lower() for d in (fields.get("dynamic") or []))
-    mv = fields.get("metadata_version")
+    fields = _parse_headers(text)
+    dynamic = tuple(d.lower() for d in fields.get("dynamic", ()))
+    mv = _first(fields, "metadata-version")
     if is_wheel:
         servable = True
     else:
         servable = _version_tuple(mv) >= (2, 2) and not (_INSTALL_RELEVANT & set(dynamic))
-    summary = fields.get("summary")
+    summary = _first(fields, "summary")
     return CoreMetadata(
         raw=raw,
-        name=fields.get("name"),
-        version=fields.get("version"),
+        name=_first(fields, "name"),
+        version=_first(fields, "version"),
         summary=summary.strip() if summary else None,
-        requires_python=(fields.get("requires_python") or "").strip() or None,
-        requires_dist=tuple(fields.get("requires_dist") or ()),
+        requires_python=(_first(fields, "requires-python") or "").strip() or None,
+        requires_dist=tuple(fields.get("requires-dist", ())),
         metadata_version=mv,
         dynamic=dynamic,
         servable=servable,
     )
 
 
+def _parse_headers(head: str) -> dict[str, list[str]]:
+    """RFC 822 style header block -> lower-cased field name -> values (continuations joined).
+
+    Core metadata is this simple; email.parser was most of the cost of indexing a file.
+    """
+    fields: dict[str, list[str]] = {}
+    last: list[str] | None = None
+    for count, line in enumerate(head.splitlines()):
+        if not line.strip():
+            break  # the body (description) follows the first blank line
+        if count >= MAX_HEADER_LINES:
+            # Parsing cost grows with the fields, not with the description body after them.
+            raise InvalidArchive(f"metadata has more than {MAX_HEADER_LINES} header lines")
+        if line[:1] in (" ", "\t"):
+            if last:
+                last[-1] += " " + line.strip()
+            continue
+        key, colon, value = line.partition(":")
+        if not colon:
+            last = None
+            continue
+        last = fields.setdefault(key.strip().lower(), [])
+        last.append(value.strip())
+    return fields
+
+
+def _first(fields: dict[str, list[str]], key: str) -> str | None:
+    values = fields.get(key)
+    return values[0] if values else None
+
+
 def read_core_metadata(
-    path: str, kind: str, project: str | None = None, filename: str | None = None
+    path: str,
+    kind: str,
+    project: str | None = None,
+    filename: str | None = None,
+    data: bytes | None = None,
 ) -> CoreMetadata:
-    """Read the core metadata of the distribution at ``path``.
+    """Read the core metadata of the distribution at ``path`` (or in ``data``, its bytes).
 
     ``kind`` is the distfile kind; ``project`` (normalized) picks the right ``.dist-info`` when a
     wheel has several; ``filename`` names the format when ``path`` does not (a temp file).
@@ -119,7 +148,7 @@ def read_core_metadata(
     """
     lower = (filename or path).lower()
     try:
-        with open(path, "rb") as fh:
+        with io.BytesIO(data) if data is not None else open(path, "rb") as fh:
             if kind == KIND_WHEEL:
                 raw = _zip_member(fh, _wheel_metadata_member(project))
                 return parse_core_metadata(raw, is_wheel=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
+import multiprocessing
 import os
 import queue
 import secrets
@@ -24,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 
 from . import inotify
+from .cache import Cached, DescriptionCache
 from .catalog import Catalog, DistFile
 from .distfile import (
     InvalidDistFilename,
@@ -47,6 +49,8 @@ QUIET = 300.0
 SAFETY_RESCAN = 60.0  # seconds between rescans when inotify watches (missed events, overflows)
 NO_WATCH_RESCAN = 5.0  # seconds between rescans without inotify
 CHUNK = 1024 * 1024
+PARALLEL_MIN = 2000  # files to read before the first scan uses worker processes
+READ_WHOLE = 8 * 1024 * 1024  # files up to this size are read into memory once when indexed
 
 
 def is_hidden(relpath: str) -> bool:
@@ -99,20 +103,30 @@ def describe(
     path = os.path.join(root, *relpath.split("/"))
     sha = hashlib.sha256()
     extras = [hashlib.new(a) for a in extra_algos]
+    data: bytes | None = None
     if known_sha256 is None or extras:
         with open(path, "rb") as fh:
-            while True:
-                chunk = fh.read(CHUNK)
-                if not chunk:
-                    break
-                sha.update(chunk)
+            if st.st_size <= READ_WHOLE:
+                # Most distributions are small: read once, hash and open the archive in memory.
+                data = fh.read(READ_WHOLE + 1)
+                sha.update(data)
                 for h in extras:
-                    h.update(chunk)
+                    h.update(data)
+            else:
+                for chunk in iter(lambda: fh.read(CHUNK), b""):
+                    sha.update(chunk)
+                    for h in extras:
+                        h.update(chunk)
     requires_python = summary = display_name = metadata_sha256 = None
     meta: CoreMetadata | None = known_meta
     if meta is None:
         try:
-            meta = read_core_metadata(path, info.kind, info.project)
+            meta = read_core_metadata(
+                path,
+                info.kind,
+                info.project,
+                data=data if data and len(data) == st.st_size else None,
+            )
         except InvalidArchive as exc:
             log.info("no core metadata for %r: %s", relpath, exc)
     if meta is not None and not metadata_matches(meta, info.project, info.version):
@@ -137,6 +151,7 @@ def describe(
         size=st.st_size,
         mtime=st.st_mtime,
         mtime_ns=st.st_mtime_ns,
+        ino=st.st_ino,
         sha256=known_sha256 if known_sha256 and not extras else sha.hexdigest(),
         extra_hashes=tuple((a, h.hexdigest()) for a, h in zip(extra_algos, extras)),
         requires_python=requires_python,
@@ -169,8 +184,14 @@ class Indexer:
         watch: bool = True,
         extra_algos: Sequence[str] = (),
         settle: float = SETTLE,
+        cache: DescriptionCache | None = None,
+        workers: int | None = None,
     ) -> None:
         self.settle = settle
+        self.cache = cache
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        self._cached: dict[tuple[int, str], tuple[tuple[int, int, int], Cached]] = {}
+        self._reused = 0
         self.roots = [os.path.abspath(r) for r in roots]
         self._real_roots = [os.path.realpath(r) for r in self.roots]
         self.catalog = catalog
@@ -190,15 +211,25 @@ class Indexer:
 
     # -- public ----------------------------------------------------------------------------
     def initial_scan(self) -> int:
-        """Scan every root and fill the catalog; returns the number of files listed."""
+        """Scan every root and fill the catalog; returns the number of files listed.
+
+        Entries of the persistent cache whose file is unchanged are reused; the rest are read,
+        in parallel processes when there are many.
+        """
         started = time.monotonic()
-        self._rescan()
+        if self.cache is not None:
+            self._cached = self.cache.load()
+        self._reused = 0
+        self._rescan(parallel=True)
+        self._cached = {}  # only the first scan needs it; keep memory for the catalog
+        self._store_all()
         snap = self.catalog.snapshot
         log.info(
-            "indexed %d files of %d projects in %.2fs",
+            "indexed %d files of %d projects in %.2fs (%d from the cache)",
             snap.file_count,
             len(snap.projects),
             time.monotonic() - started,
+            self._reused,
         )
         return snap.file_count
 
@@ -240,6 +271,20 @@ class Indexer:
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
+        if self.cache is not None:
+            self._store_all()
+            self.cache.close()
+
+    def _store_all(self) -> None:
+        """Bring the persistent cache in step with the catalog (uploads were listed directly)."""
+        if self.cache is None:
+            return
+        files = []
+        for f in self.catalog.snapshot.files.values():
+            located = self.root_of(f.path)
+            if located is not None:
+                files.append((located[0], f))
+        self.cache.sync(files)
 
     def recheck(self, path: str) -> None:
         """Ask the worker to look at ``path`` again (thread-safe; from request threads)."""
@@ -275,6 +320,7 @@ class Indexer:
                 self._check_quiet_writers()
                 if next_rescan is not None and time.monotonic() >= next_rescan:
                     self._rescan()
+                    self._store_all()
                     next_rescan = time.monotonic() + self.rescan_interval
             except Exception:  # the indexer must outlive any one bad event
                 log.exception("indexer error; rescanning")
@@ -444,16 +490,53 @@ class Indexer:
             return
         upserts.append(described)
 
-    def _describe(self, root_index: int, relpath: str, st: os.stat_result) -> DistFile | None:
-        root = self.roots[root_index]
-        path = os.path.join(root, *relpath.split("/"))
+    def _checked_path(self, root_index: int, relpath: str) -> bool:
+        path = os.path.join(self.roots[root_index], *relpath.split("/"))
         if not self._confined(path):
             self._warn_once(relpath, "is a link that leaves the package directory; skipped")
-            return None
+            return False
         try:
             relpath.encode("utf-8")
         except UnicodeEncodeError:
             self._warn_once(relpath, "has a name that is not UTF-8; skipped")
+            return False
+        return True
+
+    def _from_cache(self, root_index: int, relpath: str, st: os.stat_result) -> DistFile | None:
+        hit = self._cached.get((root_index, relpath))
+        if hit is None or hit[0] != (st.st_size, st.st_mtime_ns, st.st_ino):
+            return None
+        cached = hit[1]
+        if {a for a, _ in cached.extra_hashes} != set(self.extra_algos):
+            return None
+        if not self._checked_path(root_index, relpath):
+            return None
+        self._reused += 1
+        return DistFile(
+            filename=relpath.rsplit("/", 1)[-1],
+            relpath=relpath,
+            path=os.path.join(self.roots[root_index], *relpath.split("/")),
+            project=cached.project,
+            version=cached.version,
+            kind=cached.kind,
+            size=st.st_size,
+            mtime=st.st_mtime,
+            mtime_ns=st.st_mtime_ns,
+            ino=st.st_ino,
+            sha256=cached.sha256,
+            extra_hashes=cached.extra_hashes,
+            requires_python=cached.requires_python,
+            metadata_sha256=cached.metadata_sha256,
+            summary=cached.summary,
+            display_name=cached.display_name,
+        )
+
+    def _describe(self, root_index: int, relpath: str, st: os.stat_result) -> DistFile | None:
+        root = self.roots[root_index]
+        cached = self._from_cache(root_index, relpath, st)
+        if cached is not None:
+            return cached
+        if not self._checked_path(root_index, relpath):
             return None
         try:
             return describe(root, relpath, st, self.extra_algos)
@@ -467,6 +550,9 @@ class Indexer:
         return None
 
     def _confined(self, path: str) -> bool:
+        # Folders are walked without following links, so only the file itself can be one.
+        if not os.path.islink(path):
+            return True
         real = os.path.realpath(path)
         return any(real.startswith(r + os.sep) for r in self._real_roots)
 
@@ -485,12 +571,13 @@ class Indexer:
             if path not in self._writing:
                 self._schedule(now, path, confirmed=False)
 
-    def _rescan(self) -> None:
+    def _rescan(self, parallel: bool = False) -> None:
         """Compare the disk with the catalog. Files with old mtimes are listed at once."""
         snap = self.catalog.snapshot
         seen: set[str] = set()
         upserts: list[DistFile] = []
         removals: list[str] = []
+        todo: list[tuple[int, str, os.stat_result, bool]] = []
         now_wall = time.time()
         now = time.monotonic()
         for root_index, root in enumerate(self.roots):
@@ -515,18 +602,80 @@ class Indexer:
                 if now_wall - st.st_mtime < self.settle:
                     self._schedule(now, path, confirmed=False)
                     continue
-                described = self._describe(root_index, relpath, st)
-                if described is not None:
-                    upserts.append(described)
-                elif listed is not None:
-                    removals.append(relpath)
+                todo.append((root_index, relpath, st, listed is not None))
+        if parallel and len(todo) >= PARALLEL_MIN and self.workers > 1:
+            described_all = self._describe_parallel(todo)
+        else:
+            described_all = [self._describe(r, rel, st) for r, rel, st, _ in todo]
+        for (_, relpath, _, was_listed), described in zip(todo, described_all):
+            if described is not None:
+                upserts.append(described)
+            elif was_listed:
+                removals.append(relpath)
         removals.extend(rel for rel in snap.files if rel not in seen)
         self._apply(upserts, removals)
 
+    def _describe_parallel(
+        self, todo: list[tuple[int, str, os.stat_result, bool]]
+    ) -> list[DistFile | None]:
+        """Read many files in worker processes (the first start of a large directory)."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        results: list[DistFile | None] = [None] * len(todo)
+        jobs = []
+        for i, (root_index, relpath, st, _) in enumerate(todo):
+            cached = self._from_cache(root_index, relpath, st)
+            if cached is not None:
+                results[i] = cached
+            elif self._checked_path(root_index, relpath):
+                jobs.append((i, root_index, relpath, st))
+        if len(jobs) < PARALLEL_MIN:
+            for i, root_index, relpath, st in jobs:
+                results[i] = self._describe(root_index, relpath, st)
+            return results
+        log.info("reading %d files with %d processes", len(jobs), self.workers)
+        try:
+            ctx = multiprocessing.get_context("spawn")  # never fork a threaded process
+            with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+                args = [(self.roots[r], rel, st, self.extra_algos) for _, r, rel, st in jobs]
+                outcomes = pool.map(_describe_job, args, chunksize=256)
+                for (i, _, relpath, _), outcome in zip(jobs, outcomes):
+                    if isinstance(outcome, str):
+                        self._warn_once(relpath, outcome)
+                    else:
+                        results[i] = outcome
+        except (OSError, RuntimeError) as exc:  # no worker processes here: read in this one
+            log.warning("parallel indexing unavailable (%s); reading in one process", exc)
+            for i, root_index, relpath, st in jobs:
+                results[i] = self._describe(root_index, relpath, st)
+        return results
+
     def _apply(self, upserts: list[DistFile], removals: list[str]) -> None:
-        if upserts or removals:
-            up = {f.relpath for f in upserts}
-            self.catalog.apply(upserts, [r for r in removals if r not in up])
+        if not upserts and not removals:
+            return
+        up = {f.relpath for f in upserts}
+        removals = [r for r in removals if r not in up]
+        old = self.catalog.snapshot.files
+        gone = [old[r] for r in removals if r in old]
+        self.catalog.apply(upserts, removals)
+        if self.cache is not None:
+            self.cache.store(
+                [(loc[0], f) for f in upserts if (loc := self.root_of(f.path)) is not None],
+                [(loc[0], f.relpath) for f in gone if (loc := self.root_of(f.path)) is not None],
+            )
+
+
+def _describe_job(args: tuple[str, str, os.stat_result, tuple[str, ...]]) -> DistFile | str:
+    """describe() in a worker process; failures come back as the message to log."""
+    root, relpath, st, extra_algos = args
+    try:
+        return describe(root, relpath, st, extra_algos)
+    except InvalidDistFilename as exc:
+        return f"cannot be attributed to a project ({exc}); skipped"
+    except OSError as exc:
+        return f"cannot be read ({exc}); skipped"
+    except Exception as exc:  # one bad file must never stop a scan
+        return f"unexpected error ({type(exc).__name__}: {exc}); skipped"
 
 
 class MetadataStore:

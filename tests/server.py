@@ -11,15 +11,19 @@ client can only ever see the servers a test started.
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,10 +53,16 @@ class Response(NamedTuple):
         return self.body.decode("utf-8", "replace")
 
 
+_CACHE_ROOT = tempfile.mkdtemp(prefix="pkgserver-test-cache-")
+atexit.register(shutil.rmtree, _CACHE_ROOT, True)
+
+
 def _server_env(extra: Mapping[str, str | None] | None) -> dict[str, str]:
     # PKGSERVER_* variables of the machine running the tests must not change the server.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PKGSERVER_")}
     env["PYTHONUNBUFFERED"] = "1"
+    # Each test server gets a cache of its own, never the user's ~/.cache/pkgserver.
+    env["PKGSERVER_CACHE_DIR"] = os.path.join(_CACHE_ROOT, uuid.uuid4().hex)
     for key, value in (extra or {}).items():
         if value is None:
             env.pop(key, None)

@@ -205,3 +205,16 @@ def test_archives_that_make_zipfile_raise_odd_errors_are_invalid(tmp_path: Path,
     bad.write_bytes(bytes(data))
     with pytest.raises(InvalidArchive):
         read_core_metadata(str(bad), KIND_WHEEL, "demo")
+
+
+def test_fields_in_the_description_body_are_not_fields(tmp_path: Path) -> None:
+    from pkgserver.metadata import parse_core_metadata
+
+    raw = b"Metadata-Version: 2.1\r\nName: demo\r\nVersion: 1.0\r\nRequires-Dist: a\r\nSummary: s\r\n  continued\r\n\r\nRequires-Dist: evil\r\nName: other\r\n"
+    meta = parse_core_metadata(raw, is_wheel=True)
+    assert (meta.name, meta.version, meta.requires_dist, meta.summary) == (
+        "demo",
+        "1.0",
+        ("a",),
+        "s continued",
+    )

@@ -1,0 +1,179 @@
+"""A persistent cache of what indexing a file found (hashes, metadata fields), so that a restart
+does not read every archive again.
+
+One SQLite file per set of package directories, by default under ``$XDG_CACHE_HOME/pkgserver``
+(``--cache-dir`` moves it). An entry is reused only while the file's size, mtime and inode are
+unchanged. Deleting the file is always safe: the next start rebuilds it. Any error here turns the
+cache off with a warning; it never stops the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from .catalog import DistFile
+
+__all__ = ["Cached", "DescriptionCache", "default_cache_dir"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 2
+
+
+class Cached(NamedTuple):
+    project: str
+    version: str
+    kind: str
+    sha256: str
+    extra_hashes: tuple[tuple[str, str], ...]
+    requires_python: str | None
+    metadata_sha256: str | None
+    summary: str | None
+    display_name: str | None
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pkgserver")
+
+
+class DescriptionCache:
+    def __init__(self, path: str, roots: Sequence[str]) -> None:
+        self.path = path
+        self.roots = [os.path.realpath(r) for r in roots]
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._known: dict[tuple[int, str], tuple[int, int, int]] = {}
+
+    @classmethod
+    def open(cls, cache_dir: str, roots: Sequence[str]) -> DescriptionCache | None:
+        real = "\0".join(os.path.realpath(r) for r in roots)
+        name = "index-" + hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        cache = cls(os.path.join(cache_dir, name + ".sqlite3"), roots)
+        try:
+            os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+            cache._connect()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("no persistent index cache (%s): every start re-reads every file", exc)
+            return None
+        return cache
+
+    def _connect(self) -> None:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None or row[0] != str(SCHEMA):
+                db.execute("DROP TABLE IF EXISTS files")
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS files (root INTEGER, relpath TEXT, size INTEGER,"
+                " mtime_ns INTEGER, ino INTEGER, project TEXT, version TEXT, kind TEXT,"
+                " sha256 TEXT, extra TEXT, requires_python TEXT,"
+                " metadata_sha256 TEXT, summary TEXT, display_name TEXT,"
+                " PRIMARY KEY (root, relpath))"
+            )
+        except sqlite3.Error:
+            db.close()
+            raise
+        self._db = db
+
+    def load(self) -> dict[tuple[int, str], tuple[tuple[int, int, int], Cached]]:
+        """Everything cached: (root index, relpath) -> ((size, mtime_ns, ino), Cached)."""
+        if self._db is None:
+            return {}
+        out: dict[tuple[int, str], tuple[tuple[int, int, int], Cached]] = {}
+        try:
+            with self._lock:
+                rows = self._db.execute("SELECT * FROM files").fetchall()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return {}
+        for row in rows:
+            root, relpath, size, mtime_ns, ino, project, version, kind, sha, extra = row[:10]
+            rp, msha, summary, display = row[10:]
+            extras: tuple[tuple[str, str], ...] = ()
+            if extra:
+                try:
+                    extras = tuple((str(a), str(h)) for a, h in json.loads(extra))
+                except (ValueError, TypeError):
+                    continue
+            stamp = (size, mtime_ns, ino)
+            cached = Cached(project, version, kind, sha, extras, rp, msha, summary, display)
+            out[(root, relpath)] = (stamp, cached)
+            self._known[(root, relpath)] = stamp
+        return out
+
+    def store(
+        self, files: Iterable[tuple[int, DistFile]], removals: Iterable[tuple[int, str]] = ()
+    ) -> None:
+        """Record described files (root index, DistFile) and forget removed ones, in one go."""
+        if self._db is None:
+            return
+        rows = []
+        for root, f in files:
+            stamp = (f.size, f.mtime_ns, f.ino)
+            if self._known.get((root, f.relpath)) == stamp:
+                continue
+            rows.append(
+                (
+                    root,
+                    f.relpath,
+                    f.size,
+                    f.mtime_ns,
+                    f.ino,
+                    f.project,
+                    f.version,
+                    f.kind,
+                    f.sha256,
+                    json.dumps(f.extra_hashes) if f.extra_hashes else "",
+                    f.requires_python,
+                    f.metadata_sha256,
+                    f.summary,
+                    f.display_name,
+                )
+            )
+        gone = [key for key in removals if key in self._known]
+        if not rows and not gone:
+            return
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                )
+                self._db.executemany("DELETE FROM files WHERE root = ? AND relpath = ?", gone)
+                self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return
+        for row in rows:
+            self._known[(row[0], row[1])] = (row[2], row[3], row[4])
+        for key in gone:
+            self._known.pop(key, None)
+
+    def sync(self, files: Sequence[tuple[int, DistFile]]) -> None:
+        """Make the cache hold exactly ``files``: new and changed ones stored, others dropped."""
+        present = {(root, f.relpath) for root, f in files}
+        self.store(files, [key for key in self._known if key not in present])
+
+    def _fail(self, exc: Exception) -> None:
+        log.warning("index cache disabled after an error: %s", exc)
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                try:
+                    self._db.close()
+                finally:
+                    self._db = None

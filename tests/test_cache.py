@@ -1,0 +1,113 @@
+"""The persistent index cache: restarts reuse unchanged entries and re-read changed files."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from builders import make_sdist, make_wheel
+
+from pkgserver.cache import DescriptionCache
+from pkgserver.catalog import Catalog
+from pkgserver.storage import Indexer
+
+
+def index(root: Path, cache_dir: Path, **kw: object) -> tuple[Catalog, Indexer]:
+    catalog = Catalog()
+    cache = DescriptionCache.open(str(cache_dir), [str(root)])
+    ix = Indexer([str(root)], catalog, watch=False, settle=0, cache=cache, **kw)  # type: ignore[arg-type]
+    ix.initial_scan()
+    ix.stop()
+    return catalog, ix
+
+
+def test_a_restart_reuses_the_cache_and_gets_the_same_catalog(tmp_path: Path) -> None:
+    root = tmp_path / "pk"
+    for i in range(20):
+        make_wheel(root, f"p{i}", "1.0", summary=f"S{i}", requires_python=">=3.8")
+        make_sdist(root, f"p{i}", "1.0", metadata_version="2.2")
+    first, ix1 = index(root, tmp_path / "cache")
+    assert ix1._reused == 0
+    second, ix2 = index(root, tmp_path / "cache")
+    assert ix2._reused == 40
+    assert first.snapshot.files == second.snapshot.files
+
+
+def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
+    root = tmp_path / "pk"
+    whl = make_wheel(root, "demo", "1.0")
+    index(root, tmp_path / "cache")
+    make_wheel(tmp_path / "other", "demo", "1.0", body="CHANGED = 1\n")
+    os.replace(tmp_path / "other" / whl.name, whl)  # same name, new inode and bytes
+    catalog, ix = index(root, tmp_path / "cache")
+    assert ix._reused == 0
+    listed = catalog.snapshot.file(whl.name)
+    assert listed is not None and listed.sha256 == hashlib.sha256(whl.read_bytes()).hexdigest()
+
+
+def test_a_different_hash_algo_is_not_served_from_the_cache(tmp_path: Path) -> None:
+    root = tmp_path / "pk"
+    make_wheel(root, "demo", "1.0")
+    index(root, tmp_path / "cache")
+    catalog, ix = index(root, tmp_path / "cache", extra_algos=["md5"])
+    assert ix._reused == 0
+    assert dict(catalog.snapshot.projects["demo"].latest.extra_hashes)["md5"]
+
+
+def test_deleting_or_corrupting_the_cache_is_safe(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "pk"
+    make_wheel(root, "demo", "1.0")
+    _, ix = index(root, tmp_path / "cache")
+    assert ix.cache is not None
+    Path(ix.cache.path).write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.WARNING):
+        catalog, _ = index(root, tmp_path / "cache")
+    assert catalog.snapshot.project("demo") is not None
+    for f in (tmp_path / "cache").iterdir():
+        f.unlink()
+    catalog, _ = index(root, tmp_path / "cache")
+    assert catalog.snapshot.project("demo") is not None
+
+
+def test_an_unwritable_cache_dir_means_no_cache(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert DescriptionCache.open(str(blocker / "sub"), [str(tmp_path)]) is None
+
+
+def test_removed_files_leave_the_cache(tmp_path: Path) -> None:
+    root = tmp_path / "pk"
+    keep = make_wheel(root, "keep", "1.0")
+    gone = make_wheel(root, "gone", "1.0")
+    _, ix = index(root, tmp_path / "cache")
+    gone.unlink()
+    index(root, tmp_path / "cache")
+    assert ix.cache is not None
+    rows = sqlite3.connect(ix.cache.path).execute("SELECT relpath FROM files").fetchall()
+    assert rows == [(keep.name,)]
+
+
+def test_the_first_scan_of_many_files_uses_worker_processes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pkgserver import storage
+
+    monkeypatch.setattr(storage, "PARALLEL_MIN", 10)
+    root = tmp_path / "pk"
+    for i in range(30):
+        make_wheel(root, f"p{i}", "1.0", summary=f"S{i}")
+    (root / "bad-name.whl").write_bytes(b"x")
+    serial = Catalog()
+    Indexer([str(root)], serial, watch=False, settle=0, workers=1).initial_scan()
+    with caplog.at_level(logging.INFO):
+        parallel = Catalog()
+        Indexer([str(root)], parallel, watch=False, settle=0, workers=2).initial_scan()
+    assert "with 2 processes" in caplog.text
+    assert parallel.snapshot.files == serial.snapshot.files
+    assert len(parallel.snapshot.files) == 30
