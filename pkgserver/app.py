@@ -409,8 +409,8 @@ def create_app(
     @app.post("/")
     @guarded
     def post_root() -> Any:
-        ctype = (bottle.request.content_type or "").lower()
-        if "xml" in ctype:
+        media = (_header("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if media in ("text/xml", "application/xml"):
             return xmlrpc_search()
         return upload()
 

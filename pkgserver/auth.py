@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 
 from passlib.apache import HtpasswdFile
+from passlib.context import CryptContext
 
-from .errors import Forbidden, Unauthorized
+from .errors import Busy, Forbidden, Unauthorized
 
 __all__ = ["Authenticator", "Credentials", "load_htpasswd", "parse_basic"]
 
@@ -31,6 +32,10 @@ MAX_HEADER = 8192
 RECHECK_SECONDS = 1.0
 CACHE_TTL = 300.0
 CACHE_MAX = 4096
+CHECK_WAIT = 2.0  # seconds a request waits for a free password-check slot before 503
+MISSING_GRACE = (
+    2.0  # seconds an htpasswd file may be gone (an editor replacing it) before no one is let in
+)
 
 Credentials = tuple[str, str]
 
@@ -44,20 +49,32 @@ def parse_basic(header: str | None) -> Credentials | None:
         return None
     try:
         decoded = base64.b64decode(token.strip(), validate=True)
-        text = decoded.decode("utf-8")
     except (binascii.Error, ValueError):
         return None
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        # requests (twine, pip) encodes Basic credentials as latin-1, uv as UTF-8.
+        text = decoded.decode("latin-1")
     user, colon, password = text.partition(":")
     if not colon or not user:
         return None
     return user, password
 
 
+# The schemes Apache's htpasswd writes (-B bcrypt, -m apr1, -s SHA1, -d crypt, -2/-5 SHA-2
+# crypt). passlib's own htpasswd context also accepts *plaintext*, under which an entry like
+# "locked:!" (a common way to disable a user) would log in with the password "!".
+HTPASSWD_CONTEXT = CryptContext(
+    schemes=["bcrypt", "apr_md5_crypt", "ldap_sha1", "sha256_crypt", "sha512_crypt", "des_crypt"]
+)
+
+
 def load_htpasswd(path: str) -> HtpasswdFile:
     """Load and validate an htpasswd file; raises OSError or ValueError."""
     with open(path, "rb") as fh:
         fh.read(1)
-    return HtpasswdFile(path)
+    return HtpasswdFile(path, context=HTPASSWD_CONTEXT)
 
 
 class Authenticator:
@@ -71,6 +88,8 @@ class Authenticator:
         self._stamp: tuple[int, int, int] | None = None
         self._next_check = 0.0
         self._key = secrets.token_bytes(32)
+        self._checks = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+        self._missing_since: float | None = None
         self._verified: dict[bytes, float] = {}
         if password_file:
             self._htpasswd = load_htpasswd(password_file)
@@ -98,6 +117,8 @@ class Authenticator:
 
     def verify(self, user: str, password: str) -> bool:
         self._maybe_reload()
+        if not password:
+            return False
         token = hmac.new(
             self._key, f"{user}\0{password}".encode("utf-8", "surrogatepass"), hashlib.sha256
         ).digest()
@@ -109,7 +130,14 @@ class Authenticator:
             return True
         if htpasswd is None:
             return False
-        ok = self._check_password(htpasswd, user, password)
+        # bcrypt takes a core for a quarter second: never let a burst of (wrong) passwords
+        # occupy every worker thread and starve requests that need no check.
+        if not self._checks.acquire(timeout=CHECK_WAIT):
+            raise Busy("too many password checks at once; try again")
+        try:
+            ok = self._check_password(htpasswd, user, password)
+        finally:
+            self._checks.release()
         if ok:
             with self._lock:
                 if len(self._verified) >= CACHE_MAX:
@@ -148,7 +176,21 @@ class Authenticator:
             return
         self._next_check = now + RECHECK_SECONDS
         stamp = self._file_stamp()
-        if stamp is None or stamp == self._stamp:
+        if stamp is None:
+            # Gone. An editor may be replacing it: wait a moment, then let no one in.
+            if self._missing_since is None:
+                self._missing_since = now
+            if now - self._missing_since >= MISSING_GRACE and self._htpasswd is not None:
+                log.warning(
+                    "%s is gone: refusing every password until it is back", self.password_file
+                )
+                with self._lock:
+                    self._htpasswd = None
+                    self._stamp = None
+                    self._verified.clear()
+            return
+        self._missing_since = None
+        if stamp == self._stamp:
             return
         try:
             fresh = load_htpasswd(self.password_file)

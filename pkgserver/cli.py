@@ -471,8 +471,20 @@ def passwd(path: str, user: str, *, delete: bool = False) -> int:
 
     from passlib.apache import HtpasswdFile
 
-    if not user or ":" in user or any(ord(c) < 32 for c in user):
+    try:
+        user.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"invalid user name {user!r} (not UTF-8)") from None
+    # htpasswd lines are "user:hash"; "#" starts a comment, and blanks end the name.
+    if (
+        not user
+        or ":" in user
+        or user.startswith("#")
+        or any(c.isspace() or ord(c) < 32 for c in user)
+    ):
         raise UsageError(f"invalid user name {user!r}")
+    # Edit what a symlink points at, rather than replacing the link with a file.
+    path = os.path.realpath(path)
     exists = os.path.exists(path)
     try:
         ht = HtpasswdFile(path, new=not exists, default_scheme="bcrypt")
@@ -504,7 +516,11 @@ def passwd(path: str, user: str, *, delete: bool = False) -> int:
             fh.flush()
             os.fsync(fh.fileno())
         if exists:
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+            # Keep who may read it: a server running as another user must still see it.
+            old = os.stat(path)
+            os.chmod(tmp, old.st_mode & 0o777)
+            if hasattr(os, "chown") and (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
+                os.chown(tmp, old.st_uid, old.st_gid)
         else:
             os.chmod(tmp, 0o640)
         os.replace(tmp, path)

@@ -81,7 +81,7 @@ def parse_dist_filename(filename: str) -> DistInfo:
             raise InvalidDistFilename(f"invalid project name in {filename!r}")
         try:
             name, version, _build, _tags = parse_wheel_filename(filename)
-        except (InvalidWheelFilename, InvalidVersion) as exc:
+        except (InvalidWheelFilename, InvalidVersion, ValueError) as exc:
             raise InvalidDistFilename(str(exc)) from None
         return DistInfo(name, str(version), KIND_WHEEL)
     stem = filename[: -len(ext)]
@@ -92,7 +92,7 @@ def parse_dist_filename(filename: str) -> DistInfo:
             return _parse_legacy_sdist(stem)
         try:
             name, version = parse_sdist_filename(filename)
-        except (InvalidSdistFilename, InvalidVersion):
+        except (InvalidSdistFilename, InvalidVersion, ValueError):
             return _parse_legacy_sdist(stem)
         return DistInfo(name, str(version), KIND_SDIST)
     # .tar.bz2 and .tgz: the same naming as a .tar.gz sdist.
@@ -100,7 +100,7 @@ def parse_dist_filename(filename: str) -> DistInfo:
         return _parse_legacy_sdist(stem)
     try:
         name, version = parse_sdist_filename(stem + ".tar.gz")
-    except (InvalidSdistFilename, InvalidVersion):
+    except (InvalidSdistFilename, InvalidVersion, ValueError):
         return _parse_legacy_sdist(stem)
     return DistInfo(name, str(version), KIND_SDIST)
 
@@ -130,7 +130,7 @@ def _parse_egg(stem: str) -> DistInfo:
         raise InvalidDistFilename(f"cannot attribute egg {stem!r}")
     try:
         version = str(Version(version))
-    except InvalidVersion:
+    except (InvalidVersion, ValueError):
         pass
     return DistInfo(normalize(name), version, KIND_EGG)
 
@@ -147,5 +147,5 @@ def version_sort_key(version: str) -> tuple[int, Version | str]:
     """Sort key that puts non-PEP 440 versions first, then PEP 440 versions in order."""
     try:
         return (1, Version(version))
-    except InvalidVersion:
+    except (InvalidVersion, ValueError):  # ValueError: an int too long to convert
         return (0, version)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequest",
+    "Busy",
     "Conflict",
     "Forbidden",
     "Gone",
@@ -67,3 +68,12 @@ class Gone(HTTPProblem):
 
 class TooLarge(HTTPProblem):
     status = 413
+
+
+class Busy(HTTPProblem):
+    """Load shedding: the client should retry shortly (pip and twine retry 503)."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, **{"Retry-After": "1"})

@@ -27,9 +27,13 @@ __all__ = [
 # A METADATA/PKG-INFO larger than this is refused (descriptions of a few hundred KB are normal).
 MAX_METADATA_BYTES = 16 * 1024 * 1024
 # Members a zip may list in its central directory before we refuse to read it.
-MAX_ZIP_MEMBERS = 200_000
-# Header lines (fields) a METADATA may have; real ones have tens to a few hundred.
+MAX_ZIP_MEMBERS = 100_000
+# Bytes of a zip's central directory; zipfile keeps an object per member in memory.
+MAX_ZIP_DIRECTORY = 32 * 1024 * 1024
+# Fields a METADATA may have; real ones have tens to a few hundred. Old metadata
+# (1.x) folds the whole description into a header, hence the generous byte bound.
 MAX_HEADER_LINES = 10_000
+MAX_HEADER_BYTES = 4 * 1024 * 1024
 # Bytes of a pax or GNU long-name header (tar); real ones are a few hundred bytes.
 MAX_TAR_EXTENDED_HEADER = 1024 * 1024
 # Tar members inspected, and bytes decompressed, while looking for PKG-INFO.
@@ -105,26 +109,41 @@ def parse_core_metadata(raw: bytes, *, is_wheel: bool) -> CoreMetadata:
 def _parse_headers(head: str) -> dict[str, list[str]]:
     """RFC 822 style header block -> lower-cased field name -> values (continuations joined).
 
-    Core metadata is this simple; email.parser was most of the cost of indexing a file.
+    Core metadata is this simple; email.parser was most of the cost of indexing a file. Linear
+    in the input (folded lines are collected, then joined once) and bounded in lines and bytes.
     """
     fields: dict[str, list[str]] = {}
-    last: list[str] | None = None
-    for count, line in enumerate(head.splitlines()):
+    pieces: list[str] | None = None  # the value being built, with its continuation lines
+    target: list[str] | None = None
+    size = 0
+
+    def flush() -> None:
+        if target is not None and pieces is not None:
+            target.append(" ".join(pieces))
+
+    count = 0
+    for line in head.splitlines():
         if not line.strip():
             break  # the body (description) follows the first blank line
-        if count >= MAX_HEADER_LINES:
-            # Parsing cost grows with the fields, not with the description body after them.
-            raise InvalidArchive(f"metadata has more than {MAX_HEADER_LINES} header lines")
+        size += len(line) + 1
+        if size > MAX_HEADER_BYTES:
+            # Parsing cost grows with the header section, not with the body after it.
+            raise InvalidArchive("metadata header section too large")
         if line[:1] in (" ", "\t"):
-            if last:
-                last[-1] += " " + line.strip()
+            if pieces is not None:
+                pieces.append(line.strip())
             continue
+        count += 1
+        if count > MAX_HEADER_LINES:
+            raise InvalidArchive("metadata header section too large (too many fields)")
+        flush()
         key, colon, value = line.partition(":")
         if not colon:
-            last = None
+            target = pieces = None
             continue
-        last = fields.setdefault(key.strip().lower(), [])
-        last.append(value.strip())
+        target = fields.setdefault(key.strip().lower(), [])
+        pieces = [value.strip()]
+    flush()
     return fields
 
 
@@ -205,7 +224,37 @@ def _egg_pkg_info(names: list[str]) -> str | None:
     return "EGG-INFO/PKG-INFO" if "EGG-INFO/PKG-INFO" in names else None
 
 
+def _zip_precheck(fh: IO[bytes]) -> None:
+    """Read the member count and directory size from the end record before zipfile builds a
+    Python object for every member (a small zip can list a million of them)."""
+    fh.seek(0, io.SEEK_END)
+    size = fh.tell()
+    tail_len = min(size, 65_535 + 22)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        raise InvalidArchive("not a zip archive (no end of central directory)")
+    entries = int.from_bytes(tail[at + 10 : at + 12], "little")
+    directory = int.from_bytes(tail[at + 12 : at + 16], "little")
+    locator = tail.rfind(b"PK\x06\x07", 0, at)
+    if (entries == 0xFFFF or directory == 0xFFFFFFFF) and locator >= 0:
+        offset = int.from_bytes(tail[locator + 8 : locator + 16], "little")
+        fh.seek(offset)
+        record = fh.read(56)
+        if record[:4] != b"PK\x06\x06" or len(record) < 56:
+            raise InvalidArchive("malformed zip64 end record")
+        entries = int.from_bytes(record[32:40], "little")
+        directory = int.from_bytes(record[40:48], "little")
+    if entries > MAX_ZIP_MEMBERS:
+        raise InvalidArchive("archive has too many members")
+    if directory > MAX_ZIP_DIRECTORY:
+        raise InvalidArchive("zip central directory too large")
+    fh.seek(0)
+
+
 def _zip_member(fh: IO[bytes], select) -> bytes:  # type: ignore[no-untyped-def]
+    _zip_precheck(fh)
     with zipfile.ZipFile(fh) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_ZIP_MEMBERS:

@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import re
+import stat
 import threading
 import zipfile
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from packaging.version import InvalidVersion, Version
 
 from .catalog import Catalog, DistFile
 from .distfile import (
+    KIND_EGG,
     KIND_SDIST,
     KIND_WHEEL,
     InvalidDistFilename,
@@ -48,6 +50,8 @@ _FILETYPE_EXTENSIONS = {
 }
 _SIDECARS = (".asc", ".attestations.json")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+# Names, PEP 440 versions (with + and !) and wheel tags use only these.
+_FILENAME_CHARS = re.compile(r"[A-Za-z0-9._+!-]+")
 _DIGEST_FIELDS = (
     ("md5_digest", "md5", 32),
     ("sha256_digest", "sha256", 64),
@@ -76,13 +80,17 @@ def file_key(filename: str) -> tuple[object, ...] | None:
     if info.kind == KIND_WHEEL:
         _, _, build, tags = parse_wheel_filename(filename)
         return (info.project, version, build, frozenset(str(t) for t in tags))
+    if info.kind == KIND_EGG:
+        # name-version-pyX.Y(-platform).egg: the python and platform parts tell eggs apart.
+        tail = filename[: -len(".egg")].split("-")[2:]
+        return (info.project, version, info.kind, "-".join(tail).lower())
     return (info.project, version, info.kind, dist_extension(filename))
 
 
 def _version_key(version: str) -> object:
     try:
         return Version(version)
-    except InvalidVersion:
+    except (InvalidVersion, ValueError):  # ValueError: a number too long to convert
         return version.lower()
 
 
@@ -273,6 +281,11 @@ class Uploads:
         attestations: str,
         user: str | None,
     ) -> Outcome:
+        sidecars = {
+            ".asc": signature,
+            ".attestations.json": attestations.encode() if attestations.strip() else None,
+        }
+        lost_race = False
         with self._publish_lock:
             existing = self._existing(filename)
             if existing is not None:
@@ -287,55 +300,84 @@ class Uploads:
             else:
                 final = os.path.join(self.target_directory(project), filename)
             directory = os.path.dirname(final)
+            staged: list[tuple[str, str]] = []  # (temp file, sidecar name)
+            placed: list[str] = []
             try:
-                if signature is not None:
-                    self._write_sidecar(directory, final + ".asc", signature)
-                if attestations.strip():
-                    self._write_sidecar(
-                        directory, final + ".attestations.json", attestations.encode()
-                    )
+                # Sidecars are written to temp files first and put in place only once the file
+                # itself is ours: a refused upload never touches another file's signature.
+                for ext, data in sidecars.items():
+                    if data is not None:
+                        staged.append((self._stage(directory, data), final + ext))
                 if existing is not None:
                     self.ops.replace(content.path, final)  # atomic: readers get old or new
                 else:
                     try:
                         self.ops.link(content.path, final)
                     except FileExistsError:
-                        return self._lost_race(final, filename, digests["sha256"])
-                self.ops.fsync_dir(directory)
+                        lost_race = True
+                if not lost_race:
+                    for tmp, dst in staged:
+                        self.ops.replace(tmp, dst)
+                        placed.append(dst)
+                    staged = []
+                    if existing is not None:
+                        # New bytes: a signature of the old ones must not stay beside them.
+                        for ext, data in sidecars.items():
+                            if data is None:
+                                self._remove_quietly(final + ext)
+                    self.ops.fsync_dir(directory)
             except OSError as exc:
-                if existing is None:
+                if existing is None and not lost_race:
                     self._remove_quietly(final, only_if_same_as=content.path)
-                    self._remove_quietly(final + ".asc")
-                    self._remove_quietly(final + ".attestations.json")
+                    for dst in placed:
+                        self._remove_quietly(dst)
                 raise _storage_error(exc) from None
-            self._tell_catalog(final, digests, meta)
-        log.info("%s uploaded %s", user or "anonymous", filename)
+            finally:
+                for tmp, _ in staged:
+                    self._remove_quietly(tmp)
+            if not lost_race:
+                self._tell_catalog(final, digests, meta)
+        if lost_race:
+            return self._lost_race(final, filename, content.size, digests["sha256"])
+        log.info("%s uploaded %r", user or "anonymous", filename)
         return Outcome(200, f"OK: {filename} published")
 
-    def _lost_race(self, final: str, filename: str, sha256: str) -> Outcome:
-        """Another upload (or a copy) put the name in place between our check and our link."""
+    def _lost_race(self, final: str, filename: str, size: int, sha256: str) -> Outcome:
+        """Something (another upload, a copy) took the name between our check and our link.
+
+        Identical bytes are a success. Checked outside the publish lock, without following
+        links or blocking on FIFOs, and only for a regular file of our size.
+        """
+        digest = ""
         try:
-            digest = _file_digest(final, hashlib.sha256)
+            fd = os.open(final, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if stat.S_ISREG(st.st_mode) and st.st_size == size:
+                    h = hashlib.sha256()
+                    for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+                        h.update(chunk)
+                    digest = h.hexdigest()
         except OSError:
-            digest = ""
+            pass
         if digest == sha256:
             return Outcome(200, f"{filename} already exists with identical content")
         raise Conflict(
             f"File already exists: {filename} was published a moment ago with other content"
         )
 
-    def _write_sidecar(self, directory: str, final: str, data: bytes) -> None:
+    def _stage(self, directory: str, data: bytes) -> str:
+        """Write ``data`` to a flushed temp file in ``directory``; returns its path."""
         fd, tmp = self.ops.open_temp(directory)
         try:
             self.ops.write(fd, data)
             self.ops.fsync(fd)
-        finally:
-            self.ops.close(fd)
-        try:
-            self.ops.replace(tmp, final)
         except OSError:
+            self.ops.close(fd)
             self._remove_quietly(tmp)
             raise
+        self.ops.close(fd)
+        return tmp
 
     def _remove_quietly(self, path: str, only_if_same_as: str | None = None) -> None:
         try:
@@ -424,6 +466,11 @@ def check_filename(filename: str) -> None:
         raise BadRequest("filename must not contain control characters")
     if not filename.isascii():
         raise BadRequest("filename must be ASCII (distribution filenames are)")
+    if not _FILENAME_CHARS.fullmatch(filename):
+        raise BadRequest("filename has characters no distribution filename has")
+    ext = dist_extension(filename)
+    if ext is not None and not filename.endswith(ext):
+        raise BadRequest(f"the extension must be written {ext!r}")
 
 
 def _storage_error(exc: OSError) -> HTTPProblem:

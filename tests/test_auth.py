@@ -102,7 +102,7 @@ def test_unparseable_file_mid_edit_keeps_the_previous_users(
         ("Basic !!!", None),
         ("Basic " + base64.b64encode(b"nocolon").decode(), None),
         ("Basic " + base64.b64encode(b":pw").decode(), None),
-        ("Basic " + base64.b64encode(b"\xff\xfe:x").decode(), None),
+        ("Basic " + base64.b64encode(b"\xff\xfe:x").decode(), ("\u00ff\u00fe", "x")),  # latin-1
         ("basic " + base64.b64encode(b"u:p:q").decode(), ("u", "p:q")),
         ("Basic " + base64.b64encode("j\u00fcrgen:pw".encode()).decode(), ("j\u00fcrgen", "pw")),
     ],
@@ -129,3 +129,55 @@ def test_unknown_users_cost_a_real_verification(
     with pytest.raises(Forbidden):
         a.check("list", basic("nobody", "pw"))
     assert calls == ["bc"]  # the first real user's hash was verified (and the answer ignored)
+
+
+@pytest.mark.parametrize("entry", ["locked:!", "star:*", "nopw:", "plain:secret"])
+def test_entries_without_a_real_hash_never_log_in(tmp_path: Path, entry: str) -> None:
+    path = tmp_path / "htpasswd"
+    path.write_text("alice:" + ldap_sha1.hash("pw") + "\n" + entry + "\n")
+    a = Authenticator(str(path), frozenset({"list"}))
+    user, _, text = entry.partition(":")
+    for password in (text, "", "!", "*"):
+        with pytest.raises(Forbidden):
+            a.check("list", basic(user, password))
+    assert a.check("list", basic("alice", "pw")) == "alice"
+
+
+def test_latin1_credentials_from_requests_based_clients(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    path.write_text("j\u00fcrgen:" + ldap_sha1.hash("p\u00e4ss") + "\n", encoding="utf-8")
+    a = Authenticator(str(path), frozenset({"list"}))
+    utf8 = "Basic " + base64.b64encode("j\u00fcrgen:p\u00e4ss".encode()).decode()
+    latin1 = "Basic " + base64.b64encode("j\u00fcrgen:p\u00e4ss".encode("latin-1")).decode()
+    assert a.check("list", utf8) == "j\u00fcrgen"
+    assert a.check("list", latin1) == "j\u00fcrgen"
+
+
+def test_password_checks_beyond_the_cores_are_shed_with_503(
+    htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pkgserver.errors import Busy
+
+    monkeypatch.setattr(auth_mod, "CHECK_WAIT", 0.05)
+    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    while a._checks.acquire(blocking=False):  # every slot busy, as under a burst
+        pass
+    with pytest.raises(Busy) as info:
+        a.check("list", basic("sha", "wrong"))
+    assert info.value.status == 503 and info.value.headers["Retry-After"] == "1"
+
+
+def test_a_deleted_password_file_lets_no_one_in(
+    htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth_mod, "RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(auth_mod, "MISSING_GRACE", 0.0)
+    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    assert a.check("list", basic("sha", "pw-sha")) == "sha"
+    content = htpasswd.read_bytes()
+    htpasswd.unlink()
+    for _ in range(2):
+        with pytest.raises(Forbidden):
+            a.check("list", basic("sha", "pw-sha"))
+    htpasswd.write_bytes(content)
+    assert a.check("list", basic("sha", "pw-sha")) == "sha"

@@ -231,3 +231,26 @@ def test_passwd_into_an_unwritable_place(tmp_path: Path) -> None:
     res = passwd(str(tmp_path / "missing-dir" / "htpasswd"), "alice", stdin="pw\n")
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
+
+
+def test_passwd_keeps_owner_and_mode_and_edits_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "real-htpasswd"
+    assert passwd(str(target), "alice", stdin="pw\n").returncode == 0
+    os.chmod(target, 0o604)
+    if os.getuid() == 0:
+        os.chown(target, 65534, 65534)
+    link = tmp_path / "htpasswd"
+    link.symlink_to(target)
+    assert passwd(str(link), "bob", stdin="pw2\n").returncode == 0
+    assert link.is_symlink()
+    st = target.stat()
+    assert oct(st.st_mode & 0o777) == "0o604"
+    if os.getuid() == 0:
+        assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert b"bob:" in target.read_bytes()
+
+
+@pytest.mark.parametrize("user", ["#dave", "a b", "tab\tuser"])
+def test_passwd_refuses_names_htpasswd_cannot_hold(tmp_path: Path, user: str) -> None:
+    res = passwd(str(tmp_path / "ht"), user, stdin="pw\n")
+    assert res.returncode == 2 and "invalid user name" in res.stderr

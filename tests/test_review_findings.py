@@ -206,3 +206,181 @@ def test_search_terms_are_bounded(tmp_path: Path) -> None:
     body = xmlrpc.client.dumps(({"name": ["zz" * 40] * 9 + ["demo"]}, "or"), "search").encode()
     (hits,), _ = xmlrpc.client.loads(app.post("/RPC2", body, content_type="text/xml").body)
     assert [h["name"] for h in hits] == ["demo"]
+
+
+# -- upload-side review ------------------------------------------------------------------------
+from test_upload import make_app, multipart, post, upload_form  # noqa: E402
+
+
+@pytest.fixture
+def upload_app(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from passlib.hash import bcrypt
+
+    root = tmp_path / "packages"
+    root.mkdir()
+    ht = tmp_path / "htpasswd"
+    ht.write_text("alice:" + bcrypt.using(ident="2y", rounds=4).hash("s3cret") + "\n")
+    return root, ht
+
+
+@pytest.mark.parametrize("kind", ["fifo", "devzero"])
+def test_something_odd_at_the_target_name_gets_409_without_hanging(
+    upload_app, tmp_path: Path, kind: str
+) -> None:  # type: ignore[no-untyped-def]
+    root, ht = upload_app
+    app, _ = make_app(root, ht)
+    whl = make_wheel(tmp_path / "dist", "demo", "7.0")
+    target = root / whl.name
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        os.symlink("/dev/zero", target)
+    done: list[int] = []
+    threading.Thread(
+        target=lambda: done.append(post(app, upload_form(whl)).status_int), daemon=True
+    ).start()
+    deadline = time.monotonic() + 5
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert done == [409]
+    other = make_wheel(tmp_path / "dist", "other", "1.0")
+    assert post(app, upload_form(other)).status_int == 200  # the publish lock is free
+
+
+def test_a_refused_upload_never_touches_another_files_signature(upload_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, ht = upload_app
+    app, _ = make_app(root, ht)
+    whl = make_wheel(tmp_path / "dist", "demo", "6.0")
+    (root / whl.name).write_bytes(b"")  # unlisted: being copied in, say
+    (root / (whl.name + ".asc")).write_text("ORIGINAL SIGNATURE")
+    fields = [
+        (":action", "file_upload"),
+        ("name", "demo"),
+        ("version", "6.0"),
+        ("attestations", "[]"),
+    ]
+    body = multipart(
+        fields,
+        [
+            ("content", whl.name, whl.read_bytes()),
+            ("gpg_signature", whl.name + ".asc", b"ATTACKER"),
+        ],
+    )
+    assert post(app, body).status_int == 409
+    assert (root / (whl.name + ".asc")).read_text() == "ORIGINAL SIGNATURE"
+    assert not (root / (whl.name + ".attestations.json")).exists()
+    assert not [n for n in os.listdir(root) if n.startswith(".")]
+
+
+def test_overwrite_without_a_signature_drops_the_old_one(upload_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, ht = upload_app
+    app, _ = make_app(root, ht, overwrite=True)
+    whl = make_wheel(tmp_path / "a", "demo", "1.0")
+    fields = [(":action", "file_upload"), ("name", "demo"), ("version", "1.0")]
+    post(
+        app,
+        multipart(
+            fields, [("content", whl.name, whl.read_bytes()), ("gpg_signature", "x.asc", b"SIG")]
+        ),
+        status=200,
+    )
+    assert (root / (whl.name + ".asc")).exists()
+    new = make_wheel(tmp_path / "b", "demo", "1.0", body="NEW = 1\n")
+    post(app, upload_form(new), status=200)
+    assert not (root / (whl.name + ".asc")).exists()
+    app.get(f"/packages/{whl.name}.asc", status=404)
+
+
+def test_eggs_for_different_pythons_are_different_files(upload_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from pkgserver.upload import file_key
+
+    assert file_key("eggy-1.0-py3.8.egg") != file_key("eggy-1.0-py3.9.egg")
+    assert file_key("eggy-1.0-py3.8.egg") == file_key("Eggy-1.0.0-py3.8.egg")
+
+
+@pytest.mark.parametrize("field", ["version", "remove"])
+def test_absurdly_long_version_numbers_get_400_not_500(
+    upload_app, tmp_path: Path, field: str
+) -> None:  # type: ignore[no-untyped-def]
+    root, ht = upload_app
+    app, _ = make_app(root, ht)
+    big = "1" * 5000
+    if field == "version":
+        whl = make_wheel(tmp_path / "dist", "demo", "1.0")
+        res = post(app, upload_form(whl, version=big))
+        assert res.status_int == 400
+    else:
+        res = post(
+            app, multipart([(":action", "remove_pkg"), ("name", "demo"), ("version", big)], [])
+        )
+        assert res.status_int == 404
+
+
+def test_a_zip_listing_too_many_members_is_refused_before_zipfile_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pkgserver import metadata
+    from pkgserver.distfile import KIND_WHEEL
+
+    monkeypatch.setattr(metadata, "MAX_ZIP_MEMBERS", 100)
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(150):
+            zf.writestr(f"demo/f{i}", b"")
+        zf.writestr(
+            "demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+        )
+
+    def no_zipfile(*args: object, **kw: object) -> None:
+        raise AssertionError("zipfile.ZipFile must not be reached")
+
+    monkeypatch.setattr(metadata.zipfile, "ZipFile", no_zipfile)
+    with pytest.raises(metadata.InvalidArchive, match="too many members"):
+        metadata.read_core_metadata(str(path), KIND_WHEEL, "demo")
+
+
+def test_a_folded_header_is_joined_and_an_oversized_header_section_refused() -> None:
+    from pkgserver.metadata import InvalidArchive, parse_core_metadata
+
+    folded = "Summary: start\n" + "".join(f"        part {i}\n" for i in range(50_000))
+    meta = parse_core_metadata(
+        ("Metadata-Version: 2.1\nName: d\nVersion: 1\n" + folded).encode(), is_wheel=True
+    )
+    assert (
+        meta.summary is not None
+        and meta.summary.startswith("start part 0 part 1")
+        and meta.summary.endswith("part 49999")
+    )
+    huge = "Summary: " + "x" * 5_000_000 + "\n"
+    with pytest.raises(InvalidArchive, match="header section too large"):
+        parse_core_metadata(
+            ("Metadata-Version: 2.1\nName: d\nVersion: 1\n" + huge).encode(), is_wheel=True
+        )
+
+
+def test_a_boundary_containing_xml_is_still_an_upload(upload_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, ht = upload_app
+    app, _ = make_app(root, ht)
+    whl = make_wheel(tmp_path / "dist", "demo", "1.0")
+    body, _ = upload_form(whl)
+    boundary = body.split(b"\r\n", 1)[0][2:]
+    body = body.replace(boundary, b"xmlXMLxml")
+    res = post(app, (body, "multipart/form-data; boundary=xmlXMLxml"))
+    assert res.status_int == 200, res.text
+
+
+@pytest.mark.parametrize(
+    "filename", ["demo-1.0.TAR.GZ", "demo-2.0-py3-none-<b>#%2e%2e.whl", "demo-1.0-py3-none-any.WHL"]
+)
+def test_filenames_no_build_tool_makes_are_refused(
+    upload_app, tmp_path: Path, filename: str
+) -> None:  # type: ignore[no-untyped-def]
+    root, ht = upload_app
+    app, _ = make_app(root, ht)
+    whl = make_wheel(tmp_path / "dist", "demo", "1.0")
+    body = multipart(
+        [(":action", "file_upload"), ("name", "demo"), ("version", "1.0")],
+        [("content", filename, whl.read_bytes())],
+    )
+    assert post(app, body).status_int == 400
+    assert os.listdir(root) == []

@@ -313,7 +313,7 @@ BAD_FILENAMES = [
     (".demo_pkg-1.0-py3-none-any.whl", "start with a dot"),
     ("demo_pkg-1.0-py3-none-any\x00.whl", "control characters"),
     ("demo_pkg-1.0-py3-none-any\t.whl", "control characters"),
-    ("demo_pkg-1.0-py3-none-any.whl\r\nX: y", "invalid"),  # breaks the part header itself
+    ("demo_pkg-1.0-py3-none-any.whl\r\nX: y", "filename"),  # breaks the part header itself
     ("demo_pkg-1.0-py3-none-any.wh\u0142", "ASCII"),
     ("d\u0435mo_pkg-1.0-py3-none-any.whl", "ASCII"),  # Cyrillic "e"
     ("demo_pkg-1.0-py3-none-any" + "x" * 300 + ".whl", "too long"),
