@@ -201,14 +201,24 @@ def create_app(
             )
         return media
 
-    def send_rendered(page: render.Rendered) -> bottle.HTTPResponse:
+    def send_rendered(
+        page: render.Rendered, cache: dict[Any, Any] | None = None, key: Any = None
+    ) -> bottle.HTTPResponse:
+        """A cached rendering, gzipped when the client accepts it (pip and uv do), with ETag."""
+        encoding = None
+        if cache is not None and render.accepts_gzip(_header("Accept-Encoding")):
+            variant = render.gzipped(cache, key, page)
+            if variant is not None:
+                page, encoding = variant, "gzip"
         headers = {
             "Content-Type": page.content_type
             + ("; charset=utf-8" if "html" in page.content_type else ""),
             "ETag": page.etag,
-            "Vary": "Accept",
+            "Vary": "Accept, Accept-Encoding",
             "Cache-Control": "max-age=0, must-revalidate",
         }
+        if encoding:
+            headers["Content-Encoding"] = encoding
         if _etag_matches(_header("If-None-Match"), page.etag):
             return bottle.HTTPResponse(status=304, **headers)
         return bottle.HTTPResponse(page.body, **headers)
@@ -288,7 +298,8 @@ def create_app(
     @guarded
     def simple_index() -> Any:
         require("list")
-        return send_rendered(render.render_index(catalog.snapshot, negotiated()))
+        snap, media = catalog.snapshot, negotiated()
+        return send_rendered(render.render_index(snap, media), snap.cache, ("index", media))
 
     @app.get("/simple/<name>")
     @guarded
@@ -303,7 +314,8 @@ def create_app(
         found = hosted_or_redirect(name)
         if isinstance(found, bottle.HTTPResponse):
             return found
-        return send_rendered(render.render_project(found, media, settings.hash_algo))
+        page = render.render_project(found, media, settings.hash_algo)
+        return send_rendered(page, found.cache, ("project", media, settings.hash_algo))
 
     @app.get("/packages/<path:path>")
     @guarded

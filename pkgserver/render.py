@@ -7,6 +7,7 @@ Nothing here touches the disk or the web framework. Every string that reaches HT
 from __future__ import annotations
 
 import datetime
+import gzip
 import hashlib
 import html
 import json
@@ -52,6 +53,45 @@ class Rendered(NamedTuple):
     body: bytes
     content_type: str
     etag: str  # quoted strong ETag
+
+
+GZIP_MIN = 1024  # smaller bodies are sent as they are
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (pip and uv send "gzip, deflate, ...")."""
+    if not header:
+        return False
+    star = False
+    for item in header.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        q = 1.0
+        key, _, value = params.strip().partition("=")
+        if key.strip() == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                q = 0.0
+        if coding.strip() in ("gzip", "x-gzip"):
+            return q > 0
+        if coding.strip() == "*":
+            star = q > 0
+    return star
+
+
+def gzipped(cache: dict[Any, Any], key: Any, page: Rendered) -> Rendered | None:
+    """The gzip variant of a cached rendering, compressed once (None if not worth it).
+
+    Its ETag differs from the plain one's: they are different representations.
+    """
+    if len(page.body) < GZIP_MIN:
+        return None
+    variant = cache.get((key, "gzip"))
+    if variant is None:
+        body = gzip.compress(page.body, compresslevel=6, mtime=0)
+        variant = Rendered(body, page.content_type, page.etag[:-1] + '-gz"')
+        cache[(key, "gzip")] = variant
+    return variant
 
 
 def esc(value: object) -> str:

@@ -8,6 +8,7 @@ import xmlrpc.client
 from pathlib import Path
 
 import pytest
+from builders import make_wheel
 from conftest import make_testapp
 
 from pkgserver.render import JSON_V1
@@ -20,7 +21,7 @@ def test_simple_index_lists_each_project_once(testapp) -> None:  # type: ignore[
     res = testapp.get("/simple/")
     assert res.status_int == 200
     assert res.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert res.headers["Vary"] == "Accept"
+    assert res.headers["Vary"] == "Accept, Accept-Encoding"
     assert res.text.count('href="demo-pkg/"') == 1
     assert 'href="foo-2fa/"' in res.text
     assert 'href="helper/"' in res.text
@@ -390,3 +391,46 @@ def test_json_project_page_via_webtest_is_valid(testapp) -> None:  # type: ignor
     doc = json.loads(res.body)
     assert doc["name"] == "demo-pkg"
     assert all(f["url"].startswith("../../packages/") for f in doc["files"])
+
+
+def raw_get(app, path: str, **headers: str) -> tuple[str, dict[str, str], bytes]:  # type: ignore[no-untyped-def]
+    """Call the WSGI app directly: webtest would undo Content-Encoding."""
+    import io
+
+    env = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "SCRIPT_NAME": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+    }
+    env.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
+    seen: list[tuple[str, list[tuple[str, str]]]] = []
+    body = b"".join(app(env, lambda status, hdrs, exc=None: seen.append((status, hdrs))))
+    return seen[0][0], dict(seen[0][1]), body
+
+
+def test_pages_are_gzipped_for_clients_that_accept_it(pkgdir: Path) -> None:
+    import gzip
+
+    for i in range(60):  # an index large enough to be worth compressing
+        make_wheel(pkgdir, f"extra-project-{i}", "1.0")
+    app = make_testapp([pkgdir])[0].app
+    _, plain_headers, plain = raw_get(app, "/simple/")
+    status, headers, zipped = raw_get(app, "/simple/", accept_encoding="gzip, deflate")
+    assert headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped) == plain
+    assert len(zipped) < len(plain) / 3
+    assert headers["ETag"] != plain_headers["ETag"]
+    assert "Accept-Encoding" in headers["Vary"]
+    status, _, _ = raw_get(app, "/simple/", accept_encoding="gzip", if_none_match=headers["ETag"])
+    assert status.startswith("304")
+    _, headers, _ = raw_get(app, "/simple/", accept_encoding="gzip;q=0, identity")
+    assert "Content-Encoding" not in headers
+    # Files are never compressed on the fly: their bytes must match their hashes.
+    _, headers, _ = raw_get(app, "/packages/demo_pkg-1.0-py3-none-any.whl", accept_encoding="gzip")
+    assert "Content-Encoding" not in headers
