@@ -8,6 +8,7 @@ set, so the server works behind a path-prefix proxy and a spoofed ``Host`` canno
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import logging
 import os
@@ -45,6 +46,12 @@ _CONTENT_TYPES = (
 )
 _RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
 _FILE_CHUNK = 256 * 1024
+SMALL_FILE = 256 * 1024  # files up to this size are read into memory and sent as bytes
+
+
+@functools.lru_cache(maxsize=65536)
+def _http_date(seconds: int) -> str:
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 def _header(name: str) -> str | None:
@@ -86,9 +93,20 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
+_STATUS = {200: "200 OK", 304: "304 Not Modified"}
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+
 class _App(bottle.Bottle):  # type: ignore[misc]
     """bottle drops bytes of the path that are not UTF-8 ('/simple/%ff' would become
-    '/simple/'); refuse such paths before it sees them."""
+    '/simple/'); refuse such paths before it sees them.
+
+    ``fast`` answers the plainest, most frequent requests (a hosted project page, a small file)
+    without bottle's request and response objects, or returns None to let the routes decide;
+    see create_app.
+    """
+
+    fast: Callable[[dict[str, Any]], Answer | None] | None = None
 
     def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         try:
@@ -100,6 +118,20 @@ class _App(bottle.Bottle):  # type: ignore[misc]
                 [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
             )
             return [body]
+        if self.fast is not None:
+            try:
+                answer = self.fast(environ)
+            except Exception:  # the routes know how to answer (or report) anything odd
+                log.exception("fast path failed; answering through the routes")
+                answer = None
+            if answer is not None:
+                status, headers, body = answer
+                if status == 200 and not any(k == "Content-Length" for k, _ in headers):
+                    headers = [*headers, ("Content-Length", str(len(body)))]
+                if environ.get("REQUEST_METHOD") == "HEAD":
+                    body = b""
+                start_response(_STATUS[status], headers)
+                return [body]
         return super().wsgi(environ, start_response)
 
 
@@ -204,24 +236,10 @@ def create_app(
     def send_rendered(
         page: render.Rendered, cache: dict[Any, Any] | None = None, key: Any = None
     ) -> bottle.HTTPResponse:
-        """A cached rendering, gzipped when the client accepts it (pip and uv do), with ETag."""
-        encoding = None
-        if cache is not None and render.accepts_gzip(_header("Accept-Encoding")):
-            variant = render.gzipped(cache, key, page)
-            if variant is not None:
-                page, encoding = variant, "gzip"
-        headers = {
-            "Content-Type": page.content_type
-            + ("; charset=utf-8" if "html" in page.content_type else ""),
-            "ETag": page.etag,
-            "Vary": "Accept, Accept-Encoding",
-            "Cache-Control": "max-age=0, must-revalidate",
-        }
-        if encoding:
-            headers["Content-Encoding"] = encoding
-        if _etag_matches(_header("If-None-Match"), page.etag):
-            return bottle.HTTPResponse(status=304, **headers)
-        return bottle.HTTPResponse(page.body, **headers)
+        status, headers, body = _page_answer(
+            page, cache, key, _header("Accept-Encoding"), _header("If-None-Match")
+        )
+        return bottle.HTTPResponse(body, status=status, headers=headers)
 
     def hosted_or_redirect(raw_name: str) -> Any:
         """The hosted project, or a response (canonical redirect, fallback redirect)."""
@@ -351,11 +369,17 @@ def create_app(
             version = project.latest.version
         elif version not in project.versions:
             raise NotFound(f"{project.name} has no version {version!r}")
-        files = project.files_of(version)
-        # A wheel's METADATA is authoritative; an sdist's PKG-INFO may lack dependencies.
-        source = next((f for f in files if f.kind == "bdist_wheel"), files[-1])
-        meta = metadata.get(source)
-        body = render.render_project_json_api(project, version, meta, base_url(), releases=True)
+        base = base_url()
+        key = ("pypi-json", version, base)
+        body = project.cache.get(key)  # dies with the project's snapshot, like every rendering
+        if body is None:
+            files = project.files_of(version)
+            # A wheel's METADATA is authoritative; an sdist's PKG-INFO may lack dependencies.
+            source = next((f for f in files if f.kind == "bdist_wheel"), files[-1])
+            meta = metadata.get(source)
+            body = render.render_project_json_api(project, version, meta, base, releases=True)
+            if len(project.cache) < 64:  # bounded: the base URL comes from the Host header
+                project.cache[key] = body
         return bottle.HTTPResponse(body, **{"Content-Type": "application/json"})
 
     def xmlrpc_search() -> Any:
@@ -479,12 +503,7 @@ def create_app(
             raise NotFound("this file changed on disk; the index is catching up, try again")
         etag = f'"{f.sha256}"'
         size = st.st_size
-        headers = {
-            "Content-Type": _content_type(f.filename),
-            "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
-            "Accept-Ranges": "bytes",
-        }
-        headers["ETag"] = etag
+        headers = dict(_file_headers(f, st.st_mtime))
         inm = _header("If-None-Match")
         if (etag and _etag_matches(inm, etag)) or (not inm and _not_modified_since(st.st_mtime)):
             fh.close()
@@ -504,6 +523,11 @@ def create_app(
                 _RangeFile(fh, start, end - start + 1), status=206, **headers
             )
         headers["Content-Length"] = str(size)
+        if size <= SMALL_FILE or bottle.request.method == "HEAD":
+            # Most wheels are small: one read beats handing waitress a file wrapper.
+            with fh:
+                body = fh.read(size) if bottle.request.method != "HEAD" else b""
+            return bottle.HTTPResponse(body, **headers)
         return bottle.HTTPResponse(fh, **headers)
 
     def send_signature(f: DistFile) -> bottle.HTTPResponse:
@@ -536,6 +560,54 @@ def create_app(
             return bottle.HTTPResponse(status=304, **headers)
         return bottle.HTTPResponse(meta.raw, **headers)
 
+    # -- the fast path --
+    # Only requests that need nothing but a catalog lookup: no query string, nothing protected,
+    # a canonical project name that is hosted, a whole small file that is intact. Anything else
+    # (redirects, fallbacks, ranges, auth, errors) goes through the routes above.
+    page_fast = not auth.requires("list")
+    file_fast = not auth.requires("download")
+    hash_algo = settings.hash_algo
+
+    def fast(environ: dict[str, Any]) -> Answer | None:
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD") or environ.get("QUERY_STRING"):
+            return None
+        path = environ.get("PATH_INFO", "")
+        if page_fast and path.startswith("/simple/") and path.endswith("/"):
+            name = path[8:-1]
+            project = catalog.snapshot.projects.get(name)
+            if project is None or not name:
+                return None
+            media = render.negotiate(environ.get("HTTP_ACCEPT"))
+            if media is None:
+                return None
+            page = render.render_project(project, media, hash_algo)
+            return _page_answer(
+                page,
+                project.cache,
+                ("project", media, hash_algo),
+                environ.get("HTTP_ACCEPT_ENCODING"),
+                environ.get("HTTP_IF_NONE_MATCH"),
+            )
+        if file_fast and path.startswith("/packages/"):
+            if any(k in environ for k in _CONDITIONAL_KEYS):
+                return None
+            f = catalog.snapshot.files.get(path[10:])
+            if f is None or f.size > SMALL_FILE:
+                return None
+            try:
+                with open(f.path, "rb") as fh:
+                    st = os.fstat(fh.fileno())
+                    if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+                        return None  # the route reports it and asks for a recheck
+                    body = fh.read(f.size + 1)
+            except OSError:
+                return None
+            if len(body) != f.size:
+                return None
+            return 200, _file_headers(f, st.st_mtime, len(body)), body
+        return None
+
+    app.fast = fast
     return app
 
 
@@ -543,6 +615,52 @@ def _format_param() -> str | None:
     value = bottle.request.query.getunicode("format")
     # ?format=application/vnd.pypi.simple.v1+json typed by hand: query decoding made "+" a space.
     return value.replace(" ", "+") if value else None
+
+
+def _page_answer(
+    page: render.Rendered,
+    cache: dict[Any, Any] | None,
+    key: Any,
+    accept_encoding: str | None,
+    if_none_match: str | None,
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """A cached rendering, gzipped when the client accepts it (pip and uv do), with ETag and
+    304 revalidation. Shared by the bottle routes and the fast path."""
+    encoding = None
+    if cache is not None and render.accepts_gzip(accept_encoding):
+        variant = render.gzipped(cache, key, page)
+        if variant is not None:
+            page, encoding = variant, "gzip"
+    headers = [
+        (
+            "Content-Type",
+            page.content_type + ("; charset=utf-8" if "html" in page.content_type else ""),
+        ),
+        ("ETag", page.etag),
+        ("Vary", "Accept, Accept-Encoding"),
+        ("Cache-Control", "max-age=0, must-revalidate"),
+    ]
+    if encoding:
+        headers.append(("Content-Encoding", encoding))
+    if _etag_matches(if_none_match, page.etag):
+        # RFC 9110: a 304 carries the validators and caching headers, not the content's.
+        return 304, [h for h in headers if h[0] not in ("Content-Type", "Content-Encoding")], b""
+    return 200, headers, page.body
+
+
+_CONDITIONAL_KEYS = ("HTTP_RANGE", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_RANGE")
+
+
+def _file_headers(f: DistFile, mtime: float, length: int | None = None) -> list[tuple[str, str]]:
+    headers = [
+        ("Content-Type", _content_type(f.filename)),
+        ("Last-Modified", _http_date(int(mtime))),
+        ("Accept-Ranges", "bytes"),
+        ("ETag", f'"{f.sha256}"'),
+    ]
+    if length is not None:
+        headers.append(("Content-Length", str(length)))
+    return headers
 
 
 def _not_modified_since(mtime: float) -> bool:

@@ -434,3 +434,73 @@ def test_pages_are_gzipped_for_clients_that_accept_it(pkgdir: Path) -> None:
     # Files are never compressed on the fly: their bytes must match their hashes.
     _, headers, _ = raw_get(app, "/packages/demo_pkg-1.0-py3-none-any.whl", accept_encoding="gzip")
     assert "Content-Encoding" not in headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/simple/demo-pkg/", {}),
+        ("GET", "/simple/demo-pkg/", {"accept": PIP_ACCEPT}),
+        ("GET", "/simple/demo-pkg/", {"accept": "text/html", "accept_encoding": "gzip"}),
+        ("HEAD", "/simple/demo-pkg/", {}),
+        ("GET", "/simple/demo-pkg/", {"accept": "image/png"}),
+        ("GET", "/simple/Demo_Pkg/", {}),
+        ("GET", "/simple/unknown/", {}),
+        ("GET", "/packages/demo_pkg-1.0-py3-none-any.whl", {}),
+        ("HEAD", "/packages/demo_pkg-1.0-py3-none-any.whl", {}),
+        ("GET", "/packages/helper/helper-1.0-py3-none-any.whl", {}),
+        ("GET", "/packages/helper-1.0-py3-none-any.whl", {}),
+    ],
+)
+def test_the_fast_path_answers_exactly_as_the_routes_do(
+    pkgdir: Path, method: str, path: str, headers: dict[str, str]
+) -> None:
+    app = make_testapp([pkgdir])[0].app
+    fast = raw_request(app, method, path, **headers)
+    app.__dict__["fast"] = None  # bottle refuses to rebind an attribute
+    slow = raw_request(app, method, path, **headers)
+    assert fast[0] == slow[0]
+    ignore = {"Content-Length"} if method == "HEAD" else set()
+    assert {k.lower(): v for k, v in fast[1].items() if k not in ignore} == {
+        k.lower(): v for k, v in slow[1].items() if k not in ignore
+    }
+    assert fast[2] == slow[2]
+
+
+def test_the_fast_path_never_serves_a_changed_file(pkgdir: Path) -> None:
+    app = make_testapp([pkgdir])[0].app
+    with open(pkgdir / "demo_pkg-1.0-py3-none-any.whl", "ab") as fh:
+        fh.write(b"x")
+    status, _, _ = raw_request(app, "GET", "/packages/demo_pkg-1.0-py3-none-any.whl")
+    assert status.startswith("404")
+
+
+def test_protected_servers_never_take_the_fast_path(protected) -> None:  # type: ignore[no-untyped-def]
+    status, _, _ = raw_request(protected.app, "GET", "/simple/demo-pkg/")
+    assert status.startswith("401")
+    status, _, _ = raw_request(protected.app, "GET", "/packages/demo_pkg-1.0-py3-none-any.whl")
+    assert status.startswith("401")
+
+
+def raw_request(app, method: str, path: str, **headers: str) -> tuple[str, dict[str, str], bytes]:  # type: ignore[no-untyped-def]
+    import io
+
+    env = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "SCRIPT_NAME": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.errors": io.StringIO(),
+    }
+    env.update({"HTTP_" + k.upper(): v for k, v in headers.items()})
+    seen: list[tuple[str, list[tuple[str, str]]]] = []
+    out = app(env, lambda status, hdrs, exc=None: seen.append((status, hdrs)))
+    body = b"".join(out)
+    if hasattr(out, "close"):
+        out.close()
+    return seen[0][0], dict(seen[0][1]), body
