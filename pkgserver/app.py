@@ -165,6 +165,7 @@ def create_app(
     metadata: MetadataStore | None = None,
     uploads: Uploads | None = None,
     on_stale: Callable[[str], None] | None = None,
+    on_published: Callable[[DistFile], None] | None = None,
 ) -> bottle.Bottle:
     """Build the WSGI app. Everything it needs is passed in; nothing is global."""
     app = _App()
@@ -181,6 +182,7 @@ def create_app(
             overwrite=settings.overwrite,
             max_size=settings.max_upload_size,
             extra_algos=extra,
+            on_published=on_published,
         )
     fallback = settings.fallback
     base_override = settings.server_base_url.rstrip("/") + "/" if settings.server_base_url else None

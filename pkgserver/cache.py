@@ -15,8 +15,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from .catalog import DistFile
 
@@ -44,13 +44,24 @@ def default_cache_dir() -> str:
     return os.path.join(base, "pkgserver")
 
 
+def _entry(row: tuple[Any, ...]) -> tuple[tuple[int, str], tuple[int, int, int], Cached] | None:
+    root, relpath, size, mtime_ns, ino, project, version, kind, sha, extra = row[:10]
+    extras: tuple[tuple[str, str], ...] = ()
+    if extra:
+        try:
+            extras = tuple((str(a), str(h)) for a, h in json.loads(extra))
+        except (ValueError, TypeError):
+            return None
+    cached = Cached(project, version, kind, sha, extras, *row[10:])
+    return (root, relpath), (size, mtime_ns, ino), cached
+
+
 class DescriptionCache:
     def __init__(self, path: str, roots: Sequence[str]) -> None:
         self.path = path
         self.roots = [os.path.realpath(r) for r in roots]
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
-        self._known: dict[tuple[int, str], tuple[int, int, int]] = {}
 
     @classmethod
     def open(cls, cache_dir: str, roots: Sequence[str]) -> DescriptionCache | None:
@@ -87,31 +98,26 @@ class DescriptionCache:
             raise
         self._db = db
 
-    def load(self) -> dict[tuple[int, str], tuple[tuple[int, int, int], Cached]]:
-        """Everything cached: (root index, relpath) -> ((size, mtime_ns, ino), Cached)."""
+    def rows(self) -> Generator[tuple[tuple[int, str], tuple[int, int, int], Cached], None, None]:
+        """Every entry as ((root index, relpath), (size, mtime_ns, ino), Cached), in key order.
+
+        Streamed from SQLite in primary-key order, so a caller can merge it with its own sorted
+        list without holding the whole cache in memory.
+        """
         if self._db is None:
-            return {}
-        out: dict[tuple[int, str], tuple[tuple[int, int, int], Cached]] = {}
+            return
         try:
             with self._lock:
-                rows = self._db.execute("SELECT * FROM files").fetchall()
+                cursor = self._db.execute("SELECT * FROM files ORDER BY root, relpath")
+                rows = cursor.fetchmany(4096)
+                while rows:
+                    for row in rows:
+                        entry = _entry(row)
+                        if entry is not None:
+                            yield entry
+                    rows = cursor.fetchmany(4096)
         except sqlite3.Error as exc:
             self._fail(exc)
-            return {}
-        for row in rows:
-            root, relpath, size, mtime_ns, ino, project, version, kind, sha, extra = row[:10]
-            rp, msha, summary, display = row[10:]
-            extras: tuple[tuple[str, str], ...] = ()
-            if extra:
-                try:
-                    extras = tuple((str(a), str(h)) for a, h in json.loads(extra))
-                except (ValueError, TypeError):
-                    continue
-            stamp = (size, mtime_ns, ino)
-            cached = Cached(project, version, kind, sha, extras, rp, msha, summary, display)
-            out[(root, relpath)] = (stamp, cached)
-            self._known[(root, relpath)] = stamp
-        return out
 
     def store(
         self, files: Iterable[tuple[int, DistFile]], removals: Iterable[tuple[int, str]] = ()
@@ -119,30 +125,26 @@ class DescriptionCache:
         """Record described files (root index, DistFile) and forget removed ones, in one go."""
         if self._db is None:
             return
-        rows = []
-        for root, f in files:
-            stamp = (f.size, f.mtime_ns, f.ino)
-            if self._known.get((root, f.relpath)) == stamp:
-                continue
-            rows.append(
-                (
-                    root,
-                    f.relpath,
-                    f.size,
-                    f.mtime_ns,
-                    f.ino,
-                    f.project,
-                    f.version,
-                    f.kind,
-                    f.sha256,
-                    json.dumps(f.extra_hashes) if f.extra_hashes else "",
-                    f.requires_python,
-                    f.metadata_sha256,
-                    f.summary,
-                    f.display_name,
-                )
+        rows = [
+            (
+                root,
+                f.relpath,
+                f.size,
+                f.mtime_ns,
+                f.ino,
+                f.project,
+                f.version,
+                f.kind,
+                f.sha256,
+                json.dumps(f.extra_hashes) if f.extra_hashes else "",
+                f.requires_python,
+                f.metadata_sha256,
+                f.summary,
+                f.display_name,
             )
-        gone = [key for key in removals if key in self._known]
+            for root, f in files
+        ]
+        gone = list(removals)
         if not rows and not gone:
             return
         try:
@@ -153,18 +155,12 @@ class DescriptionCache:
                 )
                 self._db.executemany("DELETE FROM files WHERE root = ? AND relpath = ?", gone)
                 self._db.execute("COMMIT")
+                if len(rows) + len(gone) > 1000:
+                    # After a bulk write (a first start), fold the log into the database so the
+                    # next start reads one file.
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             self._fail(exc)
-            return
-        for row in rows:
-            self._known[(row[0], row[1])] = (row[2], row[3], row[4])
-        for key in gone:
-            self._known.pop(key, None)
-
-    def sync(self, files: Sequence[tuple[int, DistFile]]) -> None:
-        """Make the cache hold exactly ``files``: new and changed ones stored, others dropped."""
-        present = {(root, f.relpath) for root, f in files}
-        self.store(files, [key for key in self._known if key not in present])
 
     def _fail(self, exc: Exception) -> None:
         log.warning("index cache disabled after an error: %s", exc)

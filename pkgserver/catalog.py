@@ -21,13 +21,12 @@ class DistFile(NamedTuple):
 
     filename: str
     relpath: str  # posix path relative to its root; the key of the catalog
-    path: str  # absolute path on disk
+    root: str  # the package directory it is in (one shared string per root)
     project: str  # normalized name
     version: str
     kind: str
     size: int
-    mtime: float  # seconds since the epoch; served as upload time
-    mtime_ns: int
+    mtime_ns: int  # served as upload time
     ino: int  # with size and mtime_ns, what the persistent cache checks before reusing an entry
     sha256: str  # hex
     extra_hashes: tuple[tuple[str, str], ...]  # (algo, hex) for --hash-algo other than sha256
@@ -35,6 +34,17 @@ class DistFile(NamedTuple):
     metadata_sha256: str | None  # hash of the servable core metadata (PEP 658), if any
     summary: str | None
     display_name: str | None  # the project name as its metadata spells it
+
+    # Derived rather than stored: at 100,000 files every field costs megabytes.
+    @property
+    def path(self) -> str:
+        """Absolute path on disk."""
+        return self.root + "/" + self.relpath
+
+    @property
+    def mtime(self) -> float:
+        """Seconds since the epoch."""
+        return self.mtime_ns / 1e9
 
     @property
     def sort_key(self) -> tuple[Any, ...]:

@@ -410,7 +410,12 @@ def run(settings: Settings) -> int:
     indexer.start()
     auth = Authenticator(settings.password_file, settings.authenticate)
     app = create_app(
-        settings, catalog, auth=auth, metadata=MetadataStore(), on_stale=indexer.recheck
+        settings,
+        catalog,
+        auth=auth,
+        metadata=MetadataStore(),
+        on_stale=indexer.recheck,
+        on_published=indexer.remember,
     )
     try:
         server = create_server(

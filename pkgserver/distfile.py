@@ -7,6 +7,7 @@ still hold are attributed only when that can be done without guessing.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -143,6 +144,7 @@ def _is_plain_version(version: str) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=65536)  # versions repeat across projects: parse each once
 def version_sort_key(version: str) -> tuple[int, Version | str]:
     """Sort key that puts non-PEP 440 versions first, then PEP 440 versions in order."""
     try:

@@ -10,6 +10,7 @@ import bz2
 import gzip
 import io
 import zipfile
+import zlib
 from typing import IO, NamedTuple
 
 from packaging.utils import canonicalize_name
@@ -174,6 +175,8 @@ def read_core_metadata(
             if lower.endswith((".zip", ".egg")):
                 selector = _egg_pkg_info if lower.endswith(".egg") else _sdist_pkg_info
                 raw = _zip_member(fh, selector)
+            elif data is not None and lower.endswith((".tar.gz", ".tgz")):
+                raw = _tar_pkg_info_in_memory(data)
             else:
                 raw = _tar_pkg_info(fh, lower)
             return parse_core_metadata(raw, is_wheel=False)
@@ -298,6 +301,15 @@ class _BoundedReader(io.RawIOBase):
         return len(data)
 
 
+def _tar_pkg_info_in_memory(data: bytes) -> bytes:
+    """A small .tar.gz already in memory: one bounded zlib call instead of stacked streams."""
+    inflater = zlib.decompressobj(wbits=31)
+    tar = inflater.decompress(data, MAX_TAR_SCAN_BYTES)
+    if inflater.unconsumed_tail:
+        raise InvalidArchive("archive too large to scan for PKG-INFO")
+    return _walk_tar(io.BytesIO(tar))
+
+
 def _tar_pkg_info(fh: IO[bytes], lower: str) -> bytes:
     """Find ``<top>/PKG-INFO`` in a compressed tar, reading headers ourselves.
 
@@ -312,7 +324,11 @@ def _tar_pkg_info(fh: IO[bytes], lower: str) -> bytes:
         decompressed = bz2.BZ2File(fh, mode="rb")
     else:
         raise InvalidArchive("unknown archive format")
-    reader = io.BufferedReader(_BoundedReader(decompressed, MAX_TAR_SCAN_BYTES))
+    return _walk_tar(io.BufferedReader(_BoundedReader(decompressed, MAX_TAR_SCAN_BYTES)))
+
+
+def _walk_tar(reader: IO[bytes]) -> bytes:
+    """Header by header through a tar stream to ``<top>/PKG-INFO``; bounded throughout."""
     long_name: str | None = None
     pax_path: str | None = None
     for _count in range(MAX_TAR_MEMBERS):

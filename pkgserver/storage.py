@@ -19,6 +19,7 @@ import os
 import queue
 import secrets
 import stat
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from . import inotify
 from .cache import Cached, DescriptionCache
 from .catalog import Catalog, DistFile
 from .distfile import (
+    DIST_EXTENSIONS,
     InvalidDistFilename,
     dist_extension,
     is_valid_project_name,
@@ -57,8 +59,12 @@ def is_hidden(relpath: str) -> bool:
     return any(part.startswith(".") for part in relpath.split("/"))
 
 
-def iter_dist_files(root: str) -> Iterator[tuple[str, os.stat_result]]:
-    """(relpath, stat) for each candidate distribution file under ``root``; never raises."""
+def iter_dist_files(
+    root: str, links: set[str] | None = None
+) -> Iterator[tuple[str, os.stat_result]]:
+    """(relpath, stat) for each candidate distribution file under ``root``; never raises.
+
+    Relpaths that are symbolic links are added to ``links`` (scandir knows it for free)."""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -76,9 +82,11 @@ def iter_dist_files(root: str) -> Iterator[tuple[str, os.stat_result]]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(rel)
                     continue
-                if dist_extension(entry.name) is None:
+                if not entry.name.lower().endswith(DIST_EXTENSIONS):
                     continue
                 st = entry.stat(follow_symlinks=True)
+                if links is not None and entry.is_symlink():
+                    links.add(rel)
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
@@ -144,12 +152,11 @@ def describe(
     return DistFile(
         filename=filename,
         relpath=relpath,
-        path=path,
+        root=root,
         project=info.project,
         version=info.version,
         kind=info.kind,
         size=st.st_size,
-        mtime=st.st_mtime,
         mtime_ns=st.st_mtime_ns,
         ino=st.st_ino,
         sha256=known_sha256 if known_sha256 and not extras else sha.hexdigest(),
@@ -190,9 +197,11 @@ class Indexer:
         self.settle = settle
         self.cache = cache
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
-        self._cached: dict[tuple[int, str], tuple[tuple[int, int, int], Cached]] = {}
         self._reused = 0
+        self._walk_links: set[tuple[int, str]] = set()
+        self._unsaved: list[tuple[int, DistFile]] = []
         self.roots = [os.path.abspath(r) for r in roots]
+        self._root_objects = {r: r for r in self.roots}
         self._real_roots = [os.path.realpath(r) for r in self.roots]
         self.catalog = catalog
         self.rescan_interval = rescan_interval
@@ -217,12 +226,8 @@ class Indexer:
         in parallel processes when there are many.
         """
         started = time.monotonic()
-        if self.cache is not None:
-            self._cached = self.cache.load()
         self._reused = 0
-        self._rescan(parallel=True)
-        self._cached = {}  # only the first scan needs it; keep memory for the catalog
-        self._store_all()
+        self._rescan(first=True)
         snap = self.catalog.snapshot
         log.info(
             "indexed %d files of %d projects in %.2fs (%d from the cache)",
@@ -272,19 +277,19 @@ class Indexer:
             self._watcher.close()
             self._watcher = None
         if self.cache is not None:
-            self._store_all()
+            self._save_unsaved()  # a scan without a worker thread (tests, tools)
             self.cache.close()
 
-    def _store_all(self) -> None:
-        """Bring the persistent cache in step with the catalog (uploads were listed directly)."""
-        if self.cache is None:
-            return
-        files = []
-        for f in self.catalog.snapshot.files.values():
-            located = self.root_of(f.path)
-            if located is not None:
-                files.append((located[0], f))
-        self.cache.sync(files)
+    def _save_unsaved(self) -> None:
+        if self._unsaved and self.cache is not None:
+            unsaved, self._unsaved = self._unsaved, []
+            self.cache.store(unsaved)
+
+    def remember(self, f: DistFile) -> None:
+        """Record a file listed by an upload in the persistent cache (thread-safe)."""
+        located = self.root_of(f.path)
+        if self.cache is not None and located is not None:
+            self.cache.store([(located[0], f)])
 
     def recheck(self, path: str) -> None:
         """Ask the worker to look at ``path`` again (thread-safe; from request threads)."""
@@ -300,6 +305,7 @@ class Indexer:
     # -- the worker ------------------------------------------------------------------------
     def _run(self) -> None:
         next_rescan = time.monotonic() + self.rescan_interval if self.rescan_interval else None
+        self._save_unsaved()
         while not self._stop.is_set():
             now = time.monotonic()
             timeout = 1.0
@@ -320,7 +326,6 @@ class Indexer:
                 self._check_quiet_writers()
                 if next_rescan is not None and time.monotonic() >= next_rescan:
                     self._rescan()
-                    self._store_all()
                     next_rescan = time.monotonic() + self.rescan_interval
             except Exception:  # the indexer must outlive any one bad event
                 log.exception("indexer error; rescanning")
@@ -490,9 +495,11 @@ class Indexer:
             return
         upserts.append(described)
 
-    def _checked_path(self, root_index: int, relpath: str) -> bool:
-        path = os.path.join(self.roots[root_index], *relpath.split("/"))
-        if not self._confined(path):
+    def _checked_path(self, root_index: int, relpath: str, walked: bool = False) -> bool:
+        """Confined to its root and UTF-8. ``walked``: it was just seen by a scan, which
+        noted every symbolic link, so a file not noted needs no lstat to be confined."""
+        path = self.roots[root_index] + "/" + relpath
+        if (not walked or (root_index, relpath) in self._walk_links) and not self._confined(path):
             self._warn_once(relpath, "is a link that leaves the package directory; skipped")
             return False
         try:
@@ -502,44 +509,14 @@ class Indexer:
             return False
         return True
 
-    def _from_cache(self, root_index: int, relpath: str, st: os.stat_result) -> DistFile | None:
-        hit = self._cached.get((root_index, relpath))
-        if hit is None or hit[0] != (st.st_size, st.st_mtime_ns, st.st_ino):
-            return None
-        cached = hit[1]
-        if {a for a, _ in cached.extra_hashes} != set(self.extra_algos):
-            return None
-        if not self._checked_path(root_index, relpath):
-            return None
-        self._reused += 1
-        return DistFile(
-            filename=relpath.rsplit("/", 1)[-1],
-            relpath=relpath,
-            path=os.path.join(self.roots[root_index], *relpath.split("/")),
-            project=cached.project,
-            version=cached.version,
-            kind=cached.kind,
-            size=st.st_size,
-            mtime=st.st_mtime,
-            mtime_ns=st.st_mtime_ns,
-            ino=st.st_ino,
-            sha256=cached.sha256,
-            extra_hashes=cached.extra_hashes,
-            requires_python=cached.requires_python,
-            metadata_sha256=cached.metadata_sha256,
-            summary=cached.summary,
-            display_name=cached.display_name,
-        )
-
-    def _describe(self, root_index: int, relpath: str, st: os.stat_result) -> DistFile | None:
+    def _describe(
+        self, root_index: int, relpath: str, st: os.stat_result, walked: bool = False
+    ) -> DistFile | None:
         root = self.roots[root_index]
-        cached = self._from_cache(root_index, relpath, st)
-        if cached is not None:
-            return cached
-        if not self._checked_path(root_index, relpath):
+        if not self._checked_path(root_index, relpath, walked):
             return None
         try:
-            return describe(root, relpath, st, self.extra_algos)
+            return self._compact(describe(root, relpath, st, self.extra_algos))
         except InvalidDistFilename as exc:
             self._warn_once(relpath, f"cannot be attributed to a project ({exc}); skipped")
         except OSError as exc:
@@ -571,7 +548,7 @@ class Indexer:
             if path not in self._writing:
                 self._schedule(now, path, confirmed=False)
 
-    def _rescan(self, parallel: bool = False) -> None:
+    def _rescan(self, first: bool = False) -> None:
         """Compare the disk with the catalog. Files with old mtimes are listed at once."""
         snap = self.catalog.snapshot
         seen: set[str] = set()
@@ -580,12 +557,14 @@ class Indexer:
         todo: list[tuple[int, str, os.stat_result, bool]] = []
         now_wall = time.time()
         now = time.monotonic()
+        walk_links: set[tuple[int, str]] = set()
         for root_index, root in enumerate(self.roots):
-            for relpath, st in iter_dist_files(root):
+            links: set[str] = set()
+            for relpath, st in iter_dist_files(root, links):
                 if relpath in seen:
                     continue  # an earlier root wins
                 seen.add(relpath)
-                path = os.path.join(root, *relpath.split("/"))
+                path = root + "/" + relpath
                 listed = snap.files.get(relpath)
                 if (
                     listed is not None
@@ -603,54 +582,151 @@ class Indexer:
                     self._schedule(now, path, confirmed=False)
                     continue
                 todo.append((root_index, relpath, st, listed is not None))
-        if parallel and len(todo) >= PARALLEL_MIN and self.workers > 1:
-            described_all = self._describe_parallel(todo)
-        else:
-            described_all = [self._describe(r, rel, st) for r, rel, st, _ in todo]
+            walk_links.update((root_index, rel) for rel in links)
+        self._walk_links = walk_links
+        described_all = self._describe_all(todo, first)
         for (_, relpath, _, was_listed), described in zip(todo, described_all):
             if described is not None:
                 upserts.append(described)
             elif was_listed:
                 removals.append(relpath)
         removals.extend(rel for rel in snap.files if rel not in seen)
-        self._apply(upserts, removals)
+        self._apply(upserts, removals, remember=False)  # _describe_all stored what it read
+
+    def _describe_all(
+        self, todo: list[tuple[int, str, os.stat_result, bool]], first: bool
+    ) -> list[DistFile | None]:
+        """Describe every file of a scan: from the persistent cache where it is still right
+        (first scan only), else by reading it, in worker processes when there are many."""
+        results: list[DistFile | None] = [None] * len(todo)
+        pending = list(range(len(todo)))
+        if first and self.cache is not None:
+            pending = self._reuse_cached(todo, results)
+        if first and len(pending) >= PARALLEL_MIN and self.workers > 1:
+            self._describe_parallel(todo, pending, results)
+        else:
+            for i in pending:
+                root_index, relpath, st, _ = todo[i]
+                results[i] = self._describe(root_index, relpath, st, walked=True)
+        if self.cache is not None:
+            # Only what was read now: what came from the cache is there already. Written by the
+            # worker thread once serving has begun (a first start of 100,000 files need not
+            # wait for 100,000 inserts; if it dies before, the next start reads them again).
+            fresh = [(todo[i][0], f) for i in pending if (f := results[i]) is not None]
+            if first:
+                self._unsaved.extend(fresh)
+            else:
+                self.cache.store(fresh)
+        return results
+
+    def _reuse_cached(
+        self, todo: list[tuple[int, str, os.stat_result, bool]], results: list[DistFile | None]
+    ) -> list[int]:
+        """Merge the scan (sorted) with the cache's rows (streamed in key order): reuse entries
+        whose file is unchanged, drop rows of files that are gone. Returns what is left to read.
+
+        A merge rather than a lookup table: the table would cost tens of MB at 100,000 files.
+        """
+        assert self.cache is not None
+        want_algos = set(self.extra_algos)
+        pending: list[int] = []
+        stale: list[tuple[int, str]] = []
+        rows = self.cache.rows()
+        try:
+            row = next(rows, None)
+            for i in sorted(range(len(todo)), key=lambda i: (todo[i][0], todo[i][1])):
+                root_index, relpath, st, _ = todo[i]
+                key = (root_index, relpath)
+                while row is not None and row[0] < key:
+                    stale.append(row[0])
+                    row = next(rows, None)
+                if row is not None and row[0] == key:
+                    stamp, cached = row[1], row[2]
+                    row = next(rows, None)
+                    if (
+                        stamp == (st.st_size, st.st_mtime_ns, st.st_ino)
+                        and {a for a, _ in cached.extra_hashes} == want_algos
+                        and self._checked_path(root_index, relpath, walked=True)
+                    ):
+                        results[i] = self._from_cached(root_index, relpath, st, cached)
+                        continue
+                pending.append(i)
+            while row is not None:
+                stale.append(row[0])
+                row = next(rows, None)
+        finally:
+            rows.close()
+        self.cache.store([], stale)
+        return pending
+
+    def _from_cached(
+        self, root_index: int, relpath: str, st: os.stat_result, cached: Cached
+    ) -> DistFile:
+        self._reused += 1
+        intern = sys.intern
+        return DistFile(
+            filename=relpath if "/" not in relpath else relpath.rsplit("/", 1)[-1],
+            relpath=relpath,
+            root=self.roots[root_index],
+            project=intern(cached.project),
+            version=intern(cached.version),
+            kind=intern(cached.kind),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            ino=st.st_ino,
+            sha256=cached.sha256,
+            extra_hashes=cached.extra_hashes,
+            requires_python=intern(cached.requires_python) if cached.requires_python else None,
+            metadata_sha256=cached.metadata_sha256,
+            summary=intern(cached.summary) if cached.summary else None,
+            display_name=intern(cached.display_name) if cached.display_name else None,
+        )
 
     def _describe_parallel(
-        self, todo: list[tuple[int, str, os.stat_result, bool]]
-    ) -> list[DistFile | None]:
+        self,
+        todo: list[tuple[int, str, os.stat_result, bool]],
+        pending: list[int],
+        results: list[DistFile | None],
+    ) -> None:
         """Read many files in worker processes (the first start of a large directory)."""
         from concurrent.futures import ProcessPoolExecutor
 
-        results: list[DistFile | None] = [None] * len(todo)
-        jobs = []
-        for i, (root_index, relpath, st, _) in enumerate(todo):
-            cached = self._from_cache(root_index, relpath, st)
-            if cached is not None:
-                results[i] = cached
-            elif self._checked_path(root_index, relpath):
-                jobs.append((i, root_index, relpath, st))
-        if len(jobs) < PARALLEL_MIN:
-            for i, root_index, relpath, st in jobs:
-                results[i] = self._describe(root_index, relpath, st)
-            return results
+        jobs = [i for i in pending if self._checked_path(todo[i][0], todo[i][1], walked=True)]
         log.info("reading %d files with %d processes", len(jobs), self.workers)
         try:
             ctx = multiprocessing.get_context("spawn")  # never fork a threaded process
             with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
-                args = [(self.roots[r], rel, st, self.extra_algos) for _, r, rel, st in jobs]
-                outcomes = pool.map(_describe_job, args, chunksize=256)
-                for (i, _, relpath, _), outcome in zip(jobs, outcomes):
+                args = [
+                    (self.roots[todo[i][0]], todo[i][1], todo[i][2], self.extra_algos) for i in jobs
+                ]
+                for i, outcome in zip(jobs, pool.map(_describe_job, args, chunksize=256)):
                     if isinstance(outcome, str):
-                        self._warn_once(relpath, outcome)
+                        self._warn_once(todo[i][1], outcome)
                     else:
-                        results[i] = outcome
+                        results[i] = self._compact(outcome)
         except (OSError, RuntimeError) as exc:  # no worker processes here: read in this one
             log.warning("parallel indexing unavailable (%s); reading in one process", exc)
-            for i, root_index, relpath, st in jobs:
+            for i in jobs:
+                root_index, relpath, st, _ = todo[i]
                 results[i] = self._describe(root_index, relpath, st)
-        return results
 
-    def _apply(self, upserts: list[DistFile], removals: list[str]) -> None:
+    def _compact(self, f: DistFile) -> DistFile:
+        """Share repeated strings: the root, a flat file's name and relpath, and the fields that
+        repeat across a project's files (files from worker processes arrive as fresh copies)."""
+        root = self._root_objects.get(f.root, f.root)
+        filename = f.relpath if f.filename == f.relpath else f.filename
+        return f._replace(
+            root=root,
+            filename=filename,
+            project=sys.intern(f.project),
+            version=sys.intern(f.version),
+            kind=sys.intern(f.kind),
+            requires_python=sys.intern(f.requires_python) if f.requires_python else None,
+            summary=sys.intern(f.summary) if f.summary else None,
+            display_name=sys.intern(f.display_name) if f.display_name else None,
+        )
+
+    def _apply(self, upserts: list[DistFile], removals: list[str], remember: bool = True) -> None:
         if not upserts and not removals:
             return
         up = {f.relpath for f in upserts}
@@ -658,7 +734,7 @@ class Indexer:
         old = self.catalog.snapshot.files
         gone = [old[r] for r in removals if r in old]
         self.catalog.apply(upserts, removals)
-        if self.cache is not None:
+        if self.cache is not None and remember:
             self.cache.store(
                 [(loc[0], f) for f in upserts if (loc := self.root_of(f.path)) is not None],
                 [(loc[0], f.relpath) for f in gone if (loc := self.root_of(f.path)) is not None],

@@ -104,7 +104,9 @@ class Uploads:
         max_size: int = 1024**3,
         extra_algos: Sequence[str] = (),
         ops: FileOps | None = None,
+        on_published: Callable[[DistFile], None] | None = None,
     ) -> None:
+        self.on_published = on_published
         self.roots = list(roots)
         self.catalog = catalog
         self.overwrite = overwrite
@@ -402,6 +404,8 @@ class Uploads:
             log.warning("published %s but could not list it yet: %s", relpath, exc)
             return
         self.catalog.apply([described])
+        if self.on_published is not None:
+            self.on_published(described)  # the persistent cache, so a restart need not read it
 
     # -- remove_pkg --
     def remove(self, name: str, version: str) -> Outcome:

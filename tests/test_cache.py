@@ -111,3 +111,32 @@ def test_the_first_scan_of_many_files_uses_worker_processes(
     assert "with 2 processes" in caplog.text
     assert parallel.snapshot.files == serial.snapshot.files
     assert len(parallel.snapshot.files) == 30
+
+
+def test_an_uploaded_file_is_remembered_for_the_next_start(tmp_path: Path) -> None:
+    from pkgserver.storage import describe
+
+    root = tmp_path / "pk"
+    root.mkdir()
+    catalog = Catalog()
+    cache = DescriptionCache.open(str(tmp_path / "cache"), [str(root)])
+    ix = Indexer([str(root)], catalog, watch=False, settle=0, cache=cache)
+    ix.initial_scan()
+    whl = make_wheel(root, "up", "1.0")  # as if published by an upload, listed directly
+    f = describe(str(root), whl.name, whl.stat())
+    catalog.apply([f])
+    ix.remember(f)
+    ix.stop()
+    _, again = index(root, tmp_path / "cache")
+    assert again._reused == 1
+
+
+def test_files_of_one_root_share_one_root_string(tmp_path: Path) -> None:
+    root = tmp_path / "pk"
+    for i in range(3):
+        make_wheel(root, f"p{i}", "1.0", summary="same")
+    catalog, _ = index(root, tmp_path / "cache")
+    files = list(catalog.snapshot.files.values())
+    assert len({id(f.root) for f in files}) == 1
+    assert len({id(f.summary) for f in files}) == 1
+    assert all(f.filename is f.relpath for f in files)
