@@ -425,11 +425,13 @@ class Indexer:
         now = time.monotonic()
         upserts: list[DistFile] = []
         removals: list[str] = []
-        seen: set[str] = set()
+        # A path due several times at once is confirmed if any entry is: cp -p and scp -p set
+        # times after closing, and that IN_ATTRIB must not turn the close into a 1 s wait.
+        due: dict[str, bool] = {}
         while self._due and self._due[0][0] <= now:
             _, path, confirmed = heapq.heappop(self._due)
-            if path in seen:
-                continue
+            due[path] = due.get(path, False) or confirmed
+        for path, confirmed in due.items():
             if not confirmed and path in self._writing:
                 if path not in self._fresh:
                     continue  # bytes are arriving: its writer's close (or QUIET) lists it
@@ -437,7 +439,6 @@ class Indexer:
                 # empty file is not listed). Either way it is no longer "being written".
                 del self._writing[path]
                 self._fresh.discard(path)
-            seen.add(path)
             self._check(path, confirmed, upserts, removals)
         self._apply(upserts, removals)
 

@@ -623,3 +623,21 @@ def test_mtime_changed_in_place_is_reflected_in_the_catalog(
         what="catalog mtime_ns equal to the file's",
     )
     assert MetadataStore().get(listed(idx, src.name)) is not None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("how", ["shutil.copy", "cp -p"])
+def test_a_copy_that_also_sets_mode_or_times_is_listed_at_once(
+    root: Path, staging: Path, start_indexer: Callable[..., Indexer], how: str
+) -> None:
+    """The IN_ATTRIB after the close must not send the file to the mtime rule: with that rule
+    set to a minute, only the close itself can list the file within the wait."""
+    idx = start_indexer(root, settle=60.0)
+    whl = make_wheel(staging, "attrs", "1.0")
+    target = root / whl.name
+    started = time.monotonic()
+    if how == "shutil.copy":
+        shutil.copy(whl, target)
+    else:
+        subprocess.run(["cp", "-p", str(whl), str(target)], check=True)
+    wait_until(lambda: listed(idx, whl.name) is not None, timeout=10)
+    print(f"TIMING {how}: listed after {time.monotonic() - started:.3f} s")
