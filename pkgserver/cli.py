@@ -349,9 +349,14 @@ def _setup_logging(settings: Settings) -> None:
         h.setFormatter(logging.Formatter(settings.log_format))
         root.addHandler(h)
     root.setLevel(level)
-    # waitress's own INFO lines ("Serving on") duplicate ours.
+    # waitress's own INFO lines ("Serving on") duplicate ours, and under load it warns about
+    # its task queue on every request that waits for a thread (tens of thousands of lines in a
+    # benchmark): useful when tuning --threads, so shown with -vv only.
     logging.getLogger("waitress").setLevel(
         logging.WARNING if settings.verbosity < 2 else logging.DEBUG
+    )
+    logging.getLogger("waitress.queue").setLevel(
+        logging.ERROR if settings.verbosity < 2 else logging.DEBUG
     )
 
 
