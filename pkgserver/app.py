@@ -594,7 +594,22 @@ def create_app(
             if any(k in environ for k in _CONDITIONAL_KEYS):
                 return None
             f = catalog.snapshot.files.get(path[10:])
-            if f is None or f.size > SMALL_FILE:
+            if f is None:
+                return None
+            inm = environ.get("HTTP_IF_NONE_MATCH")
+            if inm is not None:
+                # A revalidation (pip's HTTP cache): answered from the catalog and one stat.
+                if not _etag_matches(inm, f'"{f.sha256}"'):
+                    return None
+                try:
+                    st = os.stat(f.path)
+                except OSError:
+                    return None
+                if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+                    return None
+                headers = [h for h in _file_headers(f, st.st_mtime) if h[0] != "Content-Type"]
+                return 304, [*headers, ("Content-Length", str(f.size))], b""
+            if f.size > SMALL_FILE:
                 return None
             try:
                 with open(f.path, "rb") as fh:
@@ -645,12 +660,14 @@ def _page_answer(
     if encoding:
         headers.append(("Content-Encoding", encoding))
     if _etag_matches(if_none_match, page.etag):
-        # RFC 9110: a 304 carries the validators and caching headers, not the content's.
-        return 304, [h for h in headers if h[0] not in ("Content-Type", "Content-Encoding")], b""
+        # RFC 9110: a 304 carries the validators and caching headers, not the content's; it may
+        # carry the 200's Content-Length, and without one waitress closes the connection.
+        kept = [h for h in headers if h[0] not in ("Content-Type", "Content-Encoding")]
+        return 304, [*kept, ("Content-Length", str(len(page.body)))], b""
     return 200, headers, page.body
 
 
-_CONDITIONAL_KEYS = ("HTTP_RANGE", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_RANGE")
+_CONDITIONAL_KEYS = ("HTTP_RANGE", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_RANGE")
 
 
 def _file_headers(f: DistFile, mtime: float, length: int | None = None) -> list[tuple[str, str]]:

@@ -504,3 +504,17 @@ def raw_request(app, method: str, path: str, **headers: str) -> tuple[str, dict[
     if hasattr(out, "close"):
         out.close()
     return seen[0][0], dict(seen[0][1]), body
+
+
+def test_the_fast_path_revalidates_files_by_etag(pkgdir: Path) -> None:
+    app = make_testapp([pkgdir])[0].app
+    _, headers, _ = raw_request(app, "GET", "/packages/demo_pkg-1.0-py3-none-any.whl")
+    etag = headers["ETag"]
+    status, headers, body = raw_request(
+        app, "GET", "/packages/demo_pkg-1.0-py3-none-any.whl", if_none_match=etag
+    )
+    assert status.startswith("304") and body == b"" and headers["ETag"] == etag
+    status, _, body = raw_request(
+        app, "GET", "/packages/demo_pkg-1.0-py3-none-any.whl", if_none_match='"other"'
+    )
+    assert status.startswith("200") and body
