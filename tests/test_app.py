@@ -395,23 +395,7 @@ def test_json_project_page_via_webtest_is_valid(testapp) -> None:  # type: ignor
 
 def raw_get(app, path: str, **headers: str) -> tuple[str, dict[str, str], bytes]:  # type: ignore[no-untyped-def]
     """Call the WSGI app directly: webtest would undo Content-Encoding."""
-    import io
-
-    env = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "x",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(),
-        "SCRIPT_NAME": "",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-    }
-    env.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
-    seen: list[tuple[str, list[tuple[str, str]]]] = []
-    body = b"".join(app(env, lambda status, hdrs, exc=None: seen.append((status, hdrs))))
-    return seen[0][0], dict(seen[0][1]), body
+    return raw_request(app, "GET", path, **headers)
 
 
 def test_pages_are_gzipped_for_clients_that_accept_it(pkgdir: Path) -> None:
