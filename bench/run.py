@@ -344,6 +344,7 @@ class Running:
     argv: list[str] = field(default_factory=list)
     ready_seconds: float | None = None
     ready_rss: dict[str, float] = field(default_factory=dict)
+    ready_other_cpu: float | None = None
 
 
 def start(
@@ -362,7 +363,7 @@ def start(
     logf = open(log_path, "ab")
     logf.write(f"\n$ {' '.join(argv)}\n".encode())
     logf.flush()
-    t0 = time.monotonic()
+    t0, busy0, own0 = time.monotonic(), machine_busy(), own_cpu()
     proc = subprocess.Popen(
         argv,
         stdout=logf,
@@ -388,6 +389,11 @@ def start(
             pass
         time.sleep(0.02)
     running.ready_seconds = time.monotonic() - t0
+    # Others' CPU while it started (its worker processes have ended and count as its own).
+    server_cpu = cpu_seconds(proc.pid) or 0.0
+    if running.ready_seconds > 0.5:
+        other = machine_busy() - busy0 - (own_cpu() - own0) - server_cpu
+        running.ready_other_cpu = max(0.0, other / running.ready_seconds)
     running.ready_rss = proc_status(proc.pid)
     return running
 
@@ -427,24 +433,27 @@ def page_ready(corpus: Corpus, project: str) -> Callable[[str], bool]:
     return check
 
 
-def drain(base: str, path: str, pid: int, timeout: float) -> float:
+def drain(base: str, path: str, pid: int, timeout: float) -> tuple[float, bool]:
     """Wait until the backlog of the last load is gone: the server answers a trivial request
-    (its queue is empty) and then stops using CPU (its threads finished what they had)."""
+    (its queue is empty) and then stops using CPU (its threads finished what they had).
+    Returns the time it took and whether the server answered at all."""
     t0 = time.monotonic()
     deadline = t0 + timeout
+    answered = False
     while time.monotonic() < deadline:
         try:
             fetch(base, path, timeout=max(1.0, deadline - time.monotonic()))
+            answered = True
             break
         except (OSError, http.client.HTTPException):
             time.sleep(0.2)
-    while time.monotonic() < deadline:
+    while answered and time.monotonic() < deadline:
         before = cpu_seconds(pid)
         time.sleep(0.3)
         after = cpu_seconds(pid)
         if before is None or after is None or (after - before) / 0.3 < 0.15:
             break
-    return time.monotonic() - t0
+    return time.monotonic() - t0, answered
 
 
 # --------------------------------------------------------------------------------------------
@@ -841,6 +850,7 @@ def measure(
     log(f"{server.name}: starting on {corpus.label()}")
     run = start(server, corpus, logdir, ready, args.ready_timeout, suffix, server_env)
     result["ready_first"] = run.ready_seconds
+    result["ready_first_other_cpu"] = run.ready_other_cpu
     result["rss_ready"] = run.ready_rss
     result["argv"] = run.argv
     result["env"] = server.env
@@ -851,8 +861,12 @@ def measure(
     try:
         loads = prepare_loads(run.base, server, corpus, sample, checks)
         result["server_header"] = ", ".join(server.notes)
+        stuck = ""
         for key, _label in ENDPOINTS:
             if key not in args.endpoint_keys:
+                continue
+            if stuck:
+                result["endpoints"][key] = {"na": "not measured: the server had stopped answering"}
                 continue
             load = loads.get(key)
             if isinstance(load, str) or load is None:
@@ -866,15 +880,30 @@ def measure(
                 use_wrk=not args.python_load,
                 workdir=logdir,
             )
+            # A backlog of slow requests takes about connections x one request to clear.
+            limit = max(args.drain_timeout, 3 * args.connections * load.probe_seconds)
             # Warm-up warms nothing when one request takes a second (pypiserver on large
             # corpora): skip it there rather than wait for its backlog to drain.
             if args.warmup > 0 and load.probe_seconds < 0.25:
                 loadgen.run(run.base, load, duration=args.warmup, **common)
-                drain(run.base, server.health, run.proc.pid, args.drain_timeout)
+                _s, answered = drain(run.base, server.health, run.proc.pid, limit)
+                if not answered:
+                    stuck = (
+                        f"did not answer {server.health} within {limit:.0f} s"
+                        f" after a {args.warmup:g} s warm-up of {key}"
+                    )
+                    result["endpoints"][key] = {"na": "not measured: " + stuck}
+                    log(f"{server.name}: {stuck}: skipping the rest")
+                    continue
             wait_quiet(run.proc.pid, args.wait_quiet)
             r = accounted_load(run.proc.pid, run.base, load, duration=args.duration, **common)
             r["closes"] = load.closes
-            r["drain_seconds"] = drain(run.base, server.health, run.proc.pid, args.drain_timeout)
+            r["drain_seconds"], answered = drain(run.base, server.health, run.proc.pid, limit)
+            if not answered:
+                stuck = (
+                    f"did not answer {server.health} within {limit:.0f} s after the load of {key}"
+                )
+                log(f"{server.name}: {stuck}: skipping the rest")
             result["endpoints"][key] = r
             log(
                 f"{server.name}: {key}: {r['rps']:.1f} req/s, p50 {fmt_ms(r['p50_ms'])}, "
@@ -886,15 +915,19 @@ def measure(
                     else ""
                 )
             )
-        # Still right after the load?
-        try:
-            if not ready(run.base):
-                checks.append("after the load: the project page is wrong")
-        except (OSError, http.client.HTTPException) as exc:
-            checks.append(f"after the load: {exc!r}")
         result["rss_after_load"] = proc_status(run.proc.pid)
+        if stuck:
+            result["stuck"] = stuck
+            checks.append(f"the server {stuck}; nothing more was measured")
+        else:
+            # Still right after the load?
+            try:
+                if not ready(run.base):
+                    checks.append("after the load: the project page is wrong")
+            except (OSError, http.client.HTTPException) as exc:
+                checks.append(f"after the load: {exc!r}")
 
-        if not args.no_e2e:
+        if not args.no_e2e and not stuck:
             log(f"{server.name}: pip download of {len(e2e_projects)} projects")
             result["pip"] = pip_download(run.base, e2e_projects, tools, args.client_timeout)
             log(f"{server.name}: uv pip install --dry-run of {len(e2e_projects)} projects")
@@ -907,7 +940,7 @@ def measure(
                     f" {fmt_s(r['seconds'])} {r['detail'][:300]}"
                 )
 
-        if server.can_upload and args.upload_mb > 0:
+        if server.can_upload and args.upload_mb > 0 and not stuck:
             (w1, v1), (w2, _v2) = upload_wheels
             cpu0 = cpu_seconds(run.proc.pid)
             up = raw_upload(run.base, w1, v1, args.client_timeout)
@@ -962,6 +995,7 @@ def measure(
         log(f"{server.name}: restart")
         run = start(server, corpus, logdir, ready, args.ready_timeout, suffix, server_env)
         result["ready_restart"] = run.ready_seconds
+        result["ready_restart_other_cpu"] = run.ready_other_cpu
         result["rss_restart"] = run.ready_rss
         log(f"{server.name}: ready again in {run.ready_seconds:.2f}s")
         stop(run)
@@ -1106,9 +1140,10 @@ def snapshot_sources(cache: Path, python: str, rev: str | None) -> Path:
                 target / "pkgserver",
                 ignore=shutil.ignore_patterns("__pycache__"),
             )
-    for old in (cache / "src").iterdir():
-        if old != target:
+    for old in (cache / "src").iterdir():  # another run may still use a recent one
+        if old != target and time.time() - old.stat().st_mtime > 7 * 86400:
             shutil.rmtree(old, ignore_errors=True)
+    os.utime(target)
     found = subprocess.run(
         [python, "-c", "import pkgserver; print(pkgserver.__file__)"],
         env={**os.environ, "PYTHONPATH": str(target)},
@@ -1205,6 +1240,13 @@ def fmt_ms(v: float | None) -> str:
     if v >= 10:
         return f"{v:.0f} ms"
     return f"{v:.1f} ms"
+
+
+def fmt_ready(s: dict[str, Any], key: str) -> str:
+    """Time to ready, with others' CPU use meanwhile when that was notable."""
+    other = s.get(f"{key}_other_cpu")
+    busy = f" (others' CPU {other:.2f})" if other is not None and other > 0.25 else ""
+    return fmt_s(s.get(key)) + busy
 
 
 def fmt_cpu(v: float | None) -> str:
@@ -1393,7 +1435,7 @@ def _costs(servers: list[dict[str, Any]], size: dict[str, Any], mb: int) -> list
         hwm = s.get("rss_after_upload") or s.get("rss_after_load")
         lg = s.get("log", {})
         out.append(
-            f"| {s['server']} | {fmt_s(s.get('ready_first'))} | {fmt_s(s.get('ready_restart'))}"
+            f"| {s['server']} | {fmt_ready(s, 'ready_first')} | {fmt_ready(s, 'ready_restart')}"
             f" | {fmt_mb(s.get('rss_ready'), 'VmRSS')} | {fmt_mb(s.get('rss_after_load'), 'VmRSS')}"
             f" | {fmt_mb(hwm, 'VmHWM')} | {_fmt_upload(s.get('upload_raw'))}"
             f" | {_fmt_upload(s.get('upload_twine'))} | {_fmt_e2e(s.get('pip'))}"
@@ -1440,7 +1482,10 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     for size in results["sizes"]:
         for s in size["servers"]:
             if s.get("argv") and s["server"] not in shown:
-                prefix = "".join(f"{k}={v} " for k, v in (s.get("env") or {}).items())
+                env = s.get("env")
+                if env is None and s["server"] == "pkgserver" and results.get("snapshot"):
+                    env = {"PYTHONPATH": results["snapshot"]}  # reports written before "env"
+                prefix = "".join(f"{k}={v} " for k, v in (env or {}).items())
                 shown[s["server"]] = prefix + " ".join(s["argv"])
     if ceiling.get("argv"):
         shown["ceiling"] = " ".join(ceiling["argv"])
@@ -1524,7 +1569,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=HERE / "results" / "latest.md")
     p.add_argument("--ready-timeout", type=float, default=900)
-    p.add_argument("--drain-timeout", type=float, default=300)
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=180,
+        help="how long a server may take to work off a backlog before it counts as stuck",
+    )
     p.add_argument(
         "--wait-quiet",
         type=float,
@@ -1536,6 +1586,12 @@ def main(argv: list[str] | None = None) -> int:
         "--client-timeout", type=float, default=900, help="pip, uv, twine and upload timeout"
     )
     p.add_argument("--pkgserver-python", default=str(ROOT / ".venv" / "bin" / "python"))
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        default=3600,
+        help="seconds to wait for another run on the same --cache to finish (default 3600)",
+    )
     p.add_argument(
         "--sources",
         metavar="REV",
@@ -1589,9 +1645,10 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     signal.signal(signal.SIGTERM, _interrupted)
+    lock = exclusive(args.cache, args.lock_wait)  # noqa: F841 (held until the process ends)
     started = datetime.datetime.now(datetime.timezone.utc)
     t_start = time.monotonic()
-    logdir = args.out.parent / "logs"
+    logdir = args.out.parent / f"{args.out.stem}-logs"  # one per report: runs do not mix
     shutil.rmtree(logdir, ignore_errors=True)
     logdir.mkdir(parents=True, exist_ok=True)
 
@@ -1729,6 +1786,37 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "?"
+
+
+def exclusive(cache: Path, wait: float) -> Any:
+    """One run at a time per cache: two runs would share the CPUs, the corpora and the uploads.
+    Returns the open lock file (keep it open); waits up to ``wait`` seconds for another run."""
+    import fcntl
+
+    cache.mkdir(parents=True, exist_ok=True)
+    fh = open(cache / "run.lock", "a+")
+    deadline = time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                fh.seek(0)
+                raise SystemExit(
+                    f"another benchmark run holds {fh.name}: {fh.read().strip()}"
+                ) from None
+            if not told:
+                fh.seek(0)
+                log(f"waiting for another benchmark run to finish ({fh.read().strip()})")
+                told = True
+            time.sleep(5)
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')}: {' '.join(sys.argv)}\n")
+    fh.flush()
+    return fh
 
 
 def _interrupted(_signum: int, _frame: Any) -> None:
