@@ -1,8 +1,9 @@
 """Fixed-time HTTP load against one server: wrk with a generated Lua script, or Python threads.
 
 Used by bench/run.py. A load is a list of requests (path plus headers, chosen at random for
-each request), the status every answer must have, and an optional body check ("html10": the
-page has N ``<a `` links; "json10": the JSON has N ``"filename"`` keys). Every answer is checked
+each request), the status every answer must have, and an optional body check ("html": the
+page has N ``<a `` links; "json": the JSON has N ``"filename"`` keys; "length": the body has N
+bytes, cheap enough for pages of hundreds of KB). Every answer is checked
 inside the load loop, so a server that answers fast but wrong is counted as wrong, not fast.
 
 Both generators return the same dict:
@@ -40,7 +41,7 @@ class Load:
 
     requests: Sequence[tuple[str, dict[str, str]]]
     expect: int = 200
-    check: str | None = None  # None, "html", "json"
+    check: str | None = None  # None, "html", "json", "length" (the body has ``want`` bytes)
     want: int = 10  # links or files the body check wants
     probe_seconds: float = 0.0  # how long one such request took when checked beforehand
     closes: bool = False  # the server answered it with Connection: close
@@ -94,6 +95,8 @@ function response(status, headers, body)
       bad = bad + 1
    elseif CHECK == "html" then
       if count(body, "<a ") ~= WANT then bad = bad + 1 end
+   elseif CHECK == "length" then
+      if #body ~= WANT then bad = bad + 1 end
    elseif CHECK == "json" then
       if count(body, '"filename"') ~= WANT then bad = bad + 1 end
    end
@@ -179,6 +182,8 @@ def run_wrk(
 
 
 def _body_ok(load: Load, body: bytes) -> bool:
+    if load.check == "length":
+        return len(body) == load.want
     if load.check == "html":
         return body.count(b"<a ") == load.want
     if load.check == "json":
