@@ -45,9 +45,6 @@ class Settings:
         url = self.fallback_url
         return url if url.endswith("/") else url + "/"
 
-    def protects(self, action: str) -> bool:
-        return action in self.authenticate
-
 
 def parse_actions(value: str | Sequence[str]) -> frozenset[str]:
     """``update,download`` or ``.`` (nothing) -> a set of actions; raises ValueError."""

@@ -13,7 +13,7 @@ __all__ = [
     "Forbidden",
     "Gone",
     "HTTPProblem",
-    "MethodNotAllowed",
+    "LengthRequired",
     "NotAcceptable",
     "NotFound",
     "TooLarge",
@@ -50,8 +50,8 @@ class NotFound(HTTPProblem):
     status = 404
 
 
-class MethodNotAllowed(HTTPProblem):
-    status = 405
+class LengthRequired(HTTPProblem):
+    status = 411
 
 
 class NotAcceptable(HTTPProblem):

@@ -32,7 +32,7 @@ from .distfile import (
     dist_extension,
     parse_dist_filename,
 )
-from .errors import BadRequest, Conflict, Gone, HTTPProblem, NotFound, TooLarge
+from .errors import BadRequest, Conflict, Gone, HTTPProblem, LengthRequired, NotFound, TooLarge
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
 from .multipart import Form, FormError, FormTooLarge, Limits, parse_boundary, parse_form
 from .storage import FileOps, TempFile, TooLargeError, describe
@@ -122,7 +122,7 @@ class Uploads:
         self, stream: IO[bytes], length: int, content_type: str | None, user: str | None
     ) -> Outcome:
         if length < 0:
-            raise HTTPProblemLength("Content-Length required")
+            raise LengthRequired("Content-Length required")
         if length > self.max_size + 64 * 1024 * 1024:
             raise TooLarge(f"upload larger than the limit of {self.max_size} bytes")
         try:
@@ -442,10 +442,6 @@ class Uploads:
             "removed %s %s (%d files)", project.name if project else name, version, len(removed)
         )
         return Outcome(200, f"OK: removed {len(removed)} files of {name} {version}")
-
-
-class HTTPProblemLength(HTTPProblem):
-    status = 411
 
 
 def _file_digest(path: str, new: Callable[[], Any]) -> str:
