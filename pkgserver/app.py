@@ -496,7 +496,7 @@ def create_app(
         except OSError:
             fh.close()
             raise NotFound("file is gone") from None
-        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns) or not stat.S_ISREG(st.st_mode):
+        if not f.matches(st) or not stat.S_ISREG(st.st_mode):
             # Changed behind the catalog's back (through a hard link, say): never serve bytes
             # under a hash they do not have. The indexer looks again at once.
             fh.close()
@@ -605,7 +605,7 @@ def create_app(
                     st = os.stat(f.path)
                 except OSError:
                     return None
-                if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+                if not f.matches(st):
                     return None
                 headers = [h for h in _file_headers(f, st.st_mtime) if h[0] != "Content-Type"]
                 return 304, [*headers, ("Content-Length", str(f.size))], b""
@@ -614,7 +614,7 @@ def create_app(
             try:
                 with open(f.path, "rb") as fh:
                     st = os.fstat(fh.fileno())
-                    if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+                    if not f.matches(st):
                         return None  # the route reports it and asks for a recheck
                     body = fh.read(f.size + 1)
             except OSError:

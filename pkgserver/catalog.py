@@ -7,6 +7,7 @@ rendered pages, which die with it, so a rendering is never stale.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -45,6 +46,10 @@ class DistFile(NamedTuple):
     def mtime(self) -> float:
         """Seconds since the epoch."""
         return self.mtime_ns / 1e9
+
+    def matches(self, st: os.stat_result) -> bool:
+        """Whether a stat of the file still describes what was listed (size and mtime)."""
+        return (st.st_size, st.st_mtime_ns) == (self.size, self.mtime_ns)
 
     @property
     def sort_key(self) -> tuple[Any, ...]:

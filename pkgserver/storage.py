@@ -478,7 +478,7 @@ class Indexer:
             provider = self.root_of(listed.path)
             if provider is None or provider[0] <= root_index:
                 return  # an earlier root already provides this relpath
-        if listed is not None and (listed.size, listed.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        if listed is not None and listed.matches(st):
             return
         described = self._describe(root_index, relpath, st)
         if described is None:
@@ -567,11 +567,7 @@ class Indexer:
                 seen.add(relpath)
                 path = root + "/" + relpath
                 listed = snap.files.get(relpath)
-                if (
-                    listed is not None
-                    and listed.path == path
-                    and (listed.size, listed.mtime_ns) == (st.st_size, st.st_mtime_ns)
-                ):
+                if listed is not None and listed.path == path and listed.matches(st):
                     continue
                 if path in self._writing:
                     continue
@@ -777,7 +773,7 @@ class MetadataStore:
                 return meta
         try:
             st = os.stat(f.path)
-            if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+            if not f.matches(st):
                 return None  # changed on disk; the indexer will catch up
             meta = read_core_metadata(f.path, f.kind, f.project)
         except (OSError, InvalidArchive):
