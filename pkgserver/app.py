@@ -608,7 +608,7 @@ def create_app(
                 if not f.matches(st):
                     return None
                 headers = [h for h in _file_headers(f, st.st_mtime) if h[0] != "Content-Type"]
-                return 304, [*headers, ("Content-Length", str(f.size))], b""
+                return 304, headers, b""
             if f.size > SMALL_FILE:
                 return None
             try:
@@ -660,10 +660,11 @@ def _page_answer(
     if encoding:
         headers.append(("Content-Encoding", encoding))
     if _etag_matches(if_none_match, page.etag):
-        # RFC 9110: a 304 carries the validators and caching headers, not the content's; it may
-        # carry the 200's Content-Length, and without one waitress closes the connection.
+        # RFC 9110: a 304 carries the validators and caching headers, not the content's. No
+        # Content-Length: waitress would take it for a body it did not get, log a warning and
+        # close the connection (pkgserver.server keeps 304 connections open).
         kept = [h for h in headers if h[0] not in ("Content-Type", "Content-Encoding")]
-        return 304, [*kept, ("Content-Length", str(len(page.body)))], b""
+        return 304, kept, b""
     return 200, headers, page.body
 
 

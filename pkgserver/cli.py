@@ -385,12 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(settings: Settings) -> int:
-    from waitress.server import create_server
-
     from .app import create_app
     from .auth import Authenticator
     from .cache import DescriptionCache
     from .catalog import Catalog
+    from .server import make_server
     from .storage import Indexer, MetadataStore, sweep_temp_files
 
     _setup_logging(settings)
@@ -423,7 +422,7 @@ def run(settings: Settings) -> int:
         on_published=indexer.remember,
     )
     try:
-        server = create_server(
+        server = make_server(
             app,
             host=settings.host,
             port=settings.port,

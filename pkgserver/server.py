@@ -1,0 +1,53 @@
+"""The waitress server pkgserver runs on, with one correction to waitress's HTTP/1.1 handling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
+from waitress.task import WSGITask
+
+
+class _Task(WSGITask):  # type: ignore[misc]
+    """Keeps an HTTP/1.1 connection open after a 304.
+
+    waitress 3.0 closes the connection after any HTTP/1.1 answer without a Content-Length, which
+    is right for a body of unknown length but also hits 304 Not Modified, which has no body by
+    definition (RFC 9110 15.4.5). Revalidation is the most frequent request a CI fleet makes
+    against an index (pip and uv send If-None-Match for every page they have cached), and a new
+    TCP connection for each one halved their rate. Only the close that waitress adds for the
+    missing length is skipped; a client's ``Connection: close``, HTTP/1.0 and errors still close.
+    """
+
+    _bodiless = False
+
+    def build_response_header(self) -> bytes:
+        self._bodiless = (
+            self.version == "1.1"
+            and self.status.startswith("304")
+            and self.request.headers.get("CONNECTION", "").lower() != "close"
+        )
+        try:
+            header: bytes = super().build_response_header()
+        finally:
+            self._bodiless = False
+        return header
+
+    def set_close_on_finish(self) -> None:
+        if not self._bodiless:
+            super().set_close_on_finish()
+
+
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    task_class = _Task
+
+
+def make_server(app: Any, **adjustments: Any) -> BaseWSGIServer | MultiSocketServer:
+    """waitress's ``create_server``, with the channel above on every listening socket."""
+    sockets: dict[int, Any] = {}
+    server = create_server(app, map=sockets, **adjustments)
+    for each in sockets.values():
+        if isinstance(each, BaseWSGIServer):
+            each.channel_class = _Channel
+    return server

@@ -1,0 +1,160 @@
+"""The waitress server pkgserver runs on: connections stay open after a 304.
+
+waitress 3.0 closes an HTTP/1.1 connection after any answer without a Content-Length, 304s
+included; ``pkgserver.server`` keeps those open, since revalidation is what CI fleets do most.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import pytest
+from builders import make_wheel
+from server import running_server
+
+from pkgserver.server import make_server
+
+App = Callable[[dict[str, Any], Any], list[bytes]]
+
+
+@contextmanager
+def serving(app: App) -> Iterator[int]:
+    server = make_server(app, host="127.0.0.1", port=0, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield server.effective_port
+    finally:
+        server.close()
+
+
+def exchange(port: int, requests: list[bytes], timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Send the requests one by one on one socket, reading each answer; returns everything read
+    and whether the server closed the connection by the end."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        for req in requests:
+            sock.sendall(req)
+            received += _read_answer(sock)
+        sock.settimeout(0.5)
+        try:
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            closed = False
+    return received, closed
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return head + b"\r\n\r\n" + rest
+
+
+def _not_modified(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("304 Not Modified", [("ETag", '"x"')])
+    return []
+
+
+def _unknown_length(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"a", b"b"]
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_304_keeps_the_connection_open() -> None:
+    with serving(_not_modified) as port:
+        received, closed = exchange(port, [GET, GET, GET])
+    assert received.count(b"HTTP/1.1 304 Not Modified\r\n") == 3
+    assert b"Connection: close" not in received
+    assert b"Content-Length" not in received and b"Transfer-Encoding" not in received
+    assert not closed
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+    ],
+    ids=["client-asks-close", "http-1.0"],
+)
+def test_304_still_closes_when_the_client_asks_or_speaks_http_1_0(request_line: bytes) -> None:
+    with serving(_not_modified) as port:
+        received, closed = exchange(port, [request_line])
+    assert b" 304 Not Modified\r\n" in received
+    assert closed
+
+
+def test_a_body_of_unknown_length_still_closes_the_connection() -> None:
+    # waitress's own rule for bodies it cannot delimit is left alone (it chunks and closes).
+    with serving(_unknown_length) as port:
+        received, _ = exchange(port, [GET])
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close\r\n" in received
+
+
+@pytest.mark.e2e
+def test_revalidations_of_pages_and_files_share_one_connection(tmp_path: Path) -> None:
+    pkgs = tmp_path / "packages"
+    pkgs.mkdir()
+    wheel = make_wheel(pkgs, "keepalive-demo", "1.0")
+    old = time.time() - 60
+    os.utime(wheel, (old, old))
+    with running_server("--disable-fallback", pkgs) as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        page = {"Accept": "text/html"}
+        gzipped = {"Accept": "text/html", "Accept-Encoding": "gzip"}
+        conn.request("GET", "/simple/keepalive-demo/", headers=page)
+        res = conn.getresponse()
+        body = res.read()
+        assert res.status == 200
+        href = urljoin("/simple/keepalive-demo/", body.decode().split('href="')[1].split("#")[0])
+        revalidations = []
+        for path, headers in [
+            ("/simple/keepalive-demo/", page),
+            ("/simple/keepalive-demo/", gzipped),
+            (href, {}),
+        ]:
+            conn.request("GET", path, headers=headers)
+            res = conn.getresponse()
+            res.read()
+            etag = res.getheader("ETag")
+            assert res.status == 200 and etag
+            revalidations.append((path, {**headers, "If-None-Match": etag}))
+        sock = conn.sock
+        assert sock is not None
+        for path, headers in revalidations * 3:
+            conn.request("GET", path, headers=headers)
+            res = conn.getresponse()
+            assert res.read() == b""
+            assert res.status == 304, (path, res.status)
+            assert res.getheader("Connection") is None
+            assert conn.sock is sock, "the server closed the connection after a revalidation"
+        conn.close()
+        assert "too few bytes" not in srv.output
