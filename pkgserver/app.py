@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import hashlib
+import io
 import logging
 import os
 import posixpath
@@ -23,7 +24,7 @@ import bottle
 
 from . import __version__, render, xmlrpc
 from .auth import Authenticator
-from .catalog import Catalog, DistFile
+from .catalog import Catalog, DistFile, RenderCache
 from .config import Settings
 from .distfile import is_valid_project_name, normalize
 from .errors import BadRequest, Forbidden, HTTPProblem, NotAcceptable, NotFound
@@ -93,6 +94,7 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
+LARGE_PAGE = 128 * 1024  # rendered pages above this are sent as files (see send_rendered)
 _STATUS = {200: "200 OK", 304: "304 Not Modified"}
 Answer = tuple[int, list[tuple[str, str]], bytes]
 
@@ -236,11 +238,19 @@ def create_app(
         return media
 
     def send_rendered(
-        page: render.Rendered, cache: dict[Any, Any] | None = None, key: Any = None
+        page: render.Rendered, cache: RenderCache | None = None, key: Any = None
     ) -> bottle.HTTPResponse:
         status, headers, body = _page_answer(
             page, cache, key, _header("Accept-Encoding"), _header("If-None-Match")
         )
+        if len(body) > LARGE_PAGE:
+            # waitress copies a bytes body into a buffer per connection; a file is sent from in
+            # place, a socket buffer at a time (BytesIO shares the cached bytes, no copy).
+            return bottle.HTTPResponse(
+                io.BytesIO(body),
+                status=status,
+                headers=[*headers, ("Content-Length", str(len(body)))],
+            )
         return bottle.HTTPResponse(body, status=status, headers=headers)
 
     def hosted_or_redirect(raw_name: str) -> Any:
@@ -380,7 +390,7 @@ def create_app(
             source = next((f for f in files if f.kind == "bdist_wheel"), files[-1])
             meta = metadata.get(source)
             body = render.render_project_json_api(project, version, meta, base, releases=True)
-            if len(project.cache) < 64:  # bounded: the base URL comes from the Host header
+            if len(project.cache) < 64:  # the base URL comes from the Host header
                 project.cache[key] = body
         return bottle.HTTPResponse(body, **{"Content-Type": "application/json"})
 
@@ -636,7 +646,7 @@ def _format_param() -> str | None:
 
 def _page_answer(
     page: render.Rendered,
-    cache: dict[Any, Any] | None,
+    cache: RenderCache | None,
     key: Any,
     accept_encoding: str | None,
     if_none_match: str | None,

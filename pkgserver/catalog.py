@@ -2,19 +2,104 @@
 
 Readers take ``catalog.snapshot`` (one attribute read) and never lock; writers build a new immutable
 snapshot from a batch of changes and swap it in. A snapshot also carries per-project caches of
-rendered pages, which die with it, so a rendering is never stale.
+rendered pages, which die with it, so a rendering is never stale; all of them together are held
+to one byte budget (``RENDER_BUDGET``), least recently used first out.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from .distfile import version_sort_key
 
-__all__ = ["Catalog", "DistFile", "Project", "Snapshot"]
+__all__ = ["RENDER_BUDGET", "Catalog", "DistFile", "Project", "RenderCache", "Snapshot"]
+
+RENDER_BUDGET_BYTES = 32 * 1024 * 1024
+_ENTRY_OVERHEAD = 200  # the key, the Rendered tuple, the ETag string, the LRU's own entry
+
+
+class RenderBudget:
+    """The bytes held by every :class:`RenderCache` together, evicting the least recently used
+    entry of any of them when a new one would go over ``max_bytes``.
+
+    Without it, requests for every project of a large index (a mirror run, a crawler) would keep
+    a rendering of each in memory until the project changed: 10,000 projects cost 100+ MB.
+    """
+
+    def __init__(self, max_bytes: int = RENDER_BUDGET_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        # (id of the cache, key) -> (the cache, size). The strong reference keeps the id unique
+        # for as long as the entry is here, even once the cache's project has been replaced.
+        self._lru: OrderedDict[tuple[int, Any], tuple[RenderCache, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def touch(self, cache: RenderCache, key: Any) -> None:
+        with self._lock:
+            try:
+                self._lru.move_to_end((id(cache), key))
+            except KeyError:
+                pass
+
+    def add(self, cache: RenderCache, key: Any, size: int) -> None:
+        size += _ENTRY_OVERHEAD
+        with self._lock:
+            token = (id(cache), key)
+            old = self._lru.pop(token, None)
+            if old is not None:
+                self.used -= old[1]
+            self._lru[token] = (cache, size)
+            self.used += size
+            while self.used > self.max_bytes and len(self._lru) > 1:
+                (_, evicted_key), (owner, evicted_size) = self._lru.popitem(last=False)
+                owner._entries.pop(evicted_key, None)
+                self.used -= evicted_size
+
+    def clear(self) -> None:
+        with self._lock:
+            for (_, key), (owner, _size) in self._lru.items():
+                owner._entries.pop(key, None)
+            self._lru.clear()
+            self.used = 0
+
+
+RENDER_BUDGET = RenderBudget()
+
+
+class RenderCache:
+    """Renderings of one project (or of a snapshot's index), keyed by whatever the renderers
+    like (format, hash algorithm, base URL...). Values are bytes or objects with a ``body``;
+    their sizes count against the shared :data:`RENDER_BUDGET`."""
+
+    __slots__ = ("_budget", "_entries")
+
+    def __init__(self, budget: RenderBudget | None = None) -> None:
+        self._entries: dict[Any, Any] = {}
+        self._budget = budget if budget is not None else RENDER_BUDGET
+
+    def get(self, key: Any) -> Any:
+        value = self._entries.get(key)
+        if value is not None:
+            self._budget.touch(self, key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._entries[key] = value
+        body = value if isinstance(value, bytes) else getattr(value, "body", b"")
+        self._budget.add(self, key, len(body))
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class DistFile(NamedTuple):
@@ -66,8 +151,7 @@ class Project:
         self.files: tuple[DistFile, ...] = tuple(sorted(files, key=lambda f: f.sort_key))
         self.latest: DistFile = self.files[-1]
         self.display_name = self.latest.display_name or name
-        # Filled lazily by the renderers; keyed by whatever they like (format, base url...).
-        self.cache: dict[Any, Any] = {}
+        self.cache = RenderCache()  # filled lazily by the renderers
 
     @property
     def summary(self) -> str | None:
@@ -100,7 +184,7 @@ class Snapshot:
         self.files = files  # relpath -> DistFile
         self.by_filename = by_filename  # lower-cased filename -> DistFile (first root wins)
         self.generation = generation
-        self.cache: dict[Any, Any] = {}
+        self.cache = RenderCache()  # the /simple/ index renderings
 
     def project(self, name: str) -> Project | None:
         return self.projects.get(name)

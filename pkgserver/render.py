@@ -14,7 +14,7 @@ import json
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from .catalog import DistFile, Project, Snapshot
+from .catalog import DistFile, Project, RenderCache, Snapshot
 from .metadata import CoreMetadata
 
 __all__ = [
@@ -79,14 +79,14 @@ def accepts_gzip(header: str | None) -> bool:
     return star
 
 
-def gzipped(cache: dict[Any, Any], key: Any, page: Rendered) -> Rendered | None:
+def gzipped(cache: RenderCache, key: Any, page: Rendered) -> Rendered | None:
     """The gzip variant of a cached rendering, compressed once (None if not worth it).
 
     Its ETag differs from the plain one's: they are different representations.
     """
     if len(page.body) < GZIP_MIN:
         return None
-    variant = cache.get((key, "gzip"))
+    variant: Rendered | None = cache.get((key, "gzip"))
     if variant is None:
         body = gzip.compress(page.body, compresslevel=6, mtime=0)
         variant = Rendered(body, page.content_type, page.etag[:-1] + '-gz"')

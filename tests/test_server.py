@@ -158,3 +158,38 @@ def test_revalidations_of_pages_and_files_share_one_connection(tmp_path: Path) -
             assert conn.sock is sock, "the server closed the connection after a revalidation"
         conn.close()
         assert "too few bytes" not in srv.output
+
+
+def test_large_pages_are_sent_whole_from_the_cached_rendering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages above LARGE_PAGE (the /simple/ index of a big directory) go out through waitress's
+    # file wrapper instead of being copied per connection; lowered here so a few projects do.
+    from conftest import make_testapp
+
+    from pkgserver import app as app_module
+
+    for n in range(30):
+        make_wheel(tmp_path, f"bigindex{n}", "1.0")
+    old = time.time() - 60
+    for p in tmp_path.iterdir():
+        os.utime(p, (old, old))
+    testapp, _ = make_testapp([tmp_path], disable_fallback=True)
+    monkeypatch.setattr(app_module, "LARGE_PAGE", 64)
+    with serving(testapp.app) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        bodies = []
+        for method in ("GET", "GET", "HEAD"):
+            conn.request(method, "/simple/", headers={"Accept": "text/html"})
+            res = conn.getresponse()
+            bodies.append(res.read())
+            assert res.status == 200
+            assert int(res.getheader("Content-Length", "-1")) == len(bodies[0])
+        etag = res.getheader("ETag")
+        conn.request("GET", "/simple/", headers={"Accept": "text/html", "If-None-Match": etag})
+        res = conn.getresponse()
+        assert res.status == 304 and res.read() == b""
+        conn.close()
+    assert bodies[0] == bodies[1] and bodies[2] == b""
+    assert bodies[0].count(b"<a ") == 30
+    assert bodies[0] == testapp.get("/simple/", headers={"Accept": "text/html"}).body
