@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gzip
 import hashlib
 import http.client
 import json
@@ -75,6 +76,7 @@ UPLOAD_NAME = "benchupload"
 
 ENDPOINTS = [
     ("index", "`/simple/` HTML"),
+    ("index_gz", "`/simple/` HTML, gzip accepted"),
     ("page_html", "`/simple/<p>/` HTML"),
     ("page_json", "`/simple/<p>/` JSON"),
     ("page_304", "`/simple/<p>/` 304"),
@@ -486,6 +488,19 @@ def prepare_loads(
     # generator the bottleneck. Its exact length (checked in full once, above) stands in.
     loads["index"] = loadgen.Load(
         [("/simple/", {"Accept": HTML})], expect=200, check="length", want=len(a.body), **probe(a)
+    )
+    # The same as pip and uv ask for it: they send Accept-Encoding: gzip. A server that does not
+    # compress answers the plain page, whose length is then the one checked.
+    gz = {"Accept": HTML, "Accept-Encoding": "gzip"}
+    a = fetch(base, "/simple/", gz)
+    body = a.body
+    if a.headers.get("content-encoding") == "gzip":
+        body = gzip.decompress(body)
+    got = len(links(body))
+    if a.status != 200 or got != n_projects:
+        checks.append(f"/simple/ with gzip: HTTP {a.status}, {got} links (want {n_projects})")
+    loads["index_gz"] = loadgen.Load(
+        [("/simple/", gz)], expect=200, check="length", want=len(a.body), **probe(a)
     )
 
     # Project page, HTML
