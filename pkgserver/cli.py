@@ -215,6 +215,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="waitress connection limit (default 400)",
     )
     p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=5.0,
+        help="on SIGTERM or Ctrl-C, seconds to let requests in progress finish (an upload its "
+        "publishing) before the process ends (default 5; docker stop waits 10)",
+    )
+    p.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -303,6 +310,8 @@ def _settings(ns: argparse.Namespace) -> Settings:
         raise UsageError("--threads and --connection-limit must be at least 1")
     if ns.rescan_interval < 0:
         raise UsageError("--rescan-interval cannot be negative")
+    if not 0 <= ns.shutdown_timeout <= 3600:
+        raise UsageError("--shutdown-timeout must be between 0 and 3600 seconds")
     return Settings(
         roots=tuple(os.path.abspath(r) for r in roots),
         host=ns.host,
@@ -324,6 +333,7 @@ def _settings(ns: argparse.Namespace) -> Settings:
         watch=not ns.no_watch,
         threads=ns.threads,
         connection_limit=ns.connection_limit,
+        shutdown_timeout=ns.shutdown_timeout,
         verbosity=ns.verbose,
         log_file=ns.log_file,
         log_stream=None if ns.log_stream == "none" else ns.log_stream,
@@ -369,6 +379,13 @@ def _normalize_argv(argv: list[str]) -> list[str]:
     return ["run", *argv]
 
 
+def parse_run(argv: Sequence[str]) -> Settings | None:
+    """The settings ``pkgserver ARGV`` would serve with, checked as ``run`` checks them (raises
+    UsageError); None when ARGV is another subcommand. Used by the container's entrypoint."""
+    ns = build_parser().parse_args(_normalize_argv(list(argv)))
+    return _settings(ns) if ns.command == "run" else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _normalize_argv(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -389,8 +406,8 @@ def run(settings: Settings) -> int:
     from .auth import Authenticator
     from .cache import DescriptionCache
     from .catalog import Catalog
-    from .server import make_server
-    from .storage import Indexer, MetadataStore, sweep_temp_files
+    from .server import make_server, serve, stop
+    from .storage import Indexer, MetadataStore, remove_live_temp_files, sweep_temp_files
 
     _setup_logging(settings)
     if settings.password_file is None and not settings.authenticate:
@@ -461,14 +478,18 @@ def run(settings: Settings) -> int:
             host,
             server.effective_port,
         )
-        # waitress's run() returns (rather than raising) on KeyboardInterrupt.
-        server.run()
+        serve(server)
     except KeyboardInterrupt:
         pass  # the signal came outside waitress's loop
     finally:
         stopping = True
         log.info("shutting down")
-        server.close()
+        # Requests in progress may finish their work (an upload its publishing) within the grace
+        # time; a client whose upload was published then sees the connection drop, and its retry
+        # of the same file succeeds. What is still running after it dies with the process.
+        if not stop(server, settings.shutdown_timeout):
+            log.warning("requests still running after %gs; abandoned", settings.shutdown_timeout)
+        remove_live_temp_files()  # uploads still running die with the process
         indexer.stop()
     return 0
 

@@ -32,6 +32,7 @@ class Settings:
     watch: bool = True
     threads: int = 16
     connection_limit: int = 400
+    shutdown_timeout: float = 5.0
     verbosity: int = 0
     log_file: str | None = None
     log_stream: str | None = "stderr"

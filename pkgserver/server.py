@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from waitress import wasyncore as asyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import WSGITask
@@ -50,4 +51,35 @@ def make_server(app: Any, **adjustments: Any) -> BaseWSGIServer | MultiSocketSer
     for each in sockets.values():
         if isinstance(each, BaseWSGIServer):
             each.channel_class = _Channel
+    server.pkgserver_sockets = sockets
     return server
+
+
+def serve(server: Any) -> None:
+    """Run the socket loop until Ctrl-C or SystemExit (what the SIGTERM handler raises).
+
+    waitress's own ``run()`` catches those and then waits a fixed 5 s for requests in progress;
+    this returns at once so that :func:`stop` applies the configured grace time instead.
+    """
+    try:
+        server.asyncore.loop(
+            timeout=server.adj.asyncore_loop_timeout,
+            map=server.pkgserver_sockets,
+            use_poll=server.adj.asyncore_use_poll,
+        )
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
+def stop(server: Any, grace: float) -> bool:
+    """Stop accepting, give requests in progress up to ``grace`` seconds to finish their work,
+    then close every socket. Their answers cannot go out any more (the socket loop has ended).
+    Returns whether every request finished."""
+    for each in list(server.pkgserver_sockets.values()):
+        if isinstance(each, BaseWSGIServer):
+            # The listening socket only (its own close() would also close the trigger that
+            # finishing requests pull): no new connections from here on.
+            asyncore.dispatcher.close(each)
+    finished: bool = server.task_dispatcher.shutdown(timeout=grace)
+    asyncore.close_all(server.pkgserver_sockets)
+    return finished

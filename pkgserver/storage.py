@@ -836,12 +836,37 @@ class FileOps:
             os.close(fd)
 
 
+_live_temp_files: set[str] = set()  # of this process, for remove_live_temp_files()
+_live_lock = threading.Lock()
+
+
+def remove_live_temp_files() -> int:
+    """Unlink the temporary files of uploads still in flight (at shutdown: their threads are
+    about to die with the process). Only this process's own files: another server sharing the
+    directory keeps its uploads."""
+    with _live_lock:
+        paths = list(_live_temp_files)
+        _live_temp_files.clear()
+    removed = 0
+    for path in paths:
+        try:
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+    if removed:
+        log.info("removed %d temporary files of uploads interrupted by the shutdown", removed)
+    return removed
+
+
 class TempFile:
     """A dot-file in a package directory (so the indexer ignores it), hashed as it is written."""
 
     def __init__(self, ops: FileOps, directory: str, limit: int) -> None:
         self.ops = ops
         self.fd, self.path = ops.open_temp(directory)
+        with _live_lock:
+            _live_temp_files.add(self.path)
         self.limit = limit
         self.size = 0
         self.sha256 = hashlib.sha256()
@@ -870,6 +895,8 @@ class TempFile:
 
     def discard(self) -> None:
         self.close()
+        with _live_lock:
+            _live_temp_files.discard(self.path)
         try:
             self.ops.unlink(self.path)
         except FileNotFoundError:

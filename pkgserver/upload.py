@@ -32,7 +32,16 @@ from .distfile import (
     dist_extension,
     parse_dist_filename,
 )
-from .errors import BadRequest, Conflict, Gone, HTTPProblem, LengthRequired, NotFound, TooLarge
+from .errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    HTTPProblem,
+    LengthRequired,
+    NotFound,
+    TooLarge,
+)
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
 from .multipart import Form, FormError, FormTooLarge, Limits, parse_boundary, parse_form
 from .storage import FileOps, TempFile, TooLargeError, describe
@@ -477,7 +486,13 @@ def _storage_error(exc: OSError) -> HTTPProblem:
     log.error("storage error during upload: %s", exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage("the index is out of disk space; nothing was stored")
-    if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+    if exc.errno == errno.EROFS:
+        # A volume mounted read-only (docker -v ...:ro) is how an index is made download-only.
+        return Forbidden(
+            "this index is read-only: its package directory is on a read-only "
+            "filesystem; nothing was stored"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
         return InsufficientStorage(
             "the package directory is not writable by the server; nothing was stored"
         )

@@ -201,6 +201,45 @@ def test_kill_9_mid_upload_then_restart_leaves_a_clean_directory(
         )
 
 
+@pytest.mark.parametrize("grace", ["30", "0"])
+def test_sigterm_mid_upload_finishes_it_or_removes_it(
+    htpasswd: Path, tmp_path: Path, grace: str
+) -> None:
+    # docker stop: SIGTERM while an upload is being written into the package directory. Within
+    # --shutdown-timeout the upload is published whole; past it, its temp file is removed before
+    # the process ends. Either way no partial file stays behind, under any name.
+    root = tmp_path / "packages"
+    root.mkdir()
+    big = big_wheel(tmp_path / "dist", "termpkg", "1.0", 300 * 1024 * 1024)
+    srv = Server("-P", str(htpasswd), "--shutdown-timeout", grace, "--disable-fallback", str(root))
+    srv.start()
+    assert srv.proc is not None
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(_try_upload(srv, big)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        n.startswith(TEMP_PREFIX) for n in os.listdir(root)
+    ):
+        time.sleep(0.005)
+    assert any(n.startswith(TEMP_PREFIX) for n in os.listdir(root)), "the upload never reached disk"
+    os.kill(srv.proc.pid, signal.SIGTERM)
+    assert srv.proc.wait(timeout=60) == 0
+    thread.join(30)
+    srv._close_pipe()  # it has exited; collect what it logged
+    assert "shutting down" in srv.output and "Traceback" not in srv.output
+    assert leftovers(root) == [], "a temp file outlived the shutdown"
+    published = root / big.name
+    if grace == "0":
+        assert "removed 1 temporary files of uploads interrupted" in srv.output
+        assert not published.exists()
+    else:
+        assert (
+            hashlib.sha256(published.read_bytes()).digest()
+            == hashlib.sha256(big.read_bytes()).digest()
+        )
+
+
 def _try_upload(srv: Server, path: Path) -> object:
     try:
         return upload(srv, path, timeout=60)
