@@ -552,7 +552,12 @@ def passwd(path: str, user: str, *, delete: bool = False) -> int:
             if hasattr(os, "chown") and (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
                 os.chown(tmp, old.st_uid, old.st_gid)
         else:
-            os.chmod(tmp, 0o640)
+            # Like Apache's htpasswd: readable as the umask allows (0644 under the usual 022), so
+            # that a server running as another user (the container's uid 9898, a systemd
+            # DynamicUser) can read it. The file holds hashes only; tighten it with chmod.
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except OSError as exc:
         try:
