@@ -17,7 +17,7 @@ import posixpath
 import re
 import stat
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import bottle
@@ -28,6 +28,7 @@ from .catalog import Catalog, DistFile, RenderCache
 from .config import Settings
 from .distfile import is_valid_project_name, normalize
 from .errors import BadRequest, Forbidden, HTTPProblem, NotAcceptable, NotFound
+from .hosted import HostedNames
 from .storage import MetadataStore
 from .upload import Uploads
 
@@ -94,6 +95,12 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
+class Claimed(NamedTuple):
+    """A project hosted here before, with no files now (see pkgserver.hosted)."""
+
+    name: str
+
+
 LARGE_PAGE = 128 * 1024  # rendered pages above this are sent as files (see send_rendered)
 _STATUS = {200: "200 OK", 304: "304 Not Modified"}
 Answer = tuple[int, list[tuple[str, str]], bytes]
@@ -134,7 +141,24 @@ class _App(bottle.Bottle):  # type: ignore[misc]
                     body = b""
                 start_response(_STATUS[status], headers)
                 return [body]
+        # Forwarded headers are trusted from no one (waitress's clear_untrusted_proxy_headers,
+        # done here for the routes only: its middleware walked the whole environ per request).
+        for key in _PROXY_HEADERS:
+            environ.pop(key, None)
         return super().wsgi(environ, start_response)
+
+
+_PROXY_HEADERS = tuple(
+    "HTTP_" + name
+    for name in (
+        "FORWARDED",
+        "X_FORWARDED_FOR",
+        "X_FORWARDED_HOST",
+        "X_FORWARDED_PROTO",
+        "X_FORWARDED_PORT",
+        "X_FORWARDED_BY",
+    )
+)
 
 
 class _RangeFile:
@@ -168,6 +192,7 @@ def create_app(
     uploads: Uploads | None = None,
     on_stale: Callable[[str], None] | None = None,
     on_published: Callable[[DistFile], None] | None = None,
+    hosted: HostedNames | None = None,
 ) -> bottle.Bottle:
     """Build the WSGI app. Everything it needs is passed in; nothing is global."""
     app = _App()
@@ -263,6 +288,12 @@ def create_app(
             if raw_name != name:
                 return redirect(f"/simple/{name}/")
             return project
+        if hosted is not None and name in hosted:
+            # Hosted here before, all files gone since: claimed, never sent to the fallback,
+            # where anyone may have published the name (dependency confusion).
+            if raw_name != name:
+                return redirect(f"/simple/{name}/")
+            return Claimed(name)
         if fallback and is_valid_project_name(raw_name):
             # Straight to the canonical name upstream: one hop fewer for the client.
             return bottle.HTTPResponse(
@@ -344,6 +375,8 @@ def create_app(
         found = hosted_or_redirect(name)
         if isinstance(found, bottle.HTTPResponse):
             return found
+        if isinstance(found, Claimed):
+            return send_rendered(render.render_claimed(found.name, media))
         page = render.render_project(found, media, settings.hash_algo)
         return send_rendered(page, found.cache, ("project", media, settings.hash_algo))
 
@@ -593,6 +626,8 @@ def create_app(
             if media is None:
                 return None
             page = render.render_project(project, media, hash_algo)
+            if len(page.body) > LARGE_PAGE:
+                return None  # the route sends it without a copy per connection
             return _page_answer(
                 page,
                 project.cache,
@@ -622,11 +657,16 @@ def create_app(
             if f.size > SMALL_FILE:
                 return None
             try:
-                with open(f.path, "rb") as fh:
-                    st = os.fstat(fh.fileno())
+                # os.open rather than open(): no buffer object, no isatty() call; a fifth of
+                # the time a small download held the GIL went into open().
+                fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    st = os.fstat(fd)
                     if not f.matches(st):
                         return None  # the route reports it and asks for a recheck
-                    body = fh.read(f.size + 1)
+                    body = os.read(fd, f.size + 1)  # one read: the file is small (short: route)
+                finally:
+                    os.close(fd)
             except OSError:
                 return None
             if len(body) != f.size:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from .distfile import version_sort_key
@@ -42,11 +42,12 @@ class RenderBudget:
         return len(self._lru)
 
     def touch(self, cache: RenderCache, key: Any) -> None:
-        with self._lock:
-            try:
-                self._lru.move_to_end((id(cache), key))
-            except KeyError:
-                pass
+        # On every cache hit, so without the lock: one OrderedDict operation is atomic under
+        # the GIL, and an entry evicted meanwhile is simply not there any more.
+        try:
+            self._lru.move_to_end((id(cache), key))
+        except KeyError:
+            pass
 
     def add(self, cache: RenderCache, key: Any, size: int) -> None:
         size += _ENTRY_OVERHEAD
@@ -68,6 +69,15 @@ class RenderBudget:
                 owner._entries.pop(key, None)
             self._lru.clear()
             self.used = 0
+
+    def drop(self, cache: RenderCache) -> None:
+        """Forget every entry of ``cache`` (its project or snapshot was replaced)."""
+        with self._lock:
+            for key in list(cache._entries):
+                found = self._lru.pop((id(cache), key), None)
+                if found is not None:
+                    self.used -= found[1]
+            cache._entries.clear()
 
 
 RENDER_BUDGET = RenderBudget()
@@ -97,6 +107,10 @@ class RenderCache:
 
     def __contains__(self, key: Any) -> bool:
         return key in self._entries
+
+    def clear(self) -> None:
+        """Drop every rendering, giving its bytes back to the budget."""
+        self._budget.drop(self)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -203,9 +217,12 @@ EMPTY = Snapshot({}, {}, {}, 0)
 class Catalog:
     """Holds the current snapshot; ``apply`` swaps in a new one. One writer at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_new_projects: Callable[[set[str]], None] | None = None) -> None:
         self.snapshot: Snapshot = EMPTY
         self._lock = threading.Lock()
+        # Told the names of projects that appear (every change goes through apply): the
+        # hosted-names record that keeps them from ever being redirected to the fallback.
+        self.on_new_projects = on_new_projects
 
     def apply(self, upserts: Iterable[DistFile] = (), removals: Iterable[str] = ()) -> Snapshot:
         """Add or replace files (keyed by relpath) and remove relpaths, as one atomic change.
@@ -258,4 +275,15 @@ class Catalog:
                     projects.pop(name, None)
             new = Snapshot(projects, files, by_filename, old.generation + 1)
             self.snapshot = new
+        # The renderings of what was replaced would only take budget from live pages (a reader
+        # still holding the old snapshot renders again, as it would after an eviction).
+        old.cache.clear()
+        for name in touched:
+            replaced = old.projects.get(name)
+            if replaced is not None and new.projects.get(name) is not replaced:
+                replaced.cache.clear()
+        if self.on_new_projects is not None:
+            appeared = {n for n in touched if n in new.projects and n not in old.projects}
+            if appeared:
+                self.on_new_projects(appeared)
         return new

@@ -24,7 +24,7 @@ __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("pkgserver")
 
-SUBCOMMANDS = ("run", "passwd")
+SUBCOMMANDS = ("run", "passwd", "forget")
 ENV_PREFIX = "PKGSERVER_"
 _FALSE = ("0", "no", "off", "false", "none")
 
@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("file", metavar="FILE")
     pw.add_argument("user", metavar="USER")
     pw.add_argument("--delete", action="store_true", help="remove USER")
+    fg = sub.add_parser(
+        "forget",
+        help="let a project no longer hosted be redirected to the fallback index again",
+        description="A project that was ever hosted in DIR... is never redirected to the fallback "
+        "index, even once all its files are gone (so that nobody can take its name on the public "
+        "index and have it installed from here). 'forget' lifts that for NAME, whose files must "
+        "be gone. A running server sees it within a second. DIR... defaults as for 'run'.",
+    )
+    fg.add_argument("name", metavar="NAME")
+    fg.add_argument("roots", metavar="DIR", nargs="*")
     return parser
 
 
@@ -260,8 +270,9 @@ def _size(value: str) -> int:
     return size
 
 
-def _settings(ns: argparse.Namespace) -> Settings:
-    roots = list(ns.roots)
+def _roots(given: Sequence[str]) -> list[str]:
+    """DIR... as given, else PKGSERVER_ROOTS, else ~/packages; each must be a readable folder."""
+    roots = list(given)
     if not roots and _env("roots"):
         roots = [r for r in (_env("roots") or "").split(os.pathsep) if r]
     if not roots:
@@ -271,6 +282,11 @@ def _settings(ns: argparse.Namespace) -> Settings:
             raise UsageError(f"package directory {root!r} does not exist or is not a directory")
         if not os.access(root, os.R_OK | os.X_OK):
             raise UsageError(f"package directory {root!r} is not readable")
+    return roots
+
+
+def _settings(ns: argparse.Namespace) -> Settings:
+    roots = _roots(ns.roots)
     if not 0 <= ns.port <= 65535:
         raise UsageError(f"port {ns.port} is out of range")
     try:
@@ -393,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "run":
             settings = _settings(ns)
             return run(settings)
+        if ns.command == "forget":
+            return forget(ns.name, _roots(ns.roots))
         if ns.command == "passwd":
             return passwd(ns.file, ns.user, delete=ns.delete)
     except UsageError as exc:
@@ -406,8 +424,15 @@ def run(settings: Settings) -> int:
     from .auth import Authenticator
     from .cache import DescriptionCache
     from .catalog import Catalog
+    from .hosted import HostedNames
     from .server import make_server, serve, stop
-    from .storage import Indexer, MetadataStore, remove_live_temp_files, sweep_temp_files
+    from .storage import (
+        Indexer,
+        MetadataStore,
+        ScanInterrupted,
+        remove_live_temp_files,
+        sweep_temp_files,
+    )
 
     _setup_logging(settings)
     if settings.password_file is None and not settings.authenticate:
@@ -415,7 +440,8 @@ def run(settings: Settings) -> int:
             "running fully open (-P . -a .): anyone who can reach it can read and change it"
         )
     sweep_temp_files(settings.roots)
-    catalog = Catalog()
+    hosted = HostedNames(settings.roots)
+    catalog = Catalog(on_new_projects=hosted.add)
     extra = [settings.hash_algo] if settings.hash_algo and settings.hash_algo != "sha256" else []
     cache = (
         DescriptionCache.open(settings.cache_dir, settings.roots) if settings.cache_dir else None
@@ -428,76 +454,167 @@ def run(settings: Settings) -> int:
         watch=settings.watch,
         extra_algos=extra,
     )
-    indexer.start()
-    auth = Authenticator(settings.password_file, settings.authenticate)
-    app = create_app(
-        settings,
-        catalog,
-        auth=auth,
-        metadata=MetadataStore(),
-        on_stale=indexer.recheck,
-        on_published=indexer.remember,
-    )
-    try:
-        server = make_server(
-            app,
-            host=settings.host,
-            port=settings.port,
-            threads=settings.threads,
-            connection_limit=settings.connection_limit,
-            # Room for the form fields around the largest file; waitress answers 413 beyond it
-            # before the body is stored in full.
-            max_request_body_size=settings.max_upload_size + 64 * 1024 * 1024,
-            ident="pkgserver",
-            clear_untrusted_proxy_headers=True,
-        )
-    except OSError as exc:
-        indexer.stop()
-        raise UsageError(
-            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
-        ) from None
-
     stopping = False
+    server = None
 
     def _terminate(signum: int, _frame: Any) -> None:
-        # SIGTERM (docker stop, systemd) ends the server like Ctrl-C; once shutdown has begun,
+        # SIGTERM (docker stop, systemd) ends the server like Ctrl-C, from the first scan on (a
+        # container's main process ignores SIGTERM without a handler); once shutdown has begun,
         # further signals are ignored so that the clean-up below runs to its end.
         nonlocal stopping
-        if not stopping:
-            stopping = True
-            raise KeyboardInterrupt
+        if stopping:
+            return
+        stopping = True
+        if server is None:
+            indexer.interrupt()  # the scan stops at its next file, where it is safe to
+        else:
+            raise KeyboardInterrupt  # ends the socket loop
 
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
-    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
     try:
+        indexer.start()
+        if stopping:
+            raise ScanInterrupted("stopped after the first scan")
+        auth = Authenticator(settings.password_file, settings.authenticate)
+        app = create_app(
+            settings,
+            catalog,
+            auth=auth,
+            metadata=MetadataStore(),
+            on_stale=indexer.recheck,
+            on_published=indexer.remember,
+            hosted=hosted,
+        )
+        try:
+            server = make_server(
+                app,
+                host=settings.host,
+                port=settings.port,
+                threads=settings.threads,
+                connection_limit=settings.connection_limit,
+                # Room for the form fields around the largest file; waitress answers 413 beyond
+                # it before the body is stored in full.
+                max_request_body_size=settings.max_upload_size + 64 * 1024 * 1024,
+                ident="pkgserver",
+                # X-Forwarded-* and Forwarded are dropped by the app itself (see app._App),
+                # more cheaply than waitress's middleware, which walks the environ per request.
+                clear_untrusted_proxy_headers=False,
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+            ) from None
+        if stopping:  # a signal came between the scan and this point
+            raise ScanInterrupted("stopped before serving")
         log.info(
-            "pkgserver %s serving %s on http://%s:%s/",
+            "pkgserver %s serving %s on %s",
             __version__,
             ", ".join(settings.roots),
-            host,
-            server.effective_port,
+            _listening(server, settings.host),
         )
         serve(server)
-    except KeyboardInterrupt:
-        pass  # the signal came outside waitress's loop
+    except (KeyboardInterrupt, ScanInterrupted):
+        pass  # a signal during the start, or outside the socket loop
     finally:
         stopping = True
-        log.info("shutting down")
-        # Requests in progress may finish their work (an upload its publishing) within the grace
-        # time; a client whose upload was published then sees the connection drop, and its retry
-        # of the same file succeeds. What is still running after it dies with the process.
-        if not stop(server, settings.shutdown_timeout):
-            log.warning("requests still running after %gs; abandoned", settings.shutdown_timeout)
+        if server is not None:
+            log.info("shutting down")
+            # Requests in progress may finish (an upload its publishing, and its answer) within
+            # the grace time; what is still running after it dies with the process.
+            if not stop(server, settings.shutdown_timeout):
+                log.warning(
+                    "requests still running after %gs; abandoned", settings.shutdown_timeout
+                )
+        else:
+            log.info("stopped before serving")
         remove_live_temp_files()  # uploads still running die with the process
         indexer.stop()
     return 0
 
 
-def passwd(path: str, user: str, *, delete: bool = False) -> int:
-    """Add, change or delete a user in an htpasswd file; writes it atomically."""
-    import getpass
+def _listening(server: Any, host: str) -> str:
+    """The URL(s) served: one per address when a host name resolved to several."""
+    listen = getattr(server, "effective_listen", None)
+    if listen:
+        return ", ".join(f"http://{f'[{h}]' if ':' in h else h}:{p}/" for h, p in listen)
+    shown = host if ":" not in host else f"[{host}]"
+    return f"http://{shown}:{server.effective_port}/"
+
+
+def forget(name: str, roots: Sequence[str]) -> int:
+    """Lift the claim on a project that is no longer hosted (see pkgserver.hosted)."""
+    from .distfile import is_valid_project_name, normalize, parse_dist_filename
+    from .hosted import HostedNames
+    from .storage import iter_dist_files
+
+    if not is_valid_project_name(name):
+        raise UsageError(f"invalid project name {name!r}")
+    project = normalize(name)
+    for root in roots:
+        for relpath, _st in iter_dist_files(root):
+            try:
+                parsed = parse_dist_filename(relpath.rsplit("/", 1)[-1])
+            except ValueError:
+                continue
+            if parsed.project == project:
+                raise UsageError(
+                    f"{project} still has files ({os.path.join(root, relpath)}): remove them first"
+                )
+    hosted = HostedNames(roots)
+    try:
+        found = hosted.forget(project)
+    except OSError as exc:
+        raise UsageError(f"cannot update {hosted.paths}: {exc.strerror or exc}") from None
+    if not found:
+        raise UsageError(f"{project} is not among the projects hosted in {', '.join(roots)}")
+    print(f"forgot {project}: it will be redirected to the fallback index again", file=sys.stderr)
+    return 0
+
+
+def _rewrite_in_place(path: str, content: bytes) -> None:
+    """Rewrite an existing htpasswd file in the same inode, as Apache's htpasswd does.
+
+    Not a rename: a file bind-mounted into a container (``-v ~/pypi/.htpasswd:/data/.htpasswd``)
+    stays bound to the inode it had, so a replaced file would never reach the server inside,
+    and renaming onto the mount point from inside the container fails. Mode and owner stay.
+    One write of a few KB: a server that reads at that very moment sees a file it cannot parse
+    or misses the change, and re-reads it at the next change of size or mtime (within a second).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.ftruncate(fd, len(content))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_atomically(path: str, content: bytes) -> None:
+    """A new htpasswd file, whole or not at all, readable as the umask allows (0644 usually)
+    like Apache's htpasswd makes it, so that a server running as another user (the
+    container's uid 9898, a systemd DynamicUser) can read it. It holds hashes only."""
     import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".htpasswd-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.link(tmp, path)  # never replaces a file created meanwhile
+    finally:
+        os.unlink(tmp)
+
+
+def passwd(path: str, user: str, *, delete: bool = False) -> int:
+    """Add, change or delete a user in an htpasswd file (see the two writers above)."""
+    import getpass
 
     from passlib.apache import HtpasswdFile
 
@@ -535,35 +652,13 @@ def passwd(path: str, user: str, *, delete: bool = False) -> int:
         if len(password.encode()) > 72:
             raise UsageError("password longer than 72 bytes (bcrypt's limit)")
         ht.set_password(user, password)
-    directory = os.path.dirname(os.path.abspath(path))
+    content = ht.to_string()
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".htpasswd-", dir=directory)
+        if exists:
+            _rewrite_in_place(path, content)
+        else:
+            _create_atomically(path, content)
     except OSError as exc:
         raise UsageError(f"cannot write {path!r}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(ht.to_string())
-            fh.flush()
-            os.fsync(fh.fileno())
-        if exists:
-            # Keep who may read it: a server running as another user must still see it.
-            old = os.stat(path)
-            os.chmod(tmp, old.st_mode & 0o777)
-            if hasattr(os, "chown") and (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
-                os.chown(tmp, old.st_uid, old.st_gid)
-        else:
-            # Like Apache's htpasswd: readable as the umask allows (0644 under the usual 022), so
-            # that a server running as another user (the container's uid 9898, a systemd
-            # DynamicUser) can read it. The file holds hashes only; tighten it with chmod.
-            umask = os.umask(0o022)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise UsageError(f"cannot write {path!r}: {exc}") from None
     print(f"{'deleted' if delete else 'set'} {user} in {path}", file=sys.stderr)
     return 0

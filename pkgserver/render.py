@@ -263,6 +263,23 @@ def _project_json(project: Project, hash_algo: str | None) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def render_claimed(name: str, media_type: str) -> Rendered:
+    """The page of a project that was hosted here and has no files any more: no links, and
+    no redirect to the fallback index (see pkgserver.hosted). Not cached: it is rare."""
+    if media_type == JSON_V1:
+        doc = {"meta": {"api-version": API_VERSION}, "name": name, "versions": [], "files": []}
+        body = json.dumps(doc, separators=(",", ":")).encode()
+    else:
+        title = f"Links for {name}"
+        body = (
+            _HEAD.format(title=esc(title))
+            + f"    <h1>{esc(title)}</h1>\n"
+            + "    <!-- hosted here before; no files now, and never redirected elsewhere -->\n"
+            + _TAIL
+        ).encode()
+    return Rendered(body, media_type, _etag(body))
+
+
 # -- warehouse JSON (/pypi/<project>/json) ------------------------------------------------------
 def _release_file(f: DistFile, base_url: str) -> dict[str, Any]:
     digests = {"sha256": f.sha256}

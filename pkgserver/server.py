@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from waitress import wasyncore as asyncore
@@ -72,14 +73,28 @@ def serve(server: Any) -> None:
 
 
 def stop(server: Any, grace: float) -> bool:
-    """Stop accepting, give requests in progress up to ``grace`` seconds to finish their work,
-    then close every socket. Their answers cannot go out any more (the socket loop has ended).
-    Returns whether every request finished."""
-    for each in list(server.pkgserver_sockets.values()):
+    """Stop accepting connections, then keep the socket loop running for up to ``grace``
+    seconds while requests in progress finish and their answers go out (an upload being written
+    is published and its client told so); then close every socket. Returns whether everything
+    finished in time: what did not dies with the process."""
+    sockets = server.pkgserver_sockets
+    for each in list(sockets.values()):
         if isinstance(each, BaseWSGIServer):
             # The listening socket only (its own close() would also close the trigger that
             # finishing requests pull): no new connections from here on.
             asyncore.dispatcher.close(each)
-    finished: bool = server.task_dispatcher.shutdown(timeout=grace)
-    asyncore.close_all(server.pkgserver_sockets)
+    dispatcher = server.task_dispatcher
+    deadline = time.monotonic() + grace
+
+    def busy() -> bool:
+        with dispatcher.lock:
+            if dispatcher.active_count > 0 or dispatcher.queue:
+                return True
+        return any(getattr(channel, "total_outbufs_len", 0) for channel in list(sockets.values()))
+
+    while busy() and time.monotonic() < deadline:
+        asyncore.loop(timeout=0.05, map=sockets, use_poll=server.adj.asyncore_use_poll, count=1)
+    finished = not busy()
+    dispatcher.shutdown(cancel_pending=True, timeout=1.0 if finished else 0.1)
+    asyncore.close_all(sockets)
     return finished

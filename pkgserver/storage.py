@@ -217,6 +217,17 @@ class Indexer:
         self._warned: set[str] = set()
         self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.watching = False
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """Ask a first scan in progress to stop (from a signal handler: it only sets a flag,
+        which the scan checks between files; an exception raised in the middle of the worker
+        pool's machinery could leave it hanging). The scan then raises ScanInterrupted."""
+        self._interrupted = True
+
+    def _check_interrupted(self) -> None:
+        if self._interrupted:
+            raise ScanInterrupted("the first scan was interrupted")
 
     # -- public ----------------------------------------------------------------------------
     def initial_scan(self) -> int:
@@ -603,6 +614,7 @@ class Indexer:
             self._describe_parallel(todo, pending, results)
         else:
             for i in pending:
+                self._check_interrupted()
                 root_index, relpath, st, _ = todo[i]
                 results[i] = self._describe(root_index, relpath, st, walked=True)
         if self.cache is not None:
@@ -632,6 +644,7 @@ class Indexer:
         try:
             row = next(rows, None)
             for i in sorted(range(len(todo)), key=lambda i: (todo[i][0], todo[i][1])):
+                self._check_interrupted()
                 root_index, relpath, st, _ = todo[i]
                 key = (root_index, relpath)
                 while row is not None and row[0] < key:
@@ -692,15 +705,23 @@ class Indexer:
         log.info("reading %d files with %d processes", len(jobs), self.workers)
         try:
             ctx = multiprocessing.get_context("spawn")  # never fork a threaded process
-            with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            try:
                 args = [
                     (self.roots[todo[i][0]], todo[i][1], todo[i][2], self.extra_algos) for i in jobs
                 ]
                 for i, outcome in zip(jobs, pool.map(_describe_job, args, chunksize=256)):
+                    self._check_interrupted()
                     if isinstance(outcome, str):
                         self._warn_once(todo[i][1], outcome)
                     else:
                         results[i] = self._compact(outcome)
+            except BaseException:
+                # Interrupted (SIGTERM during a first start): drop the work not begun, let the
+                # workers finish the chunk in hand and exit.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
         except (OSError, RuntimeError) as exc:  # no worker processes here: read in this one
             log.warning("parallel indexing unavailable (%s); reading in one process", exc)
             for i in jobs:
@@ -800,11 +821,11 @@ class FileOps:
         for _ in range(100):
             path = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
             try:
-                return os.open(
-                    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-                ), path
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             except FileExistsError:
                 continue
+            _track(path)  # removed at shutdown if still there (remove_live_temp_files)
+            return fd, path
         raise FileExistsError("could not create a temporary file")
 
     def write(self, fd: int, data: bytes) -> None:
@@ -824,9 +845,11 @@ class FileOps:
 
     def replace(self, src: str, dst: str) -> None:
         os.replace(src, dst)
+        untrack_temp(src)
 
     def unlink(self, path: str) -> None:
         os.unlink(path)
+        untrack_temp(path)
 
     def fsync_dir(self, directory: str) -> None:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -838,6 +861,17 @@ class FileOps:
 
 _live_temp_files: set[str] = set()  # of this process, for remove_live_temp_files()
 _live_lock = threading.Lock()
+
+
+def _track(path: str) -> None:
+    with _live_lock:
+        _live_temp_files.add(path)
+
+
+def untrack_temp(path: str) -> None:
+    """``path``, a temp file, is gone (removed, or renamed to its final name)."""
+    with _live_lock:
+        _live_temp_files.discard(path)
 
 
 def remove_live_temp_files() -> int:
@@ -865,8 +899,6 @@ class TempFile:
     def __init__(self, ops: FileOps, directory: str, limit: int) -> None:
         self.ops = ops
         self.fd, self.path = ops.open_temp(directory)
-        with _live_lock:
-            _live_temp_files.add(self.path)
         self.limit = limit
         self.size = 0
         self.sha256 = hashlib.sha256()
@@ -895,8 +927,7 @@ class TempFile:
 
     def discard(self) -> None:
         self.close()
-        with _live_lock:
-            _live_temp_files.discard(self.path)
+        untrack_temp(self.path)
         try:
             self.ops.unlink(self.path)
         except FileNotFoundError:
@@ -908,6 +939,10 @@ class TempFile:
             "md5": self.md5.hexdigest(),
             "blake2_256": self.blake2_256.hexdigest(),
         }
+
+
+class ScanInterrupted(Exception):
+    """Indexer.interrupt() was called during the first scan."""
 
 
 class TooLargeError(ValueError):

@@ -44,7 +44,7 @@ from .errors import (
 )
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
 from .multipart import Form, FormError, FormTooLarge, Limits, parse_boundary, parse_form
-from .storage import FileOps, TempFile, TooLargeError, describe
+from .storage import FileOps, TempFile, TooLargeError, describe, untrack_temp
 
 __all__ = ["InsufficientStorage", "Uploads", "file_key"]
 
@@ -397,6 +397,7 @@ class Uploads:
                 if not os.path.samefile(path, only_if_same_as):
                     return
             os.unlink(path)
+            untrack_temp(path)
         except OSError:
             pass
 

@@ -252,6 +252,23 @@ def test_passwd_keeps_owner_and_mode_and_edits_through_a_symlink(tmp_path: Path)
     assert b"bob:" in target.read_bytes()
 
 
+def test_passwd_edits_the_file_in_place_so_a_bind_mount_sees_it(tmp_path: Path) -> None:
+    # docker run -v ~/pypi/.htpasswd:/data/.htpasswd binds the inode: a replaced file would
+    # never reach the server in the container.
+    path = tmp_path / "htpasswd"
+    assert passwd(str(path), "alice", stdin="first\n").returncode == 0
+    inode = path.stat().st_ino
+    with open(path, "rb") as held:  # what a bind mount keeps seeing
+        assert passwd(str(path), "bob", stdin="second\n").returncode == 0
+        assert passwd(str(path), "--delete", "alice").returncode == 0
+        held.seek(0)
+        seen = held.read()
+    assert path.stat().st_ino == inode
+    assert b"bob:" in seen and b"alice:" not in seen
+    assert seen == path.read_bytes()
+    assert not [p for p in os.listdir(tmp_path) if p != "htpasswd"]  # no temp file left
+
+
 @pytest.mark.parametrize("user", ["#dave", "a b", "tab\tuser"])
 def test_passwd_refuses_names_htpasswd_cannot_hold(tmp_path: Path, user: str) -> None:
     res = passwd(str(tmp_path / "ht"), user, stdin="pw\n")

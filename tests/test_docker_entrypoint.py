@@ -54,7 +54,7 @@ def run_entrypoint(
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ([], ("pkgserver", ["run", "/data/packages"])),
+        ([], ("pkgserver", ["run"])),
         (
             ["-v", "-P", ".htpasswd", "packages"],
             ("pkgserver", ["-v", "-P", ".htpasswd", "packages"]),
@@ -64,6 +64,8 @@ def run_entrypoint(
         (["/srv/pkgs"], ("pkgserver", ["/srv/pkgs"])),
         (["./packages"], ("pkgserver", ["./packages"])),
         (["sh", "-c", "true"], ("exec", ["sh", "-c", "true"])),
+        (["/bin/sh"], ("exec", ["/bin/sh"])),
+        ([sys.executable, "-V"], ("exec", [sys.executable, "-V"])),
         (["no-such-program-here"], ("pkgserver", ["no-such-program-here"])),
     ],
 )
@@ -133,6 +135,24 @@ def test_read_only_folder_is_accepted_as_download_only(tmp_path: Path) -> None:
         assert os.listdir(ro) == []
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_only_the_upload_folder_is_checked_and_only_when_uploads_are_possible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pkgserver.config import Settings
+
+    probed: list[str] = []
+    monkeypatch.setattr(ep, "writable_problem", lambda root: probed.append(root))
+    roots = (str(tmp_path / "upload"), str(tmp_path / "mirror"))
+    ep.preflight(Settings(roots=roots, password_file="htpasswd"))
+    assert probed == [roots[0]]  # uploads go to the first folder only
+    probed.clear()
+    ep.preflight(Settings(roots=roots, password_file=None, authenticate=frozenset()))
+    assert probed == [roots[0]]  # -P . -a .: anyone may upload
+    probed.clear()
+    ep.preflight(Settings(roots=roots, password_file=None, authenticate=frozenset({"update"})))
+    assert probed == []  # no password file: nobody can upload, a read-only folder is fine
 
 
 def test_writable_folder_passes_and_the_probe_leaves_nothing(tmp_path: Path) -> None:

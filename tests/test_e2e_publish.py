@@ -216,11 +216,12 @@ def project_of(filename: str) -> str:
 
 def stored(pkgdir: Path) -> dict[str, str]:
     """{relative path: sha256} of every file in the package directory, hidden ones included
-    (a failed or repeated upload must leave no temporary file behind)."""
+    (a failed or repeated upload must leave no temporary file behind), except the server's
+    record of hosted project names (.pkgserver/)."""
     return {
-        p.relative_to(pkgdir).as_posix(): sha256(p)
+        rel: sha256(p)
         for p in sorted(pkgdir.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not (rel := p.relative_to(pkgdir).as_posix()).startswith(".pkgserver/")
     }
 
 

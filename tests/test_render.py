@@ -181,3 +181,26 @@ def test_pages_stay_right_when_the_budget_is_far_too_small(
         res = app.get("/simple/", headers={"Accept": HTML})
         assert res.body.count(b"<a ") == 40
     assert 0 < len(budget) < 10
+
+
+def test_replaced_projects_give_their_renderings_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every upload makes a new snapshot: the old one's index renderings and the replaced
+    # project's pages must not sit in the budget until evicted.
+    budget = RenderBudget(max_bytes=10_000_000)
+    monkeypatch.setattr(catalog_module, "RENDER_BUDGET", budget)
+    make_wheel(tmp_path, "stay", "1.0")
+    make_wheel(tmp_path, "grow", "1.0")
+    app, catalog = make_testapp([tmp_path])
+    for page in ("/simple/", "/simple/stay/", "/simple/grow/"):
+        app.get(page, headers={"Accept": HTML})
+    before = len(budget)
+    assert before == 3
+    stay = catalog.snapshot.projects["stay"]
+    extra = make_wheel(tmp_path, "grow", "2.0")
+    from pkgserver.storage import describe
+
+    catalog.apply([describe(str(tmp_path), extra.name, extra.stat())])
+    assert len(budget) == 1  # only "stay", which did not change, keeps its page
+    assert "stay" in catalog.snapshot.projects and catalog.snapshot.projects["stay"] is stay

@@ -384,3 +384,22 @@ def test_filenames_no_build_tool_makes_are_refused(
     )
     assert post(app, body).status_int == 400
     assert os.listdir(root) == []
+
+
+def test_forwarded_headers_steer_nothing(tmp_path: Path) -> None:
+    # No proxy is trusted unless configured: X-Forwarded-* and Forwarded must not change a
+    # redirect or an absolute URL (waitress's clearing is done by the app itself now).
+    make_wheel(tmp_path, "demo-pkg", "1.0")
+    app, _ = make_testapp([tmp_path])
+    spoof = {
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Port": "8443",
+        "Forwarded": "host=evil.example;proto=https",
+        "Host": "index.corp:8080",
+    }
+    res = app.get("/simple/Demo_Pkg/", headers=spoof, status=301)
+    assert "evil" not in res.headers["Location"] and "https" not in res.headers["Location"]
+    body = app.get("/pypi/demo-pkg/json", headers=spoof).json
+    assert body["urls"][0]["url"].startswith("http://index.corp:8080/packages/")
+    assert b"evil" not in app.get("/", headers=spoof).body

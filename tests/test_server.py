@@ -193,3 +193,82 @@ def test_large_pages_are_sent_whole_from_the_cached_rendering(
     assert bodies[0] == bodies[1] and bodies[2] == b""
     assert bodies[0].count(b"<a ") == 30
     assert bodies[0] == testapp.get("/simple/", headers={"Accept": "text/html"}).body
+
+
+def test_startup_line_names_every_address_of_a_multi_socket_server() -> None:
+    # --host localhost resolving to 127.0.0.1 and ::1 gives waitress's MultiSocketServer, which
+    # has no effective_port; the "serving" line must list both instead of crashing.
+    from types import SimpleNamespace
+
+    from pkgserver.cli import _listening
+
+    multi = SimpleNamespace(effective_listen=[("127.0.0.1", 8080), ("::1", 8080)])
+    assert _listening(multi, "localhost") == "http://127.0.0.1:8080/, http://[::1]:8080/"
+    single = SimpleNamespace(effective_port=8081)
+    assert _listening(single, "0.0.0.0") == "http://0.0.0.0:8081/"
+    assert _listening(single, "::") == "http://[::]:8081/"
+
+
+@pytest.mark.e2e
+def test_sigterm_during_a_long_first_scan_stops_promptly(tmp_path: Path) -> None:
+    # docker stop during the first start of a large directory: pkgserver is the container's
+    # PID 1 and must not ignore SIGTERM until the scan is over.
+    import subprocess
+    import sys
+    import zipfile
+
+    pkgs = tmp_path / "packages"
+    pkgs.mkdir()
+    for n in range(4000):
+        name = f"scanpkg{n}"
+        with zipfile.ZipFile(pkgs / f"{name}-1.0-py3-none-any.whl", "w") as zf:
+            zf.writestr(
+                f"{name}-1.0.dist-info/METADATA",
+                f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n" + "x" * 20000,
+            )
+            zf.writestr(f"{name}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\n")
+    old = time.time() - 3600  # settled files: read by the first scan, not deferred
+    for p in pkgs.iterdir():
+        os.utime(p, (old, old))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PKGSERVER_")}
+    env["PKGSERVER_CACHE_DIR"] = "off"
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pkgserver",
+                "run",
+                "-p",
+                "0",
+                "-i",
+                "127.0.0.1",
+                "-P",
+                ".",
+                "-a",
+                ".",
+                str(pkgs),
+            ],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "reading 4000 files" not in log_path.read_text():  # the scan is under way
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.01)
+        started = time.monotonic()
+        proc.terminate()
+        proc.wait(timeout=30)
+        stopped_in = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rest = log_path.read_text()
+    assert proc.returncode == 0, rest
+    assert "stopped before serving" in rest and "Traceback" not in rest, rest
+    assert " serving " not in rest
+    assert stopped_in < 10, stopped_in
