@@ -2,16 +2,18 @@
 
 Entrypoint (``docker run IMAGE [ARGS...]``), like pypiserver's image:
 
-- no arguments: ``pkgserver run /data/packages`` (port 8080 on all interfaces: pkgserver's
-  defaults, or ``PKGSERVER_PORT`` / ``PKGSERVER_HOST``);
+- no arguments: ``pkgserver run``, which serves ``PKGSERVER_ROOTS`` or else ``~/packages``
+  (``HOME`` is ``/data``) on port 8080 of all interfaces (or ``PKGSERVER_PORT``...);
 - a first argument that is a pkgserver subcommand (``run``, ``passwd``, ...), an option
   (``-P .htpasswd packages``) or a path: ``pkgserver ARGS...``, relative to ``/data``;
-- any other first argument that names a program in the image (``sh``): that program.
+- any other first argument that names a program in the image (``sh``, ``/bin/bash``): that
+  program.
 
 Before it starts a server it checks, and explains in one line without starting, what would only
-fail later: a package directory the server's user cannot write (uploads would fail; it never
-``chown``s anything) and a password file that is missing. A package directory mounted read-only
-is taken as meant: the server starts, serves downloads and refuses uploads.
+fail later: a password file that is missing, and, when uploads are possible (a password file, or
+``-P . -a .``), an upload folder (the first package directory) the server's user cannot write; it
+never ``chown``s anything. An upload folder mounted read-only is taken as meant: the server
+starts, serves downloads and refuses uploads.
 
 Health check (``HEALTHCHECK CMD ... entrypoint.py healthcheck``): asks the running server's
 health URL, found from the server process's own arguments and environment, so that ``-p``,
@@ -35,7 +37,7 @@ from pkgserver.config import Settings
 from pkgserver.storage import TEMP_PREFIX
 
 DATA = "/data"
-DEFAULT = ["run", "/data/packages"]
+DEFAULT = ["run"]  # its default folder: PKGSERVER_ROOTS, else ~/packages = /data/packages
 
 
 def say(message: str) -> None:
@@ -48,7 +50,11 @@ def command_for(args: Sequence[str]) -> tuple[str, list[str]]:
     if not args:
         return "pkgserver", list(DEFAULT)
     first = args[0]
-    if first in cli.SUBCOMMANDS or first.startswith("-") or "/" in first:
+    if first in cli.SUBCOMMANDS or first.startswith("-"):
+        return "pkgserver", args
+    if os.path.isfile(first) and os.access(first, os.X_OK):
+        return "exec", args  # /bin/sh, /opt/pkgserver/bin/python
+    if "/" in first:
         return "pkgserver", args
     if os.path.exists(first) or not shutil.which(first):
         return "pkgserver", args  # a path, or nothing runnable: pkgserver says what is wrong
@@ -83,11 +89,12 @@ def writable_problem(root: str) -> str | None:
 
 
 def preflight(settings: Settings) -> str | None:
-    for root in settings.roots:
-        problem = writable_problem(root)
-        if problem:
-            return problem
-    return None
+    """Uploads go to the first package directory, and only where someone may upload: with a
+    password file, or with ``update`` not protected at all (``-P . -a .``)."""
+    uploads = settings.password_file is not None or "update" not in settings.authenticate
+    if not uploads:
+        return None
+    return writable_problem(settings.roots[0])
 
 
 def entrypoint(args: Sequence[str]) -> int:  # returns only on an error
@@ -176,8 +183,11 @@ def health_url(pids: Sequence[str] | None = None) -> str:
 
 def healthcheck(pids: Sequence[str] | None = None) -> int:
     url = health_url(pids)
+    # No proxy: docker passes its client's HTTP_PROXY into containers, and urllib would send a
+    # request for 127.0.0.1 through it.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=5) as res:  # noqa: S310 (http to ourselves)
+        with opener.open(url, timeout=5) as res:
             ok = res.status == 200
     except (urllib.error.URLError, OSError) as exc:
         print(f"unhealthy: {url}: {exc}", file=sys.stderr)

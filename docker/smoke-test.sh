@@ -73,6 +73,14 @@ health_status() {  # container -> healthy | unhealthy | starting
   fi
 }
 
+wait_healthy() {  # container -> its health once it is no longer "starting" (docker: 2 min max)
+  local status=starting
+  for _ in $(seq 120); do
+    status=$(health_status "$1"); [ "$status" = starting ] || break; sleep 1
+  done
+  echo "$status"
+}
+
 # -- build ------------------------------------------------------------------------------------------
 build_args=(-f "$here/Dockerfile" -t "$IMAGE" --network=host)
 [ -n "${BASE_IMAGE:-}" ] && build_args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
@@ -91,7 +99,10 @@ case "$hc" in *entrypoint.py*healthcheck*) ok "HEALTHCHECK set";; *) fail "no HE
 # -- the folder and the password file, as a user sets them up -----------------------------------------
 pypi="$work/pypi"
 mkdir -p "$pypi/packages" "$work/dist" "$work/home"
-as_image_user "$UID_IMAGE:$UID_IMAGE" "$pypi/packages"
+# As the README says: the folder stays the user's, group 9898 (the server) may write, and files
+# created in it get group 9898 (setgid), so both sides can add files without sudo.
+as_image_user ":$UID_IMAGE" "$pypi/packages"
+chmod 2775 "$pypi/packages"
 # The image's own passwd command, run as the host user so the file is theirs.
 if printf '%s\n' "$PASSWORD" | "$ENGINE" run --rm -i --user "$(id -u):$(id -g)" -v "$pypi:/data" \
     "$IMAGE" passwd .htpasswd alice >"$work/passwd.log" 2>&1 && grep -q '^alice:\$2' "$pypi/.htpasswd"; then
@@ -104,7 +115,7 @@ fi
 import sys
 sys.path.insert(0, sys.argv[1])
 from builders import make_wheel
-for name, version in [("smoke-demo", "1.0"), ("smoke-copied", "2.0")]:
+for name, version in [("smoke-demo", "1.0"), ("smoke-copied", "2.0"), ("smoke-pw", "1.0")]:
     make_wheel(sys.argv[2], name, version, summary="pkgserver smoke test")
 PY
 
@@ -116,10 +127,7 @@ start=$(now)
 if t=$(wait_health "$PORT" 60); then ok "/health answers 200, $t s after docker run"; else
   "$ENGINE" logs "$name" >&2; fail "/health never answered"; exit 1
 fi
-status=starting
-for _ in $(seq 120); do
-  status=$(health_status "$name"); [ "$status" = starting ] || break; sleep 1
-done
+status=$(wait_healthy "$name")
 [ "$status" = healthy ] && ok "HEALTHCHECK reports healthy" || fail "HEALTHCHECK reports $status"
 
 cat >"$work/home/.pypirc" <<EOF
@@ -153,6 +161,27 @@ elif grep -q 403 "$work/twine-bad.log" && [ ! -e "$pypi/packages/smoke_copied-2.
 else
   cat "$work/twine-bad.log" >&2; fail "wrong password: unexpected answer"
 fi
+
+# pkgserver passwd on the host rewrites the file in place, so the single-file bind mount sees it.
+new_password="changed-$RANDOM"
+printf '%s\n' "$new_password" | "$PYTHON" -m pkgserver passwd "$pypi/.htpasswd" alice 2>/dev/null
+code=000
+start=$(now)
+for _ in $(seq 50); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -u "alice:$new_password" \
+    -F ':action=file_upload' -F name=smoke-pw -F version=1.0 \
+    -F "content=@$work/dist/smoke_pw-1.0-py3-none-any.whl" "http://127.0.0.1:$PORT/")
+  [ "$code" = 200 ] && break; sleep 0.1
+done
+old_code=$(curl -s -o /dev/null -w '%{http_code}' -u "alice:$PASSWORD" \
+  -F ':action=file_upload' -F name=smoke-pw -F version=1.0 \
+  -F "content=@$work/dist/smoke_pw-1.0-py3-none-any.whl" "http://127.0.0.1:$PORT/")
+if [ "$code" = 200 ] && [ "$old_code" = 403 ]; then
+  ok "a password changed on the host with pkgserver passwd works after $(since "$start") s; the old one gets 403"
+else
+  fail "password change through the mounted htpasswd: new password $code, old one $old_code"
+fi
+PASSWORD=$new_password
 
 pip_install() {  # port project target-dir
   PIP_CONFIG_FILE=/dev/null HOME="$work/home" "$PYTHON" -m pip install -q --no-cache-dir \
@@ -210,7 +239,7 @@ else
 fi
 "$ENGINE" logs "$ro" 2>&1 | grep -q "mounted read-only" && ok "it says the volume is read-only" \
   || fail "no read-only notice in the log"
-status=$(health_status "$ro")
+status=$(wait_healthy "$ro")
 [ "$status" = healthy ] && ok "HEALTHCHECK finds the server on port 9090 (healthy)" \
   || fail "HEALTHCHECK with PKGSERVER_PORT=9090: $status"
 if HOME="$work/home" "$PYTHON" -m twine upload --disable-progress-bar --repository-url \
@@ -293,6 +322,12 @@ if command -v nginx >/dev/null; then
   for _ in $(seq 50); do
     listed "$PORT_BEHIND" smoke-copied smoke_copied-2.0-py3-none-any.whl && break; sleep 0.1
   done
+  location=$(curl -s -o /dev/null -w '%{redirect_url}' "$prefix")
+  if [ "$location" = "$prefix/" ]; then
+    ok "behind nginx: $prefix redirects to $location (the port clients use)"
+  else
+    fail "behind nginx: $prefix redirects to '$location'"
+  fi
   location=$(curl -s -o /dev/null -w '%{redirect_url}' "$prefix/simple/Smoke_Copied/")
   if [ "$location" = "$prefix/simple/smoke-copied/" ]; then
     ok "behind nginx: a redirect stays under the prefix ($location)"
@@ -325,7 +360,7 @@ else
   log "skipped the reverse-proxy checks: no nginx on this machine (apt-get install nginx-light)"
 fi
 
-# -- docker stop, with an upload being written -------------------------------------------------------
+# -- docker stop with an upload being written: within the grace time and past it -------------------
 big=smoke_big-1.0-py3-none-any.whl
 "$PYTHON" - "$work/dist/$big" <<'PY'
 import os, sys, zipfile
@@ -338,31 +373,48 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_STORED) as zf:
         for _ in range(40):
             member.write(os.urandom(8 * 1024 * 1024))
 PY
-curl -s -o /dev/null -u "alice:$PASSWORD" -F ':action=file_upload' -F name=smoke-big -F version=1.0 \
-  -F "content=@$work/dist/$big" "http://127.0.0.1:$PORT/" &
-curl_pid=$!
-for _ in $(seq 600); do
-  [ -n "$(find "$pypi/packages" -name '.pkgserver-tmp-*')" ] && break; sleep 0.01
-done
-writing=$([ -n "$(find "$pypi/packages" -name '.pkgserver-tmp-*')" ] && echo yes || echo no)
-start=$(now)
-"$ENGINE" stop -t 20 "$name" >/dev/null
-stopped_in=$(since "$start")
-wait "$curl_pid" 2>/dev/null || true
-exit_code=$("$ENGINE" inspect --format '{{.State.ExitCode}}' "$name")
-if [ ! -e "$pypi/packages/$big" ]; then
-  outcome="not published"
-elif cmp -s "$work/dist/$big" "$pypi/packages/$big"; then
-  outcome="published whole"
-else
-  outcome="PARTIAL"
-fi
-if [ "$exit_code" = 0 ] && "$ENGINE" logs "$name" 2>&1 | grep -q "shutting down" \
-    && [ -z "$(find "$pypi/packages" -name '.pkgserver-tmp-*')" ] && [ "$outcome" != PARTIAL ]; then
-  ok "docker stop during a 320 MB upload (being written: $writing): exit 0 after $stopped_in s, upload $outcome, no temp file left"
-else
-  fail "docker stop: exit $exit_code after $stopped_in s, upload $outcome, temp: $(find "$pypi/packages" -name '.pkgserver-tmp-*')"
-fi
+stop_during_upload() {  # grace-seconds port -> one ok/FAIL line
+  local grace=$1 port=$2 c="$name-stop$1" folder="$work/stop$1"
+  mkdir -p "$folder"
+  as_image_user ":$UID_IMAGE" "$folder"
+  chmod 2775 "$folder"
+  containers+=("$c")
+  "$ENGINE" run -d --name "$c" -p "$port:8080" -e "PKGSERVER_SHUTDOWN_TIMEOUT=$grace" \
+    -v "$folder:/data/packages" -v "$pypi/.htpasswd:/data/.htpasswd:ro" "$IMAGE" \
+    -P .htpasswd packages >/dev/null
+  wait_health "$port" 60 >/dev/null || { fail "grace $grace: no start"; return; }
+  curl -s -o "$work/stop$grace.answer" -w '%{http_code}' -u "alice:$PASSWORD" \
+    -F ':action=file_upload' -F name=smoke-big -F version=1.0 \
+    -F "content=@$work/dist/$big" "http://127.0.0.1:$port/" >"$work/stop$grace.code" &
+  local curl_pid=$! writing=no
+  for _ in $(seq 1000); do
+    if [ -n "$(find "$folder" -name '.pkgserver-tmp-*')" ]; then writing=yes; break; fi
+    sleep 0.01
+  done
+  local start; start=$(now)
+  "$ENGINE" stop -t 60 "$c" >/dev/null
+  local took; took=$(since "$start")
+  wait "$curl_pid" 2>/dev/null || true
+  local code; code=$(cat "$work/stop$grace.code")
+  local exit_code; exit_code=$("$ENGINE" inspect --format '{{.State.ExitCode}}' "$c")
+  local outcome=absent
+  if [ -e "$folder/$big" ]; then
+    if cmp -s "$work/dist/$big" "$folder/$big"; then outcome=whole; else outcome=PARTIAL; fi
+  fi
+  local temps; temps=$(find "$folder" -name '.pkgserver-tmp-*' | wc -l)
+  local logged; logged=$("$ENGINE" logs "$c" 2>&1 | grep -c "shutting down" || true)
+  local want_outcome=whole want_code=200
+  if [ "$grace" = 0 ]; then want_outcome=absent; want_code=not200; fi
+  if [ "$writing" = yes ] && [ "$exit_code" = 0 ] && [ "$logged" = 1 ] && [ "$temps" = 0 ] \
+      && [ "$outcome" = "$want_outcome" ] \
+      && { [ "$want_code" = "$code" ] || { [ "$want_code" = not200 ] && [ "$code" != 200 ]; }; }; then
+    ok "docker stop during a 320 MB upload, --shutdown-timeout $grace: exit 0 after $took s, file $outcome, client got HTTP $code, no temp file"
+  else
+    fail "docker stop, grace $grace: writing=$writing exit=$exit_code logged=$logged temps=$temps file=$outcome HTTP $code after $took s"
+  fi
+}
+stop_during_upload 30 $((PORT + 4))
+stop_during_upload 0 $((PORT + 5))
 
 if [ "$failures" = 0 ]; then log "smoke test passed"; else log "smoke test: $failures check(s) failed"; fi
 [ "$failures" = 0 ]
