@@ -22,6 +22,7 @@ from passlib.apache import HtpasswdFile
 from passlib.context import CryptContext
 
 from .errors import Busy, Forbidden, Unauthorized
+from .fsutil import Stamp, file_stamp
 
 __all__ = ["Authenticator", "Credentials", "load_htpasswd", "parse_basic"]
 
@@ -85,7 +86,7 @@ class Authenticator:
         self.protected = protected
         self._lock = threading.Lock()
         self._htpasswd: HtpasswdFile | None = None
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: Stamp | None = None
         self._next_check = 0.0
         self._key = secrets.token_bytes(32)
         self._checks = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
@@ -93,7 +94,7 @@ class Authenticator:
         self._verified: dict[bytes, float] = {}
         if password_file:
             self._htpasswd = load_htpasswd(password_file)
-            self._stamp = self._file_stamp()
+            self._stamp = file_stamp(password_file)
 
     def requires(self, action: str) -> bool:
         return action in self.protected
@@ -161,13 +162,6 @@ class Authenticator:
             log.warning("could not verify a password for user %r", user)
             return False
 
-    def _file_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.password_file)  # type: ignore[arg-type]
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
     def _maybe_reload(self) -> None:
         if not self.password_file:
             return
@@ -175,7 +169,7 @@ class Authenticator:
         if now < self._next_check:
             return
         self._next_check = now + RECHECK_SECONDS
-        stamp = self._file_stamp()
+        stamp = file_stamp(self.password_file)
         if stamp is None:
             # Gone. An editor may be replacing it: wait a moment, then let no one in.
             if self._missing_since is None:

@@ -592,31 +592,13 @@ def _rewrite_in_place(path: str, content: bytes) -> None:
         os.close(fd)
 
 
-def _create_atomically(path: str, content: bytes) -> None:
-    """A new htpasswd file, whole or not at all, readable as the umask allows (0644 usually)
-    like Apache's htpasswd makes it, so that a server running as another user (the
-    container's uid 9898, a systemd DynamicUser) can read it. It holds hashes only."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=".htpasswd-", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.link(tmp, path)  # never replaces a file created meanwhile
-    finally:
-        os.unlink(tmp)
-
-
 def passwd(path: str, user: str, *, delete: bool = False) -> int:
-    """Add, change or delete a user in an htpasswd file (see the two writers above)."""
+    """Add, change or delete a user in an htpasswd file."""
     import getpass
 
     from passlib.apache import HtpasswdFile
+
+    from .fsutil import write_atomically
 
     try:
         user.encode("utf-8")
@@ -657,7 +639,13 @@ def passwd(path: str, user: str, *, delete: bool = False) -> int:
         if exists:
             _rewrite_in_place(path, content)
         else:
-            _create_atomically(path, content)
+            # Readable as the umask allows (0644 usually), as Apache's htpasswd makes it, so
+            # that a server running as another user (the container's uid 9898, a systemd
+            # DynamicUser) can read it; it holds hashes only. Never replaces a file created
+            # meanwhile.
+            umask = os.umask(0o022)
+            os.umask(umask)
+            write_atomically(path, content, 0o666 & ~umask, replace=False)
     except OSError as exc:
         raise UsageError(f"cannot write {path!r}: {exc.strerror or exc}") from None
     print(f"{'deleted' if delete else 'set'} {user} in {path}", file=sys.stderr)

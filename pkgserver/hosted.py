@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
+
+from .fsutil import Stamp, file_stamp, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class HostedNames:
         self._lock = threading.Lock()
         self._names: frozenset[str] = frozenset()
         self._unsaved: set[str] = set()  # claimed while the file could not be written
-        self._stamps: list[tuple[int, int, int] | None] = []
+        self._stamps: list[Stamp | None] = []
         self._checked = 0.0
         self._warned = False
         self.reload()
@@ -53,24 +54,17 @@ class HostedNames:
         self._maybe_reload()
         return self._names
 
-    def _stamp(self, path: str) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
-
     def _maybe_reload(self) -> None:
         now = time.monotonic()
         if now - self._checked < RELOAD_EVERY:
             return
         self._checked = now
-        if [self._stamp(p) for p in self.paths] != self._stamps:
+        if [file_stamp(p) for p in self.paths] != self._stamps:
             self.reload()
 
     def reload(self) -> None:
         with self._lock:
-            stamps = [self._stamp(p) for p in self.paths]
+            stamps = [file_stamp(p) for p in self.paths]
             names: set[str] = set()
             for path in self.paths:
                 names.update(_read(path))
@@ -99,7 +93,7 @@ class HostedNames:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                self._stamps[0] = self._stamp(path)
+                self._stamps[0] = file_stamp(path)
             except OSError as exc:
                 self._unsaved |= new
                 if not self._warned:
@@ -121,10 +115,12 @@ class HostedNames:
                     continue
                 found = True
                 names.discard(name)
-                _rewrite(path, names)
+                # Atomic: a server reading it meanwhile sees the old list or the new one.
+                content = "".join(f"{n}\n" for n in sorted(names)).encode("ascii")
+                write_atomically(path, content, 0o644)
             self._names = self._names - {name}
             self._unsaved.discard(name)
-            self._stamps = [self._stamp(p) for p in self.paths]
+            self._stamps = [file_stamp(p) for p in self.paths]
         return found
 
 
@@ -137,22 +133,3 @@ def _read(path: str) -> set[str]:
     except OSError as exc:
         log.warning("cannot read %s: %s", path, exc.strerror or exc)
         return set()
-
-
-def _rewrite(path: str, names: set[str]) -> None:
-    """Replace the file atomically (a concurrent reader sees the old or the new list)."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".hosted-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write("".join(f"{n}\n" for n in sorted(names)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
