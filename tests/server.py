@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Response", "Server", "ServerError", "client_env", "running_server"]
+__all__ = ["Response", "Server", "ServerError", "client_env", "running_server", "server_env"]
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -57,7 +57,8 @@ _CACHE_ROOT = tempfile.mkdtemp(prefix="pkgserver-test-cache-")
 atexit.register(shutil.rmtree, _CACHE_ROOT, True)
 
 
-def _server_env(extra: Mapping[str, str | None] | None) -> dict[str, str]:
+def server_env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The environment of a pkgserver process a test starts (extra: None removes a key)."""
     # PKGSERVER_* variables of the machine running the tests must not change the server.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PKGSERVER_")}
     env["PYTHONUNBUFFERED"] = "1"
@@ -81,7 +82,7 @@ class Server:
         startup_timeout: float = STARTUP_TIMEOUT,
     ) -> None:
         self.args = [os.fspath(a) for a in args]
-        self.env = _server_env(env)
+        self.env = server_env(env)
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from server import running_server
+from server import running_server, server_env
 
 ENTRYPOINT = Path(__file__).resolve().parent.parent / "docker" / "entrypoint.py"
 
@@ -38,8 +38,7 @@ ep = _load()
 def run_entrypoint(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("PKGSERVER_")}
-    environ.update(env or {})
+    environ = server_env(env)
     return subprocess.run(
         [sys.executable, str(ENTRYPOINT), *args],
         cwd=cwd,
@@ -192,12 +191,13 @@ def test_healthcheck_finds_the_servers_own_port_and_endpoint(tmp_path: Path) -> 
 def test_healthcheck_reads_the_port_from_the_servers_environment(tmp_path: Path) -> None:
     # As in a container run with -e PKGSERVER_PORT=...: no -p on the command line.
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PKGSERVER_")}
-    env.update(
-        PKGSERVER_PORT=str(port),
-        PKGSERVER_HEALTH_ENDPOINT="/alive",
-        PKGSERVER_CACHE_DIR="off",
-        PKGSERVER_DISABLE_FALLBACK="1",
+    env = server_env(
+        {
+            "PKGSERVER_PORT": str(port),
+            "PKGSERVER_HEALTH_ENDPOINT": "/alive",
+            "PKGSERVER_CACHE_DIR": "off",
+            "PKGSERVER_DISABLE_FALLBACK": "1",
+        }
     )
     proc = subprocess.Popen(
         [

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import webtest
 from builders import make_wheel
-from server import client_env, output, run_client, running_server
+from server import client_env, output, run_client, running_server, server_env
 
 from pkgserver import hosted as hosted_module
 from pkgserver.app import create_app
@@ -123,12 +123,11 @@ def test_claims_survive_a_restart_and_a_deleted_cache(tmp_path: Path) -> None:
 
 # -- pkgserver forget ---------------------------------------------------------------------------------
 def forget(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PKGSERVER_")}
     return subprocess.run(
         [sys.executable, "-m", "pkgserver", "forget", *map(str, args)],
         capture_output=True,
         text=True,
-        env=env,
+        env=server_env(),
         timeout=60,
     )
 

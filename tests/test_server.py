@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 
 import pytest
 from builders import make_wheel
-from server import running_server
+from server import running_server, server_env
 
 from pkgserver.server import make_server
 
@@ -230,8 +230,7 @@ def test_sigterm_during_a_long_first_scan_stops_promptly(tmp_path: Path) -> None
     old = time.time() - 3600  # settled files: read by the first scan, not deferred
     for p in pkgs.iterdir():
         os.utime(p, (old, old))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PKGSERVER_")}
-    env["PKGSERVER_CACHE_DIR"] = "off"
+    env = server_env({"PKGSERVER_CACHE_DIR": "off"})
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(

@@ -180,17 +180,7 @@ def test_kill_9_mid_upload_then_restart_leaves_a_clean_directory(
     srv = Server("-P", str(htpasswd), "--disable-fallback", str(root))
     srv.start()
     try:
-        result: list[object] = []
-        thread = threading.Thread(target=lambda: result.append(_try_upload(srv, big)), daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(
-            n.startswith(TEMP_PREFIX) for n in os.listdir(root)
-        ):
-            time.sleep(0.005)
-        assert any(n.startswith(TEMP_PREFIX) for n in os.listdir(root)), (
-            "the upload never reached the disk"
-        )
+        thread, _ = upload_until_writing(srv, big, root)
         assert srv.proc is not None
         os.kill(srv.proc.pid, signal.SIGKILL)
         thread.join(30)
@@ -220,15 +210,7 @@ def test_sigterm_mid_upload_finishes_it_or_removes_it(
     srv = Server("-P", str(htpasswd), "--shutdown-timeout", grace, "--disable-fallback", str(root))
     srv.start()
     assert srv.proc is not None
-    result: list[object] = []
-    thread = threading.Thread(target=lambda: result.append(_try_upload(srv, big)), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(
-        n.startswith(TEMP_PREFIX) for n in os.listdir(root)
-    ):
-        time.sleep(0.005)
-    assert any(n.startswith(TEMP_PREFIX) for n in os.listdir(root)), "the upload never reached disk"
+    thread, result = upload_until_writing(srv, big, root)
     os.kill(srv.proc.pid, signal.SIGTERM)
     assert srv.proc.wait(timeout=60) == 0
     thread.join(30)
@@ -248,6 +230,23 @@ def test_sigterm_mid_upload_finishes_it_or_removes_it(
         )
         # The socket loop runs on during the grace time: the client was told.
         assert result and isinstance(result[0], tuple) and result[0][0] == 200, result
+
+
+def upload_until_writing(
+    srv: Server, path: Path, root: Path
+) -> tuple[threading.Thread, list[object]]:
+    """Start uploading ``path`` in a thread and return once the server is writing it into
+    ``root`` (its temp file is there); the list gets the upload's outcome when it ends."""
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(_try_upload(srv, path)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        n.startswith(TEMP_PREFIX) for n in os.listdir(root)
+    ):
+        time.sleep(0.005)
+    assert any(n.startswith(TEMP_PREFIX) for n in os.listdir(root)), "the upload never reached disk"
+    return thread, result
 
 
 def _try_upload(srv: Server, path: Path) -> object:
