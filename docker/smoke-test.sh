@@ -266,32 +266,26 @@ after=$(ls -la --time-style=+%s "$pypi/packages" | sha256sum)
 [ "$before" = "$after" ] && ok "the read-only folder is unchanged" || fail "the read-only folder changed"
 
 # -- mistakes the entrypoint explains without starting --------------------------------------------------
+refuses_in_one_line() {  # what, expected text, volume, args... -> ok if exit 2 and one matching line
+  local what=$1 want=$2 volume=$3 out code lines
+  shift 3
+  set +e
+  out=$("$ENGINE" run --rm --no-healthcheck -v "$volume:/data/packages" "$IMAGE" "$@" 2>&1)
+  code=$?
+  set -e
+  lines=$(printf '%s\n' "$out" | grep -c . || true)
+  if [ "$code" = 2 ] && [ "$lines" = 1 ] && printf '%s' "$out" | grep -q "$want"; then
+    ok "$what: exit 2, one line: $(printf '%s' "$out" | cut -c1-110)..."
+  else
+    fail "$what: exit $code, output: $out"
+  fi
+}
 mkdir -p "$work/rootowned"  # owned by whoever runs this, not by uid 9898: not writable for it
 chmod 755 "$work/rootowned"
-set +e
-out=$("$ENGINE" run --rm --no-healthcheck -v "$work/rootowned:/data/packages" "$IMAGE" \
-  -P . -a . packages 2>&1)
-code=$?
-set -e
-lines=$(printf '%s\n' "$out" | grep -c . || true)
-if [ "$code" = 2 ] && [ "$lines" = 1 ] && printf '%s' "$out" | grep -q "not writable"; then
-  ok "unwritable volume: exit 2, one line: $(printf '%s' "$out" | cut -c1-110)..."
-else
-  fail "unwritable volume: exit $code, output: $out"
-fi
+refuses_in_one_line "unwritable volume" "not writable" "$work/rootowned" -P . -a . packages
 [ "$(stat -c %u "$work/rootowned")" = "$(id -u)" ] && [ -z "$(ls -A "$work/rootowned")" ] \
   && ok "and the volume was not chown'ed or written" || fail "the unwritable volume was changed"
-set +e
-out=$("$ENGINE" run --rm --no-healthcheck -v "$pypi/packages:/data/packages" "$IMAGE" \
-  -P .htpasswd packages 2>&1)
-code=$?
-set -e
-lines=$(printf '%s\n' "$out" | grep -c . || true)
-if [ "$code" = 2 ] && [ "$lines" = 1 ] && printf '%s' "$out" | grep -q "password file"; then
-  ok "missing htpasswd: exit 2, one line: $(printf '%s' "$out" | cut -c1-110)..."
-else
-  fail "missing htpasswd: exit $code, output: $out"
-fi
+refuses_in_one_line "missing htpasswd" "password file" "$pypi/packages" -P .htpasswd packages
 
 # -- behind nginx with a path prefix, using docker/nginx.conf ----------------------------------------
 if command -v nginx >/dev/null; then
