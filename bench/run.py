@@ -649,6 +649,17 @@ def big_wheel(cache: Path, version: str, megabytes: int) -> Path:
     return out
 
 
+def load_options(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
+    """How every load is run (loadgen.run's keyword arguments besides the load and duration)."""
+    return dict(
+        connections=args.connections,
+        threads=args.wrk_threads,
+        timeout=args.timeout,
+        use_wrk=not args.python_load,
+        workdir=logdir,
+    )
+
+
 def raw_upload(base: str, wheel: Path, version: str, timeout: float) -> dict[str, Any]:
     """One multipart POST of the legacy upload API, the file streamed from disk."""
     sha256 = hashlib.sha256()
@@ -887,13 +898,7 @@ def measure(
                 result["endpoints"][key] = {"na": load or "n/a"}
                 log(f"{server.name}: {key}: {load}")
                 continue
-            common = dict(
-                connections=args.connections,
-                threads=args.wrk_threads,
-                timeout=args.timeout,
-                use_wrk=not args.python_load,
-                workdir=logdir,
-            )
+            common = load_options(args, logdir)
             # A backlog of slow requests takes about connections x one request to clear.
             limit = max(args.drain_timeout, 3 * args.connections * load.probe_seconds)
             # Warm-up warms nothing when one request takes a second (pypiserver on large
@@ -1056,13 +1061,7 @@ def measure_ceiling(
             check="html",
             want=10,
         )
-        common = dict(
-            connections=args.connections,
-            threads=args.wrk_threads,
-            timeout=args.timeout,
-            use_wrk=not args.python_load,
-            workdir=logdir,
-        )
+        common = load_options(args, logdir)
         if args.warmup > 0:
             loadgen.run(run.base, load, duration=args.warmup, **common)
         wait_quiet(run.proc.pid, args.wait_quiet)
