@@ -9,6 +9,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import struct
 import zipfile
 import zlib
 from typing import IO, NamedTuple
@@ -170,11 +171,16 @@ def read_core_metadata(
     try:
         with io.BytesIO(data) if data is not None else open(path, "rb") as fh:
             if kind == KIND_WHEEL:
-                raw = _zip_member(fh, _wheel_metadata_member(project))
+                select = _wheel_metadata_member(project)
+                raw = _member_in_memory(data, select) if data is not None else None
+                if raw is None:
+                    raw = _zip_member(fh, select)
                 return parse_core_metadata(raw, is_wheel=True)
             if lower.endswith((".zip", ".egg")):
                 selector = _egg_pkg_info if lower.endswith(".egg") else _sdist_pkg_info
-                raw = _zip_member(fh, selector)
+                raw = _member_in_memory(data, selector) if data is not None else None
+                if raw is None:
+                    raw = _zip_member(fh, selector)
             elif data is not None and lower.endswith((".tar.gz", ".tgz")):
                 raw = _tar_pkg_info_in_memory(data)
             else:
@@ -279,6 +285,123 @@ def _zip_member(fh: IO[bytes], select) -> bytes:  # type: ignore[no-untyped-def]
         if len(data) > MAX_METADATA_BYTES:
             raise InvalidArchive("metadata file too large")
         return data
+
+
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record, 22 bytes
+_CENTRAL = struct.Struct("<4s6H3L5H2L")  # central directory header, 46 bytes
+_LOCAL = struct.Struct("<4s5H3L2H")  # local file header, 30 bytes
+
+
+def _member_in_memory(data: bytes, select) -> bytes | None:  # type: ignore[no-untyped-def]
+    """The selected member of a plain zip held in memory, without zipfile's object per member.
+
+    Indexing a large directory reads one small archive after another, and zipfile's per-member
+    objects were most of the cost. Only the common shape is handled here: one disk, no archive
+    comment, no zip64, nothing before the first member, the member stored or deflated and not
+    encrypted. Anything else returns None and goes through zipfile, so the outcome is the one
+    zipfile (and pip) would give. Refusals follow the same bounds as ``_zip_member``.
+    """
+    if len(data) < _EOCD.size:
+        return None
+    sig, disk, cd_disk, _, entries, cd_size, cd_offset, comment = _EOCD.unpack_from(
+        data, len(data) - _EOCD.size
+    )
+    end = len(data) - _EOCD.size
+    if sig != b"PK\x05\x06" or disk or cd_disk or comment or cd_offset + cd_size != end:
+        return None
+    if data[end - 20 : end - 16] == b"PK\x06\x07":
+        return None  # zipfile would take this for a zip64 locator and read another directory
+    if entries > MAX_ZIP_MEMBERS:
+        raise InvalidArchive("archive has too many members")
+    if cd_size > MAX_ZIP_DIRECTORY:
+        raise InvalidArchive("zip central directory too large")
+    names: list[str] = []
+    where: dict[str, tuple[int, int, int, int, int, int, bytes]] = {}
+    pos = cd_offset
+    for _ in range(entries):
+        if pos + _CENTRAL.size > end:
+            return None
+        (
+            sig,
+            _,
+            needs,
+            flags,
+            method,
+            _,
+            _,
+            crc,
+            csize,
+            usize,
+            nlen,
+            xlen,
+            clen,
+            _,
+            _,
+            _,
+            local,
+        ) = _CENTRAL.unpack_from(data, pos)
+        if sig != b"PK\x01\x02" or needs & 0xFF > 63:
+            return None  # 6.3: the newest format zipfile accepts
+        if pos + _CENTRAL.size + nlen + xlen + clen > end:
+            return None
+        raw_name = data[pos + _CENTRAL.size : pos + _CENTRAL.size + nlen]
+        if xlen and not _plain_extra(data, pos + _CENTRAL.size + nlen, xlen):
+            return None
+        try:
+            name = raw_name.decode("utf-8" if flags & 0x800 else "cp437")
+        except UnicodeDecodeError:
+            return None
+        if "\0" in name:
+            return None  # zipfile cuts such a name short
+        names.append(name)
+        # Like zipfile's getinfo(), the last of duplicate names wins.
+        where[name] = (flags, method, crc, csize, usize, local, raw_name)
+        pos += _CENTRAL.size + nlen + xlen + clen
+    if pos != end:
+        return None
+    chosen = select(names)
+    if chosen is None:
+        raise InvalidArchive("no single metadata file in the archive")
+    flags, method, crc, csize, usize, local, raw_name = where[chosen]
+    if flags & 0x61 or method not in (0, 8) or 0xFFFFFFFF in (csize, usize, local):
+        return None  # encrypted or patched data, another method, or zip64 sizes
+    if usize > MAX_METADATA_BYTES:
+        raise InvalidArchive("metadata file too large")
+    if usize > 1024 * 1024 and usize / max(csize, 1) > MAX_COMPRESSION_RATIO:
+        raise InvalidArchive("metadata file compressed suspiciously well")
+    if local + _LOCAL.size > cd_offset:
+        return None
+    sig, _, _, _, _, _, _, _, _, lnlen, lxlen = _LOCAL.unpack_from(data, local)
+    start = local + _LOCAL.size + lnlen + lxlen
+    if sig != b"PK\x03\x04" or data[local + _LOCAL.size : local + _LOCAL.size + lnlen] != raw_name:
+        return None
+    if start + csize > cd_offset:
+        return None
+    body = data[start : start + csize]
+    if method == 0:
+        out = body
+    else:
+        try:
+            out = zlib.decompressobj(-15).decompress(body, MAX_METADATA_BYTES + 1)
+        except zlib.error:
+            return None
+    if len(out) > MAX_METADATA_BYTES:
+        raise InvalidArchive("metadata file too large")
+    if len(out) != usize or zlib.crc32(out) != crc:
+        return None  # let zipfile give its verdict on a damaged member
+    return out
+
+
+def _plain_extra(data: bytes, start: int, length: int) -> bool:
+    """Whether an extra field is well formed and has no zip64 record (zipfile refuses the one
+    and reads sizes and offsets from the other)."""
+    pos, end = start, start + length
+    while end - pos >= 4:
+        kind, size = struct.unpack_from("<HH", data, pos)
+        if kind == 1 or pos + 4 + size > end:
+            return False
+        pos += 4 + size
+    return True
 
 
 class _BoundedReader(io.RawIOBase):
