@@ -116,6 +116,18 @@ class RenderCache:
         return len(self._entries)
 
 
+class FileStat(NamedTuple):
+    """What the index keeps of a stat result: enough to tell whether a file changed."""
+
+    st_size: int
+    st_mtime_ns: int
+    st_ino: int
+
+    @property
+    def st_mtime(self) -> float:
+        return self.st_mtime_ns / 1e9
+
+
 class DistFile(NamedTuple):
     """One distribution file, as the index describes it. Immutable."""
 
@@ -146,7 +158,7 @@ class DistFile(NamedTuple):
         """Seconds since the epoch."""
         return self.mtime_ns / 1e9
 
-    def matches(self, st: os.stat_result) -> bool:
+    def matches(self, st: os.stat_result | FileStat) -> bool:
         """Whether a stat of the file still describes what was listed (size and mtime)."""
         return (st.st_size, st.st_mtime_ns) == (self.size, self.mtime_ns)
 

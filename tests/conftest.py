@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -15,6 +17,17 @@ from pkgserver.app import create_app
 from pkgserver.catalog import Catalog
 from pkgserver.config import Settings
 from pkgserver.storage import Indexer
+
+# Property tests run a few hundred examples each in the suite; HYPOTHESIS_PROFILE=fuzz runs them
+# at volume (PKGSERVER_FUZZ_EXAMPLES each, default 20,000), as .ci/fuzz does for a bounded time.
+settings.register_profile("default", max_examples=300, deadline=None)
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("PKGSERVER_FUZZ_EXAMPLES", "20000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def scan(*roots: Path, **settings_kw: object) -> Catalog:

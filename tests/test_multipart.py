@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pkgserver.multipart import (
@@ -99,7 +99,6 @@ tricky = st.sampled_from(
 payload = st.lists(st.one_of(tricky, st.binary(max_size=40)), max_size=30).map(b"".join)
 
 
-@settings(max_examples=300, deadline=None)
 @given(
     data=payload,
     text=payload,
@@ -122,7 +121,6 @@ def test_round_trip_with_delimiter_like_bytes_and_split_reads(
     assert form.filenames == {"content": "a-1.0.tar.gz", "gpg_signature": "a.asc"}
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_crash_the_parser(body: bytes) -> None:
     try:
