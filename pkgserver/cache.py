@@ -44,16 +44,22 @@ def default_cache_dir() -> str:
     return os.path.join(base, "pkgserver")
 
 
-def _entry(row: tuple[Any, ...]) -> tuple[tuple[int, str], tuple[int, int, int], Cached] | None:
-    root, relpath, size, mtime_ns, ino, project, version, kind, sha, extra = row[:10]
-    extras: tuple[tuple[str, str], ...] = ()
-    if extra:
-        try:
-            extras = tuple((str(a), str(h)) for a, h in json.loads(extra))
-        except (ValueError, TypeError):
-            return None
-    cached = Cached(project, version, kind, sha, extras, *row[10:])
-    return (root, relpath), (size, mtime_ns, ino), cached
+_NO_EXTRAS: tuple[tuple[tuple[str, str], ...]] = ((),)
+
+# A row as rows() yields it: (root index, relpath), (size, mtime_ns, ino), and the fields in
+# the order of Cached (plain tuples: a restart goes through 100,000 of them).
+Row = tuple[tuple[int, str], tuple[int, int, int], tuple[Any, ...]]
+
+
+def _entry(row: tuple[Any, ...]) -> Row | None:
+    extra = row[9]
+    if not extra:
+        return row[:2], row[2:5], row[5:9] + _NO_EXTRAS + row[10:]
+    try:
+        extras = tuple((str(a), str(h)) for a, h in json.loads(extra))
+    except (ValueError, TypeError):
+        return None
+    return row[:2], row[2:5], (*row[5:9], extras, *row[10:])
 
 
 class DescriptionCache:
@@ -98,8 +104,9 @@ class DescriptionCache:
             raise
         self._db = db
 
-    def rows(self) -> Generator[tuple[tuple[int, str], tuple[int, int, int], Cached], None, None]:
-        """Every entry as ((root index, relpath), (size, mtime_ns, ino), Cached), in key order.
+    def rows(self) -> Generator[Row, None, None]:
+        """Every entry as ((root index, relpath), (size, mtime_ns, ino), fields), in key order;
+        the fields are those of Cached, in its order.
 
         Streamed from SQLite in primary-key order, so a caller can merge it with its own sorted
         list without holding the whole cache in memory.

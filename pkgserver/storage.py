@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from . import inotify
-from .cache import Cached, DescriptionCache
+from .cache import DescriptionCache
 from .catalog import Catalog, DistFile, FileStat
 from .distfile import (
     DIST_EXTENSIONS,
@@ -544,7 +544,7 @@ class Indexer:
             self._warn_once(relpath, "is a link that leaves the package directory; skipped")
             return False
         try:
-            relpath.encode("utf-8")
+            relpath.isascii() or relpath.encode("utf-8")
         except UnicodeEncodeError:
             self._warn_once(relpath, "has a name that is not UTF-8; skipped")
             return False
@@ -669,25 +669,28 @@ class Indexer:
         want_algos = set(self.extra_algos)
         pending: list[int] = []
         stale: list[tuple[int, str]] = []
+        keys = [(t[0], t[1]) for t in todo]
         rows = self.cache.rows()
         try:
             row = next(rows, None)
-            for i in sorted(range(len(todo)), key=lambda i: (todo[i][0], todo[i][1])):
-                self._check_interrupted()
-                root_index, relpath, st, _ = todo[i]
-                key = (root_index, relpath)
+            for n, i in enumerate(sorted(range(len(todo)), key=keys.__getitem__)):
+                if not n % 1024:
+                    self._check_interrupted()
+                key = keys[i]
                 while row is not None and row[0] < key:
                     stale.append(row[0])
                     row = next(rows, None)
                 if row is not None and row[0] == key:
-                    stamp, cached = row[1], row[2]
+                    _, stamp, fields = row
                     row = next(rows, None)
+                    st = todo[i][2]
+                    extras = fields[4]
                     if (
-                        stamp == (st.st_size, st.st_mtime_ns, st.st_ino)
-                        and {a for a, _ in cached.extra_hashes} == want_algos
-                        and self._checked_path(root_index, relpath, walked=True)
+                        stamp == st  # FileStat is (size, mtime_ns, ino)
+                        and ({a for a, _ in extras} == want_algos if extras or want_algos else True)
+                        and self._checked_path(key[0], key[1], walked=True)
                     ):
-                        results[i] = self._from_cached(root_index, relpath, st, cached)
+                        results[i] = self._from_cached(key[0], key[1], st, fields)
                         self._reused += 1
                         continue
                 pending.append(i)
@@ -704,9 +707,10 @@ class Indexer:
         root_index: int,
         relpath: str,
         st: os.stat_result | FileStat,
-        cached: Cached | tuple[Any, ...],
+        cached: tuple[Any, ...],
     ) -> DistFile:
-        """The catalog's entry for a file, from what the cache or a worker process knows of it.
+        """The catalog's entry for a file, from what the cache or a worker process knows of it
+        (``cached``: the fields of cache.Cached, in its order).
 
         Strings that repeat (project, version, kind, Requires-Python, summary, display name) are
         interned: they arrive as fresh copies, and at 100,000 files the copies cost megabytes.
