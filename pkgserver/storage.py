@@ -837,12 +837,35 @@ def _fields_of(f: DistFile) -> tuple[Any, ...]:
     )
 
 
+def _prefetch(root: str, relpaths: list[str]) -> None:
+    """Ask the kernel to start reading every file of the batch now (POSIX_FADV_WILLNEED).
+
+    A first start is I/O-bound when the files are not in the page cache: read one at a time,
+    each read waits for the disk, and 100,000 small files took 25 s. Announced together, the
+    reads are queued at once and the disk serves them in parallel."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    for relpath in relpaths:
+        try:
+            fd = os.open(root + "/" + relpath, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def _describe_batch(
     job: tuple[str, list[tuple[str, int, int, int]], tuple[str, ...]],
 ) -> list[tuple[Any, ...] | str]:
     """describe() in a worker process, for a batch of files of one root: for each, its fields
     (see _fields_of) or, if it failed, the message to log."""
     root, items, extra_algos = job
+    _prefetch(root, [relpath for relpath, *_ in items])
     out: list[tuple[Any, ...] | str] = []
     for relpath, size, mtime_ns, ino in items:
         try:
