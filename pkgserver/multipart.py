@@ -62,7 +62,10 @@ _TOKEN = re.compile(r'\s*([^\s=;]+)\s*(?:=\s*("[^"]*"|[^;]*))?\s*(?:;|$)')
 
 
 def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
-    """``form-data; name="a"; filename="b"`` -> ("form-data", {...})."""
+    """``form-data; name="a"; filename="b"`` -> ("form-data", {...}).
+
+    A parameter given twice is refused: parsers disagree on which one counts (a proxy or a
+    log could see another file name or field than the one stored)."""
     main, _, rest = value.partition(";")
     params: dict[str, str] = {}
     pos = 0
@@ -74,7 +77,9 @@ def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
         raw = raw.strip()
         if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
             raw = raw[1:-1]
-        params.setdefault(key, raw)
+        if key in params:
+            raise FormError(f"header parameter {key!r} given twice")
+        params[key] = raw
         pos = m.end()
     return main.strip().lower(), params
 

@@ -171,3 +171,17 @@ def test_header_params(value: str, expected: tuple[str, dict[str, str]]) -> None
 def test_bad_content_types_are_refused(ctype: str | None) -> None:
     with pytest.raises(FormError):
         parse_boundary(ctype)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'form-data; name="content"; filename="a-1.0.tar.gz"; name="x"',
+        'form-data; name="content"; filename="a.whl"; FILENAME="../b.whl"',
+        "multipart/form-data; boundary=a; boundary=b",
+    ],
+)
+def test_a_parameter_given_twice_is_refused(value: str) -> None:
+    """Parsers disagree on which of two values counts: neither is taken."""
+    with pytest.raises(FormError):
+        parse_header_params(value)
