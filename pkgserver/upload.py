@@ -249,6 +249,20 @@ class Uploads:
                 raise BadRequest(f"{filename!r} is not a valid wheel: {exc}") from None
             if not any(n.count("/") == 1 and n.endswith(".dist-info/WHEEL") for n in names):
                 raise BadRequest(f"{filename!r} is not a valid wheel: no .dist-info/WHEEL")
+            # pip refuses a wheel with several .dist-info folders, or one of another project:
+            # the index would list a file no installer can use.
+            folders = {
+                n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")
+            }
+            if len(folders) != 1:
+                raise BadRequest(
+                    f"{filename!r} is not a valid wheel: {len(folders)} .dist-info folders"
+                )
+            folder = folders.pop()[: -len(".dist-info")]
+            if canonicalize_name(folder.rsplit("-", 1)[0]) != project:
+                raise BadRequest(
+                    f"{filename!r} is not a valid wheel: its .dist-info is another project's"
+                )
         if not meta.name or canonicalize_name(meta.name) != project:
             raise BadRequest(
                 f"the metadata name {meta.name!r} does not match the filename {filename!r}"
