@@ -197,7 +197,7 @@ def create_app(
     """Build the WSGI app. Everything it needs is passed in; nothing is global."""
     app = _App()
     app.config["json.enable"] = False
-    auth = auth or Authenticator(settings.password_file, settings.authenticate)
+    auth = auth or Authenticator(settings.password_file, settings.authenticate, settings.threads)
     metadata = metadata or MetadataStore()
     if uploads is None:
         extra = (

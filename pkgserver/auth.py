@@ -81,7 +81,9 @@ def load_htpasswd(path: str) -> HtpasswdFile:
 class Authenticator:
     """``check(action, header)`` returns the user name (or None for open actions) or raises."""
 
-    def __init__(self, password_file: str | None, protected: frozenset[str]) -> None:
+    def __init__(
+        self, password_file: str | None, protected: frozenset[str], threads: int = 16
+    ) -> None:
         self.password_file = password_file
         self.protected = protected
         self._lock = threading.Lock()
@@ -89,7 +91,12 @@ class Authenticator:
         self._stamp: Stamp | None = None
         self._next_check = 0.0
         self._key = secrets.token_bytes(32)
-        self._checks = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+        # Password checks (bcrypt: a core for a quarter second each) run on all cores but one,
+        # and at most half the worker threads (``threads``) may be checking or waiting to:
+        # a flood of guesses gets 503 beyond that, and the other half keeps serving.
+        slots = max(1, (os.cpu_count() or 1) - 1)
+        self._checks = threading.BoundedSemaphore(slots)
+        self._admitted = threading.BoundedSemaphore(max(slots, threads // 2))
         self._missing_since: float | None = None
         self._verified: dict[bytes, float] = {}
         if password_file:
@@ -133,12 +140,17 @@ class Authenticator:
             return False
         # bcrypt takes a core for a quarter second: never let a burst of (wrong) passwords
         # occupy every worker thread and starve requests that need no check.
-        if not self._checks.acquire(timeout=CHECK_WAIT):
+        if not self._admitted.acquire(blocking=False):
             raise Busy("too many password checks at once; try again")
         try:
-            ok = self._check_password(htpasswd, user, password)
+            if not self._checks.acquire(timeout=CHECK_WAIT):
+                raise Busy("too many password checks at once; try again")
+            try:
+                ok = self._check_password(htpasswd, user, password)
+            finally:
+                self._checks.release()
         finally:
-            self._checks.release()
+            self._admitted.release()
         if ok:
             with self._lock:
                 if len(self._verified) >= CACHE_MAX:

@@ -476,7 +476,7 @@ def run(settings: Settings) -> int:
         indexer.start()
         if stopping:
             raise ScanInterrupted("stopped after the first scan")
-        auth = Authenticator(settings.password_file, settings.authenticate)
+        auth = Authenticator(settings.password_file, settings.authenticate, settings.threads)
         app = create_app(
             settings,
             catalog,

@@ -167,6 +167,26 @@ def test_password_checks_beyond_the_cores_are_shed_with_503(
     assert info.value.status == 503 and info.value.headers["Retry-After"] == "1"
 
 
+def test_beyond_the_waiting_room_password_checks_are_shed_at_once(htpasswd: Path) -> None:
+    """A flood of guesses may hold only slots + CHECK_QUEUE threads: the next one gets 503
+    without waiting CHECK_WAIT for a slot."""
+    from pkgserver.errors import Busy
+
+    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    while a._admitted.acquire(blocking=False):  # slots and waiting room taken
+        pass
+    started = time.monotonic()
+    with pytest.raises(Busy):
+        a.check("list", basic("sha", "wrong"))
+    assert time.monotonic() - started < auth_mod.CHECK_WAIT / 2
+    # Verified credentials need no slot.
+    a._admitted.release()
+    assert a.check("list", basic("sha", "pw-sha")) == "sha"
+    while a._admitted.acquire(blocking=False):
+        pass
+    assert a.check("list", basic("sha", "pw-sha")) == "sha"
+
+
 def test_a_deleted_password_file_lets_no_one_in(
     htpasswd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
