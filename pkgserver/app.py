@@ -17,7 +17,7 @@ import posixpath
 import re
 import stat
 from collections.abc import Callable, Iterator
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, BinaryIO, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import bottle
@@ -568,12 +568,21 @@ def create_app(
                 _RangeFile(fh, start, end - start + 1), status=206, **headers
             )
         headers["Content-Length"] = str(size)
-        if size <= SMALL_FILE or bottle.request.method == "HEAD":
+        if bottle.request.method == "HEAD":
+            fh.close()
+            return bottle.HTTPResponse(b"", **headers)
+        if size <= SMALL_FILE:
             # Most wheels are small: one read beats handing waitress a file wrapper.
             with fh:
-                body = fh.read(size) if bottle.request.method != "HEAD" else b""
+                body = fh.read(size + 1)
+            if len(body) != size or not _intact(body, f):
+                if on_stale is not None:
+                    on_stale(f.path)
+                raise NotFound("this file changed on disk; the index is catching up, try again")
             return bottle.HTTPResponse(body, **headers)
-        return bottle.HTTPResponse(fh, **headers)
+        # Streamed by the server's file wrapper, which (under pkgserver's waitress) hashes what
+        # it sends and withholds the last bytes unless the whole matches ``f.sha256``.
+        return bottle.HTTPResponse(_HashedFile(fh, f.sha256), **headers)
 
     def send_signature(f: DistFile) -> bottle.HTTPResponse:
         # The detached signature uploaded with the file (twine --sign), stored beside it. Only a
@@ -669,13 +678,36 @@ def create_app(
                     os.close(fd)
             except OSError:
                 return None
-            if len(body) != f.size:
-                return None
+            if len(body) != f.size or not _intact(body, f):
+                return None  # the route reports it and asks for a recheck
             return 200, _file_headers(f, st.st_mtime, len(body)), body
         return None
 
     app.fast = fast
     return app
+
+
+def _intact(body: bytes, f: DistFile) -> bool:
+    """Whether the bytes read are the ones listed: a file rewritten in place keeps its size
+    and, within the clock's granularity, its mtime, so only the hash can tell."""
+    return hashlib.sha256(body).hexdigest() == f.sha256
+
+
+class _HashedFile:
+    """A file to stream, with the sha256 its whole content must have (``expected_sha256``,
+    which pkgserver's file wrapper checks before it sends the last bytes)."""
+
+    def __init__(self, fh: BinaryIO, expected_sha256: str) -> None:
+        self._fh = fh
+        self.expected_sha256 = expected_sha256
+        self.read = fh.read
+        self.seek = fh.seek
+        self.tell = fh.tell
+        self.fileno = fh.fileno
+        self.close = fh.close
+
+    def seekable(self) -> bool:
+        return True
 
 
 def _format_param() -> str | None:

@@ -2,13 +2,67 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 from typing import Any
 
 from waitress import wasyncore as asyncore
+from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import WSGITask
+
+log = logging.getLogger("pkgserver")
+
+
+class _FileBuffer(ReadOnlyFileBasedBuffer):  # type: ignore[misc]
+    """waitress's wsgi.file_wrapper, for a file that may change while it is sent.
+
+    The answer's Content-Length is the file's size when sending began. Two things can happen
+    behind the server's back while a download runs:
+    - the file is cut short (truncated in place): waitress's buffer kept offering bytes it no
+      longer had, so the connection hung until the client gave up and the socket loop spun;
+    - the file is rewritten in place with other bytes of the same size: they went out under
+      the hash the index lists for the old ones.
+    A short read, or (when the file carries ``expected_sha256``) a hash of the bytes sent that
+    would not match once the last bytes were added, marks the buffer ``exhausted``: the last
+    bytes are withheld and the channel ends the connection, so the client sees an incomplete
+    body, never a complete one the index did not name. A file replaced by rename or removed
+    is not affected: the open file keeps its old bytes."""
+
+    exhausted = False
+
+    def __init__(self, file: Any, block_size: int = 32768) -> None:
+        super().__init__(file, block_size)
+        self._expected: str | None = getattr(file, "expected_sha256", None)
+        self._sha = hashlib.sha256() if self._expected else None
+        self._peeked = b""
+
+    def get(self, numbytes: int = -1, skip: bool = False) -> bytes:
+        want = self.remain if numbytes < 0 or numbytes > self.remain else numbytes
+        data: bytes = super().get(numbytes, skip)
+        if skip:
+            return data
+        if len(data) < want:  # shorter than when sending began
+            self.exhausted = True
+            return b""
+        if self._sha is not None:
+            if data and len(data) == self.remain:  # the last bytes go out only if all match
+                whole = self._sha.copy()
+                whole.update(data)
+                if whole.hexdigest() != self._expected:
+                    log.warning("a file changed while it was sent; the download was cut short")
+                    self.exhausted = True
+                    return b""
+            self._peeked = data
+        return data
+
+    def skip(self, numbytes: int, allow_prune: int = 0) -> None:
+        if self._sha is not None:
+            self._sha.update(self._peeked[:numbytes])  # what the channel just sent
+            self._peeked = self._peeked[numbytes:]
+        super().skip(numbytes, allow_prune)
 
 
 class _Task(WSGITask):  # type: ignore[misc]
@@ -40,9 +94,20 @@ class _Task(WSGITask):  # type: ignore[misc]
         if not self._bodiless:
             super().set_close_on_finish()
 
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        environ["wsgi.file_wrapper"] = _FileBuffer
+        return environ
+
 
 class _Channel(HTTPChannel):  # type: ignore[misc]
     task_class = _Task
+
+    def _flush_some(self, do_close: bool = True) -> bool:
+        sent: bool = super()._flush_some(do_close)
+        if not sent and self.outbufs and getattr(self.outbufs[0], "exhausted", False):
+            self.will_close = True  # the file ended early: end the answer (see _FileBuffer)
+        return sent
 
 
 def make_server(app: Any, **adjustments: Any) -> BaseWSGIServer | MultiSocketServer:
