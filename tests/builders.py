@@ -119,3 +119,24 @@ def make_sdist(
                 info.mtime = int(time.time())
                 tf.addfile(info, io.BytesIO(data))
     return out
+
+
+def big_wheel(directory: Path, name: str, version: str, size: int) -> Path:
+    """A valid wheel with one stored (uncompressed) member of ``size`` random bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    di = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(f"{di}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        zf.writestr(
+            f"{di}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        with zf.open(f"{name}/blob.bin", "w", force_zip64=True) as member:
+            left = size
+            while left:
+                n = min(left, 8 * 1024 * 1024)
+                member.write(os.urandom(n))
+                left -= n
+        zf.writestr(f"{di}/RECORD", "")
+    return path

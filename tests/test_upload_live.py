@@ -14,11 +14,11 @@ import sys
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from builders import big_wheel
 from server import Server, running_server
 
 from pkgserver.storage import TEMP_PREFIX
@@ -38,27 +38,6 @@ def htpasswd(tmp_path: Path) -> Path:
         check=True,
         capture_output=True,
     )
-    return path
-
-
-def big_wheel(directory: Path, name: str, version: str, size: int) -> Path:
-    """A valid wheel with one stored (uncompressed) member of ``size`` random bytes."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}-{version}-py3-none-any.whl"
-    di = f"{name}-{version}.dist-info"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{di}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        zf.writestr(
-            f"{di}/WHEEL",
-            "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        )
-        with zf.open(f"{name}/blob.bin", "w", force_zip64=True) as member:
-            left = size
-            while left:
-                n = min(left, 8 * 1024 * 1024)
-                member.write(os.urandom(n))
-                left -= n
-        zf.writestr(f"{di}/RECORD", "")
     return path
 
 

@@ -1,0 +1,193 @@
+"""Faults on the read side of a live server: files replaced, removed or truncated behind its
+back while they are being downloaded, and files or folders it cannot read.
+
+Whatever happens, nothing listed is served under a hash it does not have: a download either
+delivers the bytes the listing named, or fails (a short body, a 404), and once the change has
+settled the listing names the bytes on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from builders import big_wheel, make_wheel
+from server import Server
+
+pytestmark = pytest.mark.e2e
+
+SIZE = 48 * 1024 * 1024  # large enough that a download is still running when the file changes
+
+
+def listed(srv: Server, project: str) -> dict[str, str]:
+    res = srv.project_json(project)
+    if res.status != 200:
+        return {}
+    return {f["filename"]: f["hashes"]["sha256"] for f in res.json()["files"]}
+
+
+def wait_for(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def slow_download(
+    srv: Server, filename: str
+) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    conn.request("GET", f"/packages/{filename}")
+    res = conn.getresponse()
+    assert res.status == 200
+    return res, conn
+
+
+def finish(res: http.client.HTTPResponse, first: bytes) -> bytes | None:
+    """The rest of the body, or None if it was cut short."""
+    try:
+        return first + res.read()
+    except http.client.IncompleteRead:
+        return None
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
+    root = tmp_path / "packages"
+    root.mkdir()
+    big_wheel(root, "big", "1.0", SIZE)
+    with Server("--disable-fallback", root) as srv:
+        srv.wait_listed("big")
+        yield srv, root
+
+
+@pytest.mark.parametrize("how", ["replaced", "removed", "truncated", "rewritten in place"])
+def test_a_file_changed_while_it_is_downloaded(live: tuple[Server, Path], how: str) -> None:
+    srv, root = live
+    name = "big-1.0-py3-none-any.whl"
+    path = root / name
+    old_hash = listed(srv, "big")[name]
+    res, conn = slow_download(srv, name)
+    first = res.read(1024 * 1024)  # the transfer has begun
+    if how == "replaced":
+        staging = root.parent / "staging"
+        staging.mkdir()
+        new = big_wheel(staging, "big", "1.0", SIZE)
+        os.replace(new, path)
+    elif how == "removed":
+        path.unlink()
+    elif how == "truncated":
+        with open(path, "r+b") as fh:  # as `truncate -s` does: open, cut, close
+            fh.truncate(SIZE // 3)
+    else:  # same size, other bytes, written over the old ones
+        with open(path, "r+b") as fh:
+            fh.seek(SIZE // 2)
+            fh.write(os.urandom(4 * 1024 * 1024))
+    body = finish(res, first)
+    conn.close()
+    if body is not None:
+        # Delivered in full: it must be the bytes that were listed when it began.
+        assert hashlib.sha256(body).hexdigest() == old_hash, (
+            f"{how}: served bytes the listing never named"
+        )
+    # Once settled, the listing names what is on disk, and serves exactly that.
+    if how == "removed":
+        wait_for(lambda: name not in listed(srv, "big"))
+        assert srv.get(f"/packages/{name}").status == 404
+        return
+    disk_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    wait_for(lambda: listed(srv, "big").get(name) == disk_hash)
+    again = srv.get(f"/packages/{name}")
+    assert again.status == 200
+    assert hashlib.sha256(again.body).hexdigest() == disk_hash
+    assert srv.get("/health").status == 200
+
+
+def _unprivileged() -> tuple[int, int] | None:
+    """Root reads everything: the server then runs as nobody for these tests."""
+    if os.geteuid() != 0:
+        return None
+    nobody = pwd.getpwnam("nobody")
+    return nobody.pw_uid, nobody.pw_gid
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder an unprivileged server can traverse (pytest's tmp_path is private to root)."""
+    d = Path(tempfile.mkdtemp(prefix="pkgserver-unreadable-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        for p in d.rglob("*"):
+            if p.is_dir() and not p.is_symlink():
+                p.chmod(0o755)
+        shutil.rmtree(d)
+
+
+def test_unreadable_files_and_folders_are_skipped_and_the_rest_served(shared_dir: Path) -> None:
+    root = shared_dir / "packages"
+    root.mkdir()
+    make_wheel(root, "fine", "1.0")
+    secret = make_wheel(root, "locked", "1.0")
+    folder = root / "closed"
+    folder.mkdir()
+    make_wheel(folder, "hidden", "1.0")
+    for p in (root, *root.rglob("*")):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    secret.chmod(0)
+    folder.chmod(0)
+    ids = _unprivileged()
+    if ids is not None:
+        for p in (root, *root.rglob("*")):
+            os.lchown(p, 0, 0)
+    cache = shared_dir / "cache"
+    cache.mkdir(mode=0o777)
+    cache.chmod(0o777)
+    cmd_prefix: list[str] = []
+    if ids is not None:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot drop privileges")
+        cmd_prefix = [setpriv, f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups"]
+
+    class Dropped(Server):
+        @property
+        def command(self) -> list[str]:
+            return cmd_prefix + super().command
+
+    srv = Dropped(
+        "--disable-fallback", root, env={"PKGSERVER_CACHE_DIR": str(cache), "HOME": str(shared_dir)}
+    )
+    with srv:
+        srv.wait_listed("fine")
+        assert srv.get("/health").status == 200
+        assert srv.project_json("locked").status == 404
+        assert srv.project_json("hidden").status == 404
+        assert srv.get("/packages/locked-1.0-py3-none-any.whl").status == 404
+        page = srv.get("/simple/")
+        assert page.status == 200 and "fine" in page.text and "locked" not in page.text
+        got = srv.get("/packages/fine-1.0-py3-none-any.whl")
+        assert got.status == 200
+        assert (
+            hashlib.sha256(got.body).hexdigest() == listed(srv, "fine")["fine-1.0-py3-none-any.whl"]
+        )
+        # Made readable again, they appear without a restart (the rescan or the watch).
+        secret.chmod(0o644)
+        folder.chmod(0o755)
+        os.utime(secret)
+        os.utime(folder / "hidden-1.0-py3-none-any.whl")
+        wait_for(lambda: bool(listed(srv, "locked")), timeout=90)
+    assert "cannot be read" in srv.output or "cannot read" in srv.output, srv.output
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
+    subprocess.run(["true"], check=True)
