@@ -35,7 +35,18 @@ from corpus import build  # noqa: E402
 
 AUTH = "Basic " + base64.b64encode(b"bench:bench").decode()
 
-LUA = r"""
+# wrk's summary in one line that run_wrk() parses (a %-format template, like the scripts).
+LUA_DONE = r"""
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT requests=%%d errors=%%d timeouts=%%d non2xx=%%d p50=%%.1f p99=%%.1f max=%%.1f\n",
+    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write,
+    summary.errors.timeout, summary.errors.status,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
+end
+"""
+
+LUA = (
+    r"""
 math.randomseed(os.time())
 local n = %(projects)d
 request = function()
@@ -51,13 +62,9 @@ request = function()
     return wrk.format("GET", "/health")
   end
 end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT requests=%%d errors=%%d timeouts=%%d non2xx=%%d p50=%%.1f p99=%%.1f max=%%.1f\n",
-    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write,
-    summary.errors.timeout, summary.errors.status,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
-end
 """
+    + LUA_DONE
+)
 
 
 def big_wheel(directory: Path, version: str, size: int) -> Path:
@@ -136,6 +143,54 @@ def run_wrk(port: int, script: Path, connections: int, duration: int) -> dict[st
     return result
 
 
+def start_server(
+    work: Path, corpus: Path, *args: str, python: str = sys.executable
+) -> tuple[subprocess.Popen[bytes], int]:
+    """pkgserver on ``corpus`` with a password file (user and password "bench"), logging to
+    ``work``/server.log; returns the process and its port once it serves."""
+    ht = work / "htpasswd"
+    subprocess.run(
+        [python, "-m", "pkgserver", "passwd", str(ht), "bench"],
+        input="bench\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    log_path = work / "server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [
+                python,
+                "-m",
+                "pkgserver",
+                "run",
+                "-p",
+                "0",
+                "-i",
+                "127.0.0.1",
+                "-P",
+                str(ht),
+                "--disable-fallback",
+                "--cache-dir",
+                str(work / "cache"),
+                *args,
+                str(corpus),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        m = re.search(r"serving .* on http://127\.0\.0\.1:(\d+)/", log_path.read_text())
+        if m:
+            return server, int(m.group(1))
+        if server.poll() is not None:
+            break
+        time.sleep(0.1)
+    server.kill()
+    raise SystemExit(f"pkgserver did not start:\n{log_path.read_text()}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--files", type=int, default=5000)
@@ -149,41 +204,7 @@ def main() -> None:
     try:
         corpus = work / "packages"
         build(corpus, a.files, 10, "flat")
-        ht = work / "htpasswd"
-        subprocess.run(
-            [sys.executable, "-m", "pkgserver", "passwd", str(ht), "bench"],
-            input="bench\n",
-            text=True,
-            check=True,
-            capture_output=True,
-        )
-        log = open(work / "server.log", "w")
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pkgserver",
-                "run",
-                "-p",
-                "0",
-                "-i",
-                "127.0.0.1",
-                "-P",
-                str(ht),
-                "--disable-fallback",
-                "--cache-dir",
-                str(work / "cache"),
-                str(corpus),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        port = 0
-        deadline = time.monotonic() + 120
-        while not port and time.monotonic() < deadline:
-            m = re.search(r"127\.0\.0\.1:(\d+)/", (work / "server.log").read_text())
-            port = int(m.group(1)) if m else 0
-            time.sleep(0.1)
+        server, port = start_server(work, corpus)
         script = work / "mix.lua"
         script.write_text(LUA % {"projects": a.files // 10})
         baseline = run_wrk(port, script, a.connections, a.duration)
@@ -205,7 +226,6 @@ def main() -> None:
         thread.join(180)
         server.terminate()
         server.wait(30)
-        log.close()
         tracebacks = (work / "server.log").read_text().count("Traceback")
         print(
             f"# Mixed load: {a.connections} connections, {a.files} files, {a.duration} s per run\n"
