@@ -190,7 +190,7 @@ def create_app(
     auth: Authenticator | None = None,
     metadata: MetadataStore | None = None,
     uploads: Uploads | None = None,
-    on_stale: Callable[[str], None] | None = None,
+    on_stale: Callable[..., None] | None = None,
     on_published: Callable[[DistFile], None] | None = None,
     hosted: HostedNames | None = None,
 ) -> bottle.Bottle:
@@ -577,12 +577,13 @@ def create_app(
                 body = fh.read(size + 1)
             if len(body) != size or not _intact(body, f):
                 if on_stale is not None:
-                    on_stale(f.path)
+                    on_stale(f.path, True)  # same size and mtime, other bytes: hash it again
                 raise NotFound("this file changed on disk; the index is catching up, try again")
             return bottle.HTTPResponse(body, **headers)
         # Streamed by the server's file wrapper, which (under pkgserver's waitress) hashes what
         # it sends and withholds the last bytes unless the whole matches ``f.sha256``.
-        return bottle.HTTPResponse(_HashedFile(fh, f.sha256), **headers)
+        on_mismatch = (lambda: on_stale(f.path, True)) if on_stale is not None else None
+        return bottle.HTTPResponse(_HashedFile(fh, f.sha256, on_mismatch), **headers)
 
     def send_signature(f: DistFile) -> bottle.HTTPResponse:
         # The detached signature uploaded with the file (twine --sign), stored beside it. Only a
@@ -695,11 +696,15 @@ def _intact(body: bytes, f: DistFile) -> bool:
 
 class _HashedFile:
     """A file to stream, with the sha256 its whole content must have (``expected_sha256``,
-    which pkgserver's file wrapper checks before it sends the last bytes)."""
+    which pkgserver's file wrapper checks before it sends the last bytes) and what to call
+    when it does not (``on_mismatch``: have the indexer hash the file again)."""
 
-    def __init__(self, fh: BinaryIO, expected_sha256: str) -> None:
+    def __init__(
+        self, fh: BinaryIO, expected_sha256: str, on_mismatch: Callable[[], None] | None
+    ) -> None:
         self._fh = fh
         self.expected_sha256 = expected_sha256
+        self.on_mismatch = on_mismatch
         self.read = fh.read
         self.seek = fh.seek
         self.tell = fh.tell

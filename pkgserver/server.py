@@ -40,6 +40,8 @@ class _FileBuffer(ReadOnlyFileBasedBuffer):  # type: ignore[misc]
         self._peeked = b""
 
     def get(self, numbytes: int = -1, skip: bool = False) -> bytes:
+        if self.exhausted:
+            return b""
         want = self.remain if numbytes < 0 or numbytes > self.remain else numbytes
         data: bytes = super().get(numbytes, skip)
         if skip:
@@ -54,9 +56,23 @@ class _FileBuffer(ReadOnlyFileBasedBuffer):  # type: ignore[misc]
                 if whole.hexdigest() != self._expected:
                     log.warning("a file changed while it was sent; the download was cut short")
                     self.exhausted = True
+                    on_mismatch = getattr(self.file, "on_mismatch", None)
+                    if on_mismatch is not None:
+                        on_mismatch()
                     return b""
             self._peeked = data
         return data
+
+    def __next__(self) -> bytes:
+        # waitress iterates the file instead of handing it to the channel when prepare() finds
+        # it empty: a file emptied after the app checked it. Send nothing then (waitress ends
+        # the connection for the missing bytes) rather than bytes that were never hashed.
+        if self._expected is not None:
+            raise StopIteration
+        data: bytes = super().__next__()
+        return data
+
+    next = __next__
 
     def skip(self, numbytes: int, allow_prune: int = 0) -> None:
         if self._sha is not None:

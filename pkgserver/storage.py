@@ -11,6 +11,7 @@ Rules that keep every listed hash equal to the bytes served:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import heapq
 import itertools
@@ -55,6 +56,7 @@ NO_WATCH_RESCAN = 5.0  # seconds between rescans without inotify
 CHUNK = 1024 * 1024
 PARALLEL_MIN = 2000  # files to read before the first scan uses worker processes
 BATCH = 500  # files per job sent to a worker process
+PREFETCH_BYTES = 64 * 1024 * 1024  # bytes of a batch announced to the kernel at once
 
 
 READ_WHOLE = 8 * 1024 * 1024  # files up to this size are read into memory once when indexed
@@ -180,18 +182,26 @@ def describe(
 
 def _read_small(path: str, expected: int) -> bytes:
     """Up to READ_WHOLE + 1 bytes of the file (one more than allowed shows it grew), asking
-    for ``expected`` + 1 first: os.read allocates what it is asked for."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    for ``expected`` + 1 first: os.read allocates what it is asked for, and a regular file
+    reads short only at its end, so a file of the expected size takes one read."""
+    # O_NONBLOCK: a FIFO put in place of the file must not hang the indexer (no effect on
+    # regular files; anything else is refused).
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        chunks: list[bytes] = []
-        left = READ_WHOLE + 1
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        first = os.read(fd, min(READ_WHOLE + 1, expected + 1))
+        if len(first) <= expected:
+            return first
+        chunks = [first]  # it grew since it was stat'ed: read on, up to the bound
+        left = READ_WHOLE + 1 - len(first)
         while left > 0:
-            chunk = os.read(fd, min(left, expected + 1) if not chunks else left)
+            chunk = os.read(fd, min(left, CHUNK))
             if not chunk:
                 break
             chunks.append(chunk)
             left -= len(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return b"".join(chunks)
     finally:
         os.close(fd)
 
@@ -244,7 +254,8 @@ class Indexer:
         self._fresh: set[str] = set()  # created (open or link) with no bytes written since
         self._due: list[tuple[float, str, bool]] = []  # heap of (when, abs path, confirmed)
         self._warned: set[str] = set()
-        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
+        self._forced: set[str] = set()  # paths to hash again even if their stat is unchanged
         self.watching = False
         self._interrupted = False
 
@@ -331,9 +342,13 @@ class Indexer:
         if self.cache is not None and located is not None:
             self.cache.store([(located[0], f)])
 
-    def recheck(self, path: str) -> None:
-        """Ask the worker to look at ``path`` again (thread-safe; from request threads)."""
-        self._requests.put(path)
+    def recheck(self, path: str, force: bool = False) -> None:
+        """Ask the worker to look at ``path`` again (thread-safe; from request threads).
+
+        ``force``: read and hash it even if its size and mtime are what the catalog lists (the
+        bytes served did not match the listed hash: rewritten in place, the mtime restored or
+        unchanged within the clock's granularity)."""
+        self._requests.put((path, force))
 
     def root_of(self, path: str) -> tuple[int, str] | None:
         """(root index, posix relpath) for an absolute path inside a root, else None."""
@@ -361,7 +376,10 @@ class Indexer:
                     events = []
                 self._handle(events)
                 while not self._requests.empty():
-                    self._schedule(time.monotonic(), self._requests.get(), confirmed=False)
+                    path, force = self._requests.get()
+                    if force:
+                        self._forced.add(path)
+                    self._schedule(time.monotonic(), path, confirmed=False)
                 self._process_due()
                 self._check_quiet_writers()
                 if next_rescan is not None and time.monotonic() >= next_rescan:
@@ -518,7 +536,9 @@ class Indexer:
             provider = self.root_of(listed.path)
             if provider is None or provider[0] <= root_index:
                 return  # an earlier root already provides this relpath
-        if listed is not None and listed.matches(st):
+        forced = path in self._forced
+        self._forced.discard(path)
+        if listed is not None and listed.matches(st) and not forced:
             return
         described = self._describe(root_index, relpath, st)
         if described is None:
@@ -846,7 +866,7 @@ def _prefetch(root: str, relpaths: list[str]) -> None:
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return
-    for relpath in relpaths:
+    for relpath in relpaths:  # (only files describe() reads whole; see _describe_batch)
         try:
             fd = os.open(root + "/" + relpath, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
@@ -865,7 +885,15 @@ def _describe_batch(
     """describe() in a worker process, for a batch of files of one root: for each, its fields
     (see _fields_of) or, if it failed, the message to log."""
     root, items, extra_algos = job
-    _prefetch(root, [relpath for relpath, *_ in items])
+    # Only files describe() reads whole, and at most PREFETCH_BYTES of them at once: a large
+    # file would push the batch's others out of the page cache before they were read.
+    ahead: list[str] = []
+    budget = PREFETCH_BYTES
+    for relpath, size, *_ in items:
+        if size <= READ_WHOLE and size <= budget:
+            ahead.append(relpath)
+            budget -= size
+    _prefetch(root, ahead)
     out: list[tuple[Any, ...] | str] = []
     for relpath, size, mtime_ns, ino in items:
         try:

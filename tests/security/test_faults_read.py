@@ -14,7 +14,6 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -190,4 +189,41 @@ def test_unreadable_files_and_folders_are_skipped_and_the_rest_served(shared_dir
         wait_for(lambda: bool(listed(srv, "locked")), timeout=90)
     assert "cannot be read" in srv.output or "cannot read" in srv.output, srv.output
     assert stat.S_IMODE(root.stat().st_mode) == 0o755
-    subprocess.run(["true"], check=True)
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 4 * 1024 * 1024], ids=["small", "large"])
+def test_a_file_rewritten_in_place_with_its_stat_restored(tmp_path: Path, size: int) -> None:
+    """Same size, same mtime, other bytes, while the server was down (rsync --inplace -t): the
+    index cache, keyed on size, mtime and inode, lists the old hash after the restart. The
+    download is refused (small files) or cut short (large ones), the server hashes the file
+    again, and lists the new bytes."""
+    root = tmp_path / "packages"
+    path = big_wheel(root, "inplace", "1.0", size)
+    name = path.name
+    env = {"PKGSERVER_CACHE_DIR": str(tmp_path / "cache")}
+    with Server("--disable-fallback", root, env=env) as srv:
+        srv.wait_listed("inplace")
+        old_hash = listed(srv, "inplace")[name]
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = os.urandom(16)  # inside the stored member: still a wheel
+    with open(path, "r+b") as fh:
+        fh.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    new_hash = hashlib.sha256(data).hexdigest()
+    assert new_hash != old_hash
+    with Server("--disable-fallback", root, env=env) as srv:
+        srv.wait_listed("inplace")
+        assert listed(srv, "inplace")[name] == old_hash  # the stat cannot tell
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        conn.request("GET", f"/packages/{name}")
+        res = conn.getresponse()
+        if res.status == 200:
+            assert finish(res, b"") is None, "a complete body of bytes the listing never named"
+        else:
+            assert res.status == 404
+        conn.close()
+        wait_for(lambda: listed(srv, "inplace").get(name) == new_hash)
+        again = srv.get(f"/packages/{name}")
+        assert again.status == 200 and hashlib.sha256(again.body).hexdigest() == new_hash
