@@ -268,6 +268,8 @@ def _zip_member(fh: IO[bytes], select) -> bytes:  # type: ignore[no-untyped-def]
         infos = zf.infolist()
         if len(infos) > MAX_ZIP_MEMBERS:
             raise InvalidArchive("archive has too many members")
+        if any(i.extra and _renames_members(i.extra) for i in infos):
+            raise InvalidArchive("a Unicode Path extra field: zip readers disagree on the names")
         name = select([i.filename for i in infos])
         if name is None:
             raise InvalidArchive("no single metadata file in the archive")
@@ -371,10 +373,12 @@ def _member_in_memory(data: bytes, select) -> bytes | None:  # type: ignore[no-u
         raise InvalidArchive("metadata file compressed suspiciously well")
     if local + _LOCAL.size > cd_offset:
         return None
-    sig, _, _, _, _, _, _, _, _, lnlen, lxlen = _LOCAL.unpack_from(data, local)
+    sig, _, local_flags, _, _, _, _, _, _, lnlen, lxlen = _LOCAL.unpack_from(data, local)
     start = local + _LOCAL.size + lnlen + lxlen
     if sig != b"PK\x03\x04" or data[local + _LOCAL.size : local + _LOCAL.size + lnlen] != raw_name:
         return None
+    if (local_flags ^ flags) & 0x800:
+        return None  # zipfile decodes each name by its own header's flag, then compares
     if start + csize > cd_offset:
         return None
     body = data[start : start + csize]
@@ -392,16 +396,33 @@ def _member_in_memory(data: bytes, select) -> bytes | None:  # type: ignore[no-u
     return out
 
 
+# Info-ZIP's Unicode Path extra field: Python 3.12+ (and so pip there) names the member after
+# it, 3.11 ignores it. An archive can use it to show one METADATA to the index and another to
+# the installer, so archives carrying it get no metadata here (and uploads are refused).
+_UNICODE_PATH = 0x7075
+
+
 def _plain_extra(data: bytes, start: int, length: int) -> bool:
     """Whether an extra field is well formed and has no zip64 record (zipfile refuses the one
-    and reads sizes and offsets from the other)."""
+    and reads sizes and offsets from the other) and no Unicode Path record."""
     pos, end = start, start + length
     while end - pos >= 4:
         kind, size = struct.unpack_from("<HH", data, pos)
-        if kind == 1 or pos + 4 + size > end:
+        if kind in (1, _UNICODE_PATH) or pos + 4 + size > end:
             return False
         pos += 4 + size
     return True
+
+
+def _renames_members(extra: bytes) -> bool:
+    """Whether a member's extra field carries a Unicode Path record."""
+    pos = 0
+    while len(extra) - pos >= 4:
+        kind, size = struct.unpack_from("<HH", extra, pos)
+        if kind == _UNICODE_PATH:
+            return True
+        pos += 4 + size
+    return False
 
 
 class _BoundedReader(io.RawIOBase):

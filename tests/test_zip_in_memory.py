@@ -236,3 +236,30 @@ def test_damaged_wheels_get_zipfile_s_answer(flips: list[tuple[int, int]]) -> No
     for at, mask in flips:
         data[at % len(data)] ^= mask
     assert_agrees(bytes(data))
+
+
+def test_a_unicode_path_extra_field_is_refused_by_both_readers() -> None:
+    """Python 3.12+ (and pip there) renames a member after its 0x7075 record, 3.11 does not:
+    such an archive could show one METADATA here and another to the installer."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("demo-1.0.dist-info/METADATA", (2024, 1, 1, 0, 0, 0))
+        name = b"README"
+        record = b"\x01" + struct.pack("<L", zlib.crc32(info.filename.encode())) + name
+        info.extra = struct.pack("<HH", 0x7075, len(record)) + record
+        zf.writestr(info, META)
+    data = buf.getvalue()
+    assert metadata._member_in_memory(data, SELECT) is None
+    refused = _by_zipfile(data)
+    assert isinstance(refused, InvalidArchive) and "Unicode Path" in str(refused)
+
+
+def test_utf8_flags_that_differ_between_headers_are_left_to_zipfile() -> None:
+    """zipfile decodes each header's name by its own flag: a non-ASCII name flagged UTF-8 in
+    one header only is a mismatch to zipfile, whatever the bytes."""
+    made = _zip([("demo-1.0.dist-info/METADATA", META, zipfile.ZIP_DEFLATED)])
+    data = bytearray(made)
+    central = data.rindex(b"PK\x01\x02")
+    flags = struct.unpack_from("<H", data, central + 8)[0]
+    struct.pack_into("<H", data, central + 8, flags | 0x800)
+    assert metadata._member_in_memory(bytes(data), SELECT) is None
