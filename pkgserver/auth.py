@@ -94,9 +94,9 @@ class Authenticator:
         # Password checks (bcrypt: a core for a quarter second each) run on all cores but one,
         # and at most half the worker threads (``threads``) may be checking or waiting to:
         # a flood of guesses gets 503 beyond that, and the other half keeps serving.
-        slots = max(1, (os.cpu_count() or 1) - 1)
-        self._checks = threading.BoundedSemaphore(slots)
-        self._admitted = threading.BoundedSemaphore(max(slots, threads // 2))
+        admitted = max(1, threads // 2)
+        self._checks = threading.BoundedSemaphore(max(1, min((os.cpu_count() or 1) - 1, admitted)))
+        self._admitted = threading.BoundedSemaphore(admitted)
         self._missing_since: float | None = None
         self._verified: dict[bytes, float] = {}
         if password_file:

@@ -258,8 +258,9 @@ class Uploads:
                 raise BadRequest(
                     f"{filename!r} is not a valid wheel: {len(folders)} .dist-info folders"
                 )
-            folder = folders.pop()[: -len(".dist-info")]
-            if canonicalize_name(folder.rsplit("-", 1)[0]) != project:
+            # pip's rule, with a separator: "<name>-<version>" whatever the version holds.
+            folder = canonicalize_name(folders.pop()[: -len(".dist-info")])
+            if folder != project and not folder.startswith(project + "-"):
                 raise BadRequest(
                     f"{filename!r} is not a valid wheel: its .dist-info is another project's"
                 )
