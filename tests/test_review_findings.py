@@ -403,3 +403,34 @@ def test_forwarded_headers_steer_nothing(tmp_path: Path) -> None:
     body = app.get("/pypi/demo-pkg/json", headers=spoof).json
     assert body["urls"][0]["url"].startswith("http://index.corp:8080/packages/")
     assert b"evil" not in app.get("/", headers=spoof).body
+
+
+def test_describe_refuses_a_fifo_at_once(tmp_path: Path) -> None:
+    """A FIFO put where a wheel was (after the scan saw a file) must not hang the indexer."""
+    import threading
+
+    from pkgserver.catalog import FileStat
+    from pkgserver.storage import describe
+
+    os.mkfifo(tmp_path / "demo-1.0-py3-none-any.whl")
+    outcome: list[object] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(
+            _raises(
+                lambda: describe(str(tmp_path), "demo-1.0-py3-none-any.whl", FileStat(10, 0, 0))
+            )
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "describe() blocked on a FIFO"
+    assert isinstance(outcome[0], OSError)
+
+
+def _raises(call):  # type: ignore[no-untyped-def]
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    return None

@@ -16,9 +16,11 @@ import re
 import tarfile
 import zipfile
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pkgserver import metadata
 from pkgserver.auth import parse_basic
 from pkgserver.distfile import (
     KIND_SDIST,
@@ -161,8 +163,42 @@ def test_archives_built_and_damaged_are_read_or_refused(
 @given(st.binary(max_size=600), st.sampled_from(["whl", "zip", "tar.gz", "tar.bz2", "egg"]))
 def test_random_bytes_as_archives_are_refused(data: bytes, fmt: str) -> None:
     kind = KIND_WHEEL if fmt == "whl" else KIND_SDIST
-    try:
+    with pytest.raises(InvalidArchive):
         read_core_metadata(f"demo-1.0.{fmt}", kind, "demo", data=data)
+
+
+@given(member_lists, flips)
+def test_the_tar_walker_refuses_only_with_its_own_error(
+    members: list[tuple[str, bytes]], damage: list[tuple[int, int]]
+) -> None:
+    """The walker itself, below read_core_metadata's catch-all: bounded, and InvalidArchive
+    is the only way it refuses a damaged stream."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    stream = _mutate(raw.getvalue(), damage)
+    try:
+        found = metadata._walk_tar(io.BytesIO(stream))
+    except InvalidArchive:
+        return
+    assert len(found) <= metadata.MAX_METADATA_BYTES
+
+
+@given(member_lists, flips)
+def test_the_in_memory_zip_reader_refuses_only_with_its_own_error(
+    members: list[tuple[str, bytes]], damage: list[tuple[int, int]]
+) -> None:
+    """Below the catch-all too: None (ask zipfile), bytes, or InvalidArchive; nothing else."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = _mutate(_wheel_bytes(members), damage)
+    try:
+        metadata._member_in_memory(data, metadata._wheel_metadata_member("demo"))
     except InvalidArchive:
         pass
 
