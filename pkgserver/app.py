@@ -190,7 +190,7 @@ def create_app(
     auth: Authenticator | None = None,
     metadata: MetadataStore | None = None,
     uploads: Uploads | None = None,
-    on_stale: Callable[..., None] | None = None,
+    on_stale: Callable[[str], None] | None = None,
     on_published: Callable[[DistFile], None] | None = None,
     hosted: HostedNames | None = None,
 ) -> bottle.Bottle:
@@ -577,12 +577,12 @@ def create_app(
                 body = fh.read(size + 1)
             if len(body) != size or not _intact(body, f):
                 if on_stale is not None:
-                    on_stale(f.path, True)  # same size and mtime, other bytes: hash it again
+                    on_stale(f.path)  # same size and mtime, other bytes: hash it again
                 raise NotFound("this file changed on disk; the index is catching up, try again")
             return bottle.HTTPResponse(body, **headers)
         # Streamed by the server's file wrapper, which (under pkgserver's waitress) hashes what
         # it sends and withholds the last bytes unless the whole matches ``f.sha256``.
-        on_mismatch = (lambda: on_stale(f.path, True)) if on_stale is not None else None
+        on_mismatch = (lambda: on_stale(f.path)) if on_stale is not None else None
         return bottle.HTTPResponse(_HashedFile(fh, f.sha256, on_mismatch), **headers)
 
     def send_signature(f: DistFile) -> bottle.HTTPResponse:
@@ -702,7 +702,6 @@ class _HashedFile:
     def __init__(
         self, fh: BinaryIO, expected_sha256: str, on_mismatch: Callable[[], None] | None
     ) -> None:
-        self._fh = fh
         self.expected_sha256 = expected_sha256
         self.on_mismatch = on_mismatch
         self.read = fh.read

@@ -57,8 +57,6 @@ CHUNK = 1024 * 1024
 PARALLEL_MIN = 2000  # files to read before the first scan uses worker processes
 BATCH = 500  # files per job sent to a worker process
 PREFETCH_BYTES = 64 * 1024 * 1024  # bytes of a batch announced to the kernel at once
-
-
 READ_WHOLE = 8 * 1024 * 1024  # files up to this size are read into memory once when indexed
 
 
@@ -69,9 +67,10 @@ def is_hidden(relpath: str) -> bool:
 def iter_dist_files(root: str, links: set[str] | None = None) -> Iterator[tuple[str, FileStat]]:
     """(relpath, stamp) for each candidate distribution file under ``root``; never raises.
 
-    A FileStat rather than the stat result: a scan keeps one per file until it is done, and
-    stat results (a dozen objects each) freed around the few that the catalog keeps left the
-    heap fragmented: 50 MB more resident memory after a first start of 100,000 files.
+    A FileStat rather than the stat result, made with os.stat() rather than entry.stat()
+    (which the entry keeps as long as the listing lives): stat results, a dozen objects each,
+    freed around the few that the catalog keeps left the heap fragmented, 50 MB more resident
+    memory after a first start of 100,000 files.
 
     Relpaths that are symbolic links are added to ``links`` (scandir knows it for free)."""
     stack = [""]
@@ -93,9 +92,7 @@ def iter_dist_files(root: str, links: set[str] | None = None) -> Iterator[tuple[
                     continue
                 if not entry.name.lower().endswith(DIST_EXTENSIONS):
                     continue
-                # Not entry.stat(): the entry would keep the stat result (a dozen objects) as
-                # long as the directory's listing lives, fragmenting the heap at 100,000 files.
-                st = os.stat(entry.path)
+                st = os.stat(entry.path)  # not entry.stat(), which the entry keeps (above)
                 if links is not None and entry.is_symlink():
                     links.add(rel)
             except OSError:
@@ -254,7 +251,7 @@ class Indexer:
         self._fresh: set[str] = set()  # created (open or link) with no bytes written since
         self._due: list[tuple[float, str, bool]] = []  # heap of (when, abs path, confirmed)
         self._warned: set[str] = set()
-        self._requests: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._forced: set[str] = set()  # paths to hash again even if their stat is unchanged
         self.watching = False
         self._interrupted = False
@@ -342,13 +339,12 @@ class Indexer:
         if self.cache is not None and located is not None:
             self.cache.store([(located[0], f)])
 
-    def recheck(self, path: str, force: bool = False) -> None:
-        """Ask the worker to look at ``path`` again (thread-safe; from request threads).
-
-        ``force``: read and hash it even if its size and mtime are what the catalog lists (the
-        bytes served did not match the listed hash: rewritten in place, the mtime restored or
-        unchanged within the clock's granularity)."""
-        self._requests.put((path, force))
+    def recheck(self, path: str) -> None:
+        """Ask the worker to read and hash ``path`` again (thread-safe; from request threads
+        that found it other than listed), even if its size and mtime are what the catalog
+        lists: a file rewritten in place, its mtime restored or unchanged within the clock's
+        granularity, differs only in its hash."""
+        self._requests.put(path)
 
     def root_of(self, path: str) -> tuple[int, str] | None:
         """(root index, posix relpath) for an absolute path inside a root, else None."""
@@ -376,9 +372,8 @@ class Indexer:
                     events = []
                 self._handle(events)
                 while not self._requests.empty():
-                    path, force = self._requests.get()
-                    if force:
-                        self._forced.add(path)
+                    path = self._requests.get()
+                    self._forced.add(path)
                     self._schedule(time.monotonic(), path, confirmed=False)
                 self._process_due()
                 self._check_quiet_writers()
@@ -578,10 +573,8 @@ class Indexer:
             return None
         try:
             return self._compact(root_index, describe(root, relpath, st, self.extra_algos))
-        except InvalidDistFilename as exc:
-            self._warn_once(relpath, f"cannot be attributed to a project ({exc}); skipped")
-        except OSError as exc:
-            self._warn_once(relpath, f"cannot be read ({exc}); skipped")
+        except (InvalidDistFilename, OSError) as exc:
+            self._warn_once(relpath, _skip_message(exc))
         except Exception:  # one bad file must never stop a scan
             log.exception("unexpected error reading %r; skipped", relpath)
             self._warned.add(relpath)
@@ -838,6 +831,13 @@ class Indexer:
             )
 
 
+def _skip_message(exc: InvalidDistFilename | OSError) -> str:
+    """Why a file is not listed, as the log says it (from this process or a worker)."""
+    if isinstance(exc, InvalidDistFilename):
+        return f"cannot be attributed to a project ({exc}); skipped"
+    return f"cannot be read ({exc}); skipped"
+
+
 def _stamp_of(f: DistFile) -> FileStat:
     return FileStat(f.size, f.mtime_ns, f.ino)
 
@@ -899,10 +899,8 @@ def _describe_batch(
         try:
             f = describe(root, relpath, FileStat(size, mtime_ns, ino), extra_algos)
             out.append(_fields_of(f))
-        except InvalidDistFilename as exc:
-            out.append(f"cannot be attributed to a project ({exc}); skipped")
-        except OSError as exc:
-            out.append(f"cannot be read ({exc}); skipped")
+        except (InvalidDistFilename, OSError) as exc:
+            out.append(_skip_message(exc))
         except Exception as exc:  # one bad file must never stop a scan
             out.append(f"unexpected error ({type(exc).__name__}: {exc}); skipped")
     return out
