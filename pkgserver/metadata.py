@@ -12,6 +12,7 @@ import io
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from typing import IO, NamedTuple
 
 from packaging.utils import canonicalize_name
@@ -171,16 +172,11 @@ def read_core_metadata(
     try:
         with io.BytesIO(data) if data is not None else open(path, "rb") as fh:
             if kind == KIND_WHEEL:
-                select = _wheel_metadata_member(project)
-                raw = _member_in_memory(data, select) if data is not None else None
-                if raw is None:
-                    raw = _zip_member(fh, select)
+                raw = _zip_member(fh, _wheel_metadata_member(project), data)
                 return parse_core_metadata(raw, is_wheel=True)
             if lower.endswith((".zip", ".egg")):
                 selector = _egg_pkg_info if lower.endswith(".egg") else _sdist_pkg_info
-                raw = _member_in_memory(data, selector) if data is not None else None
-                if raw is None:
-                    raw = _zip_member(fh, selector)
+                raw = _zip_member(fh, selector, data)
             elif data is not None and lower.endswith((".tar.gz", ".tgz")):
                 raw = _tar_pkg_info_in_memory(data)
             else:
@@ -262,7 +258,13 @@ def _zip_precheck(fh: IO[bytes]) -> None:
     fh.seek(0)
 
 
-def _zip_member(fh: IO[bytes], select) -> bytes:  # type: ignore[no-untyped-def]
+def _zip_member(fh: IO[bytes], select, data: bytes | None = None) -> bytes:  # type: ignore[no-untyped-def]
+    """The selected member; from ``data`` (the archive's bytes) without zipfile where
+    _member_in_memory can answer, else through zipfile."""
+    if data is not None:
+        found = _member_in_memory(data, select)
+        if found is not None:
+            return found
     _zip_precheck(fh)
     with zipfile.ZipFile(fh) as zf:
         infos = zf.infolist()
@@ -402,27 +404,28 @@ def _member_in_memory(data: bytes, select) -> bytes | None:  # type: ignore[no-u
 _UNICODE_PATH = 0x7075
 
 
+def _extra_kinds(data: bytes, start: int, end: int) -> Iterator[int | None]:
+    """The kinds of the records of an extra field in ``data[start:end]``; None for a record
+    that overruns the field (zipfile refuses the archive then), after which nothing follows."""
+    pos = start
+    while end - pos >= 4:
+        kind, size = struct.unpack_from("<HH", data, pos)
+        if pos + 4 + size > end:
+            yield None
+            return
+        yield kind
+        pos += 4 + size
+
+
 def _plain_extra(data: bytes, start: int, length: int) -> bool:
     """Whether an extra field is well formed and has no zip64 record (zipfile refuses the one
     and reads sizes and offsets from the other) and no Unicode Path record."""
-    pos, end = start, start + length
-    while end - pos >= 4:
-        kind, size = struct.unpack_from("<HH", data, pos)
-        if kind in (1, _UNICODE_PATH) or pos + 4 + size > end:
-            return False
-        pos += 4 + size
-    return True
+    return all(k not in (None, 1, _UNICODE_PATH) for k in _extra_kinds(data, start, start + length))
 
 
 def _renames_members(extra: bytes) -> bool:
     """Whether a member's extra field carries a Unicode Path record."""
-    pos = 0
-    while len(extra) - pos >= 4:
-        kind, size = struct.unpack_from("<HH", extra, pos)
-        if kind == _UNICODE_PATH:
-            return True
-        pos += 4 + size
-    return False
+    return _UNICODE_PATH in _extra_kinds(extra, 0, len(extra))
 
 
 class _BoundedReader(io.RawIOBase):

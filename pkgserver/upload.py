@@ -251,9 +251,7 @@ class Uploads:
                 raise BadRequest(f"{filename!r} is not a valid wheel: no .dist-info/WHEEL")
             # pip refuses a wheel with several .dist-info folders, or one of another project:
             # the index would list a file no installer can use.
-            folders = {
-                n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")
-            }
+            folders = {top for n in names if (top := n.split("/", 1)[0]).endswith(".dist-info")}
             if len(folders) != 1:
                 raise BadRequest(
                     f"{filename!r} is not a valid wheel: {len(folders)} .dist-info folders"
