@@ -102,14 +102,18 @@ def _wheel_bytes(members: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def _tar_bytes(members: list[tuple[str, bytes]], compress: str) -> bytes:
+def _tar_stream(members: list[tuple[str, bytes]]) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-    plain = raw.getvalue()
+    return raw.getvalue()
+
+
+def _tar_bytes(members: list[tuple[str, bytes]], compress: str) -> bytes:
+    plain = _tar_stream(members)
     return gzip.compress(plain) if compress == "gz" else bz2.compress(plain)
 
 
@@ -173,13 +177,7 @@ def test_the_tar_walker_refuses_only_with_its_own_error(
 ) -> None:
     """The walker itself, below read_core_metadata's catch-all: bounded, and InvalidArchive
     is the only way it refuses a damaged stream."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    stream = _mutate(raw.getvalue(), damage)
+    stream = _mutate(_tar_stream(members), damage)
     try:
         found = metadata._walk_tar(io.BytesIO(stream))
     except InvalidArchive:
