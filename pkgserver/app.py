@@ -29,6 +29,7 @@ from .config import Settings
 from .distfile import is_valid_project_name, normalize
 from .errors import BadRequest, Forbidden, HTTPProblem, NotAcceptable, NotFound
 from .hosted import HostedNames
+from .records import UploadLog
 from .storage import MetadataStore
 from .upload import Uploads
 
@@ -193,6 +194,7 @@ def create_app(
     on_stale: Callable[[str], None] | None = None,
     on_published: Callable[[DistFile], None] | None = None,
     hosted: HostedNames | None = None,
+    upload_log: UploadLog | None = None,
 ) -> bottle.Bottle:
     """Build the WSGI app. Everything it needs is passed in; nothing is global."""
     app = _App()
@@ -210,6 +212,7 @@ def create_app(
             max_size=settings.max_upload_size,
             extra_algos=extra,
             on_published=on_published,
+            upload_log=upload_log,
         )
     fallback = settings.fallback
     base_override = settings.server_base_url.rstrip("/") + "/" if settings.server_base_url else None
@@ -411,7 +414,7 @@ def create_app(
         if project is None:
             raise NotFound(f"project {name!r} is not hosted here")
         if version is None:
-            version = project.latest.version
+            version = project.current  # newest not yanked, as warehouse answers
         elif version not in project.versions:
             raise NotFound(f"{project.name} has no version {version!r}")
         base = base_url()

@@ -69,11 +69,16 @@ class DescriptionCache:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
-    @classmethod
-    def open(cls, cache_dir: str, roots: Sequence[str]) -> DescriptionCache | None:
+    @staticmethod
+    def path_for(cache_dir: str, roots: Sequence[str]) -> str:
+        """The cache file of this list of roots (in this order) under ``cache_dir``."""
         real = "\0".join(os.path.realpath(r) for r in roots)
         name = "index-" + hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        cache = cls(os.path.join(cache_dir, name + ".sqlite3"), roots)
+        return os.path.join(cache_dir, name + ".sqlite3")
+
+    @classmethod
+    def open(cls, cache_dir: str, roots: Sequence[str]) -> DescriptionCache | None:
+        cache = cls(cls.path_for(cache_dir, roots), roots)
         try:
             os.makedirs(cache_dir, mode=0o700, exist_ok=True)
             cache._connect()

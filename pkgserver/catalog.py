@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from packaging.version import InvalidVersion, Version
+
 from .distfile import version_sort_key
 
 __all__ = ["RENDER_BUDGET", "Catalog", "DistFile", "Project", "RenderCache", "Snapshot"]
@@ -167,17 +169,38 @@ class DistFile(NamedTuple):
         return (version_sort_key(self.version), self.filename)
 
 
+_NOT_YANKED: Mapping[str, str] = {}
+
+
 class Project:
     """A project and its files, oldest version first. Immutable apart from its render cache."""
 
-    __slots__ = ("cache", "display_name", "files", "latest", "name")
+    __slots__ = ("cache", "display_name", "files", "latest", "name", "yanked")
 
-    def __init__(self, name: str, files: Iterable[DistFile]) -> None:
+    def __init__(
+        self, name: str, files: Iterable[DistFile], yanked: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.files: tuple[DistFile, ...] = tuple(sorted(files, key=lambda f: f.sort_key))
         self.latest: DistFile = self.files[-1]
         self.display_name = self.latest.display_name or name
+        # version -> reason ("" for none) of the yanked releases (PEP 592)
+        self.yanked: Mapping[str, str] = yanked or _NOT_YANKED
         self.cache = RenderCache()  # filled lazily by the renderers
+
+    def yank_of(self, version: str) -> str | None:
+        """The yank reason of ``version`` ("" when given none), or None if it is not yanked."""
+        return self.yanked.get(version) if self.yanked else None
+
+    @property
+    def current(self) -> str:
+        """The version to show and install by default: the newest final release that is not
+        yanked, else the newest release not yanked, else the newest (as warehouse does)."""
+        versions = [v for v in reversed(self.versions) if v not in self.yanked]
+        for v in versions:
+            if not _is_prerelease(v):
+                return v
+        return versions[0] if versions else self.latest.version
 
     @property
     def summary(self) -> str | None:
@@ -192,6 +215,13 @@ class Project:
 
     def files_of(self, version: str) -> list[DistFile]:
         return [f for f in self.files if f.version == version]
+
+
+def _is_prerelease(version: str) -> bool:
+    try:
+        return Version(version).is_prerelease
+    except InvalidVersion:
+        return False
 
 
 class Snapshot:
@@ -232,6 +262,7 @@ class Catalog:
     def __init__(self, on_new_projects: Callable[[set[str]], None] | None = None) -> None:
         self.snapshot: Snapshot = EMPTY
         self._lock = threading.Lock()
+        self._yanks: Mapping[str, Mapping[str, str]] = {}
         # Told the names of projects that appear (every change goes through apply): the
         # hosted-names record that keeps them from ever being redirected to the fallback.
         self.on_new_projects = on_new_projects
@@ -279,7 +310,7 @@ class Catalog:
                     if files.get(f.relpath) is f:
                         members[f.relpath] = f
                 if members:
-                    project = Project(name, members.values())
+                    project = Project(name, members.values(), self._yanks.get(name))
                     projects[name] = project
                     for f in project.files:
                         by_filename.setdefault(f.filename.lower(), f)
@@ -298,4 +329,28 @@ class Catalog:
             appeared = {n for n in touched if n in new.projects and n not in old.projects}
             if appeared:
                 self.on_new_projects(appeared)
+        return new
+
+    def set_yanks(self, yanks: Mapping[str, Mapping[str, str]]) -> Snapshot:
+        """Replace the yanked releases (project -> version -> reason); the projects whose yanks
+        changed are rebuilt, so their cached pages go with the old ones."""
+        with self._lock:
+            old = self.snapshot
+            before = self._yanks
+            self._yanks = {p: dict(v) for p, v in yanks.items() if v}
+            touched = {
+                name
+                for name in set(before) | set(self._yanks)
+                if before.get(name) != self._yanks.get(name) and name in old.projects
+            }
+            if not touched:
+                return old
+            projects = dict(old.projects)
+            for name in touched:
+                projects[name] = Project(name, old.projects[name].files, self._yanks.get(name))
+            new = Snapshot(projects, old.files, old.by_filename, old.generation + 1)
+            self.snapshot = new
+        old.cache.clear()
+        for name in touched:
+            old.projects[name].cache.clear()
         return new

@@ -19,18 +19,15 @@ from typing import Any
 from . import __version__
 from .cache import default_cache_dir
 from .config import DEFAULT_FALLBACK_URL, Settings, parse_actions
+from .errors import UsageError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["UsageError", "build_parser", "main"]
 
 log = logging.getLogger("pkgserver")
 
-SUBCOMMANDS = ("run", "passwd", "forget")
+SUBCOMMANDS = ("run", "passwd", "forget", "remove", "yank", "unyank", "check")
 ENV_PREFIX = "PKGSERVER_"
 _FALSE = ("0", "no", "off", "false", "none")
-
-
-class UsageError(Exception):
-    """A bad argument: reported in one line, exit status 2."""
 
 
 def _env(name: str) -> str | None:
@@ -77,6 +74,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fg.add_argument("name", metavar="NAME")
     fg.add_argument("roots", metavar="DIR", nargs="*")
+    dirs_help = "package directories, as for 'run' (default: $PKGSERVER_ROOTS or ~/packages)"
+    rm = sub.add_parser(
+        "remove",
+        help="delete a project's files, or one version's",
+        usage="pkgserver remove [-h] [-n] PROJECT [VERSION] [DIR ...]",
+        description="Delete the files of PROJECT (of VERSION only, if given) from DIR..., with "
+        "their signatures. A running server stops listing them within a second. VERSION is told "
+        "from a DIR by not being a directory; write ./1.0 for a directory named like a version. "
+        "A project with no files left stays claimed (see 'forget').",
+    )
+    rm.add_argument("project", metavar="PROJECT")
+    rm.add_argument("rest", metavar="[VERSION] DIR", nargs="*", help=dirs_help)
+    rm.add_argument("-n", "--dry-run", action="store_true", help="only list what would go")
+    yk = sub.add_parser(
+        "yank",
+        help="mark a release yanked (PEP 592)",
+        description="Mark every file of PROJECT VERSION yanked: installers skip it unless it is "
+        "pinned exactly (==). The files stay; the simple API, the JSON API and the web page show "
+        "the yank and its reason. A running server shows it within a second.",
+    )
+    yk.add_argument("project", metavar="PROJECT")
+    yk.add_argument("version", metavar="VERSION")
+    yk.add_argument("roots", metavar="DIR", nargs="*", help=dirs_help)
+    yk.add_argument("--reason", default="", metavar="TEXT", help="why (shown to installers)")
+    uy = sub.add_parser(
+        "unyank",
+        help="undo a yank",
+        description="Make PROJECT VERSION installable again. A running server shows it within "
+        "a second.",
+    )
+    uy.add_argument("project", metavar="PROJECT")
+    uy.add_argument("version", metavar="VERSION")
+    uy.add_argument("roots", metavar="DIR", nargs="*", help=dirs_help)
+    ck = sub.add_parser(
+        "check",
+        help="read every file and report what the index cannot serve as it should",
+        description="Read and hash every file in DIR... and report files that cannot be "
+        "attributed to a project and version (and why), duplicates once names are normalized, "
+        "and files whose hash differs from the index cache's for the same size and mtime. "
+        "Exit status 1 when anything is reported. A progress bar is drawn on a terminal.",
+    )
+    ck.add_argument("roots", metavar="DIR", nargs="*", help=dirs_help)
+    ck.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="the index cache to compare with, as for 'run' ('off' for none)",
+    )
+    ck.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress bar on standard error (default: when it is a terminal)",
+    )
     return parser
 
 
@@ -386,10 +437,38 @@ def _setup_logging(settings: Settings) -> None:
     )
 
 
+# Options of the management commands that take a value, for _options_first.
+_VALUED = ("--reason", "--cache-dir", "--progress")
+
+
+def _options_first(args: list[str]) -> list[str]:
+    """Options moved before the positionals, so that ``yank P V --reason X DIR`` works: argparse
+    ends a run of positionals at the first option and would refuse the DIR after it."""
+    options: list[str] = []
+    positionals: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            positionals.extend(args[i + 1 :])
+            break
+        if arg.startswith("-") and arg != "-":
+            options.append(arg)
+            if arg in _VALUED and i + 1 < len(args):
+                options.append(args[i + 1])
+                i += 1
+        else:
+            positionals.append(arg)
+        i += 1
+    return [*options, "--", *positionals] if positionals else options
+
+
 def _normalize_argv(argv: list[str]) -> list[str]:
     """No subcommand means ``run`` (pypiserver 1.x form)."""
     if not argv:
         return ["run"]
+    if argv[0] in ("remove", "yank", "unyank", "check"):
+        return [argv[0], *_options_first(argv[1:])]
     if argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help", "--version"):
         return argv
     return ["run", *argv]
@@ -413,10 +492,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return forget(ns.name, _roots(ns.roots))
         if ns.command == "passwd":
             return passwd(ns.file, ns.user, delete=ns.delete)
+        return _manage(ns)
     except UsageError as exc:
         print(f"pkgserver: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+
+
+def _manage(ns: argparse.Namespace) -> int:
+    from . import manage
+
+    if ns.command == "remove":
+        version, dirs = manage.split_version_and_roots(ns.rest)
+        return manage.remove(ns.project, version, _roots(dirs), dry_run=ns.dry_run)
+    if ns.command == "yank":
+        return manage.yank(ns.project, ns.version, _roots(ns.roots), ns.reason)
+    if ns.command == "unyank":
+        return manage.unyank(ns.project, ns.version, _roots(ns.roots))
+    if ns.command == "check":
+        cache_dir = ns.cache_dir or _env("cache_dir")
+        if (cache_dir or "").lower() in _FALSE:
+            cache_dir = None
+        elif not cache_dir:
+            cache_dir = default_cache_dir()
+        progress = {"auto": None, "always": True, "never": False}[ns.progress]
+        return manage.check(_roots(ns.roots), cache_dir, progress=progress)
+    build_parser().print_help(sys.stderr)
+    return 2
 
 
 def run(settings: Settings) -> int:
@@ -425,6 +526,7 @@ def run(settings: Settings) -> int:
     from .cache import DescriptionCache
     from .catalog import Catalog
     from .hosted import HostedNames
+    from .records import UploadLog, Yanks
     from .server import make_server, serve, stop
     from .storage import (
         Indexer,
@@ -442,6 +544,15 @@ def run(settings: Settings) -> int:
     sweep_temp_files(settings.roots)
     hosted = HostedNames(settings.roots)
     catalog = Catalog(on_new_projects=hosted.add)
+    yanks = Yanks(settings.roots)
+    catalog.set_yanks(yanks.poll() or {})
+    upload_log = UploadLog(settings.roots)
+
+    def _reload_yanks() -> None:
+        found = yanks.poll()
+        if found is not None:
+            catalog.set_yanks(found)
+
     extra = [settings.hash_algo] if settings.hash_algo and settings.hash_algo != "sha256" else []
     cache = (
         DescriptionCache.open(settings.cache_dir, settings.roots) if settings.cache_dir else None
@@ -453,6 +564,7 @@ def run(settings: Settings) -> int:
         rescan_interval=settings.rescan_interval,
         watch=settings.watch,
         extra_algos=extra,
+        on_tick=_reload_yanks,
     )
     stopping = False
     server = None
@@ -485,6 +597,7 @@ def run(settings: Settings) -> int:
             on_stale=indexer.recheck,
             on_published=indexer.remember,
             hosted=hosted,
+            upload_log=upload_log,
         )
         try:
             server = make_server(

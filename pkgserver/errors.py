@@ -18,7 +18,12 @@ __all__ = [
     "NotFound",
     "TooLarge",
     "Unauthorized",
+    "UsageError",
 ]
+
+
+class UsageError(Exception):
+    """A bad command-line argument: reported in one line, exit status 2."""
 
 
 class HTTPProblem(Exception):

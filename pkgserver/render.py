@@ -230,6 +230,9 @@ def _project_html(project: Project, hash_algo: str | None) -> bytes:
             # PEP 714 name, plus the PEP 658 one that older pip versions read.
             attrs.append(f'data-core-metadata="{value}"')
             attrs.append(f'data-dist-info-metadata="{value}"')
+        reason = project.yank_of(f.version)
+        if reason is not None:
+            attrs.append(f'data-yanked="{esc(reason)}"')  # PEP 592: "" when no reason is given
         out.append(f"    <a {' '.join(attrs)}>{esc(f.filename)}</a><br>\n")
     out.append(_TAIL)
     return "".join(out).encode()
@@ -246,7 +249,8 @@ def _project_json(project: Project, hash_algo: str | None) -> bytes:
             "hashes": hashes,
             "size": f.size,
             "upload-time": upload_time(f),
-            "yanked": False,
+            # PEP 691: true, or the reason as a non-empty string.
+            "yanked": _yank_value(project.yank_of(f.version)),
         }
         if f.requires_python:
             entry["requires-python"] = f.requires_python
@@ -261,6 +265,12 @@ def _project_json(project: Project, hash_algo: str | None) -> bytes:
     }
     del hash_algo  # JSON always carries sha256 (and any extra algorithm)
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _yank_value(reason: str | None) -> bool | str:
+    if reason is None:
+        return False
+    return reason or True
 
 
 def render_claimed(name: str, media_type: str) -> Rendered:
@@ -281,7 +291,7 @@ def render_claimed(name: str, media_type: str) -> Rendered:
 
 
 # -- warehouse JSON (/pypi/<project>/json) ------------------------------------------------------
-def _release_file(f: DistFile, base_url: str) -> dict[str, Any]:
+def _release_file(f: DistFile, base_url: str, yank: str | None) -> dict[str, Any]:
     digests = {"sha256": f.sha256}
     digests.update(f.extra_hashes)
     return {
@@ -294,8 +304,8 @@ def _release_file(f: DistFile, base_url: str) -> dict[str, Any]:
         "requires_python": f.requires_python,
         "upload_time": upload_time(f)[:19],
         "upload_time_iso_8601": upload_time(f),
-        "yanked": False,
-        "yanked_reason": None,
+        "yanked": yank is not None,
+        "yanked_reason": yank or None,
     }
 
 
@@ -308,6 +318,7 @@ def render_project_json_api(
 ) -> bytes:
     """``version`` must be one of the project's versions (the latest for /pypi/<p>/json)."""
     files = project.files_of(version)
+    yank = project.yank_of(version)
     info: dict[str, Any] = {
         "name": (metadata.name if metadata and metadata.name else project.display_name),
         "version": version,
@@ -319,14 +330,16 @@ def render_project_json_api(
         "package_url": f"{base_url}simple/{project.name}/",
         "project_url": f"{base_url}simple/{project.name}/",
         "release_url": f"{base_url}simple/{project.name}/",
-        "yanked": False,
-        "yanked_reason": None,
+        "yanked": yank is not None,
+        "yanked_reason": yank or None,
     }
-    doc: dict[str, Any] = {"info": info, "urls": [_release_file(f, base_url) for f in files]}
+    doc: dict[str, Any] = {"info": info, "urls": [_release_file(f, base_url, yank) for f in files]}
     if releases:
         by_version: dict[str, list[dict[str, Any]]] = {}
         for f in project.files:
-            by_version.setdefault(f.version, []).append(_release_file(f, base_url))
+            by_version.setdefault(f.version, []).append(
+                _release_file(f, base_url, project.yank_of(f.version))
+            )
         doc["releases"] = by_version
     doc["last_serial"] = 0
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -356,7 +369,7 @@ def search(
             results.append(
                 {
                     "name": project.display_name,
-                    "version": project.latest.version,
+                    "version": project.current,
                     "summary": project.summary or "",
                 }
             )

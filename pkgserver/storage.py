@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from . import inotify
@@ -230,8 +230,12 @@ class Indexer:
         settle: float = SETTLE,
         cache: DescriptionCache | None = None,
         workers: int | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.settle = settle
+        # Called on every turn of the worker's loop (at least once a second): for the records
+        # beside the files (yanks) that a running server must see within a second.
+        self.on_tick = on_tick
         self.cache = cache
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self._reused = 0
@@ -377,6 +381,8 @@ class Indexer:
                     self._schedule(time.monotonic(), path, confirmed=False)
                 self._process_due()
                 self._check_quiet_writers()
+                if self.on_tick is not None:
+                    self.on_tick()
                 if next_rescan is not None and time.monotonic() >= next_rescan:
                     self._rescan()
                     next_rescan = time.monotonic() + self.rescan_interval

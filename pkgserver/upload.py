@@ -44,6 +44,7 @@ from .errors import (
 )
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
 from .multipart import Form, FormError, FormTooLarge, Limits, parse_boundary, parse_form
+from .records import UploadLog
 from .storage import FileOps, TempFile, TooLargeError, describe, untrack_temp
 
 __all__ = ["InsufficientStorage", "Uploads", "file_key"]
@@ -114,8 +115,10 @@ class Uploads:
         extra_algos: Sequence[str] = (),
         ops: FileOps | None = None,
         on_published: Callable[[DistFile], None] | None = None,
+        upload_log: UploadLog | None = None,
     ) -> None:
         self.on_published = on_published
+        self.upload_log = upload_log  # who uploaded what, for the web pages
         self.roots = list(roots)
         self.catalog = catalog
         self.overwrite = overwrite
@@ -360,7 +363,7 @@ class Uploads:
                 for tmp, _ in staged:
                     self._remove_quietly(tmp)
             if not lost_race:
-                self._tell_catalog(final, digests, meta)
+                self._tell_catalog(final, digests, meta, user)
         if lost_race:
             return self._lost_race(final, filename, content.size, digests["sha256"])
         log.info("%s uploaded %r", user or "anonymous", filename)
@@ -414,10 +417,14 @@ class Uploads:
         except OSError:
             pass
 
-    def _tell_catalog(self, path: str, digests: dict[str, str], meta: CoreMetadata) -> None:
+    def _tell_catalog(
+        self, path: str, digests: dict[str, str], meta: CoreMetadata, user: str | None
+    ) -> None:
         """List the new file at once, complete with hashes and metadata."""
         root = next(r for r in self.roots if path.startswith(r + os.sep))
         relpath = path[len(root) + 1 :].replace(os.sep, "/")
+        if self.upload_log is not None:
+            self.upload_log.record(relpath, digests["sha256"], user)
         try:
             st = os.stat(path)
             described = describe(

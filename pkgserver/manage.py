@@ -1,0 +1,366 @@
+"""The admin's commands on package directories: remove, yank, unyank, check.
+
+They work on the directories themselves, not through a server: a running server sees a removal
+through its watch on the directory and a yank through ``.pkgserver/yanked.json``, each within a
+second. Each function prints what it did, raises UsageError for a bad argument, and returns the
+exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, NamedTuple
+
+from packaging.utils import parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from .distfile import (
+    KIND_WHEEL,
+    InvalidDistFilename,
+    dist_extension,
+    is_valid_project_name,
+    normalize,
+    parse_dist_filename,
+)
+from .errors import UsageError
+from .records import MAX_REASON, load_yanks, set_yank
+from .storage import describe, is_hidden, iter_dist_files
+
+__all__ = ["check", "remove", "split_version_and_roots", "unyank", "yank"]
+
+SIDECARS = (".asc", ".attestations.json")
+
+
+class Found(NamedTuple):
+    root: str
+    relpath: str
+    version: str  # as the filename spells it (normalized where it is a PEP 440 version)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.root, *self.relpath.split("/"))
+
+
+def _version_key(version: str) -> Version | str:
+    try:
+        return Version(version)
+    except (InvalidVersion, ValueError):
+        return version.lower()
+
+
+def _project_name(name: str) -> str:
+    if not is_valid_project_name(name):
+        raise UsageError(f"invalid project name {name!r}")
+    return normalize(name)
+
+
+def _version_arg(version: str) -> str:
+    if not version or len(version) > 100 or any(c.isspace() or ord(c) < 32 for c in version):
+        raise UsageError(f"invalid version {version!r}")
+    return version
+
+
+def files_of(roots: Sequence[str], project: str, version: str | None = None) -> list[Found]:
+    """The distribution files of ``project`` (of one ``version``, compared as PEP 440 versions)."""
+    wanted = _version_key(version) if version is not None else None
+    found = []
+    for root in roots:
+        for relpath, _st in iter_dist_files(root):
+            try:
+                info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
+            except InvalidDistFilename:
+                continue
+            if info.project != project:
+                continue
+            if wanted is not None and _version_key(info.version) != wanted:
+                continue
+            found.append(Found(root, relpath, info.version))
+    found.sort(key=lambda f: (_sortable(f.version), f.relpath))
+    return found
+
+
+def _sortable(version: str) -> tuple[int, Version | str]:
+    key = _version_key(version)
+    return (1, key) if isinstance(key, Version) else (0, key)
+
+
+def _versions(roots: Sequence[str], project: str) -> list[str]:
+    return list(dict.fromkeys(f.version for f in files_of(roots, project)))
+
+
+def _the_version(roots: Sequence[str], project: str, version: str) -> tuple[str, list[Found]]:
+    """The version as its files spell it, and the files; UsageError when there are none."""
+    found = files_of(roots, project, version)
+    if not found:
+        known = _versions(roots, project)
+        where = ", ".join(roots)
+        if not known:
+            raise UsageError(f"no project {project!r} in {where}")
+        shown = ", ".join(known[-10:])
+        raise UsageError(f"{project} has no version {version!r} in {where} (it has: {shown})")
+    return found[0].version, found
+
+
+def split_version_and_roots(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``[VERSION] DIR...`` -> (version or None, dirs).
+
+    The first argument is a VERSION unless it names a directory (or has a slash); one that could
+    be either is refused rather than guessed.
+    """
+    if not args:
+        return None, []
+    first, rest = args[0], list(args[1:])
+    looks_like_path = "/" in first or first in (".", "..") or first.startswith("~")
+    is_dir = os.path.isdir(first)
+    if looks_like_path or (is_dir and not _is_version(first)):
+        return None, list(args)
+    if is_dir:
+        raise UsageError(
+            f"{first!r} is both a directory and a version: write ./{first} for the directory"
+        )
+    return first, rest
+
+
+def _is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except (InvalidVersion, ValueError):
+        return False
+    return True
+
+
+# -- remove --------------------------------------------------------------------------------------
+def remove(name: str, version: str | None, roots: Sequence[str], *, dry_run: bool = False) -> int:
+    project = _project_name(name)
+    if version is not None:
+        version, found = _the_version(roots, project, _version_arg(version))
+    else:
+        found = files_of(roots, project)
+        if not found:
+            raise UsageError(f"no project {project!r} in {', '.join(roots)}")
+    verb = "would remove" if dry_run else "removed"
+    failed = []
+    for f in found:
+        if not dry_run:
+            try:
+                os.unlink(f.path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                failed.append(f"{f.path}: {exc.strerror or exc}")
+                continue
+            for ext in SIDECARS:
+                try:
+                    os.unlink(f.path + ext)
+                except OSError:
+                    pass
+        print(f"{verb} {f.path}")
+    if failed:
+        raise UsageError("could not remove " + "; ".join(failed))
+    if dry_run:
+        return 0
+    gone_versions = {f.version for f in found} - set(_versions(roots, project))
+    for v in sorted(gone_versions):
+        try:
+            set_yank(roots, project, v, None)  # a version uploaded again starts unyanked
+        except OSError:
+            pass
+    left = _versions(roots, project)
+    what = f"{project} {version}" if version else project
+    print(f"{what}: {len(found)} file(s) removed", file=sys.stderr)
+    if not left:
+        print(
+            f"{project} has no files left; it stays claimed (never redirected to the fallback "
+            f"index) until 'pkgserver forget {project}'",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# -- yank / unyank (PEP 592) --------------------------------------------------------------------
+def yank(name: str, version: str, roots: Sequence[str], reason: str = "") -> int:
+    project = _project_name(name)
+    reason = reason.strip()
+    if len(reason) > MAX_REASON:
+        raise UsageError(f"the reason is longer than {MAX_REASON} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in reason):
+        raise UsageError("the reason must be one line of text, without control characters")
+    spelled, _found = _the_version(roots, project, _version_arg(version))
+    try:
+        changed = set_yank(roots, project, spelled, reason)
+    except OSError as exc:
+        raise UsageError(f"cannot record the yank: {exc.strerror or exc}") from None
+    suffix = f" ({reason})" if reason else ""
+    if changed:
+        print(f"yanked {project} {spelled}{suffix}", file=sys.stderr)
+    else:
+        print(f"{project} {spelled} was yanked already{suffix}", file=sys.stderr)
+    return 0
+
+
+def unyank(name: str, version: str, roots: Sequence[str]) -> int:
+    project = _project_name(name)
+    version = _version_arg(version)
+    yanked = load_yanks(roots).get(project, {})
+    wanted = _version_key(version)
+    spelled = next((v for v in yanked if _version_key(v) == wanted), None)
+    if spelled is None:
+        raise UsageError(f"{project} {version} is not yanked in {', '.join(roots)}")
+    try:
+        set_yank(roots, project, spelled, None)
+    except OSError as exc:
+        raise UsageError(f"cannot record the unyank: {exc.strerror or exc}") from None
+    print(f"unyanked {project} {spelled}", file=sys.stderr)
+    return 0
+
+
+# -- check ---------------------------------------------------------------------------------------
+class Progress:
+    """A one-line progress bar on a terminal (nothing otherwise), redrawn at most 10 times a
+    second so that it costs nothing next to the hashing."""
+
+    def __init__(self, total: int, stream: IO[str], enabled: bool) -> None:
+        self.total, self.stream, self.enabled = total, stream, enabled and total > 0
+        self.done = 0
+        self._shown = 0.0
+        self._start = time.monotonic()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if self.enabled and (now - self._shown >= 0.1 or self.done == self.total):
+            self._shown = now
+            width = 30
+            filled = width * self.done // self.total
+            bar = "#" * filled + "." * (width - filled)
+            label = label if len(label) <= 40 else "..." + label[-37:]
+            self.stream.write(
+                f"\r[{bar}] {self.done}/{self.total} {100 * self.done // self.total:3d}% "
+                f"{now - self._start:5.1f}s {label:<40}"
+            )
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 110 + "\r")
+            self.stream.flush()
+
+
+def _duplicate_key(info_project: str, info_version: str, filename: str) -> tuple[object, ...]:
+    """What makes two files the same distribution for an installer."""
+    if filename.lower().endswith(".whl"):
+        try:
+            _name, _v, build, tags = parse_wheel_filename(filename)
+        except ValueError:
+            return ("?", filename.lower())
+        return (info_project, _version_key(info_version), KIND_WHEEL, build, tags)
+    ext = dist_extension(filename) or ""
+    if ext == ".egg":
+        return (info_project, _version_key(info_version), "egg", filename.lower())
+    # Two sdists of one release (.tar.gz and .zip, or names spelled two ways): PEP 527 allows
+    # one, and which one an installer takes is arbitrary.
+    return (info_project, _version_key(info_version), "sdist")
+
+
+def check(
+    roots: Sequence[str],
+    cache_dir: str | None,
+    *,
+    progress: bool | None = None,
+    out: IO[str] | None = None,
+) -> int:
+    """Read every file and report what the index cannot serve as it should; 1 if anything."""
+    out = out or sys.stdout
+    err = sys.stderr
+    if progress is None:
+        progress = err.isatty()
+    cached: dict[tuple[int, str], tuple[tuple[int, int, int], str]] = {}
+    cache_note = "no index cache to compare with"
+    if cache_dir:
+        from .cache import DescriptionCache
+
+        path = DescriptionCache.path_for(cache_dir, roots)
+        if os.path.exists(path):
+            cache = DescriptionCache(path, roots)
+            try:
+                cache._connect()
+                for where, stamp, fields in cache.rows():
+                    cached[where] = (stamp, fields[3])
+            except Exception as exc:  # a damaged cache is reported, not fatal
+                cache_note = f"the index cache {path} cannot be read ({exc})"
+            else:
+                cache_note = f"compared with the index cache {path} ({len(cached)} entries)"
+            finally:
+                cache.close()
+    candidates = []
+    others = []
+    for index, root in enumerate(roots):
+        for relpath, st in iter_dist_files(root):
+            candidates.append((index, root, relpath, st))
+        others.extend(_other_files(root))
+    problems: list[str] = []
+    bar = Progress(len(candidates), err, progress)
+    seen: dict[tuple[object, ...], str] = {}
+    seen_names: dict[str, str] = {}
+    started = time.monotonic()
+    for index, root, relpath, st in candidates:
+        bar.step(relpath)
+        path = os.path.join(root, *relpath.split("/"))
+        try:
+            f = describe(root, relpath, st)
+        except InvalidDistFilename as exc:
+            problems.append(f"cannot attribute {path}: {exc}")
+            continue
+        except OSError as exc:
+            problems.append(f"cannot read {path}: {exc.strerror or exc}")
+            continue
+        entry = cached.get((index, relpath))
+        if entry is not None:
+            stamp, sha256 = entry
+            if stamp[:2] == (st.st_size, st.st_mtime_ns) and sha256 != f.sha256:
+                problems.append(
+                    f"hash mismatch {path}: the cache lists sha256 {sha256} for this size and "
+                    f"mtime, the file has {f.sha256} (changed in place, or damaged)"
+                )
+        key = _duplicate_key(f.project, f.version, f.filename)
+        lower = f.filename.lower()
+        if lower in seen_names:
+            problems.append(f"duplicate {path}: same filename as {seen_names[lower]}")
+        elif key in seen:
+            problems.append(
+                f"duplicate {path}: the same distribution as {seen[key]} once names are "
+                "normalized (an installer may take either)"
+            )
+        seen.setdefault(key, path)
+        seen_names.setdefault(lower, path)
+    bar.close()
+    for path in others:
+        problems.append(f"cannot attribute {path}: not a distribution file (ignored by the index)")
+    for line in problems:
+        print(line, file=out)
+    elapsed = time.monotonic() - started
+    print(
+        f"checked {len(candidates)} files in {elapsed:.1f}s ({cache_note}): "
+        f"{len(problems)} problem(s)",
+        file=err,
+    )
+    return 1 if problems else 0
+
+
+def _other_files(root: str) -> list[str]:
+    """Visible files that are neither distributions nor their sidecars."""
+    found = []
+    for directory, dirs, files in os.walk(root):
+        rel_dir = os.path.relpath(directory, root)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if is_hidden(rel) or dist_extension(name) is not None:
+                continue
+            if any(name.endswith(ext) and dist_extension(name[: -len(ext)]) for ext in SIDECARS):
+                continue
+            found.append(os.path.join(directory, name))
+    return sorted(found)
