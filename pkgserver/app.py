@@ -18,17 +18,18 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO, NamedTuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import bottle
 
-from . import __version__, render, xmlrpc
+from . import __version__, render, web, xmlrpc
 from .auth import Authenticator
 from .catalog import Catalog, DistFile, RenderCache
 from .config import Settings
 from .distfile import is_valid_project_name, normalize
 from .errors import BadRequest, Forbidden, HTTPProblem, NotAcceptable, NotFound
 from .hosted import HostedNames
+from .metadata import parse_details
 from .records import UploadLog
 from .storage import MetadataStore
 from .upload import Uploads
@@ -38,6 +39,7 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 _CONTENT_TYPES = (
     (".whl", "application/octet-stream"),
@@ -216,7 +218,12 @@ def create_app(
         )
     fallback = settings.fallback
     base_override = settings.server_base_url.rstrip("/") + "/" if settings.server_base_url else None
-    welcome = _welcome_template(settings.welcome_file)
+    welcome = _welcome_template(settings.welcome_file) if settings.welcome_file else None
+    templates = {
+        name: bottle.SimpleTemplate(name=name, lookup=[TEMPLATES])
+        for name in ("home", "projects", "project", "message")
+    }
+    assets = _Assets.load()
 
     real_roots = [os.path.realpath(r) for r in settings.roots]
 
@@ -344,14 +351,208 @@ def create_app(
     @guarded
     def index_page() -> Any:
         snap = catalog.snapshot
-        show_counts = not auth.requires("list")
-        bottle.response.content_type = "text/html; charset=utf-8"
-        return welcome.render(
-            URL=base_url(),
-            VERSION=__version__,
-            NUMPKGS=len(snap.projects) if show_counts else None,
-            NUMFILES=snap.file_count if show_counts else None,
+        show = may_list()
+        if welcome is not None:  # --welcome FILE, as in pypiserver
+            bottle.response.content_type = "text/html; charset=utf-8"
+            return welcome.render(
+                URL=base_url(),
+                VERSION=__version__,
+                NUMPKGS=len(snap.projects) if show else None,
+                NUMFILES=snap.file_count if show else None,
+                fallback=fallback,
+            )
+        return html_page(
+            "home",
+            "Home",
+            counts=(len(snap.projects), snap.file_count) if show else None,
+            recent=web.recent_releases(snap) if show else None,
             fallback=fallback,
+            url=base_url(),
+        )
+
+    # -- web pages for people (the simple API above is for installers) --
+    def may_list() -> bool:
+        """Whether this request may see what is hosted: listing is open, or it brings valid
+        credentials (the home page never asks for them)."""
+        if not auth.requires("list"):
+            return True
+        if not _header("Authorization"):
+            return False
+        try:
+            require("list")
+        except HTTPProblem:
+            return False
+        return True
+
+    def html_page(template: str, title: str, status: int = 200, **values: Any) -> Any:
+        path = bottle.request.path
+        layout = {
+            "title": title,
+            "root": "../" * (path.count("/") - 1) or "./",
+            "asset": assets.version,
+            "version": __version__,
+            "query": values.get("query", ""),
+        }
+        body = templates[template].render(
+            L=layout,
+            q=_quote_path,
+            size=web.human_size,
+            when=web.human_time,
+            iso=web.iso_time,
+            **values,
+        )
+        return bottle.HTTPResponse(
+            body,
+            status=status,
+            **{
+                "Content-Type": "text/html; charset=utf-8",
+                "Content-Security-Policy": _CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "same-origin",
+            },
+        )
+
+    def web_problem(fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Errors of the web pages as HTML pages (the API routes answer plain text)."""
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except HTTPProblem as exc:  # with its headers (WWW-Authenticate, Retry-After)
+                res = html_page(
+                    "message",
+                    exc.message,
+                    status=exc.status,
+                    heading=_reason(exc.message),
+                    text=exc.message,
+                )
+                for key, value in exc.headers.items():
+                    res.set_header(key, value)
+                return res
+
+        wrapper.__name__ = fn.__name__
+        return guarded(wrapper)
+
+    @app.get("/-/static/<name>")
+    @guarded
+    def static_asset(name: str) -> Any:
+        found = assets.files.get(name)
+        if found is None:
+            raise NotFound("no such file")
+        body, content_type, etag = found
+        headers = {
+            "Content-Type": content_type,
+            "ETag": etag,
+            # The pages link each asset with ?v=<hash of all assets>: a new release is a new URL.
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if _etag_matches(_header("If-None-Match"), etag):
+            return bottle.HTTPResponse(status=304, **headers)
+        return bottle.HTTPResponse(body, **headers)
+
+    @app.get("/-/projects")
+    def projects_no_slash() -> Any:
+        return redirect("/-/projects/")
+
+    @app.get("/-/projects/")
+    @web_problem
+    def projects_page() -> Any:
+        require("list")
+        snap = catalog.snapshot
+        query = (bottle.request.query.getunicode("q") or "").strip()[: web.MAX_QUERY]
+        raw_page = bottle.request.query.get("page") or "1"
+        if not raw_page.isdigit() or len(raw_page) > 6:
+            raise BadRequest("page must be a positive number")
+        found = web.search_projects(snap, query)
+        try:
+            first, pages = web.page_of(found, int(raw_page))
+        except ValueError as exc:
+            raise NotFound(f"no such page: {exc}") from None
+
+        def link(number: int) -> str:
+            return urlencode({"q": query, "page": number} if query else {"page": number})
+
+        return html_page(
+            "projects",
+            f"Search: {query}" if query else "Projects",
+            query=query,
+            rows=found[first : first + web.PAGE_SIZE],
+            total=len(found),
+            first=first,
+            page=int(raw_page),
+            pages=pages,
+            link=link,
+        )
+
+    @app.get("/project/<name>")
+    @guarded
+    def project_page_no_slash(name: str) -> Any:
+        return redirect(f"/project/{normalize(name)}/")
+
+    @app.get("/project/<name>/")
+    @web_problem
+    def project_page(name: str) -> Any:
+        return project_view(name, None)
+
+    @app.get("/project/<name>/<version>")
+    @guarded
+    def project_version_no_slash(name: str, version: str) -> Any:
+        return redirect(f"/project/{normalize(name)}/{version}/")
+
+    @app.get("/project/<name>/<version>/")
+    @web_problem
+    def project_version_page(name: str, version: str) -> Any:
+        return project_view(name, version)
+
+    def project_view(raw_name: str, version: str | None) -> Any:
+        require("list")
+        if len(raw_name) > 200 or (version is not None and len(version) > 200):
+            raise NotFound("no such project")
+        project = catalog.snapshot.project(normalize(raw_name))
+        if project is None:
+            raise NotFound(f"{raw_name} is not hosted here")
+        if raw_name != project.name:
+            return redirect(f"/project/{project.name}/" + (f"{version}/" if version else ""))
+        if version is None:
+            version = project.current
+        elif version not in project.versions:
+            same = web.same_version(project.versions, version)
+            if same is None:
+                raise NotFound(f"{project.display_name} has no version {version}")
+            return redirect(f"/project/{project.name}/{same}/")
+        files = project.files_of(version)
+        # A wheel's METADATA is authoritative; an sdist's PKG-INFO may lack dependencies.
+        source = next((f for f in files if f.kind == "bdist_wheel"), files[-1])
+        meta = metadata.get(source)
+        details = parse_details(meta.raw) if meta is not None else None
+        description = ""
+        if details is not None and details.description.strip():
+            key = ("web-description", version)
+            cached = project.cache.get(key)
+            if cached is None:
+                cached = web.render_description(
+                    details.description, details.description_content_type
+                ).encode()
+                project.cache[key] = cached
+            description = cached.decode()
+        url = base_url() + "simple/"
+        pin = "" if version == project.current else f"=={version}"
+        option = "--index-url" if fallback else "--extra-index-url"
+        return html_page(
+            "project",
+            f"{project.display_name} {version}",
+            project=project,
+            version=version,
+            yank=project.yank_of(version),
+            details=details,
+            description=description,
+            install=f"pip install {option} {url} {project.display_name}{pin}",
+            uploader=(
+                (lambda f: upload_log.uploader(f.relpath, f.sha256))
+                if upload_log is not None
+                else (lambda f: None)
+            ),
         )
 
     @app.get("/simple")
@@ -814,8 +1015,41 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return start, min(end, size - 1)
 
 
-def _welcome_template(path: str | None) -> bottle.SimpleTemplate:
-    if path:
-        with open(path, encoding="utf-8") as fh:
-            return bottle.SimpleTemplate(fh.read())
-    return bottle.SimpleTemplate(name="welcome", lookup=[TEMPLATES])
+def _welcome_template(path: str) -> bottle.SimpleTemplate:
+    with open(path, encoding="utf-8") as fh:
+        return bottle.SimpleTemplate(fh.read())
+
+
+def _quote_path(value: str) -> str:
+    return quote(value, safe="/")
+
+
+# The web pages load only what this server serves; a description's images may come from
+# anywhere (they are the project's content), nothing else may.
+_CSP = (
+    "default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; "
+    "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+class _Assets(NamedTuple):
+    """The stylesheet and script of the web pages, read once."""
+
+    files: dict[str, tuple[bytes, str, str]]  # name -> (body, content type, ETag)
+    version: str  # changes whenever any of them does: the ?v= of their URLs
+
+    @classmethod
+    def load(cls) -> _Assets:
+        files = {}
+        whole = hashlib.sha256()
+        for name, content_type in (
+            ("style.css", "text/css; charset=utf-8"),
+            ("copy.js", "text/javascript; charset=utf-8"),
+        ):
+            with open(os.path.join(STATIC, name), "rb") as fh:
+                body = fh.read()
+            digest = hashlib.sha256(body).hexdigest()
+            whole.update(digest.encode())
+            files[name] = (body, content_type, f'"{digest[:32]}"')
+        return cls(files, whole.hexdigest()[:12])

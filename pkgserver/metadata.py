@@ -22,8 +22,10 @@ from .distfile import KIND_WHEEL
 __all__ = [
     "MAX_METADATA_BYTES",
     "CoreMetadata",
+    "Details",
     "InvalidArchive",
     "parse_core_metadata",
+    "parse_details",
     "read_core_metadata",
 ]
 
@@ -576,3 +578,80 @@ def _pax_path(payload: bytes) -> str | None:
             return value.decode("utf-8", "replace")
         pos += length
     return None
+
+
+class Details(NamedTuple):
+    """What a project page shows of a release's core metadata (not needed to serve installers,
+    so parsed only when a page is rendered)."""
+
+    summary: str | None
+    description: str
+    description_content_type: str | None
+    requires_python: str | None
+    requires_dist: tuple[str, ...]
+    project_urls: tuple[tuple[str, str], ...]  # (label, url)
+    author: str | None
+    license: str | None
+    keywords: str | None
+    classifiers: tuple[str, ...]
+
+
+def parse_details(raw: bytes) -> Details:
+    """The human-facing fields of a METADATA / PKG-INFO file, leniently.
+
+    The description is the body after the headers (Metadata 2.1+) or the ``Description``
+    header, whose continuation lines carry 8 spaces or ``|`` (distutils' folding)."""
+    import email.parser
+    import email.policy
+
+    text = raw.decode("utf-8", errors="replace")
+    msg = email.parser.Parser(policy=email.policy.compat32).parsestr(text)
+
+    def first(name: str) -> str | None:
+        value = msg.get(name)
+        if value is None:
+            return None
+        value = str(value).strip()
+        return value if value and value.upper() != "UNKNOWN" else None
+
+    def every(name: str) -> tuple[str, ...]:
+        return tuple(str(v).strip() for v in (msg.get_all(name) or ()) if str(v).strip())
+
+    body = msg.get_payload()
+    description = body if isinstance(body, str) and body.strip() else ""
+    if not description:
+        header = msg.get("Description")
+        if header is not None:
+            lines = str(header).splitlines()
+            unfolded = [lines[0]] if lines else []
+            for line in lines[1:]:
+                if line.startswith("        "):
+                    line = line[8:]
+                elif line.startswith("       |"):
+                    line = line[8:]
+                unfolded.append(line)
+            description = "\n".join(unfolded)
+    urls: list[tuple[str, str]] = []
+    home = first("Home-page")
+    if home:
+        urls.append(("Homepage", home))
+    for item in every("Project-URL"):
+        label, sep, url = item.partition(",")
+        if sep and url.strip():
+            urls.append((label.strip() or url.strip(), url.strip()))
+    author = first("Author") or first("Author-email") or first("Maintainer")
+    license_ = first("License-Expression") or first("License")
+    if license_ and len(license_) > 200:  # a whole license text pasted in: not a headline
+        license_ = None
+    return Details(
+        summary=first("Summary"),
+        description=description,
+        description_content_type=first("Description-Content-Type"),
+        requires_python=first("Requires-Python"),
+        requires_dist=every("Requires-Dist"),
+        project_urls=tuple(urls),
+        author=author,
+        license=license_,
+        keywords=first("Keywords"),
+        classifiers=every("Classifier"),
+    )

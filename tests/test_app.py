@@ -310,8 +310,8 @@ def test_unknown_xmlrpc_method_gets_a_fault(testapp) -> None:  # type: ignore[no
 def test_welcome_page_says_how_to_use_the_index(testapp) -> None:  # type: ignore[no-untyped-def]
     res = testapp.get("/")
     assert "pip install --index-url http://localhost:80/simple/" in res.text
-    assert "index-servers = corp" in res.text
-    assert "<strong>3</strong> projects" in res.text
+    assert "index-servers =\n    corp" in res.text
+    assert '<strong id="count-projects">3</strong> projects' in res.text
 
 
 def test_welcome_file_replaces_the_page(pkgdir: Path, tmp_path: Path) -> None:

@@ -1,0 +1,3 @@
+% rebase('layout', L=L)
+<h1>{{heading}}</h1>
+<p>{{text}}</p>

@@ -1,0 +1,36 @@
+% rebase('layout', L=L)
+<h1>
+% if query:
+{{total}} project{{'' if total == 1 else 's'}} matching “{{query}}”
+% else:
+All {{total}} projects
+% end
+</h1>
+% if rows:
+<ol class="projects" start="{{first + 1}}">
+  % for p in rows:
+  <li>
+    <a class="name" href="{{L['root']}}project/{{p.name}}/">{{p.display_name}}</a>
+    <span class="version">{{p.current}}</span>
+    % if p.summary:
+    <span class="summary">{{p.summary}}</span>
+    % end
+  </li>
+  % end
+</ol>
+% elif query:
+<p>No project matches. Names and summaries are searched, case-insensitively; <code>-</code>, <code>_</code> and <code>.</code> count as the same.</p>
+% else:
+<p>No projects yet.</p>
+% end
+% if pages > 1:
+<nav class="pages" aria-label="Pages">
+  % if page > 1:
+  <a rel="prev" href="?{{link(page - 1)}}">← Previous</a>
+  % end
+  <span>Page {{page}} of {{pages}}</span>
+  % if page < pages:
+  <a rel="next" href="?{{link(page + 1)}}">Next →</a>
+  % end
+</nav>
+% end
