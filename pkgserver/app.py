@@ -16,6 +16,7 @@ import os
 import posixpath
 import re
 import stat
+import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO, NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
@@ -27,9 +28,18 @@ from .auth import Authenticator
 from .catalog import Catalog, DistFile, RenderCache
 from .config import Settings
 from .distfile import is_valid_project_name, normalize
-from .errors import BadRequest, Forbidden, HTTPProblem, NotAcceptable, NotFound
+from .errors import (
+    BadRequest,
+    Busy,
+    Forbidden,
+    HTTPProblem,
+    NotAcceptable,
+    NotFound,
+    Unauthorized,
+)
 from .hosted import HostedNames
 from .metadata import parse_details
+from .observe import Observer
 from .records import UploadLog
 from .storage import MetadataStore
 from .upload import Uploads
@@ -119,8 +129,20 @@ class _App(bottle.Bottle):  # type: ignore[misc]
     """
 
     fast: Callable[[dict[str, Any]], Answer | None] | None = None
+    observer: Observer | None = None
 
     def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        observer = self.observer
+        if observer is None:
+            return self._answer(environ, start_response)
+        started = time.perf_counter()
+        box: list[Any] = [None, None]  # status, Content-Length
+        try:
+            return self._answer(environ, observer.wrap(start_response, box))
+        finally:
+            observer.done(environ, box, started)
+
+    def _answer(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         try:
             environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
         except UnicodeError:
@@ -197,9 +219,13 @@ def create_app(
     on_published: Callable[[DistFile], None] | None = None,
     hosted: HostedNames | None = None,
     upload_log: UploadLog | None = None,
+    observer: Observer | None = None,
 ) -> bottle.Bottle:
     """Build the WSGI app. Everything it needs is passed in; nothing is global."""
     app = _App()
+    if observer is None:
+        observer = Observer(catalog, access_log=False, health=settings.health_endpoint)
+    app.observer = observer
     app.config["json.enable"] = False
     auth = auth or Authenticator(settings.password_file, settings.authenticate, settings.threads)
     metadata = metadata or MetadataStore()
@@ -233,7 +259,20 @@ def create_app(
 
     # -- helpers ------------------------------------------------------------------------------
     def require(action: str) -> str | None:
-        return auth.check(action, _header("Authorization"))
+        try:
+            user = auth.check(action, _header("Authorization"))
+        except Unauthorized:
+            observer.auth_failed("missing")
+            raise
+        except Forbidden:
+            observer.auth_failed("invalid")
+            raise
+        except Busy:
+            observer.auth_failed("shed")
+            raise
+        if user:
+            bottle.request.environ["REMOTE_USER"] = user  # for the access log
+        return user
 
     def base_url() -> str:
         """Absolute URL of the app root, for bodies that need absolute links."""
@@ -342,6 +381,15 @@ def create_app(
         app.error(code)(plain_error)
 
     # -- routes --
+    @app.get("/metrics")
+    @guarded
+    def metrics() -> Any:
+        # Protected with the list action, or on its own with -a metrics.
+        require("list")
+        require("metrics")
+        body, content_type = observer.exposition()
+        return bottle.HTTPResponse(body, **{"Content-Type": content_type})
+
     @app.get(settings.health_endpoint)
     def health() -> dict[str, Any] | str:
         bottle.response.content_type = "text/plain; charset=utf-8"
@@ -663,15 +711,24 @@ def create_app(
         return xmlrpc_search()
 
     def upload() -> Any:
-        refuse_cross_site()
-        user = require("update")
+        try:
+            refuse_cross_site()
+            user = require("update")
+        except HTTPProblem as exc:
+            observer.upload_done(exc.status, exc.message)
+            raise
         env = bottle.request.environ
         try:
             length = int(env.get("CONTENT_LENGTH") or -1)
         except ValueError:
             length = -1
         assert uploads is not None
-        outcome = uploads.handle(env["wsgi.input"], length, env.get("CONTENT_TYPE"), user)
+        try:
+            outcome = uploads.handle(env["wsgi.input"], length, env.get("CONTENT_TYPE"), user)
+        except HTTPProblem as exc:
+            observer.upload_done(exc.status, exc.message)
+            raise
+        observer.upload_done(outcome.status, outcome.message)
         return bottle.HTTPResponse(
             outcome.message + "\n",
             status=f"{outcome.status} {_reason(outcome.message)}",

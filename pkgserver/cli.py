@@ -20,6 +20,7 @@ from . import __version__
 from .cache import default_cache_dir
 from .config import DEFAULT_FALLBACK_URL, Settings, parse_actions
 from .errors import UsageError
+from .observe import ACCESS_LOGGER, LOG_FORMATS, JsonFormatter
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -192,8 +193,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "-a",
         "--authenticate",
         default="update",
-        help="comma-separated actions that need a password: update, download, list; "
-        "'.' for none (needs -P .). Default: update",
+        help="comma-separated actions that need a password: update, download, list, metrics "
+        "(/metrics alone; it also needs what list needs); '.' for none (needs -P .). "
+        "Default: update",
     )
     p.add_argument(
         "--max-upload-size",
@@ -299,7 +301,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-frmt",
         default="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        help="logging format",
+        help="format of the server's own log lines (Python logging)",
+    )
+    p.add_argument(
+        "--log-format",
+        default="combined",
+        choices=LOG_FORMATS,
+        help="access log format: combined (Apache's, the default), common, or json (then "
+        "every log line is a JSON object)",
+    )
+    p.add_argument(
+        "--no-access-log",
+        action="store_true",
+        default=False,
+        help="do not log every request",
     )
     # Accepted for pypiserver compatibility; pkgserver always uses waitress.
     p.add_argument("--server", default=None, help=argparse.SUPPRESS)
@@ -404,7 +419,9 @@ def _settings(ns: argparse.Namespace) -> Settings:
         verbosity=ns.verbose,
         log_file=ns.log_file,
         log_stream=None if ns.log_stream == "none" else ns.log_stream,
-        log_format=ns.log_frmt,
+        log_frmt=ns.log_frmt,
+        log_format=ns.log_format,
+        access_log=not ns.no_access_log,
     )
 
 
@@ -422,10 +439,30 @@ def _setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
+    json_lines = settings.log_format == "json"
     for h in handlers:
-        h.setFormatter(logging.Formatter(settings.log_format))
+        h.setFormatter(JsonFormatter() if json_lines else logging.Formatter(settings.log_frmt))
         root.addHandler(h)
     root.setLevel(level)
+    # Access lines go to the same places, as they are: an Apache line or a JSON object, without
+    # the --log-frmt prefix (log tools parse them as such).
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.propagate = False
+    for h in list(access.handlers):
+        access.removeHandler(h)
+    if settings.access_log:
+        plain = logging.Formatter("%(message)s")
+        for h in handlers:
+            twin: logging.Handler
+            if isinstance(h, logging.FileHandler):
+                twin = logging.FileHandler(h.baseFilename)
+            elif isinstance(h, logging.StreamHandler):
+                twin = logging.StreamHandler(h.stream)
+            else:
+                twin = logging.NullHandler()
+            twin.setFormatter(h.formatter if json_lines else plain)
+            access.addHandler(twin)
+    access.setLevel(logging.INFO)
     # waitress's own INFO lines ("Serving on") duplicate ours, and under load it warns about
     # its task queue on every request that waits for a thread (tens of thousands of lines in a
     # benchmark): useful when tuning --threads, so shown with -vv only.
@@ -526,6 +563,7 @@ def run(settings: Settings) -> int:
     from .cache import DescriptionCache
     from .catalog import Catalog
     from .hosted import HostedNames
+    from .observe import Observer
     from .records import UploadLog, Yanks
     from .server import make_server, serve, stop
     from .storage import (
@@ -566,6 +604,14 @@ def run(settings: Settings) -> int:
         extra_algos=extra,
         on_tick=_reload_yanks,
     )
+    observer = Observer(
+        catalog,
+        log_format=settings.log_format,
+        access_log=settings.access_log,
+        health=settings.health_endpoint,
+    )
+    indexer.on_scan = observer.scan_done
+    indexer.on_hash = observer.hash_done
     stopping = False
     server = None
 
@@ -598,6 +644,7 @@ def run(settings: Settings) -> int:
             on_published=indexer.remember,
             hosted=hosted,
             upload_log=upload_log,
+            observer=observer,
         )
         try:
             server = make_server(

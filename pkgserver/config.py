@@ -9,7 +9,8 @@ __all__ = ["ACTIONS", "DEFAULT_FALLBACK_URL", "Settings", "parse_actions"]
 
 DEFAULT_FALLBACK_URL = "https://pypi.org/simple/"
 # What -a/--authenticate can protect (pypiserver's names).
-ACTIONS = ("update", "download", "list")
+# "metrics" (ours) protects /metrics alone; /metrics also needs whatever "list" needs.
+ACTIONS = ("update", "download", "list", "metrics")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,9 @@ class Settings:
     verbosity: int = 0
     log_file: str | None = None
     log_stream: str | None = "stderr"
-    log_format: str = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    log_frmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # pypiserver's --log-frmt
+    log_format: str = "combined"  # of the access log and, for "json", of every line
+    access_log: bool = True
 
     @property
     def fallback(self) -> str | None:

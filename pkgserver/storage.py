@@ -236,6 +236,10 @@ class Indexer:
         # Called on every turn of the worker's loop (at least once a second): for the records
         # beside the files (yanks) that a running server must see within a second.
         self.on_tick = on_tick
+        # Timings for the metrics: a scan's duration by kind ("initial", "rescan"), and each
+        # file read while running (a copy, a change).
+        self.on_scan: Callable[[str, float], None] | None = None
+        self.on_hash: Callable[[float], None] | None = None
         self.cache = cache
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self._reused = 0
@@ -280,6 +284,8 @@ class Indexer:
         started = time.monotonic()
         self._reused = 0
         self._rescan(first=True)
+        if self.on_scan is not None:
+            self.on_scan("initial", time.monotonic() - started)
         snap = self.catalog.snapshot
         log.info(
             "indexed %d files of %d projects in %.2fs (%d from the cache)",
@@ -384,7 +390,10 @@ class Indexer:
                 if self.on_tick is not None:
                     self.on_tick()
                 if next_rescan is not None and time.monotonic() >= next_rescan:
+                    started = time.monotonic()
                     self._rescan()
+                    if self.on_scan is not None:
+                        self.on_scan("rescan", time.monotonic() - started)
                     next_rescan = time.monotonic() + self.rescan_interval
             except Exception:  # the indexer must outlive any one bad event
                 log.exception("indexer error; rescanning")
@@ -578,7 +587,11 @@ class Indexer:
         if not self._checked_path(root_index, relpath, walked):
             return None
         try:
-            return self._compact(root_index, describe(root, relpath, st, self.extra_algos))
+            started = time.perf_counter()
+            described = describe(root, relpath, st, self.extra_algos)
+            if self.on_hash is not None:
+                self.on_hash(time.perf_counter() - started)
+            return self._compact(root_index, described)
         except (InvalidDistFilename, OSError) as exc:
             self._warn_once(relpath, _skip_message(exc))
         except Exception:  # one bad file must never stop a scan

@@ -33,7 +33,9 @@ __all__ = ["Response", "Server", "ServerError", "client_env", "running_server", 
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-SERVING = re.compile(r"pkgserver \S+ serving .* on (http://127\.0\.0\.1:(\d+)/)\s*$")
+SERVING = re.compile(
+    r"pkgserver \S+ serving .* on (http://127\.0\.0\.1:(\d+)/)(?:\"})?\s*$"
+)  # or a JSON line
 
 
 class ServerError(AssertionError):

@@ -1,0 +1,335 @@
+"""What the admin sees of a running server: Prometheus metrics and the access log.
+
+``Observer.wrap(start_response)`` is called once per request by the app (around its fast path
+and its routes), and ``Observer.done`` records the request when the app has answered: its
+route (a fixed set of names, never the path: labels must stay few), status, latency (to the
+response's start; a download's streaming is not in it), and the bytes its Content-Length
+announced. The access log line is written at the same moment.
+
+The access log never holds credentials: the user field is the name that authenticated
+(``REMOTE_USER``, set by the app after a good password), and the request line is rebuilt from
+the method, path and query, so a URL's ``user:password@`` can never reach it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .catalog import Catalog, Snapshot
+
+__all__ = ["ACCESS_LOGGER", "JsonFormatter", "Observer", "route_of"]
+
+ACCESS_LOGGER = "pkgserver.access"
+LOG_FORMATS = ("combined", "common", "json")
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_DURATION_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+def route_of(method: str, path: str, content_type: str = "", health: str = "/health") -> str:
+    """A request's route name for the metrics: one of a small fixed set."""
+    if method == "POST":
+        if path in ("/RPC2", "/pypi") or content_type.startswith(("text/xml", "application/xml")):
+            return "xmlrpc"
+        if path in ("/", "/legacy", "/legacy/"):
+            return "upload"
+        return "other"
+    if path.startswith("/simple/"):
+        return "simple_index" if path == "/simple/" else "simple_project"
+    if path.startswith("/packages/"):
+        if path.endswith(".metadata"):
+            return "metadata"
+        return "signature" if path.endswith(".asc") else "file"
+    if path.startswith("/pypi/") and path.endswith("/json"):
+        return "json_api"
+    if path == "/":
+        return "home"
+    if path.startswith("/project/"):
+        return "web_project"
+    if path.startswith("/-/projects"):
+        return "web_projects"
+    if path.startswith("/-/static/"):
+        return "static"
+    if path == "/metrics":
+        return "metrics"
+    if path == health:
+        return "health"
+    if path.startswith(("/+simple/", "/legacy/+simple/")):
+        return "simple_project"
+    return "other"
+
+
+def upload_outcome(status: int, message: str = "") -> str:
+    """An upload's answer as a label: published, exists, conflict, denied, too_large,
+    invalid or error."""
+    if status == 200:
+        return "exists" if "already exists" in message else "published"
+    if status == 409:
+        return "conflict"
+    if status in (401, 403):
+        return "denied"
+    if status == 413:
+        return "too_large"
+    if status < 500:
+        return "invalid"
+    return "error"
+
+
+class _CatalogCollector(Collector):
+    """Catalog sizes, read from the current snapshot at scrape time (totals once per
+    snapshot: summing 100,000 sizes at every scrape would be waste)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._totals: tuple[Snapshot, int, int] | None = None
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        snap = self.catalog.snapshot
+        if self._totals is None or self._totals[0] is not snap:
+            size = sum(f.size for f in snap.files.values())
+            yanked = sum(len(p.yanked) for p in snap.projects.values() if p.yanked)
+            self._totals = (snap, size, yanked)
+        _, size, yanked = self._totals
+        yield GaugeMetricFamily("pkgserver_projects", "Projects hosted", value=len(snap.projects))
+        yield GaugeMetricFamily(
+            "pkgserver_files", "Distribution files listed", value=len(snap.files)
+        )
+        yield GaugeMetricFamily("pkgserver_files_bytes", "Bytes of the files listed", value=size)
+        yield GaugeMetricFamily("pkgserver_yanked_releases", "Releases yanked", value=yanked)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and an access record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):
+            doc.update(access)
+        else:
+            doc["message"] = record.getMessage()
+            if record.exc_info:
+                doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def _clean(value: str) -> str:
+    """A header value for a quoted log field: quotes, backslashes and control characters
+    escaped (Apache's way), so that no value can end the field or forge a line."""
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return value
+    out = []
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif not ch.isprintable():
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class Observer:
+    def __init__(
+        self,
+        catalog: Catalog | None = None,
+        *,
+        log_format: str = "combined",
+        access_log: bool = True,
+        health: str = "/health",
+        process: bool = True,
+    ) -> None:
+        # No *_created series: they double the exposition and no dashboard reads them (a
+        # setting of the library, for the process).
+        disable_created_metrics()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.log_format = log_format
+        self.health = health
+        self.access = logging.getLogger(ACCESS_LOGGER) if access_log else None
+        r = self.registry
+        self.requests = Counter(
+            "pkgserver_requests",
+            "HTTP requests answered",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "pkgserver_request_duration_seconds",
+            "Time to answer a request (to the response's start)",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sent = Counter(
+            "pkgserver_response_bytes",
+            "Bytes of response bodies announced (Content-Length)",
+            ["route"],
+            registry=r,
+        )
+        self.uploads = Counter(
+            "pkgserver_uploads", "Upload requests by outcome", ["outcome"], registry=r
+        )
+        self.auth_failures = Counter(
+            "pkgserver_auth_failures",
+            "Requests refused by authentication (missing: no credentials; invalid: wrong "
+            "ones or none possible; shed: too many password checks at once)",
+            ["reason"],
+            registry=r,
+        )
+        self.scans = Histogram(
+            "pkgserver_scan_duration_seconds",
+            "Scans of the package directories (initial: at start; rescan: later)",
+            ["kind"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.hashes = Histogram(
+            "pkgserver_hash_duration_seconds",
+            "Reading and hashing one file in the indexer thread (files that appear or change "
+            "while running; a first scan of many files uses worker processes, not counted)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.initial_scan = Gauge(
+            "pkgserver_initial_scan_seconds", "Duration of the scan at start", registry=r
+        )
+        if catalog is not None:
+            r.register(_CatalogCollector(catalog))
+        if process:
+            ProcessCollector(registry=r)
+        # Children of labelled metrics, found once: .labels() takes a lock and builds a tuple.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The metrics in Prometheus' text format, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    # -- hooks for the indexer and the app --
+    def scan_done(self, kind: str, seconds: float) -> None:
+        self.scans.labels(kind).observe(seconds)
+        if kind == "initial":
+            self.initial_scan.set(seconds)
+
+    def hash_done(self, seconds: float) -> None:
+        self.hashes.observe(seconds)
+
+    def upload_done(self, status: int, message: str = "") -> None:
+        self.uploads.labels(upload_outcome(status, message)).inc()
+
+    def auth_failed(self, reason: str) -> None:
+        self.auth_failures.labels(reason).inc()
+
+    # -- per request --
+    def wrap(self, start_response: Callable[..., Any], box: list[Any]) -> Callable[..., Any]:
+        """A start_response that notes the status and Content-Length in ``box``."""
+
+        def noting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            box[0] = status
+            for key, value in headers:
+                if key == "Content-Length" or key.lower() == "content-length":
+                    box[1] = value
+                    break
+            if exc_info is not None:
+                return start_response(status, headers, exc_info)
+            return start_response(status, headers)
+
+        return noting
+
+    def done(self, environ: dict[str, Any], box: list[Any], started: float) -> None:
+        elapsed = time.perf_counter() - started
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "")
+        route = route_of(method, path, environ.get("CONTENT_TYPE", ""), self.health)
+        status = (box[0] or "500").split(" ", 1)[0]
+        length = box[1]
+        key = (route, method if method in ("GET", "HEAD", "POST") else "other", status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(*key),
+                self.latency.labels(route),
+                self.sent.labels(route),
+            )
+            if len(self._children) < 2000:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
+        if length and method != "HEAD":
+            try:
+                children[2].inc(int(length))
+            except ValueError:
+                pass
+        if self.access is not None and self.access.isEnabledFor(logging.INFO):
+            self._log(environ, method, path, status, length, elapsed, route)
+
+    def _log(
+        self,
+        environ: dict[str, Any],
+        method: str,
+        path: str,
+        status: str,
+        length: str | None,
+        elapsed: float,
+        route: str,
+    ) -> None:
+        assert self.access is not None
+        query = environ.get("QUERY_STRING", "")
+        # PATH_INFO is decoded (latin-1 per PEP 3333): quoted again, it is the path as sent,
+        # without a scheme, host or userinfo of an absolute-form request line.
+        target = quote(path.encode("latin-1", "replace"), safe="/:@!$&'()*+,;=-._~%")
+        if query:
+            target += "?" + query
+        protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        user = environ.get("REMOTE_USER") or None
+        remote = environ.get("REMOTE_ADDR", "-")
+        referer = environ.get("HTTP_REFERER", "")
+        agent = environ.get("HTTP_USER_AGENT", "")
+        if self.log_format == "json":
+            fields = {
+                "remote": remote,
+                "user": user,
+                "method": method,
+                "path": target,
+                "protocol": protocol,
+                "status": int(status) if status.isdigit() else status,
+                "bytes": int(length) if length and length.isdigit() else None,
+                "duration_ms": round(elapsed * 1000, 3),
+                "route": route,
+                "referer": referer or None,
+                "user_agent": agent or None,
+            }
+            self.access.info("%s %s %s", method, target, status, extra={"access": fields})
+            return
+        stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z")
+        line = (
+            f"{remote} - {_clean(user) if user else '-'} [{stamp}] "
+            f'"{_clean(method)} {_clean(target)} {_clean(protocol)}" {status} {length or "-"}'
+        )
+        if self.log_format == "combined":
+            line += f' "{_clean(referer) or "-"}" "{_clean(agent) or "-"}"'
+        self.access.info(line)
