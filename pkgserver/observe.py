@@ -166,7 +166,7 @@ class Observer:
     ) -> None:
         # No *_created series: they double the exposition and no dashboard reads them (a
         # setting of the library, for the process).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.log_format = log_format
         self.health = health
