@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the publishing clients that tests/test_e2e_publish.py drives: poetry, pdm, hatch and flit,
 # each in its own virtualenv under .ci/.clients/<tool> (git-ignored), with their commands linked
-# into .ci/.clients/bin. twine and uv come from the test extras instead.
+# into .ci/.clients/bin. twine and uv come from the test extras instead. Also Debian's chromium
+# for the browser tests, when run as root on Debian.
 #
 # Idempotent: a tool whose virtualenv already runs is left alone, so a second run takes a second
 # or two. Uses the registries only to install; exits non-zero if any tool fails to install or run.
@@ -80,6 +81,22 @@ for spec in "${TOOLS[@]}"; do
         | sed -n 's/^Version: //p')
     summary+=("$(printf '%-7s %-10s %s -> %s' "$tool" "$version" "$state" "$BIN/${exes%% *}")")
 done
+
+# Debian's Chromium for the browser tests (tests/test_browser.py drives it with Playwright,
+# which the test extras install without downloading a browser of its own).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "install-clients: installing Debian's chromium"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+            >"$DEST/chromium.log" 2>&1; then
+            tail -n 40 "$DEST/chromium.log" >&2
+            failed+=("chromium")
+        fi
+    else
+        echo "install-clients: chromium missing (apt-get install chromium); browser tests will skip" >&2
+    fi
+fi
+command -v chromium >/dev/null 2>&1 && summary+=("$(chromium --version 2>/dev/null | head -n 1)")
 
 for line in "${summary[@]}"; do
     echo "install-clients: $line"
