@@ -224,6 +224,7 @@ class Observer:
             ProcessCollector(registry=r)
         # Children of labelled metrics, found once: .labels() takes a lock and builds a tuple.
         self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+        self._stamp: tuple[int, str] = (0, "")
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in Prometheus' text format, and its content type."""
@@ -325,7 +326,10 @@ class Observer:
             }
             self.access.info("%s %s %s", method, target, status, extra={"access": fields})
             return
-        stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z")
+        now = int(time.time())
+        if now != self._stamp[0]:  # formatted once a second, not once a request
+            self._stamp = (now, time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now)))
+        stamp = self._stamp[1]
         line = (
             f"{remote} - {_clean(user) if user else '-'} [{stamp}] "
             f'"{_clean(method)} {_clean(target)} {_clean(protocol)}" {status} {length or "-"}'
