@@ -184,8 +184,11 @@ class Project:
         self.files: tuple[DistFile, ...] = tuple(sorted(files, key=lambda f: f.sort_key))
         self.latest: DistFile = self.files[-1]
         self.display_name = self.latest.display_name or name
-        # version -> reason ("" for none) of the yanked releases (PEP 592)
-        self.yanked: Mapping[str, str] = yanked or _NOT_YANKED
+        # version -> reason ("" for none) of the yanked releases (PEP 592), for every spelling
+        # of a yanked version among the files (a yank of 2.0 covers files named 2.0.0).
+        self.yanked: Mapping[str, str] = (
+            _resolve_yanks(self.versions, yanked) if yanked else _NOT_YANKED
+        )
         self.cache = RenderCache()  # filled lazily by the renderers
 
     def yank_of(self, version: str) -> str | None:
@@ -215,6 +218,19 @@ class Project:
 
     def files_of(self, version: str) -> list[DistFile]:
         return [f for f in self.files if f.version == version]
+
+
+def _version_key(version: str) -> Version | str:
+    try:
+        return Version(version)
+    except (InvalidVersion, ValueError):
+        return version.lower()
+
+
+def _resolve_yanks(versions: list[str], yanked: Mapping[str, str]) -> Mapping[str, str]:
+    by_key = {_version_key(v): reason for v, reason in yanked.items()}
+    found = {v: by_key[k] for v in versions if (k := _version_key(v)) in by_key}
+    return found or _NOT_YANKED
 
 
 def _is_prerelease(version: str) -> bool:

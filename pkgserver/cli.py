@@ -791,6 +791,10 @@ def passwd(path: str, user: str, *, delete: bool = False) -> int:
             password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise UsageError("empty password")
+        try:
+            password.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError("the password is not valid UTF-8") from None
         if len(password.encode()) > 72:
             raise UsageError("password longer than 72 bytes (bcrypt's limit)")
         ht.set_password(user, password)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Sequence
 from typing import IO, NamedTuple
 
@@ -58,9 +59,29 @@ def _project_name(name: str) -> str:
 
 
 def _version_arg(version: str) -> str:
-    if not version or len(version) > 100 or any(c.isspace() or ord(c) < 32 for c in version):
+    if (
+        not version
+        or len(version) > 100
+        or not _is_utf8(version)
+        or any(c.isspace() or not c.isprintable() for c in version)
+    ):
         raise UsageError(f"invalid version {version!r}")
     return version
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether an argument was valid UTF-8 (others arrive with surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _one_line(text: str) -> bool:
+    """No control, format or line-separator characters (C0, C1, bidi overrides, U+2028...):
+    a reason is shown to installers, on terminals and on the pages."""
+    return not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
 
 
 def files_of(roots: Sequence[str], project: str, version: str | None = None) -> list[Found]:
@@ -100,7 +121,8 @@ def _the_version(roots: Sequence[str], project: str, version: str) -> tuple[str,
         if not known:
             raise UsageError(f"no project {project!r} in {where}")
         shown = ", ".join(known[-10:])
-        raise UsageError(f"{project} has no version {version!r} in {where} (it has: {shown})")
+        hint = "" if _is_version(version) else f"; if {version!r} is a directory, it is missing"
+        raise UsageError(f"{project} has no version {version!r} in {where} (it has: {shown}){hint}")
     return found[0].version, found
 
 
@@ -183,10 +205,12 @@ def remove(name: str, version: str | None, roots: Sequence[str], *, dry_run: boo
 # -- yank / unyank (PEP 592) --------------------------------------------------------------------
 def yank(name: str, version: str, roots: Sequence[str], reason: str = "") -> int:
     project = _project_name(name)
+    if not _is_utf8(reason):
+        raise UsageError("the reason is not valid UTF-8")
     reason = reason.strip()
     if len(reason) > MAX_REASON:
         raise UsageError(f"the reason is longer than {MAX_REASON} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in reason):
+    if not _one_line(reason):
         raise UsageError("the reason must be one line of text, without control characters")
     spelled, _found = _the_version(roots, project, _version_arg(version))
     try:
