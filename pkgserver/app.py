@@ -499,6 +499,13 @@ def create_app(
             return bottle.HTTPResponse(status=304, **headers)
         return bottle.HTTPResponse(body, **headers)
 
+    @app.get("/favicon.ico")
+    @guarded
+    def favicon() -> Any:
+        # Browsers ask for it on their own; without this route pypiserver's /<name> shortcut
+        # would send them to /simple/favicon-ico/, and from there to the fallback index.
+        raise NotFound("no icon")
+
     @app.get("/-/projects")
     def projects_no_slash() -> Any:
         return redirect("/-/projects/")
@@ -510,7 +517,9 @@ def create_app(
         snap = catalog.snapshot
         query = (bottle.request.query.getunicode("q") or "").strip()[: web.MAX_QUERY]
         raw_page = bottle.request.query.get("page") or "1"
-        if not raw_page.isdigit() or len(raw_page) > 6:
+        if not (raw_page.isascii() and raw_page.isdigit()) or len(raw_page) > 6:
+            raise BadRequest("page must be a positive number")
+        if int(raw_page) < 1:
             raise BadRequest("page must be a positive number")
         found = web.search_projects(snap, query)
         try:

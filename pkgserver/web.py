@@ -106,11 +106,17 @@ def recent_releases(snapshot: Snapshot, count: int = 10) -> list[Release]:
     found: list[Release] | None = snapshot.cache.get(key)
     if found is None:
         newest: dict[tuple[str, str], DistFile] = {}
-        # Twice as many files as releases wanted covers releases of several files each.
-        for f in heapq.nlargest(count * 8, snapshot.files.values(), key=lambda f: f.mtime_ns):
-            known = newest.get((f.project, f.version))
-            if known is None or f.mtime_ns > known.mtime_ns:
-                newest[(f.project, f.version)] = f
+        # The newest files, more of them until they hold ``count`` releases (a release of
+        # many platform wheels takes many files).
+        wanted = count * 8
+        while True:
+            newest.clear()
+            top = heapq.nlargest(wanted, snapshot.files.values(), key=lambda f: f.mtime_ns)
+            for f in top:
+                newest.setdefault((f.project, f.version), f)  # the newest file comes first
+            if len(newest) >= count or len(top) < wanted:
+                break
+            wanted *= 4
         found = []
         for (name, version), f in sorted(newest.items(), key=lambda kv: -kv[1].mtime_ns)[:count]:
             project = snapshot.projects.get(name)

@@ -5,6 +5,7 @@
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="pypi:repository-version" content="1.1">
 <title>{{L['title']}} · pkgserver</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="{{L['root']}}-/static/style.css?v={{L['asset']}}">
 <script src="{{L['root']}}-/static/copy.js?v={{L['asset']}}" defer></script>
 </head>
