@@ -25,7 +25,7 @@ import bottle
 
 from . import __version__, render, web, xmlrpc
 from .auth import Authenticator
-from .catalog import Catalog, DistFile, RenderCache
+from .catalog import Catalog, DistFile, Project, RenderCache
 from .config import Settings
 from .distfile import is_valid_project_name, normalize
 from .errors import (
@@ -38,7 +38,7 @@ from .errors import (
     Unauthorized,
 )
 from .hosted import HostedNames
-from .metadata import parse_details
+from .metadata import Details, parse_details
 from .observe import Observer
 from .records import UploadLog
 from .storage import MetadataStore
@@ -292,7 +292,7 @@ def create_app(
     def location(target: str) -> str:
         """Location header for an app-absolute ``target`` path."""
         if base_override:
-            return base_override + target.lstrip("/")
+            return base_override + quote(target.lstrip("/"), safe="/.-_~")
         current = bottle.request.path  # decoded, app-relative
         start = current if current.endswith("/") else posixpath.dirname(current)
         rel = posixpath.relpath(target, start or "/")
@@ -562,6 +562,27 @@ def create_app(
     def project_version_page(name: str, version: str) -> Any:
         return project_view(name, version)
 
+    def release_details(project: Project, version: str) -> tuple[Details | None, str]:
+        """A release's metadata for people and its description as safe HTML, made once per
+        project snapshot (rendering a README can take a docutils run)."""
+        key = ("web-details", version)
+        cached = project.cache.get(key)
+        if cached is None:
+            files = project.files_of(version)
+            # A wheel's METADATA is authoritative; an sdist's PKG-INFO may lack dependencies.
+            source = next((f for f in files if f.kind == "bdist_wheel"), files[-1])
+            meta = metadata.get(source)
+            details = parse_details(meta.raw) if meta is not None else None
+            description = ""
+            if details is not None and details.description.strip():
+                description = web.render_description(
+                    details.description, details.description_content_type
+                )
+                details = details._replace(description="")  # kept as HTML below
+            cached = _Rendering(description.encode(), details)
+            project.cache[key] = cached
+        return cached.details, cached.body.decode()
+
     def project_view(raw_name: str, version: str | None) -> Any:
         require("list")
         if len(raw_name) > 200 or (version is not None and len(version) > 200):
@@ -578,23 +599,17 @@ def create_app(
             if same is None:
                 raise NotFound(f"{project.display_name} has no version {version}")
             return redirect(f"/project/{project.name}/{same}/")
-        files = project.files_of(version)
-        # A wheel's METADATA is authoritative; an sdist's PKG-INFO may lack dependencies.
-        source = next((f for f in files if f.kind == "bdist_wheel"), files[-1])
-        meta = metadata.get(source)
-        details = parse_details(meta.raw) if meta is not None else None
-        description = ""
-        if details is not None and details.description.strip():
-            key = ("web-description", version)
-            cached = project.cache.get(key)
-            if cached is None:
-                cached = web.render_description(
-                    details.description, details.description_content_type
-                ).encode()
-                project.cache[key] = cached
-            description = cached.decode()
+        details, description = release_details(project, version)
         url = base_url() + "simple/"
-        pin = "" if version == project.current else f"=={version}"
+        current = project.current
+        # Unpinned only where pip would take this very release: not when it is not the
+        # newest, nor a pre-release or a yanked one (pip skips those unless pinned).
+        plain = version == current and project.yank_of(version) is None
+        pin = "" if plain and not web.is_prerelease(version) else f"=={version}"
+        history = list(reversed(project.versions))
+        shown = history[: web.MAX_RELEASES]
+        if version not in shown:
+            shown.append(version)
         option = "--index-url" if fallback else "--extra-index-url"
         return html_page(
             "project",
@@ -605,6 +620,8 @@ def create_app(
             details=details,
             description=description,
             install=f"pip install {option} {url} {project.display_name}{pin}",
+            shown=shown,
+            older=[v for v in history[web.MAX_RELEASES :] if v != version],
             uploader=(
                 (lambda f: upload_log.uploader(f.relpath, f.sha256))
                 if upload_log is not None
@@ -1097,6 +1114,13 @@ _CSP = (
     "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
+
+
+class _Rendering(NamedTuple):
+    """A cached description (its bytes count against the render budget) and the details."""
+
+    body: bytes
+    details: Details | None
 
 
 class _Assets(NamedTuple):

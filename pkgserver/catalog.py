@@ -173,9 +173,20 @@ _NOT_YANKED: Mapping[str, str] = {}
 
 
 class Project:
-    """A project and its files, oldest version first. Immutable apart from its render cache."""
+    """A project and its files, oldest version first. Immutable apart from its render cache
+    and the derived values it computes once, when first asked (at 100,000 files, most
+    projects are never asked)."""
 
-    __slots__ = ("cache", "display_name", "files", "latest", "name", "yanked")
+    __slots__ = (
+        "_by_version",
+        "_current",
+        "cache",
+        "display_name",
+        "files",
+        "latest",
+        "name",
+        "yanked",
+    )
 
     def __init__(
         self, name: str, files: Iterable[DistFile], yanked: Mapping[str, str] | None = None
@@ -184,6 +195,8 @@ class Project:
         self.files: tuple[DistFile, ...] = tuple(sorted(files, key=lambda f: f.sort_key))
         self.latest: DistFile = self.files[-1]
         self.display_name = self.latest.display_name or name
+        self._by_version: dict[str, list[DistFile]] | None = None
+        self._current: str | None = None
         # version -> reason ("" for none) of the yanked releases (PEP 592), for every spelling
         # of a yanked version among the files (a yank of 2.0 covers files named 2.0.0).
         self.yanked: Mapping[str, str] = (
@@ -199,25 +212,31 @@ class Project:
     def current(self) -> str:
         """The version to show and install by default: the newest final release that is not
         yanked, else the newest release not yanked, else the newest (as warehouse does)."""
-        versions = [v for v in reversed(self.versions) if v not in self.yanked]
-        for v in versions:
-            if not _is_prerelease(v):
-                return v
-        return versions[0] if versions else self.latest.version
+        if self._current is None:
+            versions = [v for v in reversed(self.versions) if v not in self.yanked]
+            final = next((v for v in versions if not _is_prerelease(v)), None)
+            self._current = final or (versions[0] if versions else self.latest.version)
+        return self._current
 
     @property
     def summary(self) -> str | None:
         return self.latest.summary
 
+    def _grouped(self) -> dict[str, list[DistFile]]:
+        if self._by_version is None:
+            grouped: dict[str, list[DistFile]] = {}
+            for f in self.files:
+                grouped.setdefault(f.version, []).append(f)
+            self._by_version = grouped  # a race computes it twice, to the same value
+        return self._by_version
+
     @property
     def versions(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for f in self.files:
-            seen.setdefault(f.version, None)
-        return list(seen)
+        """Oldest first."""
+        return list(self._grouped())
 
     def files_of(self, version: str) -> list[DistFile]:
-        return [f for f in self.files if f.version == version]
+        return list(self._grouped().get(version, ()))
 
 
 def _version_key(version: str) -> Version | str:

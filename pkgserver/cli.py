@@ -8,9 +8,12 @@ and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import sys
 from collections.abc import Sequence
@@ -450,8 +453,11 @@ def _setup_logging(settings: Settings) -> None:
     access.propagate = False
     for h in list(access.handlers):
         access.removeHandler(h)
+        if isinstance(h, _DroppingQueueHandler) and h.listener is not None:
+            h.listener.stop()
     if settings.access_log:
         plain = logging.Formatter("%(message)s")
+        twins: list[logging.Handler] = []
         for h in handlers:
             twin: logging.Handler
             if isinstance(h, logging.FileHandler):
@@ -459,9 +465,21 @@ def _setup_logging(settings: Settings) -> None:
             elif isinstance(h, logging.StreamHandler):
                 twin = logging.StreamHandler(h.stream)
             else:
-                twin = logging.NullHandler()
+                continue
             twin.setFormatter(h.formatter if json_lines else plain)
-            access.addHandler(twin)
+            twins.append(twin)
+        if twins:
+            # Written by a thread of their own: a request thread only queues its line, and a
+            # slow terminal or a full pipe never holds a request (lines beyond the queue's
+            # room are dropped, not waited for).
+            listener = logging.handlers.QueueListener(
+                queue.Queue(ACCESS_QUEUE), *twins, respect_handler_level=False
+            )
+            handler = _DroppingQueueHandler(listener.queue)
+            handler.listener = listener
+            access.addHandler(handler)
+            listener.start()
+            atexit.register(listener.stop)  # writes what is queued before the process ends
     access.setLevel(logging.INFO)
     # waitress's own INFO lines ("Serving on") duplicate ours, and under load it warns about
     # its task queue on every request that waits for a thread (tens of thousands of lines in a
@@ -490,14 +508,31 @@ def _options_first(args: list[str]) -> list[str]:
             positionals.extend(args[i + 1 :])
             break
         if arg.startswith("-") and arg != "-":
-            options.append(arg)
-            if arg in _VALUED and i + 1 < len(args):
-                options.append(args[i + 1])
+            # A valued option (or its unambiguous abbreviation) keeps its value attached, so
+            # that a value starting with "-" (--reason -x) stays a value.
+            named = [o for o in _VALUED if o.startswith(arg)] if arg.startswith("--") else []
+            if len(named) == 1 and "=" not in arg and i + 1 < len(args):
+                options.append(f"{named[0]}={args[i + 1]}")
                 i += 1
+            else:
+                options.append(arg)
         else:
             positionals.append(arg)
         i += 1
     return [*options, "--", *positionals] if positionals else options
+
+
+ACCESS_QUEUE = 10000  # access log lines waiting to be written
+
+
+class _DroppingQueueHandler(logging.handlers.QueueHandler):
+    listener: logging.handlers.QueueListener | None = None
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            pass  # the log cannot keep up: losing a line beats stalling a request
 
 
 def _normalize_argv(argv: list[str]) -> list[str]:
@@ -607,7 +642,8 @@ def run(settings: Settings) -> int:
     observer = Observer(
         catalog,
         log_format=settings.log_format,
-        access_log=settings.access_log,
+        # Not even formatted when nothing would write it.
+        access_log=settings.access_log and bool(settings.log_stream or settings.log_file),
         health=settings.health_endpoint,
     )
     indexer.on_scan = observer.scan_done

@@ -179,17 +179,19 @@ def remove(name: str, version: str | None, roots: Sequence[str], *, dry_run: boo
                     os.unlink(f.path + ext)
                 except OSError:
                     pass
-        print(f"{verb} {f.path}")
+        print(f"{verb} {_shown(f.path)}")
     if failed:
         raise UsageError("could not remove " + "; ".join(failed))
     if dry_run:
         return 0
-    gone_versions = {f.version for f in found} - set(_versions(roots, project))
-    for v in sorted(gone_versions):
-        try:
-            set_yank(roots, project, v, None)  # a version uploaded again starts unyanked
-        except OSError:
-            pass
+    left_keys = {_version_key(v) for v in _versions(roots, project)}
+    gone = {_version_key(f.version) for f in found} - left_keys
+    for v in load_yanks(roots).get(project, {}):
+        if _version_key(v) in gone:
+            try:
+                set_yank(roots, project, v, None)  # a version uploaded again starts unyanked
+            except OSError:
+                pass
     left = _versions(roots, project)
     what = f"{project} {version}" if version else project
     print(f"{what}: {len(found)} file(s) removed", file=sys.stderr)
@@ -301,24 +303,19 @@ def check(
     err = sys.stderr
     if progress is None:
         progress = err.isatty()
-    cached: dict[tuple[int, str], tuple[tuple[int, int, int], str]] = {}
+    cached: dict[tuple[int, str], tuple[tuple[int, int], str]] = {}
     cache_note = "no index cache to compare with"
     if cache_dir:
         from .cache import DescriptionCache
 
         path = DescriptionCache.path_for(cache_dir, roots)
         if os.path.exists(path):
-            cache = DescriptionCache(path, roots)
             try:
-                cache._connect()
-                for where, stamp, fields in cache.rows():
-                    cached[where] = (stamp, fields[3])
-            except Exception as exc:  # a damaged cache is reported, not fatal
+                cached = _cached_hashes(path)
+            except Exception as exc:  # a damaged or foreign cache is reported, not fatal
                 cache_note = f"the index cache {path} cannot be read ({exc})"
             else:
                 cache_note = f"compared with the index cache {path} ({len(cached)} entries)"
-            finally:
-                cache.close()
     candidates = []
     others = []
     for index, root in enumerate(roots):
@@ -330,9 +327,20 @@ def check(
     seen: dict[tuple[object, ...], str] = {}
     seen_names: dict[str, str] = {}
     started = time.monotonic()
+    real_roots = [os.path.realpath(r) for r in roots]
     for index, root, relpath, st in candidates:
         bar.step(relpath)
         path = os.path.join(root, *relpath.split("/"))
+        shown = _shown(path)
+        # The index's own rules (storage.Indexer._checked_path): what it skips is reported.
+        if os.path.islink(path) and not any(
+            os.path.realpath(path).startswith(r + os.sep) for r in real_roots
+        ):
+            problems.append(f"skipped by the index {shown}: a link that leaves the directory")
+            continue
+        if shown != path:
+            problems.append(f"skipped by the index {shown}: the name is not UTF-8")
+            continue
         try:
             f = describe(root, relpath, st)
         except InvalidDistFilename as exc:
@@ -340,6 +348,9 @@ def check(
             continue
         except OSError as exc:
             problems.append(f"cannot read {path}: {exc.strerror or exc}")
+            continue
+        except Exception as exc:  # one odd file must not end the check
+            problems.append(f"cannot read {path}: {exc!r}")
             continue
         entry = cached.get((index, relpath))
         if entry is not None:
@@ -364,7 +375,7 @@ def check(
     for path in others:
         problems.append(f"cannot attribute {path}: not a distribution file (ignored by the index)")
     for line in problems:
-        print(line, file=out)
+        print(_shown(line), file=out)
     elapsed = time.monotonic() - started
     print(
         f"checked {len(candidates)} files in {elapsed:.1f}s ({cache_note}): "
@@ -372,6 +383,25 @@ def check(
         file=err,
     )
     return 1 if problems else 0
+
+
+def _shown(path: str) -> str:
+    """A path as printable text, whatever bytes its name has."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _cached_hashes(path: str) -> dict[tuple[int, str], tuple[tuple[int, int], str]]:
+    """(root index, relpath) -> ((size, mtime_ns), sha256) of an index cache, read-only: a
+    check must never change a cache that a running server (maybe another version) uses."""
+    import sqlite3
+    from urllib.parse import quote
+
+    db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT root, relpath, size, mtime_ns, sha256 FROM files")
+        return {(r[0], r[1]): ((r[2], r[3]), r[4]) for r in rows}
+    finally:
+        db.close()
 
 
 def _other_files(root: str) -> list[str]:

@@ -306,6 +306,8 @@ class Observer:
         if query:
             target += "?" + query
         protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        if method == "HEAD":
+            length = None  # no body was sent
         user = environ.get("REMOTE_USER") or None
         remote = environ.get("REMOTE_ADDR", "-")
         referer = environ.get("HTTP_REFERER", "")

@@ -18,9 +18,12 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+
+from packaging.utils import canonicalize_name
 
 from .fsutil import Stamp, file_stamp, write_atomically
 
@@ -37,8 +40,23 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024  # a record larger than this is not read (no
 YankMap = Mapping[str, Mapping[str, str]]
 
 
+def _open_record(path: str, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """A record file's descriptor: never through a symbolic link (of the file or of its
+    ``.pkgserver`` folder), never blocking on a FIFO, only a regular file."""
+    directory, name = os.path.split(path)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return fd
+
+
 def _read_json(path: str) -> object:
-    with open(path, "rb") as fh:
+    with os.fdopen(_open_record(path), "rb") as fh:
         data = fh.read(MAX_RECORD_BYTES + 1)
     if len(data) > MAX_RECORD_BYTES:
         raise ValueError("too large")
@@ -51,16 +69,17 @@ def _yanks_in(path: str) -> dict[str, dict[str, str]]:
         doc = _read_json(path)
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: [[[[... nesting
         log.warning("cannot read %s (%s): its yanks are not shown", path, exc)
         return {}
     out: dict[str, dict[str, str]] = {}
     table = doc.get("yanked") if isinstance(doc, dict) else None
     if not isinstance(table, dict):
         return out
-    for project, versions in table.items():
-        if not isinstance(project, str) or not isinstance(versions, dict):
+    for name, versions in table.items():
+        if not isinstance(name, str) or not isinstance(versions, dict):
             continue
+        project = canonicalize_name(name)  # a hand-edited record may spell it otherwise
         for version, reason in versions.items():
             if isinstance(version, str) and isinstance(reason, str):
                 out.setdefault(project, {})[version] = reason[:MAX_REASON]
@@ -83,7 +102,9 @@ def _locked(root: str) -> Iterator[None]:
     """Serialize read-modify-write of a root's records between concurrent commands."""
     directory = os.path.join(root, STATE_DIR)
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    if os.path.islink(directory):
+        raise OSError(f"{directory} is a symbolic link; records are kept only in a real folder")
+    fd = _open_record(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -169,6 +190,9 @@ class UploadLog(_Polled):
     def __init__(self, roots: Sequence[str]) -> None:
         super().__init__([os.path.join(r, UPLOADS_FILE) for r in roots])
         self._entries: dict[str, tuple[str, str]] = {}  # relpath -> (sha256, user)
+        self._origin: dict[str, int] = {}  # relpath -> index of the root whose log named it
+        self._read_to: dict[int, tuple[int, int]] = {}  # root index -> (inode, offset read)
+        self._reload_lock = threading.Lock()
         self._warned = False
 
     def record(self, relpath: str, sha256: str, user: str | None) -> None:
@@ -181,7 +205,7 @@ class UploadLog(_Polled):
         path = self.paths[0]
         try:
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = _open_record(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 os.write(fd, line.encode() + b"\n")  # one write: lines never interleave
             finally:
@@ -196,29 +220,46 @@ class UploadLog(_Polled):
     def uploader(self, relpath: str, sha256: str) -> str | None:
         """The user who uploaded the file with these bytes, if known."""
         if self.changed():
-            self._reload()
+            with self._reload_lock:
+                self._reload()
         found = self._entries.get(relpath)
         if found is None or found[0] != sha256 or not found[1]:
             return None
         return found[1]
 
     def _reload(self) -> None:
-        entries: dict[str, tuple[str, str]] = {}
-        for path in reversed(self.paths):  # the first root's entries win
+        """Read what was appended since the last read (the whole file if it was replaced or
+        cut); of a file larger than MAX_RECORD_BYTES, the newest part."""
+        entries = dict(self._entries)
+        for index in reversed(range(len(self.paths))):  # the first root's entries win
+            path = self.paths[index]
             try:
-                with open(path, "rb") as fh:
-                    data = fh.read(MAX_RECORD_BYTES)
+                fd = _open_record(path)
             except OSError:
                 continue
-            for raw in data.splitlines():
+            with os.fdopen(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                inode, offset = self._read_to.get(index, (None, 0))
+                if inode != st.st_ino or st.st_size < offset:
+                    offset = 0  # replaced or truncated: from the start
+                    entries = {k: v for k, v in entries.items() if self._origin.get(k) != index}
+                start = max(offset, st.st_size - MAX_RECORD_BYTES)
+                fh.seek(start)
+                data = fh.read(st.st_size - start)
+            if start > offset:
+                data = data.partition(b"\n")[2]  # began mid-line
+            complete, _, _rest = data.rpartition(b"\n")  # a line being written waits
+            self._read_to[index] = (st.st_ino, start + len(complete) + (1 if complete else 0))
+            for raw in complete.splitlines():
                 try:
                     item = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue  # a line cut short by a crash, or edited by hand
                 if not isinstance(item, dict):
                     continue
                 name, digest, user = item.get("file"), item.get("sha256"), item.get("user")
                 if isinstance(name, str) and isinstance(digest, str):
                     entries[name] = (digest, user if isinstance(user, str) else "")
+                    self._origin[name] = index
         with self._lock:
             self._entries = entries

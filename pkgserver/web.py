@@ -24,6 +24,7 @@ __all__ = [
     "Release",
     "human_size",
     "human_time",
+    "is_prerelease",
     "iso_time",
     "normalize_query",
     "page_of",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 PAGE_SIZE = 50  # projects per page of the list
+MAX_RELEASES = 100  # releases a project page shows with their files; older ones as links
 MAX_QUERY = 200  # characters of a search query
 MAX_DESCRIPTION = 512 * 1024  # characters rendered; longer descriptions are shown as plain text
 _SEPARATORS = re.compile(r"[-_.]+")
@@ -124,6 +126,13 @@ def recent_releases(snapshot: Snapshot, count: int = 10) -> list[Release]:
                 found.append(Release(project, version, f.mtime))
         snapshot.cache[key] = found
     return found
+
+
+def is_prerelease(version: str) -> bool:
+    try:
+        return Version(version).is_prerelease
+    except (InvalidVersion, ValueError):
+        return False
 
 
 def same_version(versions: Sequence[str], wanted: str) -> str | None:

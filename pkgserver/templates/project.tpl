@@ -63,7 +63,7 @@
 </div>
 <section class="releases">
   <h2>Release history</h2>
-  % for v in reversed(project.versions):
+  % for v in shown:
   % vyank = project.yank_of(v)
   <details class="release{{' yanked' if vyank is not None else ''}}" id="v{{v}}"{{!' open' if v == version else ''}}>
     <summary><a href="{{L['root']}}project/{{project.name}}/{{q(v)}}/">{{v}}</a>
@@ -94,5 +94,12 @@
       </tbody>
     </table></div>
   </details>
+  % end
+  % if older:
+  <p>{{len(older)}} older releases:
+  % for v in older:
+    <a href="{{L['root']}}project/{{project.name}}/{{q(v)}}/">{{v}}</a>{{' (yanked)' if project.yank_of(v) is not None else ''}}
+  % end
+  </p>
   % end
 </section>
