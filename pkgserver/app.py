@@ -224,7 +224,7 @@ def create_app(
     """Build the WSGI app. Everything it needs is passed in; nothing is global."""
     app = _App()
     if observer is None:
-        observer = Observer(catalog, access_log=False, health=settings.health_endpoint)
+        observer = Observer(catalog, health=settings.health_endpoint)
     app.observer = observer
     app.config["json.enable"] = False
     auth = auth or Authenticator(settings.password_file, settings.authenticate, settings.threads)

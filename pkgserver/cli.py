@@ -11,9 +11,7 @@ import argparse
 import atexit
 import hashlib
 import logging
-import logging.handlers
 import os
-import queue
 import signal
 import sys
 from collections.abc import Sequence
@@ -23,7 +21,7 @@ from . import __version__
 from .cache import default_cache_dir
 from .config import DEFAULT_FALLBACK_URL, Settings, parse_actions
 from .errors import UsageError
-from .observe import ACCESS_LOGGER, LOG_FORMATS, JsonFormatter
+from .observe import LOG_FORMATS, AccessLog, JsonFormatter
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -428,7 +426,7 @@ def _settings(ns: argparse.Namespace) -> Settings:
     )
 
 
-def _setup_logging(settings: Settings) -> None:
+def _setup_logging(settings: Settings) -> AccessLog | None:
     handlers: list[logging.Handler] = []
     if settings.log_stream:
         handlers.append(
@@ -448,39 +446,16 @@ def _setup_logging(settings: Settings) -> None:
         root.addHandler(h)
     root.setLevel(level)
     # Access lines go to the same places, as they are: an Apache line or a JSON object, without
-    # the --log-frmt prefix (log tools parse them as such).
-    access = logging.getLogger(ACCESS_LOGGER)
-    access.propagate = False
-    for h in list(access.handlers):
-        access.removeHandler(h)
-        if isinstance(h, _DroppingQueueHandler) and h.listener is not None:
-            h.listener.stop()
+    # the --log-frmt prefix (log tools parse them as such); see observe.AccessLog.
+    streams: list[Any] = []
     if settings.access_log:
-        plain = logging.Formatter("%(message)s")
-        twins: list[logging.Handler] = []
-        for h in handlers:
-            twin: logging.Handler
-            if isinstance(h, logging.FileHandler):
-                twin = logging.FileHandler(h.baseFilename)
-            elif isinstance(h, logging.StreamHandler):
-                twin = logging.StreamHandler(h.stream)
-            else:
-                continue
-            twin.setFormatter(h.formatter if json_lines else plain)
-            twins.append(twin)
-        if twins:
-            # Written by a thread of their own: a request thread only queues its line, and a
-            # slow terminal or a full pipe never holds a request (lines beyond the queue's
-            # room are dropped, not waited for).
-            listener = logging.handlers.QueueListener(
-                queue.Queue(ACCESS_QUEUE), *twins, respect_handler_level=False
-            )
-            handler = _DroppingQueueHandler(listener.queue)
-            handler.listener = listener
-            access.addHandler(handler)
-            listener.start()
-            atexit.register(listener.stop)  # writes what is queued before the process ends
-    access.setLevel(logging.INFO)
+        if settings.log_stream:
+            streams.append(sys.stdout if settings.log_stream == "stdout" else sys.stderr)
+        if settings.log_file:
+            streams.append(open(settings.log_file, "a", encoding="utf-8"))
+    access = AccessLog(streams, settings.log_format) if streams else None
+    if access is not None:
+        atexit.register(access.close)  # writes what is queued before the process ends
     # waitress's own INFO lines ("Serving on") duplicate ours, and under load it warns about
     # its task queue on every request that waits for a thread (tens of thousands of lines in a
     # benchmark): useful when tuning --threads, so shown with -vv only.
@@ -490,6 +465,7 @@ def _setup_logging(settings: Settings) -> None:
     logging.getLogger("waitress.queue").setLevel(
         logging.ERROR if settings.verbosity < 2 else logging.DEBUG
     )
+    return access
 
 
 # Options of the management commands that take a value, for _options_first.
@@ -520,19 +496,6 @@ def _options_first(args: list[str]) -> list[str]:
             positionals.append(arg)
         i += 1
     return [*options, "--", *positionals] if positionals else options
-
-
-ACCESS_QUEUE = 10000  # access log lines waiting to be written
-
-
-class _DroppingQueueHandler(logging.handlers.QueueHandler):
-    listener: logging.handlers.QueueListener | None = None
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            pass  # the log cannot keep up: losing a line beats stalling a request
 
 
 def _normalize_argv(argv: list[str]) -> list[str]:
@@ -609,7 +572,7 @@ def run(settings: Settings) -> int:
         sweep_temp_files,
     )
 
-    _setup_logging(settings)
+    access = _setup_logging(settings)
     if settings.password_file is None and not settings.authenticate:
         log.warning(
             "running fully open (-P . -a .): anyone who can reach it can read and change it"
@@ -641,9 +604,7 @@ def run(settings: Settings) -> int:
     )
     observer = Observer(
         catalog,
-        log_format=settings.log_format,
-        # Not even formatted when nothing would write it.
-        access_log=settings.access_log and bool(settings.log_stream or settings.log_file),
+        access=access,
         health=settings.health_endpoint,
     )
     indexer.on_scan = observer.scan_done

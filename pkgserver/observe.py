@@ -4,7 +4,8 @@
 and its routes), and ``Observer.done`` records the request when the app has answered: its
 route (a fixed set of names, never the path: labels must stay few), status, latency (to the
 response's start; a download's streaming is not in it), and the bytes its Content-Length
-announced. The access log line is written at the same moment.
+announced. The access log line is queued at the same moment, and written by the
+:class:`AccessLog`'s thread.
 
 The access log never holds credentials: the user field is the name that authenticated
 (``REMOTE_USER``, set by the app after a good password), and the request line is rebuilt from
@@ -13,12 +14,14 @@ the method, path and query, so a URL's ``user:password@`` can never reach it.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any
 from urllib.parse import quote
 
 from prometheus_client import (
@@ -36,7 +39,7 @@ from prometheus_client.registry import Collector
 
 from .catalog import Catalog, Snapshot
 
-__all__ = ["ACCESS_LOGGER", "JsonFormatter", "Observer", "route_of"]
+__all__ = ["ACCESS_LOGGER", "AccessLog", "JsonFormatter", "Observer", "route_of"]
 
 ACCESS_LOGGER = "pkgserver.access"
 LOG_FORMATS = ("combined", "common", "json")
@@ -118,23 +121,17 @@ class _CatalogCollector(Collector):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and an access record's fields."""
+    """One JSON object per line: time, level, logger, message (and exception)."""
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "time": _iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        access = getattr(record, "access", None)
-        if isinstance(access, dict):
-            doc.update(access)
-        else:
-            doc["message"] = record.getMessage()
-            if record.exc_info:
-                doc["exception"] = self.formatException(record.exc_info)
+        doc["message"] = record.getMessage()
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -159,8 +156,7 @@ class Observer:
         self,
         catalog: Catalog | None = None,
         *,
-        log_format: str = "combined",
-        access_log: bool = True,
+        access: AccessLog | None = None,
         health: str = "/health",
         process: bool = True,
     ) -> None:
@@ -168,9 +164,8 @@ class Observer:
         # setting of the library, for the process).
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
-        self.log_format = log_format
         self.health = health
-        self.access = logging.getLogger(ACCESS_LOGGER) if access_log else None
+        self.access = access
         r = self.registry
         self.requests = Counter(
             "pkgserver_requests",
@@ -224,7 +219,6 @@ class Observer:
             ProcessCollector(registry=r)
         # Children of labelled metrics, found once: .labels() takes a lock and builds a tuple.
         self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
-        self._stamp: tuple[int, str] = (0, "")
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in Prometheus' text format, and its content type."""
@@ -285,37 +279,126 @@ class Observer:
                 children[2].inc(int(length))
             except ValueError:
                 pass
-        if self.access is not None and self.access.isEnabledFor(logging.INFO):
-            self._log(environ, method, path, status, length, elapsed, route)
+        if self.access is not None:
+            # The request thread only queues the raw fields; the writer's thread formats and
+            # writes them in batches (one write per batch, not per line).
+            self.access.put(
+                (
+                    time.time(),
+                    environ.get("REMOTE_ADDR", "-"),
+                    environ.get("REMOTE_USER"),
+                    method,
+                    path,
+                    environ.get("QUERY_STRING", ""),
+                    environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+                    status,
+                    None if method == "HEAD" else length,  # HEAD sends no body
+                    elapsed,
+                    route,
+                    environ.get("HTTP_REFERER", ""),
+                    environ.get("HTTP_USER_AGENT", ""),
+                )
+            )
 
-    def _log(
+
+AccessRecord = tuple[float, str, Any, str, str, str, str, str, Any, float, str, str, str]
+
+
+class AccessLog:
+    """Access log lines, formatted and written by a thread of its own, in batches.
+
+    ``put`` is a deque append: a request never waits for a terminal, a pipe or a disk, and
+    pays no logging-module record. Beyond ``limit`` waiting lines (a writer that cannot keep
+    up), lines are dropped and counted, never waited for.
+    """
+
+    def __init__(
         self,
-        environ: dict[str, Any],
-        method: str,
-        path: str,
-        status: str,
-        length: str | None,
-        elapsed: float,
-        route: str,
+        streams: Sequence[IO[str]],
+        log_format: str = "combined",
+        *,
+        limit: int = 20000,
+        interval: float = 0.2,
+        thread: bool = True,
     ) -> None:
-        assert self.access is not None
-        query = environ.get("QUERY_STRING", "")
+        self.streams = list(streams)
+        self.log_format = log_format
+        self.limit = limit
+        self.interval = interval
+        self.dropped = 0
+        self._pending: collections.deque[AccessRecord] = collections.deque()
+        self._stamp: tuple[int, str] = (0, "")
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one drain at a time
+        self._thread: threading.Thread | None = None
+        if thread:
+            self._thread = threading.Thread(
+                target=self._run, name="pkgserver-access-log", daemon=True
+            )
+            self._thread.start()
+
+    def put(self, record: AccessRecord) -> None:
+        if len(self._pending) < self.limit:
+            self._pending.append(record)
+        else:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.drain()
+        self.drain()
+
+    def close(self) -> None:
+        """Write what is waiting and stop the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.drain()
+
+    def drain(self) -> None:
+        with self._lock:
+            lines = []
+            pending = self._pending
+            while pending:
+                lines.append(self.format(pending.popleft()))
+            if not lines:
+                return
+            text = "\n".join(lines) + "\n"
+            for stream in self.streams:
+                try:
+                    stream.write(text)
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass  # a closed or broken stream: the log is lost, the server goes on
+
+    def format(self, record: AccessRecord) -> str:
+        (
+            when,
+            remote,
+            user,
+            method,
+            path,
+            query,
+            protocol,
+            status,
+            length,
+            elapsed,
+            route,
+            referer,
+            agent,
+        ) = record
         # PATH_INFO is decoded (latin-1 per PEP 3333): quoted again, it is the path as sent,
         # without a scheme, host or userinfo of an absolute-form request line.
         target = quote(path.encode("latin-1", "replace"), safe="/:@!$&'()*+,;=-._~%")
         if query:
             target += "?" + query
-        protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
-        if method == "HEAD":
-            length = None  # no body was sent
-        user = environ.get("REMOTE_USER") or None
-        remote = environ.get("REMOTE_ADDR", "-")
-        referer = environ.get("HTTP_REFERER", "")
-        agent = environ.get("HTTP_USER_AGENT", "")
         if self.log_format == "json":
-            fields = {
+            doc = {
+                "time": _iso(when),
+                "level": "info",
+                "logger": ACCESS_LOGGER,
                 "remote": remote,
-                "user": user,
+                "user": user or None,
                 "method": method,
                 "path": target,
                 "protocol": protocol,
@@ -326,16 +409,19 @@ class Observer:
                 "referer": referer or None,
                 "user_agent": agent or None,
             }
-            self.access.info("%s %s %s", method, target, status, extra={"access": fields})
-            return
-        now = int(time.time())
-        if now != self._stamp[0]:  # formatted once a second, not once a request
-            self._stamp = (now, time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now)))
-        stamp = self._stamp[1]
+            return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        second = int(when)
+        if second != self._stamp[0]:  # formatted once a second, not once a line
+            self._stamp = (second, time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second)))
         line = (
-            f"{remote} - {_clean(user) if user else '-'} [{stamp}] "
+            f"{remote} - {_clean(user) if user else '-'} [{self._stamp[1]}] "
             f'"{_clean(method)} {_clean(target)} {_clean(protocol)}" {status} {length or "-"}'
         )
         if self.log_format == "combined":
             line += f' "{_clean(referer) or "-"}" "{_clean(agent) or "-"}"'
-        self.access.info(line)
+        return line
+
+
+def _iso(when: float) -> str:
+    moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

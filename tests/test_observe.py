@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import re
 import socket
 from pathlib import Path
@@ -19,7 +18,7 @@ from server import running_server
 from pkgserver.app import create_app
 from pkgserver.auth import Authenticator
 from pkgserver.config import Settings
-from pkgserver.observe import ACCESS_LOGGER, JsonFormatter, Observer, route_of, upload_outcome
+from pkgserver.observe import ACCESS_LOGGER, AccessLog, Observer, route_of, upload_outcome
 
 PASSWORD = "correct horse battery"
 
@@ -187,6 +186,8 @@ def test_metrics_action_needs_a_password_file_on_the_command_line(tmp_path: Path
 
 # -- the access log, through the app -----------------------------------------------------------
 def _logged_app(pkgdir: Path, fmt: str, htpasswd: Path | None = None):  # type: ignore[no-untyped-def]
+    import io
+
     import webtest
     from conftest import scan
 
@@ -196,9 +197,17 @@ def _logged_app(pkgdir: Path, fmt: str, htpasswd: Path | None = None):  # type: 
         authenticate=frozenset({"update", "list"}) if htpasswd else frozenset({"update"}),
     )
     catalog = scan(pkgdir)
-    observer = Observer(catalog, log_format=fmt, process=False)
+    stream = io.StringIO()
+    access = AccessLog([stream], fmt, thread=False)
+    observer = Observer(catalog, access=access, process=False)
     auth = Authenticator(settings.password_file, settings.authenticate)
-    return webtest.TestApp(create_app(settings, catalog, auth=auth, observer=observer))
+    app = webtest.TestApp(create_app(settings, catalog, auth=auth, observer=observer))
+
+    def lines() -> list[str]:
+        access.drain()
+        return stream.getvalue().splitlines()
+
+    return app, lines
 
 
 COMBINED = re.compile(
@@ -207,19 +216,17 @@ COMBINED = re.compile(
 )
 
 
-def test_combined_log_line_per_request(
-    pkgdir: Path, caplog: pytest.LogCaptureFixture, htpasswd: Path
-) -> None:
-    app = _logged_app(pkgdir, "combined", htpasswd)
-    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
-        app.get(
-            "/simple/demo-pkg/?q=1",
-            headers={**basic("alice", PASSWORD), "User-Agent": 'pip/24 "quoted"\x1b[31m'},
-            extra_environ={"REMOTE_ADDR": "10.1.2.3"},
-        )
-        app.get("/simple/", status=401)
-    lines = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER]
-    assert len(lines) == 2
+def test_combined_log_line_per_request(pkgdir: Path, htpasswd: Path) -> None:
+    app, logged = _logged_app(pkgdir, "combined", htpasswd)
+    app.get(
+        "/simple/demo-pkg/?q=1",
+        headers={**basic("alice", PASSWORD), "User-Agent": 'pip/24 "quoted"\x1b[31m'},
+        extra_environ={"REMOTE_ADDR": "10.1.2.3"},
+    )
+    app.get("/simple/", status=401)
+    app.head("/simple/demo-pkg/", headers=basic("alice", PASSWORD))
+    lines = logged()
+    assert len(lines) == 3
     first = COMBINED.match(lines[0])
     assert first is not None, lines[0]
     assert first["host"] == "10.1.2.3"
@@ -230,23 +237,43 @@ def test_combined_log_line_per_request(
     assert re.fullmatch(r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}", first["time"])
     second = COMBINED.match(lines[1])
     assert second is not None and second["user"] == "-" and second["status"] == "401"
+    third = COMBINED.match(lines[2])
+    assert third is not None and third["size"] == "-"  # HEAD: no body sent
     joined = "\n".join(lines)
     assert PASSWORD not in joined
     assert base64.b64encode(f"alice:{PASSWORD}".encode()).decode() not in joined
 
 
-def test_json_log_line_per_request(pkgdir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    app = _logged_app(pkgdir, "json")
-    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
-        app.get("/simple/demo-pkg/", headers={"Referer": "http://x/"})
-    record = next(r for r in caplog.records if r.name == ACCESS_LOGGER)
-    doc = json.loads(JsonFormatter().format(record))
-    assert doc["logger"] == ACCESS_LOGGER
+def test_common_log_has_no_referer_or_agent(pkgdir: Path) -> None:
+    app, logged = _logged_app(pkgdir, "common")
+    app.get("/simple/demo-pkg/", headers={"User-Agent": "pip/24", "Referer": "http://x/"})
+    (line,) = logged()
+    assert re.fullmatch(r'\S+ - - \[[^\]]+\] "GET /simple/demo-pkg/ HTTP/1.0" 200 \d+', line)
+
+
+def test_json_log_line_per_request(pkgdir: Path) -> None:
+    app, logged = _logged_app(pkgdir, "json")
+    app.get("/simple/demo-pkg/", headers={"Referer": "http://x/"})
+    (line,) = logged()
+    doc = json.loads(line)
+    assert doc["logger"] == ACCESS_LOGGER and doc["level"] == "info"
     assert doc["method"] == "GET" and doc["path"] == "/simple/demo-pkg/"
     assert doc["status"] == 200 and doc["route"] == "simple_project"
     assert doc["bytes"] > 0 and doc["duration_ms"] >= 0
     assert doc["referer"] == "http://x/" and doc["user"] is None
     assert doc["time"].endswith("Z")
+
+
+def test_access_log_drops_lines_it_cannot_keep_up_with() -> None:
+    import io
+
+    stream = io.StringIO()
+    access = AccessLog([stream], limit=3, thread=False)
+    record = (0.0, "1.2.3.4", None, "GET", "/", "", "HTTP/1.1", "200", "5", 0.001, "home", "", "")
+    for _ in range(5):
+        access.put(record)
+    access.drain()
+    assert len(stream.getvalue().splitlines()) == 3 and access.dropped == 2
 
 
 # -- the access log of a real server ---------------------------------------------------------------
@@ -280,7 +307,7 @@ def test_server_logs_combined_lines_without_credentials(pkgdir: Path, htpasswd: 
             )
             while sock.recv(65536):
                 pass
-        output = srv.output
+    output = srv.output  # once stopped: the access log writes its lines in batches
     access = [line for line in _server_lines(output) if COMBINED.match(line)]
     assert len(access) == 3, output
     assert '"GET /simple/demo-pkg/ HTTP/1.1" 200' in access[0]
@@ -297,7 +324,7 @@ def test_server_json_log_is_json_lines(pkgdir: Path) -> None:
     with running_server("--log-format", "json", "--disable-fallback", pkgdir) as srv:
         assert srv.get("/simple/demo-pkg/").status == 200
         assert srv.get("/nope/at/all").status == 404
-        output = srv.output
+    output = srv.output
     docs = [json.loads(line) for line in _server_lines(output)]  # every line parses
     access = [d for d in docs if d["logger"] == ACCESS_LOGGER]
     assert [(d["path"], d["status"]) for d in access] == [
@@ -312,7 +339,7 @@ def test_no_access_log(pkgdir: Path) -> None:
     with running_server("--no-access-log", pkgdir) as srv:
         srv.wait_listed("demo-pkg")
         assert srv.get("/simple/demo-pkg/").status == 200
-        output = srv.output
+    output = srv.output
     assert "GET /simple/demo-pkg/" not in output
     assert "serving" in output
 
