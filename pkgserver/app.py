@@ -27,7 +27,7 @@ from . import __version__, render, web, xmlrpc
 from .auth import Authenticator
 from .catalog import Catalog, DistFile, Project, RenderCache
 from .config import Settings
-from .distfile import is_valid_project_name, normalize
+from .distfile import is_prerelease, is_valid_project_name, normalize
 from .errors import (
     BadRequest,
     Busy,
@@ -605,7 +605,7 @@ def create_app(
         # Unpinned only where pip would take this very release: not when it is not the
         # newest, nor a pre-release or a yanked one (pip skips those unless pinned).
         plain = version == current and project.yank_of(version) is None
-        pin = "" if plain and not web.is_prerelease(version) else f"=={version}"
+        pin = "" if plain and not is_prerelease(version) else f"=={version}"
         history = list(reversed(project.versions))
         shown = history[: web.MAX_RELEASES]
         if version not in shown:

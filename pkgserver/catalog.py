@@ -14,9 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from packaging.version import InvalidVersion, Version
-
-from .distfile import version_sort_key
+from .distfile import is_prerelease, version_key, version_sort_key
 
 __all__ = ["RENDER_BUDGET", "Catalog", "DistFile", "Project", "RenderCache", "Snapshot"]
 
@@ -214,7 +212,7 @@ class Project:
         yanked, else the newest release not yanked, else the newest (as warehouse does)."""
         if self._current is None:
             versions = [v for v in reversed(self.versions) if v not in self.yanked]
-            final = next((v for v in versions if not _is_prerelease(v)), None)
+            final = next((v for v in versions if not is_prerelease(v)), None)
             self._current = final or (versions[0] if versions else self.latest.version)
         return self._current
 
@@ -239,24 +237,10 @@ class Project:
         return list(self._grouped().get(version, ()))
 
 
-def _version_key(version: str) -> Version | str:
-    try:
-        return Version(version)
-    except (InvalidVersion, ValueError):
-        return version.lower()
-
-
 def _resolve_yanks(versions: list[str], yanked: Mapping[str, str]) -> Mapping[str, str]:
-    by_key = {_version_key(v): reason for v, reason in yanked.items()}
-    found = {v: by_key[k] for v in versions if (k := _version_key(v)) in by_key}
+    by_key = {version_key(v): reason for v, reason in yanked.items()}
+    found = {v: by_key[k] for v in versions if (k := version_key(v)) in by_key}
     return found or _NOT_YANKED
-
-
-def _is_prerelease(version: str) -> bool:
-    try:
-        return Version(version).is_prerelease
-    except InvalidVersion:
-        return False
 
 
 class Snapshot:

@@ -25,9 +25,11 @@ __all__ = [
     "DIST_EXTENSIONS",
     "DistInfo",
     "InvalidDistFilename",
+    "is_prerelease",
     "is_valid_project_name",
     "normalize",
     "parse_dist_filename",
+    "version_key",
     "version_sort_key",
 ]
 
@@ -142,6 +144,20 @@ def _is_plain_version(version: str) -> bool:
         and version.isascii()
         and bool(re.fullmatch(r"[0-9][A-Za-z0-9.+_!-]*", version))
     )
+
+
+def version_key(version: str) -> Version | str:
+    """What makes two spellings one version: the PEP 440 version (1.0 == 1.0.0), or for
+    other versions the lower-cased string."""
+    try:
+        return Version(version)
+    except (InvalidVersion, ValueError):  # ValueError: a number too long to convert
+        return version.lower()
+
+
+def is_prerelease(version: str) -> bool:
+    key = version_key(version)
+    return isinstance(key, Version) and key.is_prerelease
 
 
 @functools.lru_cache(maxsize=65536)  # versions repeat across projects: parse each once

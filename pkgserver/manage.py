@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import IO, NamedTuple
 
 from packaging.utils import parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from .distfile import (
     KIND_WHEEL,
@@ -25,6 +25,8 @@ from .distfile import (
     is_valid_project_name,
     normalize,
     parse_dist_filename,
+    version_key,
+    version_sort_key,
 )
 from .errors import UsageError
 from .records import MAX_REASON, load_yanks, set_yank
@@ -43,13 +45,6 @@ class Found(NamedTuple):
     @property
     def path(self) -> str:
         return os.path.join(self.root, *self.relpath.split("/"))
-
-
-def _version_key(version: str) -> Version | str:
-    try:
-        return Version(version)
-    except (InvalidVersion, ValueError):
-        return version.lower()
 
 
 def _project_name(name: str) -> str:
@@ -86,7 +81,7 @@ def _one_line(text: str) -> bool:
 
 def files_of(roots: Sequence[str], project: str, version: str | None = None) -> list[Found]:
     """The distribution files of ``project`` (of one ``version``, compared as PEP 440 versions)."""
-    wanted = _version_key(version) if version is not None else None
+    wanted = version_key(version) if version is not None else None
     found = []
     for root in roots:
         for relpath, _st in iter_dist_files(root):
@@ -96,16 +91,11 @@ def files_of(roots: Sequence[str], project: str, version: str | None = None) -> 
                 continue
             if info.project != project:
                 continue
-            if wanted is not None and _version_key(info.version) != wanted:
+            if wanted is not None and version_key(info.version) != wanted:
                 continue
             found.append(Found(root, relpath, info.version))
-    found.sort(key=lambda f: (_sortable(f.version), f.relpath))
+    found.sort(key=lambda f: (version_sort_key(f.version), f.relpath))
     return found
-
-
-def _sortable(version: str) -> tuple[int, Version | str]:
-    key = _version_key(version)
-    return (1, key) if isinstance(key, Version) else (0, key)
 
 
 def _versions(roots: Sequence[str], project: str) -> list[str]:
@@ -147,11 +137,7 @@ def split_version_and_roots(args: Sequence[str]) -> tuple[str | None, list[str]]
 
 
 def _is_version(text: str) -> bool:
-    try:
-        Version(text)
-    except (InvalidVersion, ValueError):
-        return False
-    return True
+    return isinstance(version_key(text), Version)
 
 
 # -- remove --------------------------------------------------------------------------------------
@@ -184,10 +170,10 @@ def remove(name: str, version: str | None, roots: Sequence[str], *, dry_run: boo
         raise UsageError("could not remove " + "; ".join(failed))
     if dry_run:
         return 0
-    left_keys = {_version_key(v) for v in _versions(roots, project)}
-    gone = {_version_key(f.version) for f in found} - left_keys
+    left_keys = {version_key(v) for v in _versions(roots, project)}
+    gone = {version_key(f.version) for f in found} - left_keys
     for v in load_yanks(roots).get(project, {}):
-        if _version_key(v) in gone:
+        if version_key(v) in gone:
             try:
                 set_yank(roots, project, v, None)  # a version uploaded again starts unyanked
             except OSError:
@@ -231,8 +217,8 @@ def unyank(name: str, version: str, roots: Sequence[str]) -> int:
     project = _project_name(name)
     version = _version_arg(version)
     yanked = load_yanks(roots).get(project, {})
-    wanted = _version_key(version)
-    spelled = next((v for v in yanked if _version_key(v) == wanted), None)
+    wanted = version_key(version)
+    spelled = next((v for v in yanked if version_key(v) == wanted), None)
     if spelled is None:
         raise UsageError(f"{project} {version} is not yanked in {', '.join(roots)}")
     try:
@@ -282,13 +268,13 @@ def _duplicate_key(info_project: str, info_version: str, filename: str) -> tuple
             _name, _v, build, tags = parse_wheel_filename(filename)
         except ValueError:
             return ("?", filename.lower())
-        return (info_project, _version_key(info_version), KIND_WHEEL, build, tags)
+        return (info_project, version_key(info_version), KIND_WHEEL, build, tags)
     ext = dist_extension(filename) or ""
     if ext == ".egg":
-        return (info_project, _version_key(info_version), "egg", filename.lower())
+        return (info_project, version_key(info_version), "egg", filename.lower())
     # Two sdists of one release (.tar.gz and .zip, or names spelled two ways): PEP 527 allows
     # one, and which one an installer takes is arbitrary.
-    return (info_project, _version_key(info_version), "sdist")
+    return (info_project, version_key(info_version), "sdist")
 
 
 def check(

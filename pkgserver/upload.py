@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any, NamedTuple
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
 
 from .catalog import Catalog, DistFile
 from .distfile import (
@@ -31,6 +30,7 @@ from .distfile import (
     InvalidDistFilename,
     dist_extension,
     parse_dist_filename,
+    version_key,
 )
 from .errors import (
     BadRequest,
@@ -86,7 +86,7 @@ def file_key(filename: str) -> tuple[object, ...] | None:
         info = parse_dist_filename(filename)
     except InvalidDistFilename:
         return None
-    version = _version_key(info.version)
+    version = version_key(info.version)
     if info.kind == KIND_WHEEL:
         _, _, build, tags = parse_wheel_filename(filename)
         return (info.project, version, build, frozenset(str(t) for t in tags))
@@ -95,13 +95,6 @@ def file_key(filename: str) -> tuple[object, ...] | None:
         tail = filename[: -len(".egg")].split("-")[2:]
         return (info.project, version, info.kind, "-".join(tail).lower())
     return (info.project, version, info.kind, dist_extension(filename))
-
-
-def _version_key(version: str) -> object:
-    try:
-        return Version(version)
-    except (InvalidVersion, ValueError):  # ValueError: a number too long to convert
-        return version.lower()
 
 
 class Uploads:
@@ -203,7 +196,7 @@ class Uploads:
         if name and canonicalize_name(name) != info.project:
             raise BadRequest(f"name {name[:100]!r} does not match the filename {filename!r}")
         version = form.get("version")
-        if version and _version_key(version) != _version_key(info.version):
+        if version and version_key(version) != version_key(info.version):
             raise BadRequest(f"version {version[:60]!r} does not match the filename {filename!r}")
         if content.size == 0:
             raise BadRequest("the file is empty")
@@ -269,7 +262,7 @@ class Uploads:
             raise BadRequest(
                 f"the metadata name {meta.name!r} does not match the filename {filename!r}"
             )
-        if not meta.version or _version_key(meta.version) != _version_key(version):
+        if not meta.version or version_key(meta.version) != version_key(version):
             raise BadRequest(
                 f"the metadata version {meta.version!r} does not match the filename {filename!r}"
             )
@@ -442,11 +435,11 @@ class Uploads:
         if not name or not version:
             raise BadRequest("remove_pkg needs name and version")
         project = self.catalog.snapshot.project(canonicalize_name(name))
-        wanted = _version_key(version)
+        wanted = version_key(version)
         doomed = (
             []
             if project is None
-            else [f for f in project.files if _version_key(f.version) == wanted]
+            else [f for f in project.files if version_key(f.version) == wanted]
         )
         if not doomed:
             raise NotFound(f"{name[:100]} {version[:60]} is not hosted here")

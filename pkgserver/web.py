@@ -15,16 +15,16 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from .catalog import DistFile, Project, Snapshot
+from .distfile import version_key
 
 __all__ = [
     "PAGE_SIZE",
     "Release",
     "human_size",
     "human_time",
-    "is_prerelease",
     "iso_time",
     "normalize_query",
     "page_of",
@@ -128,26 +128,12 @@ def recent_releases(snapshot: Snapshot, count: int = 10) -> list[Release]:
     return found
 
 
-def is_prerelease(version: str) -> bool:
-    try:
-        return Version(version).is_prerelease
-    except (InvalidVersion, ValueError):
-        return False
-
-
 def same_version(versions: Sequence[str], wanted: str) -> str | None:
     """The one of ``versions`` equal to ``wanted`` as a PEP 440 version (1.0.0 == 1.0)."""
-    try:
-        target = Version(wanted)
-    except (InvalidVersion, ValueError):
+    target = version_key(wanted)
+    if not isinstance(target, Version):
         return None
-    for v in versions:
-        try:
-            if Version(v) == target:
-                return v
-        except (InvalidVersion, ValueError):
-            continue
-    return None
+    return next((v for v in versions if version_key(v) == target), None)
 
 
 def human_size(size: int) -> str:
