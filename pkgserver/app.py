@@ -38,7 +38,7 @@ from .errors import (
     Unauthorized,
 )
 from .hosted import HostedNames
-from .metadata import Details, parse_details
+from .metadata import CoreMetadata, Details, parse_details
 from .observe import Observer
 from .records import UploadLog
 from .storage import MetadataStore
@@ -562,16 +562,18 @@ def create_app(
     def project_version_page(name: str, version: str) -> Any:
         return project_view(name, version)
 
+    def release_metadata(project: Project, version: str) -> CoreMetadata | None:
+        files = project.files_of(version)
+        # A wheel's METADATA is authoritative; an sdist's PKG-INFO may lack dependencies.
+        return metadata.get(next((f for f in files if f.kind == "bdist_wheel"), files[-1]))
+
     def release_details(project: Project, version: str) -> tuple[Details | None, str]:
         """A release's metadata for people and its description as safe HTML, made once per
         project snapshot (rendering a README can take a docutils run)."""
         key = ("web-details", version)
         cached = project.cache.get(key)
         if cached is None:
-            files = project.files_of(version)
-            # A wheel's METADATA is authoritative; an sdist's PKG-INFO may lack dependencies.
-            source = next((f for f in files if f.kind == "bdist_wheel"), files[-1])
-            meta = metadata.get(source)
+            meta = release_metadata(project, version)
             details = parse_details(meta.raw) if meta is not None else None
             description = ""
             if details is not None and details.description.strip():
@@ -696,10 +698,7 @@ def create_app(
         key = ("pypi-json", version, base)
         body = project.cache.get(key)  # dies with the project's snapshot, like every rendering
         if body is None:
-            files = project.files_of(version)
-            # A wheel's METADATA is authoritative; an sdist's PKG-INFO may lack dependencies.
-            source = next((f for f in files if f.kind == "bdist_wheel"), files[-1])
-            meta = metadata.get(source)
+            meta = release_metadata(project, version)
             body = render.render_project_json_api(project, version, meta, base, releases=True)
             if len(project.cache) < 64:  # the base URL comes from the Host header
                 project.cache[key] = body

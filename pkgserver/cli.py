@@ -701,23 +701,13 @@ def _listening(server: Any, host: str) -> str:
 
 def forget(name: str, roots: Sequence[str]) -> int:
     """Lift the claim on a project that is no longer hosted (see pkgserver.hosted)."""
-    from .distfile import is_valid_project_name, normalize, parse_dist_filename
     from .hosted import HostedNames
-    from .storage import iter_dist_files
+    from .manage import files_of, project_name
 
-    if not is_valid_project_name(name):
-        raise UsageError(f"invalid project name {name!r}")
-    project = normalize(name)
-    for root in roots:
-        for relpath, _st in iter_dist_files(root):
-            try:
-                parsed = parse_dist_filename(relpath.rsplit("/", 1)[-1])
-            except ValueError:
-                continue
-            if parsed.project == project:
-                raise UsageError(
-                    f"{project} still has files ({os.path.join(root, relpath)}): remove them first"
-                )
+    project = project_name(name)
+    left = files_of(roots, project)
+    if left:
+        raise UsageError(f"{project} still has files ({left[0].path}): remove them first")
     hosted = HostedNames(roots)
     try:
         found = hosted.forget(project)

@@ -32,7 +32,15 @@ from .errors import UsageError
 from .records import MAX_REASON, load_yanks, set_yank
 from .storage import describe, is_hidden, iter_dist_files
 
-__all__ = ["check", "remove", "split_version_and_roots", "unyank", "yank"]
+__all__ = [
+    "check",
+    "files_of",
+    "project_name",
+    "remove",
+    "split_version_and_roots",
+    "unyank",
+    "yank",
+]
 
 SIDECARS = (".asc", ".attestations.json")
 
@@ -47,7 +55,7 @@ class Found(NamedTuple):
         return os.path.join(self.root, *self.relpath.split("/"))
 
 
-def _project_name(name: str) -> str:
+def project_name(name: str) -> str:
     if not is_valid_project_name(name):
         raise UsageError(f"invalid project name {name!r}")
     return normalize(name)
@@ -142,7 +150,7 @@ def _is_version(text: str) -> bool:
 
 # -- remove --------------------------------------------------------------------------------------
 def remove(name: str, version: str | None, roots: Sequence[str], *, dry_run: bool = False) -> int:
-    project = _project_name(name)
+    project = project_name(name)
     if version is not None:
         version, found = _the_version(roots, project, _version_arg(version))
     else:
@@ -192,7 +200,7 @@ def remove(name: str, version: str | None, roots: Sequence[str], *, dry_run: boo
 
 # -- yank / unyank (PEP 592) --------------------------------------------------------------------
 def yank(name: str, version: str, roots: Sequence[str], reason: str = "") -> int:
-    project = _project_name(name)
+    project = project_name(name)
     if not _is_utf8(reason):
         raise UsageError("the reason is not valid UTF-8")
     reason = reason.strip()
@@ -214,7 +222,7 @@ def yank(name: str, version: str, roots: Sequence[str], reason: str = "") -> int
 
 
 def unyank(name: str, version: str, roots: Sequence[str]) -> int:
-    project = _project_name(name)
+    project = project_name(name)
     version = _version_arg(version)
     yanked = load_yanks(roots).get(project, {})
     wanted = version_key(version)
