@@ -517,13 +517,13 @@ def create_app(
         snap = catalog.snapshot
         query = (bottle.request.query.getunicode("q") or "").strip()[: web.MAX_QUERY]
         raw_page = bottle.request.query.get("page") or "1"
-        if not (raw_page.isascii() and raw_page.isdigit()) or len(raw_page) > 6:
-            raise BadRequest("page must be a positive number")
-        if int(raw_page) < 1:
+        digits = raw_page.isascii() and raw_page.isdigit() and len(raw_page) <= 6
+        page = int(raw_page) if digits else 0
+        if page < 1:
             raise BadRequest("page must be a positive number")
         found = web.search_projects(snap, query)
         try:
-            first, pages = web.page_of(found, int(raw_page))
+            first, pages = web.page_of(found, page)
         except ValueError as exc:
             raise NotFound(f"no such page: {exc}") from None
 
@@ -537,7 +537,7 @@ def create_app(
             rows=found[first : first + web.PAGE_SIZE],
             total=len(found),
             first=first,
-            page=int(raw_page),
+            page=page,
             pages=pages,
             link=link,
         )

@@ -30,7 +30,7 @@ from .distfile import (
 )
 from .errors import UsageError
 from .records import MAX_REASON, load_yanks, set_yank
-from .storage import describe, is_hidden, iter_dist_files
+from .storage import confined, describe, is_hidden, iter_dist_files
 
 __all__ = [
     "check",
@@ -327,12 +327,10 @@ def check(
         path = os.path.join(root, *relpath.split("/"))
         shown = _shown(path)
         # The index's own rules (storage.Indexer._checked_path): what it skips is reported.
-        if os.path.islink(path) and not any(
-            os.path.realpath(path).startswith(r + os.sep) for r in real_roots
-        ):
+        if not confined(path, real_roots):
             problems.append(f"skipped by the index {shown}: a link that leaves the directory")
             continue
-        if shown != path:
+        if not _is_utf8(path):
             problems.append(f"skipped by the index {shown}: the name is not UTF-8")
             continue
         try:

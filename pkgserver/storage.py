@@ -42,7 +42,7 @@ from .distfile import (
 )
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
 
-__all__ = ["Indexer", "MetadataStore", "describe", "is_hidden", "iter_dist_files"]
+__all__ = ["Indexer", "MetadataStore", "confined", "describe", "is_hidden", "iter_dist_files"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,15 @@ def iter_dist_files(root: str, links: set[str] | None = None) -> Iterator[tuple[
                 continue
             if stat.S_ISREG(st.st_mode):
                 yield rel, FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def confined(path: str, real_roots: Sequence[str]) -> bool:
+    """Whether a file found by a walk stays inside the roots (their real paths). Folders are
+    walked without following links, so only the file itself can be one."""
+    if not os.path.islink(path):
+        return True
+    real = os.path.realpath(path)
+    return any(real.startswith(r + os.sep) for r in real_roots)
 
 
 def describe(
@@ -600,11 +609,7 @@ class Indexer:
         return None
 
     def _confined(self, path: str) -> bool:
-        # Folders are walked without following links, so only the file itself can be one.
-        if not os.path.islink(path):
-            return True
-        real = os.path.realpath(path)
-        return any(real.startswith(r + os.sep) for r in self._real_roots)
+        return confined(path, self._real_roots)
 
     def _warn_once(self, relpath: str, message: str) -> None:
         if relpath not in self._warned:
