@@ -337,13 +337,7 @@ class Catalog:
                     projects.pop(name, None)
             new = Snapshot(projects, files, by_filename, old.generation + 1)
             self.snapshot = new
-        # The renderings of what was replaced would only take budget from live pages (a reader
-        # still holding the old snapshot renders again, as it would after an eviction).
-        old.cache.clear()
-        for name in touched:
-            replaced = old.projects.get(name)
-            if replaced is not None and new.projects.get(name) is not replaced:
-                replaced.cache.clear()
+        _drop_renderings(old, new, touched)
         if self.on_new_projects is not None:
             appeared = {n for n in touched if n in new.projects and n not in old.projects}
             if appeared:
@@ -369,7 +363,15 @@ class Catalog:
                 projects[name] = Project(name, old.projects[name].files, self._yanks.get(name))
             new = Snapshot(projects, old.files, old.by_filename, old.generation + 1)
             self.snapshot = new
-        old.cache.clear()
-        for name in touched:
-            old.projects[name].cache.clear()
+        _drop_renderings(old, new, touched)
         return new
+
+
+def _drop_renderings(old: Snapshot, new: Snapshot, touched: Iterable[str]) -> None:
+    """Free the renderings of what a new snapshot replaced: they would only take budget from
+    live pages (a reader still holding the old snapshot renders again, as after an eviction)."""
+    old.cache.clear()
+    for name in touched:
+        replaced = old.projects.get(name)
+        if replaced is not None and new.projects.get(name) is not replaced:
+            replaced.cache.clear()
