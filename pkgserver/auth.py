@@ -22,7 +22,7 @@ from passlib.apache import HtpasswdFile
 from passlib.context import CryptContext
 
 from .errors import Busy, Forbidden, Unauthorized
-from .fsutil import Stamp, file_stamp
+from .fsutil import ChangeWatch, file_stamp
 
 __all__ = ["Authenticator", "Credentials", "load_htpasswd", "parse_basic"]
 
@@ -78,6 +78,28 @@ def load_htpasswd(path: str) -> HtpasswdFile:
     return HtpasswdFile(path, context=HTPASSWD_CONTEXT)
 
 
+# Verified when no real hash can be (an unknown user, a disabled entry such as "locked:!", a
+# file with no usable entry), so that such a check costs what a real one does. bcrypt at the
+# cost Apache's `htpasswd -B` uses by default.
+_FALLBACK_DECOY = "$2y$05$5EU6TcJ7AVUNA0Wvk92HA.bNEjNMpW3ciPtsuOqxxkkebmh2eEiA."
+
+
+def _decoy_hash(htpasswd: HtpasswdFile) -> str:
+    """A hash of the file that verifies like a real one: the first entry the context knows."""
+    for user in htpasswd.users():
+        stored = htpasswd.get_hash(user)
+        if stored and _known_hash(stored):
+            return stored.decode("ascii") if isinstance(stored, bytes) else str(stored)
+    return _FALLBACK_DECOY
+
+
+def _known_hash(stored: str | bytes) -> bool:
+    try:
+        return HTPASSWD_CONTEXT.identify(stored, required=False) is not None
+    except (ValueError, TypeError):
+        return False
+
+
 class Authenticator:
     """``check(action, header)`` returns the user name (or None for open actions) or raises."""
 
@@ -88,8 +110,11 @@ class Authenticator:
         self.protected = protected
         self._lock = threading.Lock()
         self._htpasswd: HtpasswdFile | None = None
-        self._stamp: Stamp | None = None
-        self._next_check = 0.0
+        self._decoy = _FALLBACK_DECOY
+        # Bumped whenever the users change: a verification that began before a reload is not
+        # remembered after it (a deleted user must not stay logged in for CACHE_TTL).
+        self._generation = 0
+        self._watch = ChangeWatch(lambda: file_stamp(password_file or ""), every=RECHECK_SECONDS)
         self._key = secrets.token_bytes(32)
         # Password checks (bcrypt: a core for a quarter second each) run on all cores but one,
         # and at most half the worker threads (``threads``) may be checking or waiting to:
@@ -100,8 +125,9 @@ class Authenticator:
         self._missing_since: float | None = None
         self._verified: dict[bytes, float] = {}
         if password_file:
+            self._watch.mark()
             self._htpasswd = load_htpasswd(password_file)
-            self._stamp = file_stamp(password_file)
+            self._decoy = _decoy_hash(self._htpasswd)
 
     def requires(self, action: str) -> bool:
         return action in self.protected
@@ -133,7 +159,7 @@ class Authenticator:
         now = time.monotonic()
         with self._lock:
             expires = self._verified.get(token)
-            htpasswd = self._htpasswd
+            htpasswd, decoy, generation = self._htpasswd, self._decoy, self._generation
         if expires is not None and expires > now:
             return True
         if htpasswd is None:
@@ -146,43 +172,29 @@ class Authenticator:
             if not self._checks.acquire(timeout=CHECK_WAIT):
                 raise Busy("too many password checks at once; try again")
             try:
-                ok = self._check_password(htpasswd, user, password)
+                ok = _check_password(htpasswd, decoy, user, password)
             finally:
                 self._checks.release()
         finally:
             self._admitted.release()
         if ok:
             with self._lock:
-                if len(self._verified) >= CACHE_MAX:
-                    self._verified.clear()
-                self._verified[token] = now + CACHE_TTL
+                # The users changed during the check: its answer serves this request, which
+                # began before, but is not remembered.
+                if self._generation == generation:
+                    if len(self._verified) >= CACHE_MAX:
+                        self._verified.clear()
+                    self._verified[token] = now + CACHE_TTL
         return ok
-
-    def _check_password(self, htpasswd: HtpasswdFile, user: str, password: str) -> bool:
-        try:
-            stored = htpasswd.get_hash(user)
-            if stored is None:
-                # Spend the time a real check would (against some user's hash, result thrown
-                # away), so that unknown users cannot be told apart by timing.
-                users = htpasswd.users()
-                if users:
-                    decoy = users[0]
-                    _safe_verify(lambda: htpasswd.check_password(decoy, password) is True)
-                return False
-            return _safe_verify(lambda: htpasswd.check_password(user, password) is True)
-        except Exception:  # a malformed entry must not turn into a 500
-            log.warning("could not verify a password for user %r", user)
-            return False
 
     def _maybe_reload(self) -> None:
         if not self.password_file:
             return
+        changed = self._watch.check()
+        if changed is None:
+            return  # looked less than a second ago
         now = time.monotonic()
-        if now < self._next_check:
-            return
-        self._next_check = now + RECHECK_SECONDS
-        stamp = file_stamp(self.password_file)
-        if stamp is None:
+        if self._watch.last is None:
             # Gone. An editor may be replacing it: wait a moment, then let no one in.
             if self._missing_since is None:
                 self._missing_since = now
@@ -190,24 +202,41 @@ class Authenticator:
                 log.warning(
                     "%s is gone: refusing every password until it is back", self.password_file
                 )
-                with self._lock:
-                    self._htpasswd = None
-                    self._stamp = None
-                    self._verified.clear()
+                self._replace(None)
             return
         self._missing_since = None
-        if stamp == self._stamp:
+        if not changed and self._htpasswd is not None:
             return
         try:
             fresh = load_htpasswd(self.password_file)
         except (OSError, ValueError) as exc:
             log.warning("keeping the previous users: cannot read %s: %s", self.password_file, exc)
             return
-        with self._lock:
-            self._htpasswd = fresh
-            self._stamp = stamp
-            self._verified.clear()  # a removed user or a changed password takes effect now
+        self._replace(fresh)
         log.info("reloaded %s", self.password_file)
+
+    def _replace(self, htpasswd: HtpasswdFile | None) -> None:
+        decoy = _decoy_hash(htpasswd) if htpasswd is not None else _FALLBACK_DECOY
+        with self._lock:
+            self._htpasswd = htpasswd
+            self._decoy = decoy
+            self._generation += 1
+            self._verified.clear()  # a removed user or a changed password takes effect now
+
+
+def _check_password(htpasswd: HtpasswdFile, decoy: str, user: str, password: str) -> bool:
+    """Whether ``password`` is ``user``'s. An unknown user, or an entry that can never log in
+    (``locked:!``, an empty or unknown hash), spends one real verification of the decoy hash,
+    result thrown away, so that neither can be told apart from a wrong password by timing."""
+    try:
+        stored = htpasswd.get_hash(user)
+        if stored is not None and _known_hash(stored):
+            return _safe_verify(lambda: HTPASSWD_CONTEXT.verify(password, stored) is True)
+        _safe_verify(lambda: HTPASSWD_CONTEXT.verify(password, decoy))
+        return False
+    except Exception:  # a malformed entry must not turn into a 500
+        log.warning("could not verify a password for user %r", user)
+        return False
 
 
 def _safe_verify(check: Callable[[], bool]) -> bool:

@@ -15,35 +15,36 @@ read from every package directory; a running server re-reads it within a second 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
-import time
 from collections.abc import Iterable, Sequence
 
-from .fsutil import Stamp, file_stamp, write_atomically
+from .fsutil import ChangeWatch
+from .records import HOSTED_FILE, STATE_DIR, RecordDir
 
 log = logging.getLogger(__name__)
 
 __all__ = ["NAMES_FILE", "HostedNames"]
 
-NAMES_FILE = os.path.join(".pkgserver", "hosted-projects")
-_VALID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")  # normalized (PEP 503) names only
+NAMES_FILE = f"{STATE_DIR}/{HOSTED_FILE}"
+_VALID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # normalized (PEP 503) names only (fullmatch)
 RELOAD_EVERY = 1.0
 
 
 class HostedNames:
     """A set of normalized project names, persisted in ``<root>/.pkgserver/hosted-projects``."""
 
-    def __init__(self, roots: Sequence[str]) -> None:
-        self.paths = [os.path.join(root, NAMES_FILE) for root in roots]
+    def __init__(self, roots: Sequence[str], reload_every: float = RELOAD_EVERY) -> None:
+        self.folders = [RecordDir(root) for root in roots]
+        self.paths = [f.file(HOSTED_FILE) for f in self.folders]
         self._lock = threading.Lock()
         self._names: frozenset[str] = frozenset()
         self._unsaved: set[str] = set()  # claimed while the file could not be written
-        self._stamps: list[Stamp | None] = []
-        self._checked = 0.0
-        self._warned = False
+        self._watch = ChangeWatch(self._stamps, every=reload_every)
         self.reload()
+
+    def _stamps(self) -> list[object]:
+        return [f.stamp(HOSTED_FILE) for f in self.folders]
 
     # -- reading ---------------------------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
@@ -55,28 +56,25 @@ class HostedNames:
         return self._names
 
     def _maybe_reload(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < RELOAD_EVERY:
-            return
-        self._checked = now
-        if [file_stamp(p) for p in self.paths] != self._stamps:
-            self.reload()
+        if self._watch.changed():
+            self._load()
 
     def reload(self) -> None:
+        self._watch.mark()
+        self._load()
+
+    def _load(self) -> None:
         with self._lock:
-            stamps = [file_stamp(p) for p in self.paths]
             names: set[str] = set()
-            for path in self.paths:
-                names.update(_read(path))
+            for folder in self.folders:
+                names.update(_read(folder))
             self._names = frozenset(names | self._unsaved)
-            self._stamps = stamps
-            self._checked = time.monotonic()
 
     # -- writing ---------------------------------------------------------------------------------
     def add(self, names: Iterable[str]) -> None:
         """Claim these names (appended to the first directory's file). Never raises: on a
         read-only directory the claim holds in memory for as long as the server runs."""
-        new = {n for n in names if n not in self._names and _VALID.match(n)}
+        new = {n for n in names if n not in self._names and _VALID.fullmatch(n)}
         if not new:
             return
         with self._lock:
@@ -84,52 +82,49 @@ class HostedNames:
             if not new:
                 return
             self._names = self._names | new
-            path = self.paths[0]
+            folder = self.folders[0]
             try:
-                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                try:
-                    os.write(fd, "".join(f"{n}\n" for n in sorted(new)).encode("ascii"))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                self._stamps[0] = file_stamp(path)
+                folder.append(HOSTED_FILE, "".join(f"{n}\n" for n in sorted(new)).encode("ascii"))
             except OSError as exc:
                 self._unsaved |= new
-                if not self._warned:
-                    self._warned = True
-                    log.warning(
-                        "cannot record hosted project names in %s (%s): they are protected from "
-                        "the fallback only while this server runs",
-                        path,
-                        exc.strerror or exc,
-                    )
+                folder.warn_once(
+                    "new hosted names are protected from the fallback index only while this "
+                    "server runs",
+                    exc,
+                )
 
     def forget(self, name: str) -> bool:
-        """Lift the claim on ``name`` in every directory's file; whether it was there."""
+        """Lift the claim on ``name`` in every directory's file; whether it was there.
+        Raises OSError when a record cannot be read or written."""
         found = False
         with self._lock:
-            for path in self.paths:
-                names = _read(path)
-                if name not in names:
-                    continue
-                found = True
-                names.discard(name)
-                # Atomic: a server reading it meanwhile sees the old list or the new one.
-                content = "".join(f"{n}\n" for n in sorted(names)).encode("ascii")
-                write_atomically(path, content, 0o644)
+            for folder in self.folders:
+                with folder.locked():
+                    names = _read(folder, strict=True)
+                    if name not in names:
+                        continue
+                    found = True
+                    names.discard(name)
+                    # Atomic: a server reading it meanwhile sees the old list or the new one.
+                    content = "".join(f"{n}\n" for n in sorted(names)).encode("ascii")
+                    folder.replace(HOSTED_FILE, content)
             self._names = self._names - {name}
             self._unsaved.discard(name)
-            self._stamps = [file_stamp(p) for p in self.paths]
         return found
 
 
-def _read(path: str) -> set[str]:
+def _read(folder: RecordDir, strict: bool = False) -> set[str]:
+    """The names in one folder's record (junk lines ignored). A record that cannot be read is
+    reported once and counts as empty, or (``strict``, for a command that rewrites it) raises."""
     try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            return {line.strip() for line in fh if _VALID.match(line.strip())}
-    except FileNotFoundError:
-        return set()
+        data = folder.read(HOSTED_FILE)
     except OSError as exc:
-        log.warning("cannot read %s: %s", path, exc.strerror or exc)
+        if strict:
+            raise
+        folder.warn_once("the names it records are not claimed", exc)
         return set()
+    folder.all_well(HOSTED_FILE)
+    if data is None:
+        return set()
+    text = data.decode("ascii", errors="replace")
+    return {line.strip() for line in text.splitlines() if _VALID.fullmatch(line.strip())}

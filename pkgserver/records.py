@@ -1,23 +1,31 @@
-"""What the index records beside the files: yanked releases and who uploaded what.
+"""What the index records beside the files: hosted names, yanked releases, who uploaded what.
 
-Both live in the package directory (``.pkgserver/`` in each root), like the hosted-names record:
-they belong to the files and must travel with them (backups, volumes), unlike the index cache.
+They live in the package directory (``.pkgserver/`` in each root): they belong to the files and
+must travel with them (backups, volumes), unlike the index cache.
 
+- ``.pkgserver/hosted-projects``: a normalized project name per line (see pkgserver.hosted).
 - ``.pkgserver/yanked.json``: ``{"yanked": {project: {version: reason}}}`` (PEP 592; the reason
   may be empty). Written whole, atomically, by ``pkgserver yank`` / ``unyank``; the server
   reads every root's file and re-reads it within a second of a change.
 - ``.pkgserver/uploads.jsonl``: one JSON object per upload (``file``, ``sha256``, ``user``,
   ``time``), appended by the server with one ``write`` per line. An entry counts only while the
   file still has the recorded sha256: a file replaced by other means has no known uploader.
+
+Anyone who can copy files into the package directory can also put things where these records
+are expected: a FIFO, a link to ``/dev/zero`` or to another file, a linked or foreign folder.
+So every record is reached one way, through :class:`RecordDir`, and anything odd is refused with
+one log line while the server goes on serving.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
+import secrets
 import stat
 import threading
 import time
@@ -25,53 +33,270 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from packaging.utils import canonicalize_name
 
-from .fsutil import Stamp, file_stamp, write_atomically
+from .fsutil import ChangeWatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["UPLOADS_FILE", "YANKED_FILE", "UploadLog", "Yanks", "load_yanks", "set_yank"]
+__all__ = [
+    "HOSTED_FILE",
+    "STATE_DIR",
+    "UPLOADS_FILE",
+    "YANKED_FILE",
+    "RecordDir",
+    "UnsafeRecord",
+    "UploadLog",
+    "Yanks",
+    "load_yanks",
+    "set_yank",
+]
 
 STATE_DIR = ".pkgserver"
-YANKED_FILE = os.path.join(STATE_DIR, "yanked.json")
-UPLOADS_FILE = os.path.join(STATE_DIR, "uploads.jsonl")
+HOSTED_FILE = "hosted-projects"
+YANKED_FILE = "yanked.json"
+UPLOADS_FILE = "uploads.jsonl"
+LOCK_FILE = "lock"
 MAX_REASON = 500  # characters: a line of text, not a document
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # a record larger than this is not read (nor trusted)
+_MAX_WARNINGS = 100
 
 YankMap = Mapping[str, Mapping[str, str]]
 
 
-def _open_record(path: str, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
-    """A record file's descriptor: never through a symbolic link (of the file or of its
-    ``.pkgserver`` folder), never blocking on a FIFO, only a regular file."""
-    directory, name = os.path.split(path)
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+class UnsafeRecord(OSError):
+    """A record folder or file that is not what it must be (a link, a FIFO, a foreign folder,
+    too large): refused, never read or written through."""
+
+
+class RecordDir:
+    """``<root>/.pkgserver``, and the record files in it, reached safely.
+
+    - The folder is opened once per operation, never through a symbolic link, and must be a real
+      directory owned by this process's user, by the package directory's owner or by root, and
+      not writable by everyone. Files are then opened relative to that descriptor: what was
+      checked is what is used, even if the folder is renamed or swapped meanwhile.
+    - Files: never through a link (O_NOFOLLOW), never blocking (O_NONBLOCK: a FIFO), regular
+      files only; a file written in place (appended to) must have no other hard link; reads
+      are bounded (``MAX_RECORD_BYTES``).
+    - Whole files are replaced atomically (a temp file in the folder, renamed over the name).
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.path = os.path.join(root, STATE_DIR)
+        self._warned: set[str] = set()
+        self._warn_lock = threading.Lock()
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    # -- the folder ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _folder(self, create: bool = False) -> Iterator[int | None]:
+        """The folder's descriptor, checked; None if it does not exist (and ``create`` is off)."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        rfd = os.open(self.root, flags)  # the package directory itself may be a link: given
+        try:
+            if create:
+                try:
+                    os.mkdir(STATE_DIR, 0o755, dir_fd=rfd)
+                except FileExistsError:
+                    pass
+            try:
+                dfd = os.open(STATE_DIR, flags | os.O_NOFOLLOW, dir_fd=rfd)
+            except FileNotFoundError:
+                if create:
+                    raise
+                dfd = None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeRecord(
+                        errno.ELOOP,
+                        "not a real folder (a symbolic link or a file); records are kept only "
+                        "in a real folder",
+                        self.path,
+                    ) from None
+                raise
+            if dfd is not None:
+                try:
+                    self._check_folder(os.fstat(dfd), os.fstat(rfd))
+                except BaseException:
+                    os.close(dfd)
+                    raise
+        finally:
+            os.close(rfd)
+        try:
+            yield dfd
+        finally:
+            if dfd is not None:
+                os.close(dfd)
+
+    def _check_folder(self, st: os.stat_result, root_st: os.stat_result) -> None:
+        euid = os.geteuid()
+        if st.st_uid not in (euid, root_st.st_uid, 0):
+            raise UnsafeRecord(
+                errno.EPERM,
+                f"owned by uid {st.st_uid}, which is neither this process's user ({euid}), "
+                f"the package directory's owner ({root_st.st_uid}) nor root",
+                self.path,
+            )
+        if st.st_mode & stat.S_IWOTH:
+            raise UnsafeRecord(errno.EPERM, "writable by everyone", self.path)
+
+    def _open(self, dfd: int, name: str, flags: int) -> int:
+        writing = bool(flags & (os.O_WRONLY | os.O_RDWR))
+        try:
+            fd = os.open(
+                name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644, dir_fd=dfd
+            )
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeRecord(errno.ELOOP, "a symbolic link", self.file(name)) from None
+            if exc.errno == errno.ENXIO:  # a FIFO without a reader, opened for writing
+                raise UnsafeRecord(errno.ENXIO, "not a regular file", self.file(name)) from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafeRecord(errno.EINVAL, "not a regular file", self.file(name))
+            if writing and st.st_nlink != 1:
+                # Appending to a file hard-linked from elsewhere would write into that file.
+                raise UnsafeRecord(errno.EPERM, "a file with other hard links", self.file(name))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    # -- records ----------------------------------------------------------------------------------
+    def stamp(self, name: str) -> object:
+        """What changes when the record is edited or replaced, or its folder swapped: compare
+        two stamps to know whether to read it again."""
+        try:
+            with self._folder() as dfd:
+                if dfd is None:
+                    return None
+                folder = os.fstat(dfd)
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    return (folder.st_dev, folder.st_ino)
+                return (
+                    folder.st_dev,
+                    folder.st_ino,
+                    st.st_ino,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_mode,
+                    st.st_nlink,
+                )
+        except OSError as exc:
+            return ("unreachable", exc.errno, str(exc))
+
+    def read(self, name: str, limit: int = MAX_RECORD_BYTES) -> bytes | None:
+        """The record's bytes; None if it does not exist. Raises OSError (UnsafeRecord)."""
+        fd = self.open_for_reading(name)
+        if fd is None:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise UnsafeRecord(errno.EFBIG, f"larger than {limit} bytes", self.file(name))
+        return data
+
+    def open_for_reading(self, name: str) -> int | None:
+        """A descriptor of the record, checked; None if it does not exist."""
+        with self._folder() as dfd:
+            if dfd is None:
+                return None
+            try:
+                return self._open(dfd, name, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+
+    def append(self, name: str, data: bytes) -> None:
+        """Append with one ``write`` (lines of concurrent writers never interleave)."""
+        with self._folder(create=True) as dfd:
+            assert dfd is not None
+            fd = self._open(dfd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def replace(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        """Replace the record whole: a reader sees the old bytes or the new ones."""
+        with self._folder(create=True) as dfd:
+            assert dfd is not None
+            tmp = f".{name}-{secrets.token_hex(6)}"
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                mode,
+                dir_fd=dfd,
+            )
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fchmod(fd, mode)  # whatever the umask
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                raise
+            os.fsync(dfd)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialize read-modify-write of this folder's records between processes."""
+        with self._folder(create=True) as dfd:
+            assert dfd is not None
+            fd = self._open(dfd, LOCK_FILE, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def warn_once(self, consequence: str, exc: BaseException) -> None:
+        """One log line per problem with a record (they are polled every second, and read and
+        written by several parts): "<path>: <what is wrong>; <what it means>"."""
+        if isinstance(exc, OSError) and exc.filename:
+            problem = f"{exc.filename}: {exc.strerror or exc}"
+        else:
+            problem = str(exc)
+        with self._warn_lock:
+            if problem in self._warned:
+                return
+            if len(self._warned) >= _MAX_WARNINGS:
+                self._warned.clear()
+            self._warned.add(problem)
+        log.warning("%s; %s", problem, consequence)
+
+    def all_well(self, name: str) -> None:
+        """The record read fine: a problem with it that comes back is worth a line again."""
+        if self._warned:
+            prefix = self.file(name) + ":"
+            with self._warn_lock:
+                self._warned = {p for p in self._warned if not p.startswith(prefix)}
+
+
+# -- yanks ---------------------------------------------------------------------------------------
+def _yanks_in(records: RecordDir) -> dict[str, dict[str, str]]:
+    """The yanks recorded in one folder; a missing file has none, a damaged one is reported."""
     try:
-        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=dfd)
-    finally:
-        os.close(dfd)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{path} is not a regular file")
-    return fd
-
-
-def _read_json(path: str) -> object:
-    with os.fdopen(_open_record(path), "rb") as fh:
-        data = fh.read(MAX_RECORD_BYTES + 1)
-    if len(data) > MAX_RECORD_BYTES:
-        raise ValueError("too large")
-    return json.loads(data)
-
-
-def _yanks_in(path: str) -> dict[str, dict[str, str]]:
-    """The yanks recorded in one file; a missing file has none, a damaged one is reported."""
-    try:
-        doc = _read_json(path)
-    except FileNotFoundError:
-        return {}
+        data = records.read(YANKED_FILE)
+        if data is None:
+            return {}
+        doc = json.loads(data)
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: [[[[... nesting
-        log.warning("cannot read %s (%s): its yanks are not shown", path, exc)
+        records.warn_once("its yanks are not shown", exc)
         return {}
+    records.all_well(YANKED_FILE)
     out: dict[str, dict[str, str]] = {}
     table = doc.get("yanked") if isinstance(doc, dict) else None
     if not isinstance(table, dict):
@@ -86,30 +311,19 @@ def _yanks_in(path: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def load_yanks(roots: Sequence[str]) -> dict[str, dict[str, str]]:
-    """Every root's yanks together (the first root's reason wins when two differ)."""
+def _merge_yanks(folders: Sequence[RecordDir]) -> dict[str, dict[str, str]]:
+    """Every folder's yanks together (the first root's reason wins when two differ)."""
     merged: dict[str, dict[str, str]] = {}
-    for root in roots:
-        for project, versions in _yanks_in(os.path.join(root, YANKED_FILE)).items():
+    for records in folders:
+        for project, versions in _yanks_in(records).items():
             target = merged.setdefault(project, {})
             for version, reason in versions.items():
                 target.setdefault(version, reason)
     return merged
 
 
-@contextlib.contextmanager
-def _locked(root: str) -> Iterator[None]:
-    """Serialize read-modify-write of a root's records between concurrent commands."""
-    directory = os.path.join(root, STATE_DIR)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    if os.path.islink(directory):
-        raise OSError(f"{directory} is a symbolic link; records are kept only in a real folder")
-    fd = _open_record(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def load_yanks(roots: Sequence[str]) -> dict[str, dict[str, str]]:
+    return _merge_yanks([RecordDir(r) for r in roots])
 
 
 def set_yank(roots: Sequence[str], project: str, version: str, reason: str | None) -> bool:
@@ -121,11 +335,11 @@ def set_yank(roots: Sequence[str], project: str, version: str, reason: str | Non
     changed = False
     targets = roots[:1] if reason is not None else roots
     for root in targets:
-        path = os.path.join(root, YANKED_FILE)
-        if reason is None and not os.path.exists(path):
+        records = RecordDir(root)
+        if reason is None and records.read(YANKED_FILE) is None:
             continue
-        with _locked(root):
-            table = _yanks_in(path)
+        with records.locked():
+            table = _yanks_in(records)
             versions = table.setdefault(project, {})
             if reason is None:
                 if versions.pop(version, None) is None:
@@ -138,62 +352,38 @@ def set_yank(roots: Sequence[str], project: str, version: str, reason: str | Non
                 versions[version] = reason
             doc = {"yanked": {p: dict(sorted(v.items())) for p, v in sorted(table.items())}}
             body = json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n"
-            write_atomically(path, body, 0o644)
+            records.replace(YANKED_FILE, body)
             changed = True
     return changed
 
 
-class _Polled:
-    """A set of files re-read when their stamps change, looked at no more than once a second."""
-
-    every = 1.0
-
-    def __init__(self, paths: Sequence[str]) -> None:
-        self.paths = list(paths)
-        self._stamps: list[Stamp | None] | None = None
-        self._checked = 0.0
-        self._lock = threading.Lock()
-
-    def changed(self) -> bool:
-        """Whether the files differ from when this was last true (rate-limited)."""
-        now = time.monotonic()
-        if self._stamps is not None and now - self._checked < self.every:
-            return False
-        with self._lock:
-            self._checked = now
-            stamps = [file_stamp(p) for p in self.paths]
-            if stamps == self._stamps:
-                return False
-            self._stamps = stamps
-            return True
-
-
-class Yanks(_Polled):
+class Yanks:
     """The yanks of a set of roots, for a running server to poll."""
 
-    every = 0.0  # polled by the indexer's loop, which wakes at least once a second
-
     def __init__(self, roots: Sequence[str]) -> None:
-        super().__init__([os.path.join(r, YANKED_FILE) for r in roots])
-        self.roots = list(roots)
+        self.folders = [RecordDir(r) for r in roots]
+        # Polled by the indexer's loop, which wakes at least once a second.
+        self._watch = ChangeWatch(lambda: [f.stamp(YANKED_FILE) for f in self.folders], every=0)
 
     def poll(self) -> dict[str, dict[str, str]] | None:
         """The current yanks if the records changed since the last poll, else None."""
-        if not self.changed():
+        if not self._watch.changed():
             return None
-        return load_yanks(self.roots)
+        return _merge_yanks(self.folders)
 
 
-class UploadLog(_Polled):
+# -- who uploaded what --------------------------------------------------------------------------
+class UploadLog:
     """Who uploaded which file: appended to by the server, read for the web pages."""
 
     def __init__(self, roots: Sequence[str]) -> None:
-        super().__init__([os.path.join(r, UPLOADS_FILE) for r in roots])
+        self.folders = [RecordDir(r) for r in roots]
+        self._watch = ChangeWatch(lambda: [f.stamp(UPLOADS_FILE) for f in self.folders])
+        self._lock = threading.Lock()
         self._entries: dict[str, tuple[str, str]] = {}  # relpath -> (sha256, user)
         self._origin: dict[str, int] = {}  # relpath -> index of the root whose log named it
         self._read_to: dict[int, tuple[int, int]] = {}  # root index -> (inode, offset read)
         self._reload_lock = threading.Lock()
-        self._warned = False
 
     def record(self, relpath: str, sha256: str, user: str | None) -> None:
         """Append an upload to the first root's log. Never raises: the upload is published
@@ -202,24 +392,17 @@ class UploadLog(_Polled):
             {"file": relpath, "sha256": sha256, "user": user, "time": round(time.time(), 3)},
             ensure_ascii=False,
         )
-        path = self.paths[0]
+        records = self.folders[0]
         try:
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            fd = _open_record(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            try:
-                os.write(fd, line.encode() + b"\n")  # one write: lines never interleave
-            finally:
-                os.close(fd)
+            records.append(UPLOADS_FILE, line.encode() + b"\n")
         except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("cannot record uploaders in %s: %s", path, exc.strerror or exc)
+            records.warn_once("uploaders are not recorded", exc)
         with self._lock:
             self._entries[relpath] = (sha256, user or "")
 
     def uploader(self, relpath: str, sha256: str) -> str | None:
         """The user who uploaded the file with these bytes, if known."""
-        if self.changed():
+        if self._watch.changed():
             with self._reload_lock:
                 self._reload()
         found = self._entries.get(relpath)
@@ -231,11 +414,14 @@ class UploadLog(_Polled):
         """Read what was appended since the last read (the whole file if it was replaced or
         cut); of a file larger than MAX_RECORD_BYTES, the newest part."""
         entries = dict(self._entries)
-        for index in reversed(range(len(self.paths))):  # the first root's entries win
-            path = self.paths[index]
+        for index in reversed(range(len(self.folders))):  # the first root's entries win
+            records = self.folders[index]
             try:
-                fd = _open_record(path)
-            except OSError:
+                fd = records.open_for_reading(UPLOADS_FILE)
+            except OSError as exc:
+                records.warn_once("uploaders recorded there are not shown", exc)
+                continue
+            if fd is None:
                 continue
             with os.fdopen(fd, "rb") as fh:
                 st = os.fstat(fh.fileno())

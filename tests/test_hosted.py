@@ -18,7 +18,6 @@ import webtest
 from builders import make_wheel
 from server import client_env, output, run_client, running_server, server_env
 
-from pkgserver import hosted as hosted_module
 from pkgserver.app import create_app
 from pkgserver.catalog import Catalog
 from pkgserver.config import Settings
@@ -46,14 +45,12 @@ def test_names_persist_and_are_read_from_every_directory(tmp_path: Path) -> None
     assert HostedNames([str(a), str(b)]).names() == {"corp-utils", "corp-app"}
 
 
-def test_a_running_server_sees_an_edit_within_a_second(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_running_server_sees_an_edit_within_a_second(tmp_path: Path) -> None:
     names = HostedNames([str(tmp_path)])
     names.add({"corp-utils"})
     HostedNames([str(tmp_path)]).forget("corp-utils")  # another process: pkgserver forget
     assert "corp-utils" in names  # checked at most once a second
-    monkeypatch.setattr(hosted_module, "RELOAD_EVERY", 0.0)
+    names._watch.every = 0.0
     assert "corp-utils" not in names
 
 

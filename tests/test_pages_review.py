@@ -129,7 +129,7 @@ def test_a_large_upload_log_keeps_its_newest_entries(
     assert reader.uploader("p-99.whl", f"{99:064d}") == "user99"
     assert reader.uploader("p-0.whl", f"{0:064d}") is None  # beyond the newest 4 KB
     writer.record("p-100.whl", f"{100:064d}", "late")  # appended: read incrementally
-    reader._checked = 0.0
+    reader._watch.every = 0.0
     assert reader.uploader("p-100.whl", f"{100:064d}") == "late"
     assert reader.uploader("p-99.whl", f"{99:064d}") == "user99"
 

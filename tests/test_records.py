@@ -1,0 +1,206 @@
+"""The records beside the packages (``.pkgserver/``), reached one way: pkgserver.records.RecordDir.
+
+Anyone who can copy files into the package directory can also put something odd where a record
+is expected. Each case here was a hang, a memory blow-up or a write outside the directory
+before every record went through RecordDir; each must now be refused quickly, change nothing
+outside, and say so once in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pkgserver.hosted import HostedNames
+from pkgserver.records import (
+    HOSTED_FILE,
+    UPLOADS_FILE,
+    YANKED_FILE,
+    RecordDir,
+    UnsafeRecord,
+    UploadLog,
+    Yanks,
+    load_yanks,
+    set_yank,
+)
+
+
+def _state(root: Path) -> Path:
+    d = root / ".pkgserver"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+def _quickly(fn, seconds: float = 5.0):  # type: ignore[no-untyped-def]
+    """Run ``fn`` on a thread; fail if it has not returned within ``seconds`` (a hang)."""
+    result: list[object] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # handed to the test below
+            errors.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn} still running after {seconds}s: it hangs"
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def test_a_record_round_trips(tmp_path: Path) -> None:
+    rec = RecordDir(str(tmp_path))
+    assert rec.read(HOSTED_FILE) is None  # no folder yet
+    rec.append(HOSTED_FILE, b"a\n")
+    rec.append(HOSTED_FILE, b"b\n")
+    assert rec.read(HOSTED_FILE) == b"a\nb\n"
+    rec.replace(HOSTED_FILE, b"c\n")
+    assert rec.read(HOSTED_FILE) == b"c\n"
+    assert (tmp_path / ".pkgserver" / HOSTED_FILE).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in (tmp_path / ".pkgserver").iterdir()) == [HOSTED_FILE]
+
+
+def test_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(_state(tmp_path) / HOSTED_FILE)
+    rec = RecordDir(str(tmp_path))
+    with pytest.raises(UnsafeRecord, match="not a regular file"):
+        _quickly(lambda: rec.read(HOSTED_FILE))
+    with pytest.raises(UnsafeRecord):
+        _quickly(lambda: rec.append(HOSTED_FILE, b"x\n"))
+
+
+def test_a_link_to_dev_zero_is_refused_without_reading(tmp_path: Path) -> None:
+    (_state(tmp_path) / HOSTED_FILE).symlink_to("/dev/zero")
+    names = _quickly(lambda: HostedNames([str(tmp_path)]))
+    assert names.names() == frozenset()
+
+
+def test_a_link_to_another_file_is_never_written_through(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    root = tmp_path / "pkgs"
+    root.mkdir()
+    (_state(root) / HOSTED_FILE).symlink_to(outside)
+    (_state(root) / UPLOADS_FILE).symlink_to(outside)
+    names = HostedNames([str(root)])
+    names.add({"newcomer"})  # never raises: the claim holds in memory
+    assert "newcomer" in names
+    UploadLog([str(root)]).record("x-1.0.tar.gz", "0" * 64, "alice")
+    with pytest.raises(UnsafeRecord, match="symbolic link"):
+        RecordDir(str(root)).append(HOSTED_FILE, b"x\n")
+    assert outside.read_text() == "precious\n"
+
+
+def test_a_hard_linked_record_is_not_appended_to(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    root = tmp_path / "pkgs"
+    root.mkdir()
+    os.link(outside, _state(root) / UPLOADS_FILE)
+    UploadLog([str(root)]).record("x-1.0.tar.gz", "0" * 64, "alice")
+    assert outside.read_text() == "precious\n"
+
+
+def test_a_linked_state_folder_is_refused_for_reading_and_writing(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / HOSTED_FILE
+    victim.write_text("corp-app\n")
+    victim.chmod(0o600)
+    root = tmp_path / "pkgs"
+    root.mkdir()
+    (root / ".pkgserver").symlink_to(elsewhere)
+    rec = RecordDir(str(root))
+    with pytest.raises(UnsafeRecord, match="not a real folder"):
+        rec.read(HOSTED_FILE)
+    with pytest.raises(UnsafeRecord):
+        rec.replace(HOSTED_FILE, b"")
+    with pytest.raises(UnsafeRecord):
+        HostedNames([str(root)]).forget("corp-app")
+    with pytest.raises(OSError):
+        set_yank([str(root)], "corp-app", "1.0", "bad")
+    assert victim.read_text() == "corp-app\n"
+    assert victim.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in elsewhere.iterdir()) == [HOSTED_FILE]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the folder to another user")
+def test_a_state_folder_of_another_user_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = _state(tmp_path)
+    (state / HOSTED_FILE).write_text("corp-app\n")
+    (state / YANKED_FILE).write_text('{"yanked": {"corp-app": {"1.0": ""}}}')
+    os.chown(state, 12345, 12345)
+    with caplog.at_level(logging.WARNING):
+        names = HostedNames([str(tmp_path)])
+        assert names.names() == frozenset()
+        assert load_yanks([str(tmp_path)]) == {}
+    refusals = [r.getMessage() for r in caplog.records if "uid 12345" in r.getMessage()]
+    assert refusals and all(".pkgserver" in m for m in refusals)
+    os.chown(state, 0, 0)
+    assert HostedNames([str(tmp_path)]).names() == {"corp-app"}
+
+
+def test_a_folder_writable_by_everyone_is_refused(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    (state / HOSTED_FILE).write_text("corp-app\n")
+    state.chmod(0o777)
+    with pytest.raises(UnsafeRecord, match="writable by everyone"):
+        RecordDir(str(tmp_path)).read(HOSTED_FILE)
+    state.chmod(0o755)
+    assert RecordDir(str(tmp_path)).read(HOSTED_FILE) == b"corp-app\n"
+
+
+def test_an_oversized_record_is_refused_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pkgserver import records
+
+    monkeypatch.setattr(records, "MAX_RECORD_BYTES", 1024)
+    (_state(tmp_path) / HOSTED_FILE).write_text("corp-app\n" * 1000)
+    with pytest.raises(UnsafeRecord, match="larger than"):
+        RecordDir(str(tmp_path)).read(HOSTED_FILE, limit=1024)
+
+
+def test_a_problem_is_logged_once_while_polled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.mkfifo(_state(tmp_path) / YANKED_FILE)
+    yanks = Yanks([str(tmp_path)])
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):
+            yanks._watch.last = object()  # as if it changed: read again
+            assert yanks.poll() == {}
+    lines = [r for r in caplog.records if YANKED_FILE in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+
+
+def test_a_swapped_folder_is_seen_as_a_change(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    (state / HOSTED_FILE).write_text("corp-app\n")
+    names = HostedNames([str(tmp_path)], reload_every=0)
+    assert names.names() == {"corp-app"}
+    other = tmp_path / ".other"
+    other.mkdir()
+    (other / HOSTED_FILE).write_text("corp-app\n")
+    os.utime(other / HOSTED_FILE, ns=((state / HOSTED_FILE).stat().st_mtime_ns,) * 2)
+    state.rename(tmp_path / ".old")
+    other.rename(tmp_path / ".pkgserver")
+    (tmp_path / ".pkgserver" / HOSTED_FILE).write_text("corp-web\n")
+    time.sleep(0.01)
+    assert names.names() == {"corp-web"}
+
+
+def test_forget_refuses_a_fifo_at_once(tmp_path: Path) -> None:
+    os.mkfifo(_state(tmp_path) / HOSTED_FILE)
+    with pytest.raises(UnsafeRecord):
+        _quickly(lambda: HostedNames([str(tmp_path)]).forget("corp-app"))
