@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import heapq
+import html
 import io
 import re
 from collections.abc import Sequence
@@ -168,26 +169,42 @@ def _content_type(value: str | None) -> tuple[str, dict[str, str]]:
 
 def render_description(text: str, content_type: str | None) -> str:
     """Safe HTML of a project description: Markdown (GFM or CommonMark), reStructuredText (the
-    default, as on PyPI) or plain text, the way warehouse renders it."""
+    default, as on PyPI) or plain text, the way warehouse renders it.
+
+    Any description renders: one that the renderer cannot take (a RecursionError on 200
+    nested reST block quotes, or anything else it raises) is shown as plain text, escaped."""
     if not text.strip():
         return ""
     from readme_renderer import txt
 
     if len(text) > MAX_DESCRIPTION:
-        return str(txt.render(text[:MAX_DESCRIPTION] + "\n[... cut at 512 KB ...]"))
+        text = text[:MAX_DESCRIPTION] + "\n[... cut at 512 KB ...]"
+        content_type = "text/plain"
+    try:
+        rendered = _render_markup(text, content_type)
+    except Exception:  # RecursionError included: the text is the project's, not ours to fix
+        rendered = None
+    if rendered is None:  # text/plain, markup that does not parse, or a renderer that failed
+        try:
+            rendered = txt.render(text)
+        except Exception:
+            rendered = None
+    if rendered is None:
+        return "<pre>" + html.escape(text) + "</pre>"
+    return str(rendered)
+
+
+def _render_markup(text: str, content_type: str | None) -> str | None:
     kind, params = _content_type(content_type)
-    rendered: str | None = None
     if kind == "text/markdown":
         from readme_renderer import markdown
 
         variant = params.get("variant", "GFM")
-        rendered = markdown.render(
-            text, variant=variant if variant in ("GFM", "CommonMark") else "GFM"
-        )
-    elif kind in ("", "text/x-rst"):
+        out = markdown.render(text, variant=variant if variant in ("GFM", "CommonMark") else "GFM")
+        return None if out is None else str(out)
+    if kind in ("", "text/x-rst"):
         from readme_renderer import rst
 
-        rendered = rst.render(text, stream=io.StringIO())  # warnings are not the page's
-    if rendered is None:  # text/plain, or reStructuredText that does not parse
-        rendered = txt.render(text)
-    return str(rendered)
+        out = rst.render(text, stream=io.StringIO())  # warnings are not the page's
+        return None if out is None else str(out)
+    return None
