@@ -606,6 +606,49 @@ def test_plain_text_description_is_escaped(site_app) -> None:  # type: ignore[no
     assert "keeps its lines" in readme.get_text()
 
 
+@pytest.mark.parametrize(
+    ("description", "content_type"),
+    [
+        # ~200 nested block quotes: docutils recursed past the limit, and the page was a 500.
+        (
+            "\n\n".join(" " * i + f"quote {i} <script>alert(1)</script>" for i in range(0, 400, 2)),
+            None,
+        ),
+        (
+            "\n\n".join(" " * i + f"quote {i} <script>alert(1)</script>" for i in range(0, 400, 2)),
+            "text/x-rst",
+        ),
+        (">" * 2000 + " quote 398 <script>alert(1)</script>", "text/markdown"),
+        ("quote 398 <script>alert(1)</script> " + "x" * 600_000, None),  # beyond the bound
+    ],
+)
+def test_any_description_renders_or_falls_back_to_text(
+    tmp_path: Path, description: str, content_type: str | None
+) -> None:
+    headers = [("Description-Content-Type", content_type)] if content_type else []
+    make_wheel(tmp_path, "deep-pkg", "1.0", description=description, extra_headers=headers)
+    app, _ = make_testapp([tmp_path])
+    res = app.get("/project/deep-pkg/")  # 200, never a 500
+    assert "quote 398" in res.text
+    assert "<script>alert" not in res.text
+
+
+def test_a_renderer_that_fails_gives_escaped_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from readme_renderer import rst, txt
+
+    def broken(*_a: object, **_k: object) -> str:
+        raise RuntimeError("renderer bug")
+
+    monkeypatch.setattr(rst, "render", broken)
+    monkeypatch.setattr(txt, "render", broken)
+    make_wheel(tmp_path, "odd-pkg", "1.0", description="a <script>x</script> line")
+    app, _ = make_testapp([tmp_path])
+    readme = html(app.get("/project/odd-pkg/")).select_one(".readme")
+    assert readme.find("script") is None and "a <script>x</script> line" in readme.get_text()
+
+
 def test_no_description(site_app) -> None:  # type: ignore[no-untyped-def]
     soup = html(site_app.get("/project/demo-pkg/2.0/"))
     assert soup.select_one(".readme") is None
@@ -629,8 +672,8 @@ def test_every_file_of_every_version_with_size_time_hash_and_a_working_link(  # 
             assert f"-{version}" in path.name
             assert cells[1].get_text() == human_size(len(data))
             assert cells[2].time["datetime"] == iso(path.stat().st_mtime)
-            assert cells[3].get_text() == "—"
-            assert cells[4].get_text() == sha256(data)
+            assert len(cells) == 4  # no "By" column: no uploaders are shown here
+            assert cells[3].get_text() == sha256(data)
             assert row.select_one(".hash.narrow").get_text() == f"sha256 {sha256(data)}"
             download = site_app.get(resolve(url, link["href"]))
             assert sha256(download.body) == sha256(data)
@@ -657,28 +700,60 @@ def test_yanked_release_shows_badge_and_reason(site_app) -> None:  # type: ignor
     assert soup.select_one(".banner.yanked") is None
 
 
-def test_uploader_is_shown_and_escaped(site: Path) -> None:
-    settings = Settings(roots=(str(site),))
-    catalog = scan(site)
-    log = UploadLog([str(site)])
+def _uploader_app(site: Path, **settings: object):  # type: ignore[no-untyped-def]
     import webtest
 
-    app = webtest.TestApp(create_app(settings, catalog, upload_log=log))
+    log = UploadLog([str(site)])
     wheel = site / "demo_pkg-1.0-py3-none-any.whl"
     sdist = site / "demo_pkg-1.0.tar.gz"
     log.record(wheel.name, sha256(wheel.read_bytes()), "alice")
     log.record(sdist.name, sha256(b"other bytes"), "mallory")  # not these bytes: not shown
     other = site / "hostile_pkg-1.0-py3-none-any.whl"
     log.record(other.name, sha256(other.read_bytes()), HOSTILE)
-    soup = html(app.get("/project/demo-pkg/1.0/"))
-    by = {
-        row.td.a.get_text(): row.find_all("td")[3].get_text()
-        for row in soup.select("details#v1\\.0 tbody tr")
+    app = create_app(Settings(roots=(str(site),), **settings), scan(site), upload_log=log)  # type: ignore[arg-type]
+    return webtest.TestApp(app), wheel, sdist
+
+
+def _uploaders(res) -> dict[str, str] | None:  # type: ignore[no-untyped-def]
+    """File -> the "By" column of a release table, or None when the column is not there."""
+    table = html(res).select_one("details#v1\\.0 table")
+    heads = [th.get_text() for th in table.select("thead th")]
+    if "By" not in heads:
+        return None
+    column = heads.index("By")
+    return {
+        row.td.a.get_text(): row.find_all("td")[column].get_text()
+        for row in table.select("tbody tr")
     }
-    assert by == {wheel.name: "alice", sdist.name: "—"}
+
+
+def test_uploaders_are_shown_with_the_option_and_escaped(site: Path) -> None:
+    app, wheel, sdist = _uploader_app(site, show_uploaders=True)
+    assert _uploaders(app.get("/project/demo-pkg/1.0/")) == {wheel.name: "alice", sdist.name: "—"}
     res = app.get("/project/hostile-pkg/")
     assert html(res).select_one("tbody tr").find_all("td")[3].get_text() == HOSTILE
     assert HOSTILE not in res.text
+
+
+def test_uploaders_are_not_shown_to_anyone_on_an_open_index(site: Path) -> None:
+    # Login names tell an attacker whom to phish: an index anyone may list shows none.
+    app, _, _ = _uploader_app(site)
+    res = app.get("/project/demo-pkg/1.0/")
+    assert _uploaders(res) is None and "alice" not in res.text
+
+
+def test_uploaders_are_shown_to_those_who_list_with_credentials(site: Path, tmp_path: Path) -> None:
+    from passlib.hash import bcrypt
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("bob:" + bcrypt.using(rounds=4).hash("pw") + "\n")
+    app, wheel, sdist = _uploader_app(
+        site, password_file=str(htpasswd), authenticate=frozenset({"list", "update"})
+    )
+    app.get("/project/demo-pkg/1.0/", status=401)
+    app.authorization = ("Basic", ("bob", "pw"))
+    res = app.get("/project/demo-pkg/1.0/")
+    assert _uploaders(res) == {wheel.name: "alice", sdist.name: "—"}
 
 
 @pytest.mark.parametrize(
@@ -892,6 +967,6 @@ def test_simple_index_and_unknown_routes_are_unchanged(clash_app) -> None:  # ty
     assert res.headers["Content-Type"].startswith("text/plain")
     res = app.get("/packages/nope-1.0.tar.gz", status=404)
     assert res.headers["Content-Type"].startswith("text/plain")
-    app.get("/packages/", status=404)
+    assert "project-1.0-py3-none-any.whl" in app.get("/packages/").text  # pypiserver's listing
     app.get("/-/", status=404)
     assert redirect_target(app, "/simple") == "/simple/"

@@ -75,7 +75,7 @@
       % end
     </summary>
     <div class="table"><table>
-      <thead><tr><th>File</th><th>Size</th><th>Uploaded</th><th>By</th><th>sha256</th></tr></thead>
+      <thead><tr><th>File</th><th>Size</th><th>Uploaded</th>{{!'<th>By</th>' if uploader else ''}}<th>sha256</th></tr></thead>
       <tbody>
       % for f in project.files_of(v):
       <tr>
@@ -87,7 +87,9 @@
         </td>
         <td>{{size(f.size)}}</td>
         <td><time datetime="{{iso(f.mtime)}}">{{when(f.mtime)}}</time></td>
+        % if uploader:
         <td>{{uploader(f) or '—'}}</td>
+        % end
         <td><code class="hash">{{f.sha256}}</code></td>
       </tr>
       % end
