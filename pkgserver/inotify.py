@@ -174,7 +174,11 @@ class Watcher:
         if self._closed:
             return []
         ready, _, _ = select.select([self._fd, self._wake_r], [], [], timeout)
-        if self._closed or self._fd not in ready:
+        if self.closed:  # by another thread meanwhile
+            return []
+        if self._wake_r in ready:
+            os.read(self._wake_r, 4096)  # nudged: the caller has other work
+        if self._fd not in ready:
             return []
         try:
             data = os.read(self._fd, 256 * 1024)
@@ -239,6 +243,18 @@ class Watcher:
                     yield Event(CLOSED, path)
                 if mask & IN_ATTRIB:
                     yield Event(TOUCHED, path)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def nudge(self) -> None:
+        """Make a blocked ``read`` return now (from another thread), with what it has."""
+        if not self._closed:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass  # closed meanwhile
 
     def wake(self) -> None:
         """Make a blocked ``read`` return (from another thread); later reads return []."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import os
 import struct
 import zipfile
 import zlib
@@ -18,6 +19,7 @@ from typing import IO, NamedTuple
 from packaging.utils import canonicalize_name
 
 from .distfile import KIND_WHEEL
+from .fsutil import open_regular
 
 __all__ = [
     "MAX_METADATA_BYTES",
@@ -172,15 +174,14 @@ def read_core_metadata(
     """
     lower = (filename or path).lower()
     try:
-        with io.BytesIO(data) if data is not None else open(path, "rb") as fh:
+        # open_regular: a FIFO swapped in for the file must not hang the reader.
+        with io.BytesIO(data) if data is not None else os.fdopen(open_regular(path), "rb") as fh:
             if kind == KIND_WHEEL:
                 raw = _zip_member(fh, _wheel_metadata_member(project), data)
                 return parse_core_metadata(raw, is_wheel=True)
             if lower.endswith((".zip", ".egg")):
                 selector = _egg_pkg_info if lower.endswith(".egg") else _sdist_pkg_info
                 raw = _zip_member(fh, selector, data)
-            elif data is not None and lower.endswith((".tar.gz", ".tgz")):
-                raw = _tar_pkg_info_in_memory(data)
             else:
                 raw = _tar_pkg_info(fh, lower)
             return parse_core_metadata(raw, is_wheel=False)
@@ -450,21 +451,14 @@ class _BoundedReader(io.RawIOBase):
         return len(data)
 
 
-def _tar_pkg_info_in_memory(data: bytes) -> bytes:
-    """A small .tar.gz already in memory: one bounded zlib call instead of stacked streams."""
-    inflater = zlib.decompressobj(wbits=31)
-    tar = inflater.decompress(data, MAX_TAR_SCAN_BYTES)
-    if inflater.unconsumed_tail:
-        raise InvalidArchive("archive too large to scan for PKG-INFO")
-    return _walk_tar(io.BytesIO(tar))
-
-
 def _tar_pkg_info(fh: IO[bytes], lower: str) -> bytes:
     """Find ``<top>/PKG-INFO`` in a compressed tar, reading headers ourselves.
 
     tarfile would hold a pax or GNU long-name header of any size in memory (a 250 KB .tar.gz can
     carry a 250 MB one); here every header, member and the whole scan are bounded, and member
-    data is skipped without being kept.
+    data is skipped without being kept. Decompressed as it is read, a buffer at a time, also
+    when the archive is in memory: decompressing it whole first held up to MAX_TAR_SCAN_BYTES
+    (a 250 KB bomb took 500 MB in every indexing process).
     """
     decompressed: gzip.GzipFile | bz2.BZ2File
     if lower.endswith((".tar.gz", ".tgz")):
@@ -473,7 +467,8 @@ def _tar_pkg_info(fh: IO[bytes], lower: str) -> bytes:
         decompressed = bz2.BZ2File(fh, mode="rb")
     else:
         raise InvalidArchive("unknown archive format")
-    return _walk_tar(io.BufferedReader(_BoundedReader(decompressed, MAX_TAR_SCAN_BYTES)))
+    bounded = _BoundedReader(decompressed, MAX_TAR_SCAN_BYTES)
+    return _walk_tar(io.BufferedReader(bounded, buffer_size=64 * 1024))
 
 
 def _walk_tar(reader: IO[bytes]) -> bytes:

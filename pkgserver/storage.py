@@ -11,7 +11,6 @@ Rules that keep every listed hash equal to the bytes served:
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import heapq
 import itertools
@@ -40,9 +39,18 @@ from .distfile import (
     parse_dist_filename,
     version_sort_key,
 )
+from .fsutil import confined, open_regular
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
 
-__all__ = ["Indexer", "MetadataStore", "confined", "describe", "is_hidden", "iter_dist_files"]
+__all__ = [
+    "DEFAULT_MAX_FILE_SIZE",
+    "Indexer",
+    "MetadataStore",
+    "describe",
+    "is_hidden",
+    "iter_dist_files",
+    "project_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +66,19 @@ PARALLEL_MIN = 2000  # files to read before the first scan uses worker processes
 BATCH = 500  # files per job sent to a worker process
 PREFETCH_BYTES = 64 * 1024 * 1024  # bytes of a batch announced to the kernel at once
 READ_WHOLE = 8 * 1024 * 1024  # files up to this size are read into memory once when indexed
+# Files larger than this are read and hashed on a thread of their own, so that a large file
+# (or a sparse one, which is large without taking disk space) never holds up the indexer.
+BACKGROUND_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_FILE_SIZE = 1024**3  # files larger than this are not listed (--max-file-size)
 
 
 def is_hidden(relpath: str) -> bool:
     return any(part.startswith(".") for part in relpath.split("/"))
 
 
-def iter_dist_files(root: str, links: set[str] | None = None) -> Iterator[tuple[str, FileStat]]:
+def iter_dist_files(
+    root: str, links: set[str] | None = None, odd: list[str] | None = None
+) -> Iterator[tuple[str, FileStat]]:
     """(relpath, stamp) for each candidate distribution file under ``root``; never raises.
 
     A FileStat rather than the stat result, made with os.stat() rather than entry.stat()
@@ -72,7 +86,9 @@ def iter_dist_files(root: str, links: set[str] | None = None) -> Iterator[tuple[
     freed around the few that the catalog keeps left the heap fragmented, 50 MB more resident
     memory after a first start of 100,000 files.
 
-    Relpaths that are symbolic links are added to ``links`` (scandir knows it for free)."""
+    Relpaths that are symbolic links are added to ``links`` (scandir knows it for free); those
+    named like distributions that are not regular files (a dangling link, a FIFO) to ``odd``:
+    never listed, but their names are claimed all the same (see Indexer._claim)."""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -80,7 +96,7 @@ def iter_dist_files(root: str, links: set[str] | None = None) -> Iterator[tuple[
             with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
                 entries = list(it)
         except OSError as exc:
-            log.warning("cannot read directory %s: %s", os.path.join(root, rel_dir), exc)
+            log.warning("cannot read directory %r: %s", os.path.join(root, rel_dir), exc)
             continue
         for entry in entries:
             if entry.name.startswith("."):
@@ -96,18 +112,23 @@ def iter_dist_files(root: str, links: set[str] | None = None) -> Iterator[tuple[
                 if links is not None and entry.is_symlink():
                     links.add(rel)
             except OSError:
+                if odd is not None:
+                    odd.append(rel)
                 continue
             if stat.S_ISREG(st.st_mode):
                 yield rel, FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+            elif odd is not None:
+                odd.append(rel)
 
 
-def confined(path: str, real_roots: Sequence[str]) -> bool:
-    """Whether a file found by a walk stays inside the roots (their real paths). Folders are
-    walked without following links, so only the file itself can be one."""
-    if not os.path.islink(path):
-        return True
-    real = os.path.realpath(path)
-    return any(real.startswith(r + os.sep) for r in real_roots)
+def project_of(relpath: str) -> str | None:
+    """The project a visible file named like a distribution belongs to, if it can be told."""
+    if is_hidden(relpath):
+        return None
+    try:
+        return parse_dist_filename(relpath.rsplit("/", 1)[-1]).project
+    except InvalidDistFilename:
+        return None
 
 
 def describe(
@@ -138,7 +159,7 @@ def describe(
             for h in extras:
                 h.update(data)
         else:
-            with open(path, "rb") as fh:
+            with os.fdopen(open_regular(path), "rb") as fh:
                 for chunk in iter(lambda: fh.read(CHUNK), b""):
                     sha.update(chunk)
                     for h in extras:
@@ -190,12 +211,8 @@ def _read_small(path: str, expected: int) -> bytes:
     """Up to READ_WHOLE + 1 bytes of the file (one more than allowed shows it grew), asking
     for ``expected`` + 1 first: os.read allocates what it is asked for, and a regular file
     reads short only at its end, so a file of the expected size takes one read."""
-    # O_NONBLOCK: a FIFO put in place of the file must not hang the indexer (no effect on
-    # regular files; anything else is refused).
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    fd = open_regular(path)  # a FIFO put in place of the file must not hang the indexer
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
         first = os.read(fd, min(READ_WHOLE + 1, expected + 1))
         if len(first) <= expected:
             return first
@@ -240,8 +257,15 @@ class Indexer:
         cache: DescriptionCache | None = None,
         workers: int | None = None,
         on_tick: Callable[[], None] | None = None,
+        on_claim: Callable[[set[str]], None] | None = None,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
     ) -> None:
         self.settle = settle
+        # Told the names of projects that have a file here, listed or not (unreadable, a link
+        # out, too large, still settling): a name with any file here is never sent to the
+        # fallback index (dependency confusion), from the moment the file is seen.
+        self.on_claim = on_claim
+        self.max_file_size = max_file_size
         # Called on every turn of the worker's loop (at least once a second): for the records
         # beside the files (yanks) that a running server must see within a second.
         self.on_tick = on_tick
@@ -272,6 +296,12 @@ class Indexer:
         self._forced: set[str] = set()  # paths to hash again even if their stat is unchanged
         self.watching = False
         self._interrupted = False
+        self._wake = threading.Event()  # without inotify: what the worker's loop waits on
+        # Large files are hashed by a thread of their own (_Hasher); the worker applies what
+        # it found. ``_first_pending``: files of the first scan not listed yet (see ready()).
+        self._hasher = _Hasher(self._describe_now, self._nudge)
+        self._first_pending: set[str] = set()
+        self._started = False
 
     def interrupt(self) -> None:
         """Ask a first scan in progress to stop (from a signal handler: it only sets a flag,
@@ -331,11 +361,44 @@ class Indexer:
             # missed events.
             self.rescan_interval = SAFETY_RESCAN if self.watching else NO_WATCH_RESCAN
         self.initial_scan()
+        self._settle_first_scan()
+        self._started = True
         self._thread = threading.Thread(target=self._run, name="pkgserver-indexer", daemon=True)
         self._thread.start()
 
+    def _settle_first_scan(self) -> None:
+        """List the files the first scan found too young to list (mtime under ``settle``
+        seconds old: copied in just before the start) before serving begins, so that
+        ``cp dist/* packages/ && pkgserver run packages/ && pip install ...`` finds them. At
+        most ``settle`` + 1 s; a file still being written then is listed when its writer closes
+        it, as at any time."""
+        deadline = time.monotonic() + self.settle + 1.0
+        while self._due and not self._interrupted:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            wait = min(deadline - now, max(0.0, self._due[0][0] - now))
+            if self._watcher is not None:
+                self._handle(self._watcher.read(wait))
+            elif wait > 0:
+                time.sleep(wait)
+            self._process_due()
+            self._take_hashed()
+
+    def ready(self) -> str | None:
+        """None once the first scan's files are all listed; else what is still being done
+        (large files of the first scan are hashed after serving has begun)."""
+        if not self._started:
+            return "the first scan is running"
+        pending = len(self._first_pending)
+        if pending:
+            return f"starting: {pending} large file(s) found at start are still being hashed"
+        return None
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+        self._hasher.stop()
         if self._watcher is not None:
             self._watcher.wake()
         if self._thread is not None:
@@ -346,6 +409,13 @@ class Indexer:
         if self.cache is not None:
             self._save_unsaved()  # a scan without a worker thread (tests, tools)
             self.cache.close()
+
+    def _nudge(self) -> None:
+        """Wake the worker's loop (from the hasher's thread: a result is ready)."""
+        self._wake.set()
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.nudge()
 
     def _save_unsaved(self) -> None:
         if self._unsaved and self.cache is not None:
@@ -387,9 +457,11 @@ class Indexer:
                 if self._watcher is not None:
                     events = self._watcher.read(timeout)
                 else:
-                    self._stop.wait(timeout)
+                    self._wake.wait(timeout)
+                    self._wake.clear()
                     events = []
                 self._handle(events)
+                self._take_hashed()
                 while not self._requests.empty():
                     path = self._requests.get()
                     self._forced.add(path)
@@ -418,6 +490,7 @@ class Indexer:
     def _handle(self, events: Iterable[inotify.Event]) -> None:
         now = time.monotonic()
         removals: list[str] = []
+        claims: list[str] = []
         for ev in events:
             kind, path = ev.kind, ev.path
             if kind == inotify.OVERFLOW:
@@ -448,10 +521,12 @@ class Indexer:
             elif kind == inotify.CREATED:
                 # Either open(O_CREAT) (bytes and a close will follow) or a hard link (nothing
                 # follows): look again shortly, and list it then only if no bytes arrived.
+                claims.append(relpath)
                 self._writing[path] = now
                 self._fresh.add(path)
                 self._schedule(now + LINK_CHECK, path, confirmed=False)
             elif kind in (inotify.CLOSED, inotify.MOVED_IN):
+                claims.append(relpath)
                 self._writing.pop(path, None)
                 self._fresh.discard(path)
                 self._schedule(now, path, confirmed=True)
@@ -462,8 +537,18 @@ class Indexer:
                 self._writing.pop(path, None)
                 self._fresh.discard(path)
                 self._unlist(relpath, path, removals)
+        self._claim(claims)
         if removals:
             self._apply([], removals)
+
+    def _claim(self, relpaths: Iterable[str]) -> None:
+        """Claim the projects of files seen here, whether they will be listed or not."""
+        if self.on_claim is None:
+            return
+        projects = self.catalog.snapshot.projects
+        names = {n for r in relpaths if (n := project_of(r)) is not None and n not in projects}
+        if names:
+            self.on_claim(names)
 
     def _locate(self, path: str) -> str | None:
         found = self.root_of(path)
@@ -550,11 +635,9 @@ class Indexer:
             if age < self.settle:
                 self._schedule(time.monotonic() + (self.settle - age) + 0.05, path, confirmed=False)
                 return
+        if self._shadowed(root_index, relpath, path):
+            return  # an earlier root already provides this relpath
         listed = self.catalog.snapshot.files.get(relpath)
-        if listed is not None and listed.path != path:
-            provider = self.root_of(listed.path)
-            if provider is None or provider[0] <= root_index:
-                return  # an earlier root already provides this relpath
         forced = path in self._forced
         self._forced.discard(path)
         if listed is not None and listed.matches(st) and not forced:
@@ -575,6 +658,14 @@ class Indexer:
             return
         upserts.append(described)
 
+    def _shadowed(self, root_index: int, relpath: str, path: str) -> bool:
+        """Whether another root's file of the same relpath, earlier in the list, is listed."""
+        listed = self.catalog.snapshot.files.get(relpath)
+        if listed is None or listed.path == path:
+            return False
+        provider = self.root_of(listed.path)
+        return provider is None or provider[0] <= root_index
+
     def _checked_path(self, root_index: int, relpath: str, walked: bool = False) -> bool:
         """Confined to its root and UTF-8. ``walked``: it was just seen by a scan, which
         noted every symbolic link, so a file not noted needs no lstat to be confined."""
@@ -592,9 +683,28 @@ class Indexer:
     def _describe(
         self, root_index: int, relpath: str, st: os.stat_result | FileStat, walked: bool = False
     ) -> DistFile | None:
-        root = self.roots[root_index]
+        """The file's entry, or None: not listable, or (a large file) left to the hasher's
+        thread, which lists it when it is done (_take_hashed)."""
         if not self._checked_path(root_index, relpath, walked):
             return None
+        if st.st_size > self.max_file_size:
+            self._warn_once(
+                relpath,
+                f"is larger than --max-file-size ({st.st_size} > {self.max_file_size} bytes); "
+                "skipped",
+            )
+            return None
+        if st.st_size > BACKGROUND_BYTES:
+            path = self.roots[root_index] + "/" + relpath
+            self._hasher.submit(path, (root_index, relpath, _stamp(st)))
+            return None
+        return self._describe_now(root_index, relpath, st)
+
+    def _describe_now(
+        self, root_index: int, relpath: str, st: os.stat_result | FileStat
+    ) -> DistFile | None:
+        """Read and hash the file now (on the worker's thread, or the hasher's)."""
+        root = self.roots[root_index]
         try:
             started = time.perf_counter()
             described = describe(root, relpath, st, self.extra_algos)
@@ -607,6 +717,25 @@ class Indexer:
             log.exception("unexpected error reading %r; skipped", relpath)
             self._warned.add(relpath)
         return None
+
+    def _take_hashed(self) -> None:
+        """List the large files the hasher has read, if they are still what it read."""
+        upserts: list[DistFile] = []
+        now = time.monotonic()
+        for path, (root_index, relpath, st), described in self._hasher.done():
+            self._first_pending.discard(path)
+            if described is None:
+                continue
+            try:
+                current = _stamp(os.stat(path))
+            except OSError:
+                continue  # gone meanwhile: its removal was seen
+            if current != st or path in self._writing:
+                self._schedule(now, path, confirmed=False)  # changed while read: again
+                continue
+            if not self._shadowed(root_index, relpath, path):
+                upserts.append(described)
+        self._apply(upserts, [])
 
     def _confined(self, path: str) -> bool:
         return confined(path, self._real_roots)
@@ -621,10 +750,13 @@ class Indexer:
         located = self.root_of(directory + os.sep + "x")
         if located is None:
             return
-        for rel, _st in iter_dist_files(directory):
+        found: list[str] = []
+        for rel, _st in iter_dist_files(directory, odd=found):
+            found.append(rel)
             path = os.path.join(directory, *rel.split("/"))
             if path not in self._writing:
                 self._schedule(now, path, confirmed=False)
+        self._claim(found)
 
     def _rescan(self, first: bool = False) -> None:
         """Compare the disk with the catalog. Files with old mtimes are listed at once."""
@@ -636,9 +768,10 @@ class Indexer:
         now_wall = time.time()
         now = time.monotonic()
         walk_links: set[tuple[int, str]] = set()
+        odd: list[str] = []
         for root_index, root in enumerate(self.roots):
             links: set[str] = set()
-            for relpath, st in iter_dist_files(root, links):
+            for relpath, st in iter_dist_files(root, links, odd):
                 if relpath in seen:
                     continue  # an earlier root wins
                 seen.add(relpath)
@@ -666,6 +799,8 @@ class Indexer:
                 removals.append(relpath)
         removals.extend(rel for rel in snap.files if rel not in seen)
         self._apply(upserts, removals, remember=False)  # _describe_all stored what it read
+        now_listed = self.catalog.snapshot.files
+        self._claim([*(rel for rel in seen if rel not in now_listed), *odd])
 
     def _describe_all(
         self, todo: list[tuple[int, str, FileStat, bool]], first: bool
@@ -676,6 +811,17 @@ class Indexer:
         pending = list(range(len(todo)))
         if first and self.cache is not None:
             pending = self._reuse_cached(todo, results)
+        large = [i for i in pending if todo[i][2].st_size > BACKGROUND_BYTES]
+        if large:
+            # Too large for the limit (skipped), or hashed on the hasher's thread: the start
+            # (and the rest of a rescan) need not wait for them.
+            pending = [i for i in pending if todo[i][2].st_size <= BACKGROUND_BYTES]
+            for i in large:
+                root_index, relpath, st, _ = todo[i]
+                self._describe(root_index, relpath, st, walked=True)
+                path = self.roots[root_index] + "/" + relpath
+                if first and self._hasher.has(path):
+                    self._first_pending.add(path)
         if first and len(pending) >= PARALLEL_MIN and self.workers > 1:
             self._describe_parallel(todo, pending, results)
         else:
@@ -866,6 +1012,71 @@ def _stamp_of(f: DistFile) -> FileStat:
     return FileStat(f.size, f.mtime_ns, f.ino)
 
 
+def _stamp(st: os.stat_result | FileStat) -> FileStat:
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+_Job = tuple[int, str, FileStat]  # root index, relpath, the stat it was found with
+
+
+class _Hasher:
+    """Reads and hashes large files on a thread of its own.
+
+    A large file takes seconds to hash (a sparse one, large without taking disk space, minutes);
+    on the indexer's own thread that held up every new file, removal and yank, and a restart
+    did not listen until it was done. Jobs come from the indexer's thread, which also takes the
+    results (``done``); ``wake`` tells it that one is ready."""
+
+    def __init__(
+        self,
+        describe: Callable[[int, str, FileStat], DistFile | None],
+        wake: Callable[[], None],
+    ) -> None:
+        self._describe = describe
+        self._wake = wake
+        self._jobs: queue.SimpleQueue[tuple[str, _Job] | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[str, _Job, DistFile | None]] = queue.SimpleQueue()
+        self._pending: dict[str, _Job] = {}  # path -> the latest job asked for it
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def has(self, path: str) -> bool:
+        return path in self._pending
+
+    def submit(self, path: str, job: _Job) -> None:
+        """Hash the file (unless the same job is waiting already)."""
+        if self._pending.get(path) == job or self._stopped:
+            return
+        self._pending[path] = job
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pkgserver-hasher", daemon=True)
+            self._thread.start()
+        self._jobs.put((path, job))
+
+    def done(self) -> list[tuple[str, _Job, DistFile | None]]:
+        """The results of the latest jobs (older ones for the same file are dropped)."""
+        out = []
+        while not self._results.empty():
+            path, job, described = self._results.get()
+            if self._pending.get(path) == job:
+                del self._pending[path]
+                out.append((path, job, described))
+        return out
+
+    def _run(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None or self._stopped:
+                return
+            path, job = item
+            self._results.put((path, job, self._describe(*job)))
+            self._wake()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._jobs.put(None)
+
+
 def _fields_of(f: DistFile) -> tuple[Any, ...]:
     """What a DistFile knows beyond its path and stat, in the order of ``Cached``."""
     return (
@@ -930,41 +1141,48 @@ def _describe_batch(
     return out
 
 
+_ENTRY_BYTES = 256  # what an entry costs besides its metadata: also bounds their number
+
+
 class MetadataStore:
     """Core metadata of listed files, read from the archive on demand and kept in a bounded LRU.
 
     The catalog keeps only the metadata hash (100,000 METADATA files would not fit the memory
-    budget); the bytes are re-read when asked for and checked against that hash.
+    budget); the bytes are re-read when asked for and checked against that hash. An archive
+    whose metadata cannot be read is remembered as such like a success: reading it again on
+    every request (a 279-byte bz2 bomb costs 0.65 s of CPU to give up on) would be a lever.
     """
 
     def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, int, int], CoreMetadata] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, int], CoreMetadata | None] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, f: DistFile) -> CoreMetadata | None:
         key = (f.path, f.size, f.mtime_ns)
         with self._lock:
-            meta = self._items.get(key)
-            if meta is not None:
+            if key in self._items:
                 self._items.move_to_end(key)
-                return meta
+                return self._items[key]
         try:
             st = os.stat(f.path)
             if not f.matches(st):
                 return None  # changed on disk; the indexer will catch up
-            meta = read_core_metadata(f.path, f.kind, f.project)
-        except (OSError, InvalidArchive):
-            return None
-        if len(meta.raw) <= self.max_bytes // 4:
+            meta: CoreMetadata | None = read_core_metadata(f.path, f.kind, f.project)
+        except OSError:
+            return None  # gone, or not readable now: nothing to remember
+        except InvalidArchive:
+            meta = None
+        size = _ENTRY_BYTES + (len(meta.raw) if meta is not None else 0)
+        if size <= self.max_bytes // 4:
             with self._lock:
                 if key not in self._items:
                     self._items[key] = meta
-                    self._bytes += len(meta.raw)
+                    self._bytes += size
                 while self._bytes > self.max_bytes and self._items:
                     _, old = self._items.popitem(last=False)
-                    self._bytes -= len(old.raw)
+                    self._bytes -= _ENTRY_BYTES + (len(old.raw) if old is not None else 0)
         return meta
 
 

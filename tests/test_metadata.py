@@ -218,3 +218,86 @@ def test_fields_in_the_description_body_are_not_fields(tmp_path: Path) -> None:
         ("a",),
         "s continued",
     )
+
+
+def _tar_gz_bomb(path: Path, zeros: int) -> None:
+    """A .tar.gz whose first member is ``zeros`` zero bytes (a few hundred KB on disk), then
+    PKG-INFO; written as a stream, never whole in memory."""
+    import gzip
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, n: int) -> None:
+            self.left = n
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b):  # type: ignore[no-untyped-def]
+            n = min(len(b), self.left)
+            b[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    with gzip.open(path, "wb", compresslevel=9) as gz, tarfile.open(fileobj=gz, mode="w|") as tf:
+        big = tarfile.TarInfo("demo-1.0/big.bin")
+        big.size = zeros
+        tf.addfile(big, io.BufferedReader(Zeros(zeros)))
+        info = tarfile.TarInfo("demo-1.0/PKG-INFO")
+        data = b"Metadata-Version: 2.2\nName: demo\nVersion: 1.0\n"
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+
+
+def test_a_gzip_bomb_in_memory_is_decompressed_a_buffer_at_a_time(tmp_path: Path) -> None:
+    # The first start reads small archives whole and opens them in memory: a 250 KB .tar.gz
+    # was decompressed whole there, up to the 256 MB scan bound, in every indexing process.
+    import subprocess
+    import sys
+
+    path = tmp_path / "demo-1.0.tar.gz"
+    _tar_gz_bomb(path, 200 * 1024 * 1024)
+    assert path.stat().st_size < 400_000
+    probe = (
+        "import resource, sys\n"
+        "from pkgserver.metadata import read_core_metadata\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "meta = read_core_metadata(sys.argv[1], 'sdist', 'demo', data=data)\n"
+        "assert meta.name == 'demo', meta\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True
+    )
+    assert int(out.stdout) < 32 * 1024, f"peak memory grew by {int(out.stdout) // 1024} MB"
+
+
+def test_an_unreadable_archive_is_read_once_not_per_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 279-byte .tar.bz2 bomb costs 0.65 s of CPU to give up on: a failure is remembered
+    # like a success, or every /pypi/<p>/json would pay it again.
+    from conftest import make_testapp
+
+    from pkgserver import storage
+
+    (tmp_path / "bomb-1.0.tar.bz2").write_bytes(b"BZh91AY&SY" + b"\0" * 269)
+    make_wheel(tmp_path, "fine", "1.0")
+    reads: list[str] = []
+    original = storage.read_core_metadata
+
+    def counting(path: str, *args: object, **kw: object) -> object:
+        reads.append(path)
+        return original(path, *args, **kw)  # type: ignore[arg-type]
+
+    app, _ = make_testapp([tmp_path])
+    monkeypatch.setattr(storage, "read_core_metadata", counting)
+    for i in range(3):
+        # Another Host each time: the rendering, keyed by its base URL, is not reused.
+        host = {"HTTP_HOST": f"mirror{i}.example"}
+        assert app.get("/pypi/bomb/json", extra_environ=host).json["info"]["name"] == "bomb"
+        assert app.get("/pypi/fine/json", extra_environ=host).json["info"]["name"] == "fine"
+    assert sorted(Path(p).name for p in reads) == [
+        "bomb-1.0.tar.bz2",
+        "fine-1.0-py3-none-any.whl",
+    ]
