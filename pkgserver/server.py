@@ -1,9 +1,24 @@
-"""The waitress server pkgserver runs on, with one correction to waitress's HTTP/1.1 handling."""
+"""The waitress server pkgserver runs on: waitress, with a correction to its HTTP/1.1 handling
+and defences against clients that hold connections without finishing a request.
+
+Slow or idle connections (slowloris): waitress serves at most ``connection_limit`` connections
+and stops accepting beyond it, so a client that opens hundreds of connections and sends half a
+request on each took the server (``/health`` included) off the air. Here:
+- a request's headers must arrive within ``header_timeout`` seconds of their first byte;
+- a connection idle for ``channel_timeout`` seconds is closed (waitress's own rule);
+- once half the connection limit is in use, one address may hold at most
+  ``connections_per_address`` connections: the next ones it opens are closed at once;
+- the limit itself is 1,000 by default, with poll() (select() stops at 1,024 descriptors) and
+  the open-files limit raised to fit.
+What is left (many addresses at once) is a reverse proxy's job: see SECURITY.md.
+"""
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
+import resource
 import time
 from typing import Any
 
@@ -118,6 +133,28 @@ class _Task(WSGITask):  # type: ignore[misc]
 
 class _Channel(HTTPChannel):  # type: ignore[misc]
     task_class = _Task
+    _counted: str | None = None  # the address this channel counts against
+    _request_began = 0.0  # when the first bytes of the request being received arrived
+
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+        super().__init__(server, sock, addr, adj, map)
+        guard: _Guard | None = getattr(server, "pkgserver_guard", None)
+        if guard is not None and isinstance(addr, tuple) and addr:
+            self._counted = str(addr[0])
+            if not guard.admit(self._counted, len(server._map)):
+                self.will_close = True  # closed by the loop before anything is read
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None and data:
+            self._request_began = time.time()
+        return bool(super().received(data))
+
+    def del_channel(self, map: Any = None) -> None:
+        super().del_channel(map)
+        guard: _Guard | None = getattr(self.server, "pkgserver_guard", None)
+        if guard is not None and self._counted is not None:
+            guard.release(self._counted)
+            self._counted = None
 
     def _flush_some(self, do_close: bool = True) -> bool:
         sent: bool = super()._flush_some(do_close)
@@ -126,13 +163,104 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         return sent
 
 
-def make_server(app: Any, **adjustments: Any) -> BaseWSGIServer | MultiSocketServer:
-    """waitress's ``create_server``, with the channel above on every listening socket."""
+class _Guard:
+    """Connections per client address, and the cap on them once the server is busy."""
+
+    def __init__(self, limit: int, per_address: int) -> None:
+        self.busy_from = limit // 2
+        self.per_address = per_address
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.refused = 0
+        self._warned: dict[str, float] = {}
+
+    def admit(self, address: str, open_connections: int) -> bool:
+        self.counts[address] += 1
+        if (
+            not self.per_address
+            or open_connections <= self.busy_from
+            or self.counts[address] <= self.per_address
+        ):
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._warned.get(address, -60.0) >= 60.0:
+            if len(self._warned) > 1000:
+                self._warned.clear()
+            self._warned[address] = now
+            log.warning(
+                "%s holds %d connections while the server is busy; closing its new ones "
+                "(--connections-per-address %d)",
+                address,
+                self.counts[address] - 1,
+                self.per_address,
+            )
+        return False
+
+    def release(self, address: str) -> None:
+        self.counts[address] -= 1
+        if self.counts[address] <= 0:
+            del self.counts[address]
+
+
+def _close_slow_requests(server: Any, header_timeout: float) -> None:
+    """Run on waitress's maintenance: besides idle connections (waitress's channel_timeout),
+    close those whose request headers have been arriving for longer than ``header_timeout``."""
+    original = server.maintenance
+
+    def maintenance(now: float) -> None:
+        original(now)
+        cutoff = now - header_timeout
+        for channel in list(server.active_channels.values()):
+            request = getattr(channel, "request", None)
+            if (
+                request is not None
+                and not request.headers_finished
+                and not channel.requests
+                and getattr(channel, "_request_began", now) < cutoff
+            ):
+                channel.will_close = True
+
+    server.maintenance = maintenance
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise the soft limit on open files towards ``wanted`` (as far as the hard limit allows);
+    returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return wanted
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return int(soft)
+
+
+def make_server(
+    app: Any,
+    *,
+    connections_per_address: int = 0,
+    header_timeout: float = 0.0,
+    **adjustments: Any,
+) -> BaseWSGIServer | MultiSocketServer:
+    """waitress's ``create_server``, with the channel above on every listening socket, the
+    per-address cap and the header timeout (0: off)."""
     sockets: dict[int, Any] = {}
+    if header_timeout:
+        # Maintenance (idle and slow connections) runs this often.
+        timeouts = [header_timeout, adjustments.get("channel_timeout", 120)]
+        adjustments.setdefault("cleanup_interval", max(1, min(10, int(min(timeouts) / 3))))
     server = create_server(app, map=sockets, **adjustments)
+    limit = server.adj.connection_limit
     for each in sockets.values():
         if isinstance(each, BaseWSGIServer):
             each.channel_class = _Channel
+            each.pkgserver_guard = _Guard(limit, connections_per_address)
+            if header_timeout:
+                _close_slow_requests(each, header_timeout)
     server.pkgserver_sockets = sockets
     return server
 
