@@ -23,8 +23,10 @@ from packaging.version import InvalidVersion, Version
 
 __all__ = [
     "DIST_EXTENSIONS",
+    "SIDECARS",
     "DistInfo",
     "InvalidDistFilename",
+    "file_key",
     "is_prerelease",
     "is_valid_project_name",
     "normalize",
@@ -36,12 +38,17 @@ __all__ = [
 # Longest first, so that ".tar.gz" wins over a hypothetical ".gz".
 DIST_EXTENSIONS = (".tar.bz2", ".tar.gz", ".tgz", ".whl", ".zip", ".egg")
 
+# Files kept beside a distribution, named after it: a GPG signature, PEP 740 attestations.
+SIDECARS = (".asc", ".attestations.json")
+
 # Kinds, as the upload API's ``filetype`` and warehouse's ``packagetype`` name them.
 KIND_WHEEL = "bdist_wheel"
 KIND_SDIST = "sdist"
 KIND_EGG = "bdist_egg"
 
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+# Always with fullmatch: "$" also matches before a final newline, and "demo\n" (from
+# /simple/demo%0a/) would pass as a name.
+_VALID_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE)
 
 
 class InvalidDistFilename(ValueError):
@@ -61,7 +68,7 @@ def normalize(name: str) -> NormalizedName:
 
 def is_valid_project_name(name: str) -> bool:
     """PEP 508 / core metadata rule for a project name (ASCII, case-insensitive)."""
-    return name.isascii() and bool(_VALID_NAME.match(name))
+    return name.isascii() and bool(_VALID_NAME.fullmatch(name))
 
 
 def dist_extension(filename: str) -> str | None:
@@ -144,6 +151,32 @@ def _is_plain_version(version: str) -> bool:
         and version.isascii()
         and bool(re.fullmatch(r"[0-9][A-Za-z0-9.+_!-]*", version))
     )
+
+
+def file_key(filename: str) -> tuple[object, ...] | None:
+    """What makes two files "the same file" to the index (None if ``filename`` is no
+    distribution): the same distribution for an installer, so that it could take either.
+
+    - Names that differ only in case or in ``-_.``, and versions that are equal (1.0 == 1.0.0).
+    - Wheels: the same build tag and tags. Eggs: the same Python and platform part.
+    - sdists: any two of one release, whatever their format (``.tar.gz``, ``.zip``,
+      ``.tar.bz2``, ``.tgz``): PEP 527 allows one sdist per release.
+
+    The one rule for uploads (a second such file is "File already exists") and for
+    ``pkgserver check`` (it reports two such files as duplicates)."""
+    try:
+        info = parse_dist_filename(filename)
+    except InvalidDistFilename:
+        return None
+    version = version_key(info.version)
+    if info.kind == KIND_WHEEL:
+        _, _, build, tags = parse_wheel_filename(filename)
+        return (info.project, version, info.kind, build, frozenset(str(t) for t in tags))
+    if info.kind == KIND_EGG:
+        # name-version-pyX.Y(-platform).egg: the python and platform parts tell eggs apart.
+        tail = filename[: -len(".egg")].split("-")[2:]
+        return (info.project, version, info.kind, "-".join(tail).lower())
+    return (info.project, version, info.kind)
 
 
 def version_key(version: str) -> Version | str:

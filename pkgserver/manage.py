@@ -12,16 +12,16 @@ import os
 import sys
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, NamedTuple
 
-from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from .distfile import (
-    KIND_WHEEL,
+    SIDECARS,
     InvalidDistFilename,
     dist_extension,
+    file_key,
     is_valid_project_name,
     normalize,
     parse_dist_filename,
@@ -29,20 +29,21 @@ from .distfile import (
     version_sort_key,
 )
 from .errors import UsageError
+from .fsutil import confined
 from .records import MAX_REASON, load_yanks, set_yank
-from .storage import confined, describe, is_hidden, iter_dist_files
+from .storage import describe, is_hidden, iter_dist_files
 
 __all__ = [
     "check",
     "files_of",
+    "forget_yanks_of_removed",
     "project_name",
     "remove",
+    "remove_distribution",
     "split_version_and_roots",
     "unyank",
     "yank",
 ]
-
-SIDECARS = (".asc", ".attestations.json")
 
 
 class Found(NamedTuple):
@@ -149,6 +150,40 @@ def _is_version(text: str) -> bool:
 
 
 # -- remove --------------------------------------------------------------------------------------
+def remove_distribution(path: str, unlink: Callable[[str], None] = os.unlink) -> bool:
+    """Delete a distribution file and the files kept beside it (signature, attestations);
+    whether the file was there. Raises OSError when the file itself cannot be removed. The one
+    way files leave the index: ``pkgserver remove``, ``remove_pkg`` and ``--overwrite``."""
+    try:
+        unlink(path)
+        found = True
+    except FileNotFoundError:
+        found = False
+    for ext in SIDECARS:
+        try:
+            unlink(path + ext)
+        except OSError:
+            pass
+    return found
+
+
+def forget_yanks_of_removed(
+    roots: Sequence[str], project: str, removed: Iterable[str], left: Iterable[str]
+) -> None:
+    """A version whose files are all gone is no longer yanked: uploaded again, it starts
+    unyanked (PyPI does not allow a version back at all; we allow it, fresh). The rule of both
+    ``pkgserver remove`` and the HTTP ``remove_pkg``. ``left``: the versions still hosted."""
+    gone = {version_key(v) for v in removed} - {version_key(v) for v in left}
+    if not gone:
+        return
+    for v in load_yanks(roots).get(project, {}):
+        if version_key(v) in gone:
+            try:
+                set_yank(roots, project, v, None)
+            except OSError:
+                pass
+
+
 def remove(name: str, version: str | None, roots: Sequence[str], *, dry_run: bool = False) -> int:
     project = project_name(name)
     if version is not None:
@@ -162,30 +197,17 @@ def remove(name: str, version: str | None, roots: Sequence[str], *, dry_run: boo
     for f in found:
         if not dry_run:
             try:
-                os.unlink(f.path)
-            except FileNotFoundError:
-                continue
+                if not remove_distribution(f.path):
+                    continue
             except OSError as exc:
                 failed.append(f"{f.path}: {exc.strerror or exc}")
                 continue
-            for ext in SIDECARS:
-                try:
-                    os.unlink(f.path + ext)
-                except OSError:
-                    pass
         print(f"{verb} {_shown(f.path)}")
     if failed:
         raise UsageError("could not remove " + "; ".join(failed))
     if dry_run:
         return 0
-    left_keys = {version_key(v) for v in _versions(roots, project)}
-    gone = {version_key(f.version) for f in found} - left_keys
-    for v in load_yanks(roots).get(project, {}):
-        if version_key(v) in gone:
-            try:
-                set_yank(roots, project, v, None)  # a version uploaded again starts unyanked
-            except OSError:
-                pass
+    forget_yanks_of_removed(roots, project, [f.version for f in found], _versions(roots, project))
     left = _versions(roots, project)
     what = f"{project} {version}" if version else project
     print(f"{what}: {len(found)} file(s) removed", file=sys.stderr)
@@ -269,22 +291,6 @@ class Progress:
             self.stream.flush()
 
 
-def _duplicate_key(info_project: str, info_version: str, filename: str) -> tuple[object, ...]:
-    """What makes two files the same distribution for an installer."""
-    if filename.lower().endswith(".whl"):
-        try:
-            _name, _v, build, tags = parse_wheel_filename(filename)
-        except ValueError:
-            return ("?", filename.lower())
-        return (info_project, version_key(info_version), KIND_WHEEL, build, tags)
-    ext = dist_extension(filename) or ""
-    if ext == ".egg":
-        return (info_project, version_key(info_version), "egg", filename.lower())
-    # Two sdists of one release (.tar.gz and .zip, or names spelled two ways): PEP 527 allows
-    # one, and which one an installer takes is arbitrary.
-    return (info_project, version_key(info_version), "sdist")
-
-
 def check(
     roots: Sequence[str],
     cache_dir: str | None,
@@ -352,7 +358,7 @@ def check(
                     f"hash mismatch {path}: the cache lists sha256 {sha256} for this size and "
                     f"mtime, the file has {f.sha256} (changed in place, or damaged)"
                 )
-        key = _duplicate_key(f.project, f.version, f.filename)
+        key = file_key(f.filename) or ("?", f.filename)
         lower = f.filename.lower()
         if lower in seen_names:
             problems.append(f"duplicate {path}: same filename as {seen_names[lower]}")

@@ -12,7 +12,16 @@ import re
 from collections.abc import Callable
 from typing import IO, Protocol
 
-__all__ = ["Form", "FormError", "FormTooLarge", "Limits", "Sink", "parse_boundary", "parse_form"]
+__all__ = [
+    "Form",
+    "FormError",
+    "FormTooLarge",
+    "Limits",
+    "Sink",
+    "parse_boundary",
+    "parse_form",
+    "parse_urlencoded",
+]
 
 CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -38,6 +47,28 @@ class Form:
     def get(self, name: str) -> str:
         values = self.fields.get(name)
         return values[0] if values else ""
+
+
+def parse_urlencoded(body: bytes, max_fields: int = 100) -> Form:
+    """An ``application/x-www-form-urlencoded`` body (``curl -d``) as a Form; UTF-8 only."""
+    from urllib.parse import parse_qsl
+
+    try:
+        text = body.decode("ascii")  # percent-encoded: anything else is not this media type
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=max_fields,
+        )
+    except (UnicodeError, ValueError) as exc:
+        raise FormError(f"not a valid form-encoded body ({exc})") from None
+    form = Form()
+    for name, value in pairs:
+        form.fields.setdefault(name, []).append(value)
+    return form
 
 
 class Sink(Protocol):

@@ -20,15 +20,16 @@ import zipfile
 from collections.abc import Callable, Sequence
 from typing import IO, Any, NamedTuple
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import canonicalize_name
 
 from .catalog import Catalog, DistFile
 from .distfile import (
-    KIND_EGG,
+    DIST_EXTENSIONS,
     KIND_SDIST,
     KIND_WHEEL,
     InvalidDistFilename,
     dist_extension,
+    file_key,
     parse_dist_filename,
     version_key,
 )
@@ -42,24 +43,34 @@ from .errors import (
     NotFound,
     TooLarge,
 )
+from .manage import forget_yanks_of_removed, remove_distribution
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
-from .multipart import Form, FormError, FormTooLarge, Limits, parse_boundary, parse_form
+from .multipart import (
+    Form,
+    FormError,
+    FormTooLarge,
+    Limits,
+    parse_boundary,
+    parse_form,
+    parse_urlencoded,
+)
 from .records import UploadLog
 from .storage import FileOps, TempFile, TooLargeError, describe, untrack_temp
 
-__all__ = ["InsufficientStorage", "Uploads", "file_key"]
+__all__ = ["InsufficientStorage", "Uploads"]
 
 log = logging.getLogger(__name__)
 
 MAX_FILENAME = 255
-# Extensions an upload may have for each filetype (new uploads: no .tar.bz2/.tgz, as warehouse).
+# Extensions an upload may have for each filetype: what the directory serves. PyPI refuses new
+# .tar.bz2/.tgz sdists (PEP 527); pypiserver takes them, and so do we (one sdist a release).
 _FILETYPE_EXTENSIONS = {
-    "sdist": (".tar.gz", ".zip"),
+    "sdist": (".tar.gz", ".zip", ".tar.bz2", ".tgz"),
     "bdist_wheel": (".whl",),
     "bdist_egg": (".egg",),
 }
-_SIDECARS = (".asc", ".attestations.json")
-_HEX = re.compile(r"^[0-9a-fA-F]+$")
+MAX_URLENCODED = 64 * 1024  # a form-encoded POST carries a few fields (remove_pkg), no file
+_HEX = re.compile(r"[0-9a-fA-F]+")  # fullmatch
 # Names, PEP 440 versions (with + and !) and wheel tags use only these.
 _FILENAME_CHARS = re.compile(r"[A-Za-z0-9._+!-]+")
 _DIGEST_FIELDS = (
@@ -78,23 +89,6 @@ class InsufficientStorage(HTTPProblem):
 class Outcome(NamedTuple):
     status: int
     message: str
-
-
-def file_key(filename: str) -> tuple[object, ...] | None:
-    """What makes two filenames "the same file": names that differ only in case or -_. match."""
-    try:
-        info = parse_dist_filename(filename)
-    except InvalidDistFilename:
-        return None
-    version = version_key(info.version)
-    if info.kind == KIND_WHEEL:
-        _, _, build, tags = parse_wheel_filename(filename)
-        return (info.project, version, build, frozenset(str(t) for t in tags))
-    if info.kind == KIND_EGG:
-        # name-version-pyX.Y(-platform).egg: the python and platform parts tell eggs apart.
-        tail = filename[: -len(".egg")].split("-")[2:]
-        return (info.project, version, info.kind, "-".join(tail).lower())
-    return (info.project, version, info.kind, dist_extension(filename))
 
 
 class Uploads:
@@ -130,6 +124,10 @@ class Uploads:
             raise LengthRequired("Content-Length required")
         if length > self.max_size + 64 * 1024 * 1024:
             raise TooLarge(f"upload larger than the limit of {self.max_size} bytes")
+        media = (content_type or "").split(";", 1)[0].strip().lower()
+        if media == "application/x-www-form-urlencoded":
+            # pypiserver's `curl -d ':action=remove_pkg&name=...&version=...' URL`.
+            return self._dispatch(self._urlencoded(stream, length), None, user)
         try:
             boundary = parse_boundary(content_type)
         except FormError as exc:
@@ -158,6 +156,24 @@ class Uploads:
         finally:
             for temp in temps.values():
                 temp.discard()  # after a publish the temp name is gone already; else clean up
+
+    @staticmethod
+    def _urlencoded(stream: IO[bytes], length: int) -> Form:
+        if length > MAX_URLENCODED:
+            raise TooLarge(
+                f"a form-encoded request may carry {MAX_URLENCODED} bytes; upload files as "
+                "multipart/form-data"
+            )
+        body = b""
+        while len(body) < length:
+            chunk = stream.read(length - len(body))
+            if not chunk:
+                raise BadRequest("the request body ended early")
+            body += chunk
+        try:
+            return parse_urlencoded(body)
+        except FormError as exc:
+            raise BadRequest(f"invalid form: {exc}") from None
 
     def _dispatch(self, form: Form, content: TempFile | None, user: str | None) -> Outcome:
         action = form.get(":action")
@@ -190,7 +206,7 @@ class Uploads:
                 raise BadRequest(f"unsupported filetype {filetype[:40]!r}")
             if not filename.lower().endswith(allowed):
                 raise BadRequest(f"filename {filename!r} does not match filetype {filetype!r}")
-        elif dist_extension(filename) not in (".tar.gz", ".zip", ".whl", ".egg"):
+        elif not filename.lower().endswith(DIST_EXTENSIONS):
             raise BadRequest(f"unsupported file extension in {filename!r}")
         name = form.get("name")
         if name and canonicalize_name(name) != info.project:
@@ -210,7 +226,7 @@ class Uploads:
                 # Python's own distutils sends BLAKE2b-512 under this name; check it as such.
                 algo, length = "blake2b_512", 128
                 digests[algo] = _file_digest(content.path, lambda: hashlib.blake2b())
-            if len(sent) != length or not _HEX.match(sent):
+            if len(sent) != length or not _HEX.fullmatch(sent):
                 raise BadRequest(f"{field} is not a hex digest of {length} digits")
             if not hmac.compare_digest(sent.lower(), digests[algo]):
                 raise BadRequest(f"{field} does not match the uploaded bytes (corrupted upload?)")
@@ -306,17 +322,31 @@ class Uploads:
             ".attestations.json": attestations.encode() if attestations.strip() else None,
         }
         lost_race = False
+        superseded: DistFile | None = None  # an sdist of the release in another format
         with self._publish_lock:
             existing = self._existing(filename)
             if existing is not None:
                 if existing.sha256 == digests["sha256"]:
                     return Outcome(200, f"{filename} already exists with identical content")
                 if not self.overwrite:
-                    raise Conflict(
-                        f"File already exists: {existing.filename} has different content "
-                        "(start the server with --overwrite to allow replacing files)"
+                    what = (
+                        f"{existing.filename} has different content"
+                        if existing.filename.lower() == filename.lower()
+                        or existing.kind != KIND_SDIST
+                        else f"this release has an sdist already, {existing.filename} (one "
+                        "sdist per release, PEP 527)"
                     )
-                final = existing.path
+                    raise Conflict(
+                        f"File already exists: {what} (start the server with --overwrite to "
+                        "allow replacing files)"
+                    )
+                if dist_extension(existing.filename) != dist_extension(filename):
+                    # --overwrite with another sdist format: the new file is published under its
+                    # own name, then the old one goes (one sdist per release).
+                    superseded, existing = existing, None
+                    final = os.path.join(os.path.dirname(superseded.path), filename)
+                else:
+                    final = existing.path
             else:
                 final = os.path.join(self.target_directory(project), filename)
             directory = os.path.dirname(final)
@@ -356,7 +386,14 @@ class Uploads:
                 for tmp, _ in staged:
                     self._remove_quietly(tmp)
             if not lost_race:
-                self._tell_catalog(final, digests, meta, user)
+                gone = []
+                if superseded is not None:
+                    try:
+                        remove_distribution(superseded.path, self.ops.unlink)
+                        gone.append(superseded.relpath)
+                    except OSError as exc:
+                        log.warning("could not remove %r, superseded: %s", superseded.relpath, exc)
+                self._tell_catalog(final, digests, meta, user, gone)
         if lost_race:
             return self._lost_race(final, filename, content.size, digests["sha256"])
         log.info("%s uploaded %r", user or "anonymous", filename)
@@ -411,7 +448,12 @@ class Uploads:
             pass
 
     def _tell_catalog(
-        self, path: str, digests: dict[str, str], meta: CoreMetadata, user: str | None
+        self,
+        path: str,
+        digests: dict[str, str],
+        meta: CoreMetadata,
+        user: str | None,
+        gone: list[str],
     ) -> None:
         """List the new file at once, complete with hashes and metadata."""
         root = next(r for r in self.roots if path.startswith(r + os.sep))
@@ -425,8 +467,9 @@ class Uploads:
             )
         except (OSError, InvalidDistFilename) as exc:
             log.warning("published %s but could not list it yet: %s", relpath, exc)
+            self.catalog.apply([], gone)
             return
-        self.catalog.apply([described])
+        self.catalog.apply([described], gone)
         if self.on_published is not None:
             self.on_published(described)  # the persistent cache, so a restart need not read it
 
@@ -445,22 +488,27 @@ class Uploads:
             raise NotFound(f"{name[:100]} {version[:60]} is not hosted here")
         with self._publish_lock:
             removed = []
-            for f in doomed:
-                try:
-                    self.ops.unlink(f.path)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    raise _storage_error(exc) from None
-                for ext in _SIDECARS:
-                    self._remove_quietly(f.path + ext)
-                removed.append(f.relpath)
+            try:
+                for f in doomed:
+                    remove_distribution(f.path, self.ops.unlink)
+                    removed.append(f.relpath)
+            except OSError as exc:
+                raise _storage_error(exc) from None
+            finally:
+                after = self.catalog.apply(removals=removed)
             for directory in {os.path.dirname(f.path) for f in doomed}:
                 try:
                     self.ops.fsync_dir(directory)
                 except OSError:
                     pass
-            self.catalog.apply(removals=removed)
+            # The same rule as `pkgserver remove`: a version with no file left loses its yank.
+            left = after.project(doomed[0].project)
+            forget_yanks_of_removed(
+                self.roots,
+                doomed[0].project,
+                [f.version for f in doomed],
+                left.versions if left is not None else [],
+            )
         log.info(
             "removed %s %s (%d files)", project.name if project else name, version, len(removed)
         )
@@ -491,9 +539,11 @@ def check_filename(filename: str) -> None:
         raise BadRequest("filename must be ASCII (distribution filenames are)")
     if not _FILENAME_CHARS.fullmatch(filename):
         raise BadRequest("filename has characters no distribution filename has")
-    ext = dist_extension(filename)
-    if ext is not None and not filename.endswith(ext):
-        raise BadRequest(f"the extension must be written {ext!r}")
+    # An sdist's extension may be in any case (the directory serves .ZIP, as pypiserver takes
+    # it, and pip reads archives whatever the case); a wheel's may not: pip and uv take only
+    # ".whl", so a ".WHL" would be listed and never installed.
+    if dist_extension(filename) == ".whl" and not filename.endswith(".whl"):
+        raise BadRequest("the extension must be written '.whl': installers take no other")
 
 
 def _storage_error(exc: OSError) -> HTTPProblem:

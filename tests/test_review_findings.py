@@ -370,7 +370,7 @@ def test_a_boundary_containing_xml_is_still_an_upload(upload_app, tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    "filename", ["demo-1.0.TAR.GZ", "demo-2.0-py3-none-<b>#%2e%2e.whl", "demo-1.0-py3-none-any.WHL"]
+    "filename", ["demo-2.0-py3-none-<b>#%2e%2e.whl", "demo-1.0-py3-none-any.WHL"]
 )
 def test_filenames_no_build_tool_makes_are_refused(
     upload_app, tmp_path: Path, filename: str

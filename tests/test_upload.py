@@ -537,6 +537,81 @@ def test_remove_pkg_removes_exactly_that_project_and_version(root: Path, htpassw
     )
 
 
+def test_remove_pkg_clears_the_yank_as_pkgserver_remove_does(root: Path, htpasswd: Path) -> None:
+    # One rule for both ways of removing a release: a version with no file left loses its yank,
+    # so that uploaded again it starts unyanked (the HTTP remove_pkg kept it).
+    from pkgserver.records import load_yanks, set_yank
+
+    make_wheel(root, "foo", "1.0")
+    make_sdist(root, "foo", "1.0")
+    make_wheel(root, "foo", "2.0")
+    set_yank([str(root)], "foo", "1.0", "broken")
+    set_yank([str(root)], "foo", "2.0", "also broken")
+    app, _ = make_app(root, htpasswd)
+    form = multipart([(":action", "remove_pkg"), ("name", "foo"), ("version", "1.0")], [])
+    post(app, form, status=200)
+    assert load_yanks([str(root)]) == {"foo": {"2.0": "also broken"}}
+
+
+def test_remove_pkg_and_the_command_leave_the_same_tree(tmp_path: Path, htpasswd: Path) -> None:
+    import subprocess
+    import sys
+
+    from pkgserver.records import set_yank
+
+    trees = []
+    for way in ("http", "command"):
+        root = tmp_path / way
+        root.mkdir()
+        make_wheel(root, "foo", "1.0")
+        (root / "foo-1.0-py3-none-any.whl.asc").write_text("sig")
+        make_wheel(root, "foo", "2.0")
+        set_yank([str(root)], "foo", "1.0", "broken")
+        if way == "http":
+            app, _ = make_app(root, htpasswd)
+            form = multipart([(":action", "remove_pkg"), ("name", "foo"), ("version", "1.0")], [])
+            post(app, form, status=200)
+        else:
+            cmd = [sys.executable, "-m", "pkgserver", "remove", "foo", "1.0", str(root)]
+            subprocess.run(cmd, check=True, capture_output=True)
+        trees.append(
+            {
+                str(p.relative_to(root)): p.read_bytes()
+                for p in sorted(root.rglob("*"))
+                if p.is_file() and p.name not in ("lock", "uploads.jsonl", "hosted-projects")
+            }
+        )
+    assert trees[0] == trees[1]
+    assert "foo-1.0-py3-none-any.whl.asc" not in trees[0]
+
+
+def test_a_second_sdist_format_of_a_release_is_the_same_file(app, dist: Path, root: Path) -> None:  # type: ignore[no-untyped-def]
+    # The rule `pkgserver check` reports duplicates by is the one uploads refuse by.
+    from pkgserver.manage import check
+
+    post(app, upload_form(make_sdist(dist, "demo-pkg", "1.0")), status=200)
+    zipped = make_sdist(dist / "z", "demo-pkg", "1.0", fmt="zip")
+    res = post(app, upload_form(zipped), status=409)
+    assert "File already exists" in res.text and "one sdist per release" in res.text
+    assert sorted(p for p in os.listdir(root) if not p.startswith(".")) == ["demo_pkg-1.0.tar.gz"]
+    import io as _io
+
+    (root / zipped.name).write_bytes(zipped.read_bytes())  # copied in by hand instead
+    out = _io.StringIO()
+    assert check([str(root)], None, progress=False, out=out) == 1
+    assert "the same distribution as" in out.getvalue()
+
+
+def test_overwrite_with_another_sdist_format_replaces_the_old_one(
+    root: Path, htpasswd: Path, dist: Path
+) -> None:
+    app, catalog = make_app(root, htpasswd, overwrite=True)
+    post(app, upload_form(make_sdist(dist, "demo-pkg", "1.0")), status=200)
+    post(app, upload_form(make_sdist(dist / "z", "demo-pkg", "1.0", fmt="zip")), status=200)
+    assert sorted(p for p in os.listdir(root) if not p.startswith(".")) == ["demo_pkg-1.0.zip"]
+    assert [f.filename for f in catalog.snapshot.project("demo-pkg").files] == ["demo_pkg-1.0.zip"]  # type: ignore[union-attr]
+
+
 def test_remove_pkg_needs_the_update_permission(root: Path, htpasswd: Path) -> None:
     make_wheel(root, "foo", "1.0")
     app, _ = make_app(root, htpasswd)
