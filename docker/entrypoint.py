@@ -97,7 +97,20 @@ def preflight(settings: Settings) -> str | None:
     return writable_problem(settings.roots[0])
 
 
+def port_from_pypiserver_variables(environ: dict[str, str] | os._Environ[str]) -> None:
+    """pypiserver's image listens on $PYPISERVER_PORT, else $PORT (its older name): a
+    PKGSERVER_PORT is made of them when none is set. A -p on the command line still wins."""
+    if environ.get(cli.ENV_PREFIX + "PORT"):
+        return
+    for name in ("PYPISERVER_PORT", "PORT"):
+        value = environ.get(name, "").strip()
+        if value:
+            environ[cli.ENV_PREFIX + "PORT"] = value
+            return
+
+
 def entrypoint(args: Sequence[str]) -> int:  # returns only on an error
+    port_from_pypiserver_variables(os.environ)
     kind, argv = command_for(args)
     if kind == "exec":
         os.execvp(argv[0], argv)  # noqa: S606 (the user's own command, as docker run gave it)
@@ -109,6 +122,12 @@ def entrypoint(args: Sequence[str]) -> int:  # returns only on an error
             hint = (
                 f" (paths are relative to {DATA}; map the file in, e.g. "
                 f"-v ~/pypi/.htpasswd:{DATA}/.htpasswd)"
+            )
+        elif "permission denied" in str(exc):
+            hint = (
+                f" (the server runs as uid {os.geteuid()}: on the host, make the folder and "
+                f"the ones above it readable by it, e.g. chgrp {os.getegid()} <folder> && "
+                "chmod g+rx <folder>)"
             )
         elif "package directory" in str(exc):
             hint = (

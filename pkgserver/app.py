@@ -37,6 +37,7 @@ from .errors import (
     NotFound,
     Unauthorized,
 )
+from .fsutil import confined, open_regular
 from .hosted import HostedNames
 from .metadata import CoreMetadata, Details, parse_details
 from .observe import Observer
@@ -59,7 +60,7 @@ _CONTENT_TYPES = (
     (".zip", "application/zip"),
     (".egg", "application/zip"),
 )
-_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
+_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")  # fullmatch
 _FILE_CHUNK = 256 * 1024
 SMALL_FILE = 256 * 1024  # files up to this size are read into memory and sent as bytes
 
@@ -130,6 +131,8 @@ class _App(bottle.Bottle):  # type: ignore[misc]
 
     fast: Callable[[dict[str, Any]], Answer | None] | None = None
     observer: Observer | None = None
+    prefix = ""  # the path of --server-base-url: served there as well as at the root
+    trust_proxy = False  # --trust-proxy: X-Forwarded-* say what the client asked for
 
     def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         observer = self.observer
@@ -149,9 +152,22 @@ class _App(bottle.Bottle):  # type: ignore[misc]
             body = b"malformed request path (invalid UTF-8)\n"
             start_response(
                 "400 Bad Request",
-                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Length", str(len(body))),
+                    ("X-Content-Type-Options", "nosniff"),
+                ],
             )
             return [body]
+        if self.trust_proxy:
+            _apply_forwarded(environ)
+        if self.prefix:
+            # pypiserver serves --server-base-url's path as well as the root: a proxy that
+            # passes the prefix on (proxy_pass without a path) works as one that strips it.
+            path = environ.get("PATH_INFO", "")
+            if path == self.prefix or path.startswith(self.prefix + "/"):
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
+                environ["PATH_INFO"] = path[len(self.prefix) :] or "/"
         if self.fast is not None:
             try:
                 answer = self.fast(environ)
@@ -173,12 +189,44 @@ class _App(bottle.Bottle):  # type: ignore[misc]
         return super().wsgi(environ, start_response)
 
 
+_FORWARDED_HOST = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
+_FORWARDED_PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+){1,20}/?")
+
+
+def _last(value: Any) -> str:
+    """The last of a comma-separated header's values: the one the proxy nearest to us set
+    (earlier ones may come from the client)."""
+    return value.rsplit(",", 1)[-1].strip() if isinstance(value, str) else ""
+
+
+def _apply_forwarded(environ: dict[str, Any]) -> None:
+    """--trust-proxy: what the proxy says the client asked for (host, scheme, path prefix) and
+    who the client is (for the log). Values that do not look right are ignored."""
+    host, slash, path = _last(environ.pop("HTTP_X_FORWARDED_HOST", None)).partition("/")
+    if _FORWARDED_HOST.fullmatch(host):
+        environ["HTTP_HOST"] = host
+        # pypiserver's nginx recipe puts the prefix there: X-Forwarded-Host $host:$port/pypi
+        path = "/" + path.strip("/") if slash and path.strip("/") else ""
+        if path and _FORWARDED_PREFIX.fullmatch(path) and ".." not in path.split("/"):
+            environ["SCRIPT_NAME"] = path
+    proto = _last(environ.pop("HTTP_X_FORWARDED_PROTO", None)).lower()
+    if proto in ("http", "https"):
+        environ["wsgi.url_scheme"] = proto
+    prefix = _last(environ.pop("HTTP_X_FORWARDED_PREFIX", None))
+    if _FORWARDED_PREFIX.fullmatch(prefix) and ".." not in prefix.split("/"):
+        environ["SCRIPT_NAME"] = prefix.rstrip("/")
+    client = _last(environ.pop("HTTP_X_FORWARDED_FOR", None))
+    if client and len(client) <= 45 and all(c in "0123456789abcdefABCDEF.:" for c in client):
+        environ["REMOTE_ADDR"] = client
+
+
 _PROXY_HEADERS = tuple(
     "HTTP_" + name
     for name in (
         "FORWARDED",
         "X_FORWARDED_FOR",
         "X_FORWARDED_HOST",
+        "X_FORWARDED_PREFIX",
         "X_FORWARDED_PROTO",
         "X_FORWARDED_PORT",
         "X_FORWARDED_BY",
@@ -220,9 +268,15 @@ def create_app(
     hosted: HostedNames | None = None,
     upload_log: UploadLog | None = None,
     observer: Observer | None = None,
+    ready: Callable[[], str | None] | None = None,
 ) -> bottle.Bottle:
-    """Build the WSGI app. Everything it needs is passed in; nothing is global."""
+    """Build the WSGI app. Everything it needs is passed in; nothing is global.
+
+    ``ready()`` says what the server is still doing before it serves everything it found at
+    start (None once it does); /health answers 503 until then."""
     app = _App()
+    app.prefix = settings.base_path
+    app.trust_proxy = settings.trust_proxy
     if observer is None:
         observer = Observer(catalog, health=settings.health_endpoint)
     app.observer = observer
@@ -243,8 +297,9 @@ def create_app(
             upload_log=upload_log,
         )
     fallback = settings.fallback
-    base_override = settings.server_base_url.rstrip("/") + "/" if settings.server_base_url else None
-    welcome = _welcome_template(settings.welcome_file) if settings.welcome_file else None
+    absolute = settings.absolute_base_url
+    base_override = absolute.rstrip("/") + "/" if absolute else None
+    welcome = load_welcome(settings.welcome_file) if settings.welcome_file else None
     templates = {
         name: bottle.SimpleTemplate(name=name, lookup=[TEMPLATES])
         for name in ("home", "projects", "project", "message")
@@ -252,10 +307,10 @@ def create_app(
     assets = _Assets.load()
 
     real_roots = [os.path.realpath(r) for r in settings.roots]
-
-    def confined(path: str) -> bool:
-        real = os.path.realpath(path)
-        return any(real.startswith(r + os.sep) for r in real_roots)
+    # --cache-control AGE (pypiserver's): on downloads, which never change under their name.
+    file_cache = (
+        f"public, max-age={settings.cache_control}" if settings.cache_control is not None else None
+    )
 
     # -- helpers ------------------------------------------------------------------------------
     def require(action: str) -> str | None:
@@ -355,6 +410,8 @@ def create_app(
         body = exc.message + "\n"
         res = bottle.HTTPResponse(body, status=f"{exc.status} {_reason(exc.message)}")
         res.set_header("Content-Type", "text/plain; charset=utf-8")
+        # Messages echo what the client sent: never let a browser take them for HTML.
+        res.set_header("X-Content-Type-Options", "nosniff")
         res.set_header("Vary", "Accept")
         for key, value in exc.headers.items():
             res.set_header(key, value)
@@ -375,6 +432,7 @@ def create_app(
 
     def plain_error(error: bottle.HTTPError) -> str:
         bottle.response.content_type = "text/plain; charset=utf-8"
+        bottle.response.set_header("X-Content-Type-Options", "nosniff")
         return f"{error.status_line}\n"
 
     for code in (400, 404, 405, 413, 500):
@@ -391,9 +449,17 @@ def create_app(
         return bottle.HTTPResponse(body, **{"Content-Type": content_type})
 
     @app.get(settings.health_endpoint)
-    def health() -> dict[str, Any] | str:
-        bottle.response.content_type = "text/plain; charset=utf-8"
-        return "ok\n"
+    def health() -> Any:
+        # pypiserver's body, "Ok"; 503 until everything found at start is listed, so that a
+        # load balancer or an orchestrator sends no installs that would miss a file.
+        waiting = ready() if ready is not None else None
+        if waiting:
+            return bottle.HTTPResponse(
+                waiting + "\n",
+                status=503,
+                **{"Content-Type": "text/plain; charset=utf-8", "Retry-After": "1"},
+            )
+        return bottle.HTTPResponse("Ok", **{"Content-Type": "text/plain; charset=utf-8"})
 
     @app.get("/")
     @guarded
@@ -401,14 +467,25 @@ def create_app(
         snap = catalog.snapshot
         show = may_list()
         if welcome is not None:  # --welcome FILE, as in pypiserver
-            bottle.response.content_type = "text/html; charset=utf-8"
-            return welcome.render(
-                URL=base_url(),
-                VERSION=__version__,
-                NUMPKGS=len(snap.projects) if show else None,
-                NUMFILES=snap.file_count if show else None,
-                fallback=fallback,
-            )
+            base = base_url()
+            path = urlsplit(base).path  # pypiserver's PACKAGES and SIMPLE are paths
+            try:
+                body = welcome.render(
+                    URL=base,
+                    VERSION=__version__,
+                    # pypiserver's NUMPKGS counts files ("serving 2 packages" for a wheel and
+                    # an sdist); NUMPROJECTS counts projects.
+                    NUMPKGS=snap.file_count if show else None,
+                    NUMFILES=snap.file_count if show else None,
+                    NUMPROJECTS=len(snap.projects) if show else None,
+                    PACKAGES=path + "packages/",
+                    SIMPLE=path + "simple/",
+                    fallback=fallback,
+                )
+            except Exception:  # checked at start; whatever else it does, never a 500
+                log.exception("the --welcome template failed; showing the built-in page")
+            else:
+                return bottle.HTTPResponse(body, **{"Content-Type": "text/html; charset=utf-8"})
         return html_page(
             "home",
             "Home",
@@ -574,7 +651,11 @@ def create_app(
         cached = project.cache.get(key)
         if cached is None:
             meta = release_metadata(project, version)
-            details = parse_details(meta.raw) if meta is not None else None
+            try:
+                details = parse_details(meta.raw) if meta is not None else None
+            except Exception:  # untrusted bytes: a page without details, never a 500
+                log.exception("cannot parse the metadata of %s %s", project.name, version)
+                details = None
             description = ""
             if details is not None and details.description.strip():
                 description = web.render_description(
@@ -624,10 +705,12 @@ def create_app(
             install=f"pip install {option} {url} {project.display_name}{pin}",
             shown=shown,
             older=[v for v in history[web.MAX_RELEASES :] if v != version],
+            # Login names are for those who may list with credentials, or with
+            # --show-uploaders; on an open index they would tell anyone whom to phish.
             uploader=(
                 (lambda f: upload_log.uploader(f.relpath, f.sha256))
-                if upload_log is not None
-                else (lambda f: None)
+                if upload_log is not None and (settings.show_uploaders or auth.requires("list"))
+                else None
             ),
         )
 
@@ -757,7 +840,7 @@ def create_app(
         return bottle.HTTPResponse(
             outcome.message + "\n",
             status=f"{outcome.status} {_reason(outcome.message)}",
-            **{"Content-Type": "text/plain; charset=utf-8"},
+            **{"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"},
         )
 
     def refuse_cross_site() -> None:
@@ -800,10 +883,29 @@ def create_app(
         return send_rendered(render.render_project(project, render.HTML, settings.hash_algo))
 
     @app.get("/packages/")
+    @guarded
+    def file_list() -> Any:
+        # pypiserver's listing of every file: `pip install --find-links URL/packages/` reads it.
+        require("list")
+        snap = catalog.snapshot
+        page = render.render_file_list(snap, settings.hash_algo)
+        return send_rendered(page, snap.cache, ("files", settings.hash_algo))
+
+    @app.get("/packages")
+    def file_list_no_slash() -> Any:
+        return redirect("/packages/")
+
     @app.get("/pypi/")
     @guarded
     def not_a_project() -> Any:
         raise NotFound("not found")
+
+    @app.get("/<name>/json")
+    @guarded
+    def bare_json_api(name: str) -> Any:
+        # pypiserver answers /<project>/json like /pypi/<project>/json. The index's own first
+        # segments (simple, packages, pypi, project, ...) keep their routes, matched earlier.
+        return json_api_version(name, None)
 
     @app.get("/<name>")
     @app.get("/<name>/")
@@ -817,7 +919,9 @@ def create_app(
     # -- files --
     def send_file(f: DistFile) -> bottle.HTTPResponse:
         try:
-            fh = open(f.path, "rb")
+            # Non-blocking, regular files only: a FIFO swapped in for a listed file must not
+            # hang a worker thread (16 of them stopped the server).
+            fh = os.fdopen(open_regular(f.path), "rb")
         except OSError:
             raise NotFound("file is gone") from None
         try:
@@ -825,7 +929,7 @@ def create_app(
         except OSError:
             fh.close()
             raise NotFound("file is gone") from None
-        if not f.matches(st) or not stat.S_ISREG(st.st_mode):
+        if not f.matches(st):
             # Changed behind the catalog's back (through a hard link, say): never serve bytes
             # under a hash they do not have. The indexer looks again at once.
             fh.close()
@@ -834,7 +938,7 @@ def create_app(
             raise NotFound("this file changed on disk; the index is catching up, try again")
         etag = f'"{f.sha256}"'
         size = st.st_size
-        headers = dict(_file_headers(f, st.st_mtime))
+        headers = dict(_file_headers(f, st.st_mtime, cache_control=file_cache))
         inm = _header("If-None-Match")
         if (etag and _etag_matches(inm, etag)) or (not inm and _not_modified_since(st.st_mtime)):
             fh.close()
@@ -875,18 +979,20 @@ def create_app(
         # The detached signature uploaded with the file (twine --sign), stored beside it. Only a
         # regular file inside the package directories: never a link out, a FIFO or a device.
         path = f.path + ".asc"
-        if not confined(path):
+        if not confined(path, real_roots):
             raise NotFound("no signature for this file")
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = open_regular(path)
         except OSError:
             raise NotFound("no signature for this file") from None
         with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode) or st.st_size > 64 * 1024:
+            if os.fstat(fh.fileno()).st_size > 64 * 1024:
                 raise NotFound("no signature for this file")
             data = fh.read(64 * 1024)
-        return bottle.HTTPResponse(data, **{"Content-Type": "application/pgp-signature"})
+        return bottle.HTTPResponse(
+            data,
+            **{"Content-Type": "application/pgp-signature", "X-Content-Type-Options": "nosniff"},
+        )
 
     def send_metadata(f: DistFile) -> bottle.HTTPResponse:
         meta = metadata.get(f)
@@ -896,7 +1002,11 @@ def create_app(
         if digest != f.metadata_sha256:
             raise NotFound("core metadata changed; try again")
         etag = f'"{digest}"'
-        headers = {"Content-Type": "text/plain; charset=utf-8", "ETag": etag}
+        headers = {
+            "Content-Type": "text/plain; charset=utf-8",
+            "ETag": etag,
+            "X-Content-Type-Options": "nosniff",
+        }
         if _etag_matches(_header("If-None-Match"), etag):
             return bottle.HTTPResponse(status=304, **headers)
         return bottle.HTTPResponse(meta.raw, **headers)
@@ -948,16 +1058,23 @@ def create_app(
                     return None
                 if not f.matches(st):
                     return None
-                headers = [h for h in _file_headers(f, st.st_mtime) if h[0] != "Content-Type"]
+                headers = [
+                    h
+                    for h in _file_headers(f, st.st_mtime, cache_control=file_cache)
+                    if h[0] != "Content-Type"
+                ]
                 return 304, headers, b""
             if f.size > SMALL_FILE:
                 return None
             try:
                 # os.open rather than open(): no buffer object, no isatty() call; a fifth of
-                # the time a small download held the GIL went into open().
-                fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
+                # the time a small download held the GIL went into open(). Non-blocking, as
+                # in send_file: a FIFO in place of the file is left to the route's 404.
+                fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
                 try:
                     st = os.fstat(fd)
+                    if not stat.S_ISREG(st.st_mode):
+                        return None
                     if not f.matches(st):
                         return None  # the route reports it and asks for a recheck
                     body = os.read(fd, f.size + 1)  # one read: the file is small (short: route)
@@ -967,7 +1084,7 @@ def create_app(
                 return None
             if len(body) != f.size or not _intact(body, f):
                 return None  # the route reports it and asks for a recheck
-            return 200, _file_headers(f, st.st_mtime, len(body)), body
+            return 200, _file_headers(f, st.st_mtime, len(body), file_cache), body
         return None
 
     app.fast = fast
@@ -1043,13 +1160,19 @@ def _page_answer(
 _CONDITIONAL_KEYS = ("HTTP_RANGE", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_RANGE")
 
 
-def _file_headers(f: DistFile, mtime: float, length: int | None = None) -> list[tuple[str, str]]:
+def _file_headers(
+    f: DistFile, mtime: float, length: int | None = None, cache_control: str | None = None
+) -> list[tuple[str, str]]:
     headers = [
         ("Content-Type", _content_type(f.filename)),
         ("Last-Modified", _http_date(int(mtime))),
         ("Accept-Ranges", "bytes"),
         ("ETag", f'"{f.sha256}"'),
+        # A browser must not take an uploaded "wheel" for HTML (or script) and run it.
+        ("X-Content-Type-Options", "nosniff"),
     ]
+    if cache_control:
+        headers.append(("Cache-Control", cache_control))
     if length is not None:
         headers.append(("Content-Length", str(length)))
     return headers
@@ -1077,7 +1200,7 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """One byte range -> (start, end inclusive); "unsatisfiable"; None to send everything."""
     if not header:
         return None
-    m = _RANGE.match(header.strip())
+    m = _RANGE.fullmatch(header.strip())
     if not m:
         return None  # several ranges or another unit: a full 200 is a valid answer
     first, last = m.groups()
@@ -1097,9 +1220,66 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return start, min(end, size - 1)
 
 
-def _welcome_template(path: str) -> bottle.SimpleTemplate:
-    with open(path, encoding="utf-8") as fh:
-        return bottle.SimpleTemplate(fh.read())
+class WelcomeError(ValueError):
+    """A --welcome file that cannot serve as the home page."""
+
+
+# What a --welcome template may use: pypiserver's names (its own welcome.html uses URL,
+# VERSION, NUMPKGS, PACKAGES and SIMPLE), and ours.
+WELCOME_NAMES = (
+    "URL",
+    "VERSION",
+    "NUMPKGS",
+    "NUMFILES",
+    "NUMPROJECTS",
+    "PACKAGES",
+    "SIMPLE",
+    "fallback",
+)
+_MAX_WELCOME = 1024 * 1024
+
+
+def load_welcome(path: str) -> bottle.SimpleTemplate:
+    """The --welcome file as a bottle template, rendered once with sample values so that a
+    name it uses that is not provided (or any other error) is reported at start, not as a 500
+    to every visitor. Raises WelcomeError."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_MAX_WELCOME + 1)
+    except FileNotFoundError:
+        raise WelcomeError(f"welcome file {path!r} does not exist") from None
+    except OSError as exc:
+        raise WelcomeError(f"cannot read welcome file {path!r}: {exc.strerror or exc}") from None
+    if len(raw) > _MAX_WELCOME:
+        raise WelcomeError(f"welcome file {path!r} is larger than {_MAX_WELCOME} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WelcomeError(f"welcome file {path!r} is not UTF-8 text") from None
+    sample = {
+        "URL": "http://localhost:8080/",
+        "VERSION": __version__,
+        "NUMPKGS": 0,
+        "NUMFILES": 0,
+        "NUMPROJECTS": 0,
+        "PACKAGES": "/packages/",
+        "SIMPLE": "/simple/",
+        "fallback": None,
+    }
+    try:
+        template = bottle.SimpleTemplate(text)
+        template.render(**sample)
+    except NameError as exc:
+        name = getattr(exc, "name", None) or str(exc)
+        raise WelcomeError(
+            f"welcome file {path!r} uses {name!r}, which is not provided; a template may use "
+            + ", ".join(WELCOME_NAMES)
+        ) from None
+    except Exception as exc:
+        raise WelcomeError(
+            f"welcome file {path!r} is not a usable template: {type(exc).__name__}: {exc}"
+        ) from None
+    return template
 
 
 def _quote_path(value: str) -> str:

@@ -93,6 +93,18 @@ def _decoy_hash(htpasswd: HtpasswdFile) -> str:
     return _FALLBACK_DECOY
 
 
+def _plain_text_users(htpasswd: HtpasswdFile) -> list[str]:
+    """Users whose entry is no hash we know and not a disabled entry (``!...``, ``*``,
+    empty): most likely a plain-text password, which pypiserver (passlib) took and we refuse."""
+    found = []
+    for user in htpasswd.users():
+        stored = htpasswd.get_hash(user)
+        text = stored.decode("utf-8", "replace") if isinstance(stored, bytes) else str(stored)
+        if text and not text.startswith(("!", "*")) and not _known_hash(text):
+            found.append(user)
+    return found
+
+
 def _known_hash(stored: str | bytes) -> bool:
     try:
         return HTPASSWD_CONTEXT.identify(stored, required=False) is not None
@@ -128,6 +140,19 @@ class Authenticator:
             self._watch.mark()
             self._htpasswd = load_htpasswd(password_file)
             self._decoy = _decoy_hash(self._htpasswd)
+            self._warn_plain_text(self._htpasswd)
+
+    def _warn_plain_text(self, htpasswd: HtpasswdFile) -> None:
+        users = _plain_text_users(htpasswd)
+        if users:
+            shown = ", ".join(repr(u) for u in users[:10]) + (" ..." if len(users) > 10 else "")
+            log.warning(
+                "%s: %s cannot log in: the entry is not a password hash (a plain-text password?); "
+                "set it with `pkgserver passwd %s USER` or `htpasswd -B`",
+                self.password_file,
+                shown,
+                self.password_file,
+            )
 
     def requires(self, action: str) -> bool:
         return action in self.protected
@@ -217,6 +242,8 @@ class Authenticator:
 
     def _replace(self, htpasswd: HtpasswdFile | None) -> None:
         decoy = _decoy_hash(htpasswd) if htpasswd is not None else _FALLBACK_DECOY
+        if htpasswd is not None:
+            self._warn_plain_text(htpasswd)
         with self._lock:
             self._htpasswd = htpasswd
             self._decoy = decoy

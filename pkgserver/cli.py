@@ -12,7 +12,9 @@ import atexit
 import hashlib
 import logging
 import os
+import re
 import signal
+import stat
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +29,7 @@ __all__ = ["UsageError", "build_parser", "main"]
 
 log = logging.getLogger("pkgserver")
 
-SUBCOMMANDS = ("run", "passwd", "forget", "remove", "yank", "unyank", "check")
+SUBCOMMANDS = ("run", "update", "passwd", "forget", "remove", "yank", "unyank", "check")
 ENV_PREFIX = "PKGSERVER_"
 _FALSE = ("0", "no", "off", "false", "none")
 
@@ -55,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(run)
     _defaults_from_environment(run)
+    from .update import add_arguments as _update_arguments
+
+    up = sub.add_parser(
+        "update",
+        help="list (or download) newer releases of the hosted projects on an upstream index",
+        description="pypiserver's update (-U): for every project in DIR..., compare the newest "
+        "version here with the upstream index's (PyPI by default) and print the 'pip download' "
+        "command that fetches a newer release into the directory; -x runs them.",
+    )
+    _update_arguments(up)
     pw = sub.add_parser(
         "passwd",
         help="add or change a user in an htpasswd file (bcrypt)",
@@ -206,6 +218,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="largest file an upload may carry, e.g. 500M or 2G (default 1G); larger gets 413",
     )
     p.add_argument(
+        "--max-file-size",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="largest file the index lists (default: --max-upload-size); larger files in the "
+        "directory are skipped, with a log line",
+    )
+    p.add_argument(
         "-o",
         "--overwrite",
         action="store_true",
@@ -246,6 +266,27 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="external URL of the server, for redirects and absolute links behind a proxy",
     )
     p.add_argument(
+        "--trust-proxy",
+        action="store_true",
+        default=False,
+        help="honour X-Forwarded-Host, -Proto, -Prefix and -For: only behind a reverse proxy "
+        "that sets them (never by default: any client could)",
+    )
+    p.add_argument(
+        "--cache-control",
+        type=_seconds,
+        default=None,
+        metavar="AGE",
+        help="add 'Cache-Control: public, max-age=AGE' to downloads (as pypiserver)",
+    )
+    p.add_argument(
+        "--show-uploaders",
+        action="store_true",
+        default=False,
+        help="show who uploaded each file on the project pages to everyone who may list "
+        "(without it, only to requests that list with credentials)",
+    )
+    p.add_argument(
         "--rescan-interval",
         type=float,
         default=0,
@@ -275,8 +316,30 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--connection-limit",
         type=int,
-        default=400,
-        help="waitress connection limit (default 400)",
+        default=1000,
+        help="most connections open at once (default 1000)",
+    )
+    p.add_argument(
+        "--connections-per-address",
+        type=int,
+        default=100,
+        metavar="N",
+        help="once half the connection limit is in use, the most one client address may hold; "
+        "0 for no cap (default 100; off with --trust-proxy, where every client is the proxy)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="time a client has to send a request's headers once it began (default 15)",
+    )
+    p.add_argument(
+        "--channel-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="close connections idle this long (default 60)",
     )
     p.add_argument(
         "--shutdown-timeout",
@@ -296,6 +359,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-stream",
         default="stderr",
+        type=str.lower,
         choices=("stdout", "stderr", "none"),
         help="log to stdout, stderr (default) or nowhere",
     )
@@ -317,8 +381,58 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default=False,
         help="do not log every request",
     )
-    # Accepted for pypiserver compatibility; pkgserver always uses waitress.
-    p.add_argument("--server", default=None, help=argparse.SUPPRESS)
+    _add_ignored_options(p, IGNORED_OPTIONS)
+    p.add_argument("--version", action="version", version=f"pkgserver {__version__}")
+
+
+def _add_ignored_options(p: argparse.ArgumentParser, options: dict[str, str]) -> None:
+    """pypiserver's options that have no meaning here: accepted (with pypiserver's own choices
+    where it has some), and a notice at start says so."""
+    for option in options:
+        choices = _IGNORED_CHOICES.get(option)
+        if choices:
+            p.add_argument(
+                option, default=None, type=str.lower, choices=choices, help=argparse.SUPPRESS
+            )
+        else:
+            p.add_argument(option, default=None, metavar="VALUE", help=argparse.SUPPRESS)
+
+
+_IGNORED_CHOICES = {
+    "--server": ("auto", "cherrypy", "gevent", "gunicorn", "paste", "twisted", "wsgiref"),
+    "--backend": ("auto", "simple-dir", "cached-dir"),
+}
+
+
+# pypiserver options that pkgserver accepts and ignores (with a one-line notice at start): a
+# migrated command line keeps working.
+IGNORED_OPTIONS = {
+    "--server": "pkgserver always runs on waitress",
+    "--backend": "pkgserver keeps its own in-memory catalog, watched with inotify",
+    "--log-req-frmt": "the access log has its own formats (--log-format)",
+    "--log-res-frmt": "the access log has its own formats (--log-format)",
+    "--log-err-frmt": "errors are logged with --log-frmt",
+}
+
+
+def ignored_notices(ns: argparse.Namespace) -> list[str]:
+    """One line for each pypiserver option given that pkgserver ignores."""
+    out = []
+    for option, why in IGNORED_OPTIONS.items():
+        value = getattr(ns, option[2:].replace("-", "_"), None)
+        if value is not None:
+            out.append(f"ignoring pypiserver's {option} {value!r}: {why}")
+    return out
+
+
+def _seconds(value: str) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {value!r}") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {value!r}")
+    return seconds
 
 
 def _size(value: str) -> int:
@@ -337,23 +451,56 @@ def _size(value: str) -> int:
     return size
 
 
-def _roots(given: Sequence[str]) -> list[str]:
-    """DIR... as given, else PKGSERVER_ROOTS, else ~/packages; each must be a readable folder."""
+def _roots(given: Sequence[str], *, created: list[str] | None = None) -> list[str]:
+    """DIR... as given, else PKGSERVER_ROOTS, else ~/packages; each must be a readable folder.
+    With ``created`` (run), a folder that does not exist is made, and added to that list."""
     roots = list(given)
     if not roots and _env("roots"):
         roots = [r for r in (_env("roots") or "").split(os.pathsep) if r]
     if not roots:
         roots = [os.path.expanduser("~/packages")]
     for root in roots:
-        if not os.path.isdir(root):
-            raise UsageError(f"package directory {root!r} does not exist or is not a directory")
+        try:
+            st = os.stat(root)
+        except FileNotFoundError:
+            if created is None or os.path.basename(root.rstrip("/")).startswith("-"):
+                # (a name like "-x" or "--hash-algo BAD" is a mistyped option, not a folder)
+                raise UsageError(f"package directory {root!r} does not exist") from None
+            try:
+                # The folder itself, not its parents: a mistyped path is reported, not built.
+                os.mkdir(root, mode=0o755)
+            except FileNotFoundError:
+                parent = os.path.dirname(os.path.abspath(root))
+                raise UsageError(
+                    f"package directory {root!r} does not exist, nor does its parent {parent!r}"
+                ) from None
+            except OSError as exc:
+                raise UsageError(
+                    f"package directory {root!r} does not exist and cannot be created: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            created.append(root)
+            continue
+        except PermissionError:
+            raise UsageError(
+                f"package directory {root!r}: permission denied (uid {os.geteuid()} must have "
+                "read/execute access to every folder on its path)"
+            ) from None
+        except OSError as exc:
+            raise UsageError(f"package directory {root!r}: {exc.strerror or exc}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"package directory {root!r} is not a directory")
         if not os.access(root, os.R_OK | os.X_OK):
-            raise UsageError(f"package directory {root!r} is not readable")
+            raise UsageError(
+                f"package directory {root!r}: permission denied (uid {os.geteuid()} must have "
+                f"read/execute access to it; it is owned by {st.st_uid}:{st.st_gid}, mode "
+                f"{st.st_mode & 0o7777:o})"
+            )
     return roots
 
 
-def _settings(ns: argparse.Namespace) -> Settings:
-    roots = _roots(ns.roots)
+def _settings(ns: argparse.Namespace, *, created: list[str] | None = None) -> Settings:
+    roots = _roots(ns.roots, created=created)
     if not 0 <= ns.port <= 65535:
         raise UsageError(f"port {ns.port} is out of range")
     try:
@@ -364,6 +511,12 @@ def _settings(ns: argparse.Namespace) -> Settings:
     if not actions and ns.passwords != ".":
         raise UsageError(
             "-a . (nothing protected) needs -P . as well, to say that a fully open index is meant"
+        )
+    if actions and ns.passwords == ".":
+        # pypiserver's rule: -P . (no password file) goes with -a . only.
+        raise UsageError(
+            f"-P . (no password file) needs -a . as well (here -a {','.join(sorted(actions))}): "
+            "give a password file, or -P . -a . for a fully open index"
         )
     if password_file:
         from .auth import load_htpasswd
@@ -386,15 +539,44 @@ def _settings(ns: argparse.Namespace) -> Settings:
         except (ValueError, TypeError):
             # TypeError: shake_128/shake_256 need a length; no fixed-size digest to link.
             raise UsageError(f"unknown or unusable --hash-algo {ns.hash_algo!r}") from None
-    if ns.welcome and not os.path.isfile(ns.welcome):
-        raise UsageError(f"welcome file {ns.welcome!r} does not exist")
+    if ns.welcome:
+        from .app import WelcomeError, load_welcome
+
+        try:
+            load_welcome(ns.welcome)
+        except WelcomeError as exc:
+            raise UsageError(str(exc)) from None
     health = ns.health_endpoint if ns.health_endpoint.startswith("/") else "/" + ns.health_endpoint
+    if not re.fullmatch(r"/[A-Za-z0-9/_-]+", health):  # pypiserver's rule
+        raise UsageError(
+            f"invalid --health-endpoint {ns.health_endpoint!r}: letters, digits, '/', '_' and "
+            "'-' only (e.g. /health)"
+        )
     if ns.threads < 1 or ns.connection_limit < 1:
         raise UsageError("--threads and --connection-limit must be at least 1")
     if ns.rescan_interval < 0:
         raise UsageError("--rescan-interval cannot be negative")
     if not 0 <= ns.shutdown_timeout <= 3600:
         raise UsageError("--shutdown-timeout must be between 0 and 3600 seconds")
+    if ns.connections_per_address < 0:
+        raise UsageError("--connections-per-address cannot be negative")
+    if not 0 < ns.header_timeout <= 3600 or not 0 < ns.channel_timeout <= 86400:
+        raise UsageError("--header-timeout and --channel-timeout must be positive")
+    base_url = ns.server_base_url
+    if base_url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(base_url)
+        if base_url.startswith("/") and not parts.netloc:
+            # pypiserver's form: a path only, where the index is served (besides the root).
+            if not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*/?", base_url):
+                raise UsageError(f"--server-base-url {base_url!r} is not a usable path")
+            base_url = base_url if base_url.rstrip("/") else None
+        elif parts.scheme not in ("http", "https") or not parts.netloc:
+            raise UsageError(
+                f"--server-base-url {base_url!r} is neither an http(s) URL "
+                "(https://pypi.example.com/pypi/) nor a path (/pypi/)"
+            )
     return Settings(
         roots=tuple(os.path.abspath(r) for r in roots),
         host=ns.host,
@@ -408,7 +590,11 @@ def _settings(ns: argparse.Namespace) -> Settings:
         hash_algo=hash_algo,
         welcome_file=ns.welcome,
         health_endpoint=health,
-        server_base_url=ns.server_base_url,
+        server_base_url=base_url,
+        trust_proxy=ns.trust_proxy,
+        cache_control=ns.cache_control,
+        show_uploaders=ns.show_uploaders,
+        max_file_size=ns.max_file_size,
         rescan_interval=ns.rescan_interval,
         cache_dir=None
         if (ns.cache_dir or "").lower() in _FALSE
@@ -416,6 +602,9 @@ def _settings(ns: argparse.Namespace) -> Settings:
         watch=not ns.no_watch,
         threads=ns.threads,
         connection_limit=ns.connection_limit,
+        connections_per_address=0 if ns.trust_proxy else ns.connections_per_address,
+        header_timeout=ns.header_timeout,
+        channel_timeout=ns.channel_timeout,
         shutdown_timeout=ns.shutdown_timeout,
         verbosity=ns.verbose,
         log_file=ns.log_file,
@@ -499,14 +688,54 @@ def _options_first(args: list[str]) -> list[str]:
 
 
 def _normalize_argv(argv: list[str]) -> list[str]:
-    """No subcommand means ``run`` (pypiserver 1.x form)."""
+    """The command line as the parser takes it: no subcommand means ``run`` (pypiserver 1.x
+    form), and options before the subcommand (pypiserver's ``-v run``, ``--log-file F run``)
+    go after it; pypiserver 1.x's ``-U`` means ``update``."""
     if not argv:
         return ["run"]
     if argv[0] in ("remove", "yank", "unyank", "check"):
         return [argv[0], *_options_first(argv[1:])]
     if argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help", "--version"):
         return argv
+    at = _subcommand_at(argv)
+    if at is not None:
+        return _normalize_argv([argv[at], *argv[:at], *argv[at + 1 :]])
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    for flag in ("-U", "--update"):
+        if flag in options:
+            i = argv.index(flag)
+            return ["update", *argv[:i], *argv[i + 1 :]]
     return ["run", *argv]
+
+
+def _subcommand_at(argv: list[str]) -> int | None:
+    """Where a subcommand follows leading options (``-v run``), if it does."""
+    valued = _valued_options()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in SUBCOMMANDS:
+            return i
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            return None  # a DIR first: the pypiserver 1.x form, without a subcommand
+        if "=" not in arg:
+            named = [o for o in valued if o == arg or (arg.startswith("--") and o.startswith(arg))]
+            if len(named) == 1 or arg in valued:
+                i += 1  # its value
+        i += 1
+    return None
+
+
+def _valued_options() -> set[str]:
+    """The option strings of ``run`` that take a value."""
+    run = _Parser(prog="pkgserver run")
+    _add_run_options(run)
+    return {
+        option
+        for action in run._actions
+        if action.nargs != 0 and action.option_strings
+        for option in action.option_strings
+    }
 
 
 def parse_run(argv: Sequence[str]) -> Settings | None:
@@ -521,8 +750,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(args)
         if ns.command == "run":
-            settings = _settings(ns)
-            return run(settings)
+            created: list[str] = []
+            settings = _settings(ns, created=created)
+            notices = [f"created the package directory {r!r}: it was missing" for r in created]
+            return run(settings, notices=[*notices, *ignored_notices(ns)])
+        if ns.command == "update":
+            from .update import update
+
+            return update(ns, _roots(ns.roots))
         if ns.command == "forget":
             return forget(ns.name, _roots(ns.roots))
         if ns.command == "passwd":
@@ -555,7 +790,7 @@ def _manage(ns: argparse.Namespace) -> int:
     return 2
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, notices: Sequence[str] = ()) -> int:
     from .app import create_app
     from .auth import Authenticator
     from .cache import DescriptionCache
@@ -563,7 +798,7 @@ def run(settings: Settings) -> int:
     from .hosted import HostedNames
     from .observe import Observer
     from .records import UploadLog, Yanks
-    from .server import make_server, serve, stop
+    from .server import make_server, raise_open_files_limit, serve, stop
     from .storage import (
         Indexer,
         MetadataStore,
@@ -573,9 +808,30 @@ def run(settings: Settings) -> int:
     )
 
     access = _setup_logging(settings)
+    for notice in notices:
+        log.info("%s", notice)
     if settings.password_file is None and not settings.authenticate:
         log.warning(
             "running fully open (-P . -a .): anyone who can reach it can read and change it"
+        )
+    elif settings.password_file is not None and "update" not in settings.authenticate:
+        # pypiserver's meaning of -a, kept for migrating users: the actions listed are the
+        # protected ones, so `-P htpasswd -a download,list` leaves uploads open.
+        log.warning(
+            "UPLOADS AND REMOVALS NEED NO PASSWORD: -a %s protects only %s, not 'update'. "
+            "Anyone who can reach this server can publish, replace or delete packages. Add "
+            "'update' (-a update,%s) unless an open index is meant.",
+            ",".join(sorted(settings.authenticate)) or ".",
+            ", ".join(sorted(settings.authenticate)) or "nothing",
+            ",".join(sorted(settings.authenticate)),
+        )
+    wanted_files = settings.connection_limit + settings.threads + 256
+    if raise_open_files_limit(wanted_files) < wanted_files:
+        log.warning(
+            "the open-files limit is below what --connection-limit %d needs (%d); "
+            "raise it (ulimit -n) or lower --connection-limit",
+            settings.connection_limit,
+            wanted_files,
         )
     sweep_temp_files(settings.roots)
     hosted = HostedNames(settings.roots)
@@ -601,6 +857,8 @@ def run(settings: Settings) -> int:
         watch=settings.watch,
         extra_algos=extra,
         on_tick=_reload_yanks,
+        on_claim=hosted.add,
+        max_file_size=settings.file_size_limit,
     )
     observer = Observer(
         catalog,
@@ -642,6 +900,7 @@ def run(settings: Settings) -> int:
             hosted=hosted,
             upload_log=upload_log,
             observer=observer,
+            ready=indexer.ready,
         )
         try:
             server = make_server(
@@ -650,6 +909,10 @@ def run(settings: Settings) -> int:
                 port=settings.port,
                 threads=settings.threads,
                 connection_limit=settings.connection_limit,
+                connections_per_address=settings.connections_per_address,
+                header_timeout=settings.header_timeout,
+                channel_timeout=settings.channel_timeout,
+                asyncore_use_poll=True,  # select() stops at 1,024 descriptors
                 # Room for the form fields around the largest file; waitress answers 413 beyond
                 # it before the body is stored in full.
                 max_request_body_size=settings.max_upload_size + 64 * 1024 * 1024,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 __all__ = ["ACTIONS", "DEFAULT_FALLBACK_URL", "Settings", "parse_actions"]
 
@@ -22,17 +23,24 @@ class Settings:
     authenticate: frozenset[str] = frozenset({"update"})
     overwrite: bool = False
     max_upload_size: int = 1024**3  # bytes; larger uploads get 413
+    max_file_size: int | None = None  # bytes; larger files are not listed (None: max_upload_size)
     fallback_url: str = DEFAULT_FALLBACK_URL
     disable_fallback: bool = False
     hash_algo: str | None = "sha256"  # None: no hash fragment on HTML links
     welcome_file: str | None = None
     health_endpoint: str = "/health"
-    server_base_url: str | None = None
+    server_base_url: str | None = None  # an absolute URL, or (pypiserver's form) a path
+    trust_proxy: bool = False  # honour X-Forwarded-Host/-Proto/-Prefix (and -For, in the log)
+    cache_control: int | None = None  # seconds: Cache-Control max-age on downloads
+    show_uploaders: bool = False  # uploaders' names on project pages even when listing is open
     cache_dir: str | None = None  # None: no persistent index cache
     rescan_interval: float = 0.0  # 0: rely on inotify (a fallback interval applies without it)
     watch: bool = True
     threads: int = 16
-    connection_limit: int = 400
+    connection_limit: int = 1000
+    connections_per_address: int = 100  # 0: no cap (behind a proxy, every client is the proxy)
+    header_timeout: float = 15.0  # seconds to send a request's headers once they have begun
+    channel_timeout: float = 60.0  # seconds a connection may stay idle
     shutdown_timeout: float = 5.0
     verbosity: int = 0
     log_file: str | None = None
@@ -40,6 +48,24 @@ class Settings:
     log_frmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # pypiserver's --log-frmt
     log_format: str = "combined"  # of the access log and, for "json", of every line
     access_log: bool = True
+
+    @property
+    def file_size_limit(self) -> int:
+        """Files larger than this are not listed: --max-file-size, else what uploads allow."""
+        return self.max_file_size if self.max_file_size is not None else self.max_upload_size
+
+    @property
+    def absolute_base_url(self) -> str | None:
+        """--server-base-url when it is an absolute URL (a path only names the prefix)."""
+        url = self.server_base_url
+        return url if url and not url.startswith("/") else None
+
+    @property
+    def base_path(self) -> str:
+        """The path of --server-base-url without its final slash ("" for none, or "/")."""
+        if not self.server_base_url:
+            return ""
+        return urlsplit(self.server_base_url).path.rstrip("/")
 
     @property
     def fallback(self) -> str | None:

@@ -25,6 +25,7 @@ __all__ = [
     "esc",
     "file_url",
     "negotiate",
+    "render_file_list",
     "render_index",
     "render_project",
     "render_project_json_api",
@@ -199,6 +200,28 @@ def render_index(snapshot: Snapshot, media_type: str) -> Rendered:
         out.append(_TAIL)
         body = "".join(out).encode()
     rendered = Rendered(body, media_type, _etag(body))
+    snapshot.cache[key] = rendered
+    return rendered
+
+
+# -- /packages/ ---------------------------------------------------------------------------------
+def render_file_list(snapshot: Snapshot, hash_algo: str | None = "sha256") -> Rendered:
+    """Every file as a link, as pypiserver's ``/packages/`` lists them: what
+    ``pip install --find-links URL/packages/`` reads (links relative to that page)."""
+    key = ("files", hash_algo)
+    cached = snapshot.cache.get(key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    files = sorted(snapshot.files.values(), key=lambda f: (f.project, f.sort_key, f.relpath))
+    out = [_HEAD.format(title="Index of packages"), "    <h1>Index of packages</h1>\n"]
+    out.extend(
+        f'    <a href="{esc(file_url(f, "") + _hash_fragment(f, hash_algo))}">'
+        f"{esc(f.filename)}</a><br>\n"
+        for f in files
+    )
+    out.append(_TAIL)
+    body = "".join(out).encode()
+    rendered = Rendered(body, HTML, _etag(body))
     snapshot.cache[key] = rendered
     return rendered
 

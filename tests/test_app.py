@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from builders import make_wheel
-from conftest import make_testapp
+from conftest import make_testapp, scan
 
+from pkgserver.app import create_app
+from pkgserver.config import Settings
 from pkgserver.render import JSON_V1
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
@@ -207,7 +209,6 @@ def test_files_in_subfolders_are_served_by_path_and_by_name(testapp, pkgdir: Pat
         "/packages//etc/passwd",
         "/packages/%2fetc%2fpasswd",
         "/packages/README.txt",
-        "/packages/",
     ],
 )
 def test_paths_never_leave_the_catalog(testapp, path: str) -> None:  # type: ignore[no-untyped-def]
@@ -316,13 +317,30 @@ def test_welcome_page_says_how_to_use_the_index(testapp) -> None:  # type: ignor
 
 def test_welcome_file_replaces_the_page(pkgdir: Path, tmp_path: Path) -> None:
     page = tmp_path / "welcome.html"
-    page.write_text("<h1>Corp index at {{URL}}: {{NUMPKGS}} projects</h1>")
+    page.write_text("<h1>Corp index at {{URL}}: {{NUMPROJECTS}} projects</h1>")
     app, _ = make_testapp([pkgdir], welcome_file=str(page))
     assert app.get("/").text == "<h1>Corp index at http://localhost:80/: 3 projects</h1>"
 
 
 def test_health_answers_200(testapp) -> None:  # type: ignore[no-untyped-def]
-    assert testapp.get("/health").text == "ok\n"
+    res = testapp.get("/health")
+    assert res.text == "Ok"  # pypiserver's body
+    assert res.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_health_answers_503_until_the_first_scan_is_listed(pkgdir: Path) -> None:
+    import webtest
+
+    state = {"waiting": "starting: 1 large file(s) found at start are still being hashed"}
+    app = webtest.TestApp(
+        create_app(
+            Settings(roots=(str(pkgdir),)), scan(pkgdir), ready=lambda: state["waiting"] or None
+        )
+    )
+    res = app.get("/health", status=503)
+    assert res.headers["Retry-After"] == "1" and "still being hashed" in res.text
+    state["waiting"] = ""
+    assert app.get("/health").text == "Ok"
 
 
 def test_custom_health_endpoint(pkgdir: Path) -> None:

@@ -230,3 +230,80 @@ def test_healthcheck_reads_the_port_from_the_servers_environment(tmp_path: Path)
 
 def test_healthcheck_fails_when_nothing_answers(tmp_path: Path) -> None:
     assert ep.healthcheck(["999999999"]) == 1  # no such process: the default URL, refused
+
+
+# -- pypiserver's variables -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("environ", "port"),
+    [
+        ({"PYPISERVER_PORT": "9090"}, "9090"),
+        ({"PORT": "9191"}, "9191"),
+        ({"PYPISERVER_PORT": "9090", "PORT": "9191"}, "9090"),  # the newer name wins
+        ({"PKGSERVER_PORT": "9292", "PYPISERVER_PORT": "9090"}, "9292"),  # ours wins
+        ({}, None),
+    ],
+)
+def test_pypiservers_port_variables_set_the_port(environ: dict[str, str], port: str | None) -> None:
+    env = dict(environ)
+    ep.port_from_pypiserver_variables(env)
+    assert env.get("PKGSERVER_PORT") == port
+
+
+@pytest.mark.e2e
+def test_the_image_listens_on_pypiserver_port(tmp_path: Path) -> None:
+    # docker run -e PYPISERVER_PORT=... IMAGE: the entrypoint, then the server it execs.
+    port = _free_port()
+    (tmp_path / "packages").mkdir()
+    env = server_env({"PYPISERVER_PORT": str(port), "PKGSERVER_HOST": "127.0.0.1"})
+    proc = subprocess.Popen(
+        [sys.executable, str(ENTRYPOINT), "-P", ".", "-a", ".", str(tmp_path / "packages")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while ep.healthcheck([str(proc.pid)]) != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "never became healthy"
+            time.sleep(0.1)
+        assert ep.health_url([str(proc.pid)]) == f"http://127.0.0.1:{port}/health"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
+
+
+def test_an_unreadable_data_folder_says_permission_denied(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "packages").mkdir(parents=True)
+    data.chmod(0o700)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        os.chown(data, 12345, 12345)
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv")
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+    try:
+        res = subprocess.run(
+            [
+                *prefix,
+                sys.executable,
+                str(ENTRYPOINT),
+                "-P",
+                ".",
+                "-a",
+                ".",
+                str(data / "packages"),
+            ],
+            cwd=tmp_path,
+            env=server_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        data.chmod(0o755)
+    assert res.returncode == 2
+    assert "permission denied" in res.stderr and "does not exist" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr

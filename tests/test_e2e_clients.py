@@ -193,7 +193,9 @@ def test_sigterm_logs_shutting_down(tmp_path: Path) -> None:
 
 def test_server_that_cannot_start_is_reported(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="does not exist"):
-        with running_server("--disable-fallback", tmp_path / "missing", startup_timeout=20):
+        with running_server(
+            "--disable-fallback", tmp_path / "missing" / "deeper", startup_timeout=20
+        ):
             pass
 
 

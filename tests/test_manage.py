@@ -221,7 +221,7 @@ def test_yank_twice_says_already_and_changes_nothing(
 
 
 _CONTROL = "the reason must be one line of text, without control characters"
-_NO_DIR = "package directory '@MISSING' does not exist or is not a directory"
+_NO_DIR = "package directory '@MISSING' does not exist"
 
 
 @pytest.mark.parametrize(
@@ -396,7 +396,7 @@ def test_bad_unyank_is_one_line_status_2_and_changes_nothing(
         (["demo pkg", "2.0", d], "invalid project name 'demo pkg'"),
         (
             ["demo-pkg", "2.0", missing],
-            f"package directory {missing!r} does not exist or is not a directory",
+            f"package directory {missing!r} does not exist",
         ),
     ]:
         assert_usage_error(cmd("unyank", *args), message)
@@ -475,11 +475,11 @@ def test_bad_remove_is_one_line_status_2_and_removes_nothing(
         (["demo pkg", d], "invalid project name 'demo pkg'"),
         (
             ["demo-pkg", "1.0", missing],
-            f"package directory {missing!r} does not exist or is not a directory",
+            f"package directory {missing!r} does not exist",
         ),
         (
             ["demo-pkg", missing],
-            f"package directory {missing!r} does not exist or is not a directory",
+            f"package directory {missing!r} does not exist",
         ),
         (["demo-pkg", "1.0", d, "--bogus"], "unrecognized arguments: --bogus"),
     ]:
@@ -638,9 +638,7 @@ def test_check_bad_arguments(
     cmd: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
     missing = str(tmp_path / "missing")
-    assert_usage_error(
-        cmd("check", missing), f"package directory {missing!r} does not exist or is not a directory"
-    )
+    assert_usage_error(cmd("check", missing), f"package directory {missing!r} does not exist")
     res = cmd("check", "--progress", "sometimes", tmp_path)
     assert res.returncode == 2 and res.stderr.startswith(
         "pkgserver: error: argument --progress: invalid choice: 'sometimes'"

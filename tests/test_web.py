@@ -344,10 +344,16 @@ def test_home_hides_the_catalog_when_listing_needs_credentials(site: Path, tmp_p
 
 def test_welcome_file_still_replaces_the_home_page(site: Path, tmp_path: Path) -> None:
     page = tmp_path / "welcome.html"
-    page.write_text("<p>Corp index {{URL}} has {{NUMPKGS}} projects, {{NUMFILES}} files</p>")
+    page.write_text(
+        "<p>Corp index {{URL}} has {{NUMPROJECTS}} projects, {{NUMFILES}} files "
+        "({{NUMPKGS}} packages, as pypiserver counts them)</p>"
+    )
     app, _ = make_testapp([site], welcome_file=str(page))
     res = app.get("/")
-    assert res.text == "<p>Corp index http://localhost:80/ has 4 projects, 8 files</p>"
+    assert res.text == (
+        "<p>Corp index http://localhost:80/ has 4 projects, 8 files (8 packages, as pypiserver "
+        "counts them)</p>"
+    )
     # Only the home page: the others are still there.
     assert app.get("/-/projects/").status_int == 200
 
