@@ -9,18 +9,20 @@ cache off with a warning; it never stops the server.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from .catalog import DistFile
 
-__all__ = ["Cached", "DescriptionCache", "default_cache_dir"]
+__all__ = ["Cached", "DescriptionCache", "check_location", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,31 @@ def _entry(row: tuple[Any, ...]) -> Row | None:
     return row[:2], row[2:5], (*row[5:9], extras, *row[10:])
 
 
+def check_location(cache_dir: str, path: str) -> None:
+    """The cache is a record like those beside the packages (pkgserver.records), opened by
+    SQLite by name: so its folder must be this user's (or root's) and writable by no one else,
+    which leaves nobody else a way to put a link, a FIFO or another file where the database,
+    its journal or its shared memory will be; and those, if there, must be plain files of ours.
+    Raises OSError."""
+    st = os.stat(cache_dir)
+    euid = os.geteuid()
+    if not stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.ENOTDIR, "not a directory", cache_dir)
+    if st.st_uid not in (euid, 0):
+        raise OSError(
+            errno.EPERM, f"owned by uid {st.st_uid}, not by this user ({euid})", cache_dir
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise OSError(errno.EPERM, "writable by other users", cache_dir)
+    for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+        try:
+            entry = os.lstat(name)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(entry.st_mode) or entry.st_uid != euid or entry.st_nlink != 1:
+            raise OSError(errno.EPERM, "not a plain file of this user's", name)
+
+
 class DescriptionCache:
     def __init__(self, path: str, roots: Sequence[str]) -> None:
         self.path = path
@@ -81,6 +108,7 @@ class DescriptionCache:
         cache = cls(cls.path_for(cache_dir, roots), roots)
         try:
             os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+            check_location(cache_dir, cache.path)
             cache._connect()
         except (OSError, sqlite3.Error) as exc:
             log.warning("no persistent index cache (%s): every start re-reads every file", exc)

@@ -306,11 +306,12 @@ def check(
     cached: dict[tuple[int, str], tuple[tuple[int, int], str]] = {}
     cache_note = "no index cache to compare with"
     if cache_dir:
-        from .cache import DescriptionCache
+        from .cache import DescriptionCache, check_location
 
         path = DescriptionCache.path_for(cache_dir, roots)
-        if os.path.exists(path):
+        if os.path.lexists(path):
             try:
+                check_location(cache_dir, path)  # never a FIFO or a link where SQLite opens
                 cached = _cached_hashes(path)
             except Exception as exc:  # a damaged or foreign cache is reported, not fatal
                 cache_note = f"the index cache {path} cannot be read ({exc})"

@@ -140,3 +140,58 @@ def test_files_of_one_root_share_one_root_string(tmp_path: Path) -> None:
     assert len({id(f.root) for f in files}) == 1
     assert len({id(f.summary) for f in files}) == 1
     assert all(f.filename is f.relpath for f in files)
+
+
+@pytest.mark.parametrize("odd", ["link", "fifo", "hardlink", "wal-link"])
+def test_the_cache_is_never_opened_through_something_odd(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, odd: str
+) -> None:
+    root = tmp_path / "pk"
+    make_wheel(root, "demo", "1.0")
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir(mode=0o700)
+    path = Path(DescriptionCache.path_for(str(cache_dir), [str(root)]))
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    if odd == "link":
+        path.symlink_to(victim)
+    elif odd == "fifo":
+        os.mkfifo(path)  # SQLite would wait on it forever
+    elif odd == "hardlink":
+        os.link(victim, path)
+    else:
+        Path(str(path) + "-wal").symlink_to(victim)
+    with caplog.at_level(logging.WARNING):
+        assert DescriptionCache.open(str(cache_dir), [str(root)]) is None
+    assert "no persistent index cache" in caplog.text
+    assert victim.read_bytes() == b"precious"
+    catalog, _ = index(root, cache_dir)  # serving goes on, without the cache
+    assert catalog.snapshot.project("demo") is not None
+
+
+def test_a_cache_folder_others_may_write_is_not_used(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # /tmp-like: anyone could plant a link where the database goes
+    assert DescriptionCache.open(str(shared), [str(tmp_path)]) is None
+    mine = tmp_path / "mine"
+    assert DescriptionCache.open(str(mine), [str(tmp_path)]) is not None
+    assert mine.stat().st_mode & 0o777 == 0o700
+
+
+def test_check_reads_no_cache_through_a_fifo(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "pk"
+    make_wheel(root, "demo", "1.0")
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir(mode=0o700)
+    os.mkfifo(DescriptionCache.path_for(str(cache_dir), [str(root)]))
+    res = subprocess.run(
+        [sys.executable, "-m", "pkgserver", "check", "--cache-dir", str(cache_dir), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 0 and "cannot be read" in res.stderr, res.stderr
