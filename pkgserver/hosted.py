@@ -99,6 +99,8 @@ class HostedNames:
         found = False
         with self._lock:
             for folder in self.folders:
+                if name not in _read(folder, strict=True):
+                    continue  # (no lock file made where there is nothing to change)
                 with folder.locked():
                     names = _read(folder, strict=True)
                     if name not in names:

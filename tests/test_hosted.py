@@ -147,6 +147,28 @@ def test_forget_refuses_what_it_should_not_do(tmp_path: Path) -> None:
     assert "corp-utils" not in HostedNames([str(tmp_path)])
 
 
+def test_a_refused_forget_changes_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = forget("never-hosted", empty)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert list(empty.iterdir()) == []  # not even a .pkgserver/lock
+
+
+def test_forget_through_a_linked_state_folder_is_refused(tmp_path: Path) -> None:
+    victim_dir = tmp_path / "victim"
+    victim_dir.mkdir()
+    victim = victim_dir / "hosted-projects"
+    victim.write_text("corp-utils\n")
+    victim.chmod(0o600)
+    root = tmp_path / "packages"
+    root.mkdir()
+    (root / ".pkgserver").symlink_to(victim_dir)
+    res = forget("corp-utils", root)
+    assert res.returncode == 2 and "not a real folder" in res.stderr, res.stderr
+    assert victim.read_text() == "corp-utils\n" and victim.stat().st_mode & 0o777 == 0o600
+
+
 # -- the attack, with real clients ---------------------------------------------------------------------
 @pytest.mark.e2e
 def test_removed_project_is_not_installed_from_the_public_index(tmp_path: Path) -> None:
