@@ -203,3 +203,36 @@ def test_names_of_skipped_files_are_never_sent_to_the_fallback(tmp_path: Path) -
         (root / "late-1.0-py3-none-any.whl").symlink_to(tmp_path / "nowhere-else")
         time.sleep(0.5)
         assert srv.project_json("late").status == 200
+
+
+# -- archives that cost CPU without exploding ----------------------------------------------------
+def _cpu_seconds(srv: Server) -> float:
+    assert srv.proc is not None
+    with open(f"/proc/{srv.proc.pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_archive_that_costs_a_second_to_refuse_is_refused_once(tmp_path: Path) -> None:
+    import bz2
+    import tarfile
+
+    root = tmp_path / "packages"
+    root.mkdir()
+    # A 14 KB .tar.bz2 whose first member is 300 MB of zeros: finding no PKG-INFO takes the
+    # scan to its 256 MB bound, about a second of CPU. Asked for again under new Host names
+    # (so no rendering is reused), that second was spent on every request.
+    member = tarfile.TarInfo("bomb-1.0/big.bin")
+    member.size = 300 * 1024 * 1024
+    one_mb = bz2.compress(bytes(1024 * 1024), 9)
+    (root / "bomb-1.0.tar.bz2").write_bytes(
+        bz2.compress(member.tobuf(tarfile.USTAR_FORMAT), 9) + one_mb * 300
+    )
+    with Server("--disable-fallback", root) as srv:
+        srv.wait_listed("bomb")
+        before = _cpu_seconds(srv)
+        for i in range(12):
+            res = srv.request("GET", "/pypi/bomb/json", headers={"Host": f"mirror{i}.example"})
+            assert res.status == 200
+        spent = _cpu_seconds(srv) - before
+    assert spent < 6, f"{spent:.1f} s of CPU for 12 requests"
