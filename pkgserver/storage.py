@@ -11,6 +11,7 @@ Rules that keep every listed hash equal to the bytes served:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import heapq
 import itertools
@@ -60,6 +61,8 @@ LINK_CHECK = 0.25  # seconds after IN_CREATE with no bytes written: a hard link,
 # anyway (a missed close event). Long, because a stalled scp must not get its partial file listed.
 QUIET = 300.0
 SAFETY_RESCAN = 60.0  # seconds between rescans when inotify watches (missed events, overflows)
+STUCK = 120.0  # seconds without a turn of the indexer's loop before /health says it is stuck
+TURN_BUDGET = 0.5  # seconds of reading files per turn; the rest waits for the next turn
 NO_WATCH_RESCAN = 5.0  # seconds between rescans without inotify
 CHUNK = 1024 * 1024
 PARALLEL_MIN = 2000  # files to read before the first scan uses worker processes
@@ -131,6 +134,14 @@ def project_of(relpath: str) -> str | None:
         return None
 
 
+class FileChanged(OSError):
+    """The file is not the size it was stat'ed with: it is being written (or grows on
+    purpose, a sparse file extended while it is read). Look again later, never hash on."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.EAGAIN, "changed while it was read", path)
+
+
 def describe(
     root: str,
     relpath: str,
@@ -159,11 +170,21 @@ def describe(
             for h in extras:
                 h.update(data)
         else:
+            # Exactly the size that was checked (against --max-file-size too), and one byte
+            # more to see whether it grew: reading to the end let a file extended while it
+            # was read (truncate -s 8T) hold the reader for hours.
             with os.fdopen(open_regular(path), "rb") as fh:
-                for chunk in iter(lambda: fh.read(CHUNK), b""):
+                left = st.st_size
+                while left > 0:
+                    chunk = fh.read(min(CHUNK, left))
+                    if not chunk:
+                        raise FileChanged(path)  # shorter than it was
+                    left -= len(chunk)
                     sha.update(chunk)
                     for h in extras:
                         h.update(chunk)
+                if fh.read(1):
+                    raise FileChanged(path)
     requires_python = summary = display_name = metadata_sha256 = None
     meta: CoreMetadata | None = known_meta
     if meta is None:
@@ -208,25 +229,17 @@ def describe(
 
 
 def _read_small(path: str, expected: int) -> bytes:
-    """Up to READ_WHOLE + 1 bytes of the file (one more than allowed shows it grew), asking
-    for ``expected`` + 1 first: os.read allocates what it is asked for, and a regular file
-    reads short only at its end, so a file of the expected size takes one read."""
+    """The file's ``expected`` bytes, in one read: os.read allocates what it is asked for, and
+    a regular file reads short only at its end, so asking for one byte more shows at once
+    whether it grew. Raises FileChanged when it is not ``expected`` bytes long now."""
     fd = open_regular(path)  # a FIFO put in place of the file must not hang the indexer
     try:
-        first = os.read(fd, min(READ_WHOLE + 1, expected + 1))
-        if len(first) <= expected:
-            return first
-        chunks = [first]  # it grew since it was stat'ed: read on, up to the bound
-        left = READ_WHOLE + 1 - len(first)
-        while left > 0:
-            chunk = os.read(fd, min(left, CHUNK))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+        data = os.read(fd, expected + 1)
     finally:
         os.close(fd)
+    if len(data) != expected:
+        raise FileChanged(path)
+    return data
 
 
 def _printable(text: str) -> str:
@@ -292,7 +305,7 @@ class Indexer:
         self._fresh: set[str] = set()  # created (open or link) with no bytes written since
         self._due: list[tuple[float, str, bool]] = []  # heap of (when, abs path, confirmed)
         self._warned: set[str] = set()
-        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
         self._forced: set[str] = set()  # paths to hash again even if their stat is unchanged
         self.watching = False
         self._interrupted = False
@@ -302,6 +315,7 @@ class Indexer:
         self._hasher = _Hasher(self._describe_now, self._nudge)
         self._first_pending: set[str] = set()
         self._started = False
+        self._beat = time.monotonic()  # when the worker's loop last turned (ready())
 
     def interrupt(self) -> None:
         """Ask a first scan in progress to stop (from a signal handler: it only sets a flag,
@@ -386,13 +400,17 @@ class Indexer:
             self._take_hashed()
 
     def ready(self) -> str | None:
-        """None once the first scan's files are all listed; else what is still being done
-        (large files of the first scan are hashed after serving has begun)."""
+        """None once the first scan's files are all listed and the indexer keeps up; else
+        what is still being done (large files of the first scan are hashed after serving has
+        begun), or that the indexer is stuck (then files copied in are not seen)."""
         if not self._started:
             return "the first scan is running"
         pending = len(self._first_pending)
         if pending:
             return f"starting: {pending} large file(s) found at start are still being hashed"
+        stuck = time.monotonic() - self._beat
+        if self._thread is not None and stuck > STUCK:
+            return f"the indexer has not turned for {stuck:.0f} s: new files are not being seen"
         return None
 
     def stop(self) -> None:
@@ -428,12 +446,13 @@ class Indexer:
         if self.cache is not None and located is not None:
             self.cache.store([(located[0], f)])
 
-    def recheck(self, path: str) -> None:
+    def recheck(self, path: str, delay: float = 0.0) -> None:
         """Ask the worker to read and hash ``path`` again (thread-safe; from request threads
-        that found it other than listed), even if its size and mtime are what the catalog
-        lists: a file rewritten in place, its mtime restored or unchanged within the clock's
-        granularity, differs only in its hash."""
-        self._requests.put(path)
+        that found it other than listed, or the hasher), even if its size and mtime are what
+        the catalog lists: a file rewritten in place, its mtime restored or unchanged within
+        the clock's granularity, differs only in its hash."""
+        self._requests.put((path, delay))
+        self._nudge()
 
     def root_of(self, path: str) -> tuple[int, str] | None:
         """(root index, posix relpath) for an absolute path inside a root, else None."""
@@ -447,7 +466,7 @@ class Indexer:
         next_rescan = time.monotonic() + self.rescan_interval if self.rescan_interval else None
         self._save_unsaved()
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = self._beat = time.monotonic()
             timeout = 1.0
             if self._due:
                 timeout = min(timeout, max(0.0, self._due[0][0] - now))
@@ -463,9 +482,9 @@ class Indexer:
                 self._handle(events)
                 self._take_hashed()
                 while not self._requests.empty():
-                    path = self._requests.get()
+                    path, delay = self._requests.get()
                     self._forced.add(path)
-                    self._schedule(time.monotonic(), path, confirmed=False)
+                    self._schedule(time.monotonic() + delay, path, confirmed=False)
                 self._process_due()
                 self._check_quiet_writers()
                 if self.on_tick is not None:
@@ -593,7 +612,14 @@ class Indexer:
         while self._due and self._due[0][0] <= now:
             _, path, confirmed = heapq.heappop(self._due)
             due[path] = due.get(path, False) or confirmed
+        # At most TURN_BUDGET seconds of reading per turn: what is left waits for the next
+        # one, so that a burst of files (or of costly archives) never holds up the events,
+        # removals, yanks and claims that the loop handles between turns.
+        deadline = time.perf_counter() + TURN_BUDGET
         for path, confirmed in due.items():
+            if time.perf_counter() > deadline:
+                self._schedule(now, path, confirmed)
+                continue
             if not confirmed and path in self._writing:
                 if path not in self._fresh:
                     continue  # bytes are arriving: its writer's close (or QUIET) lists it
@@ -697,6 +723,8 @@ class Indexer:
         if st.st_size > BACKGROUND_BYTES:
             path = self.roots[root_index] + "/" + relpath
             self._hasher.submit(path, (root_index, relpath, _stamp(st)))
+            if not self._started and self._hasher.has(path):
+                self._first_pending.add(path)  # found at start (settling included): /health
             return None
         return self._describe_now(root_index, relpath, st)
 
@@ -711,6 +739,8 @@ class Indexer:
             if self.on_hash is not None:
                 self.on_hash(time.perf_counter() - started)
             return self._compact(root_index, described)
+        except FileChanged:
+            self.recheck(root + "/" + relpath, delay=0.5)  # being written: look again soon
         except (InvalidDistFilename, OSError) as exc:
             self._warn_once(relpath, _skip_message(exc))
         except Exception:  # one bad file must never stop a scan
@@ -819,9 +849,6 @@ class Indexer:
             for i in large:
                 root_index, relpath, st, _ = todo[i]
                 self._describe(root_index, relpath, st, walked=True)
-                path = self.roots[root_index] + "/" + relpath
-                if first and self._hasher.has(path):
-                    self._first_pending.add(path)
         if first and len(pending) >= PARALLEL_MIN and self.workers > 1:
             self._describe_parallel(todo, pending, results)
         else:
@@ -970,7 +997,9 @@ class Indexer:
                         in_flight.append((following, job(following)))
                     for i, outcome in zip(batch, outcomes):
                         root_index, relpath, st, _ = todo[i]
-                        if isinstance(outcome, str):
+                        if outcome == _CHANGED:
+                            self.recheck(self.roots[root_index] + "/" + relpath, delay=0.5)
+                        elif isinstance(outcome, str):
                             self._warn_once(relpath, outcome)
                         else:
                             results[i] = self._from_cached(root_index, relpath, st, outcome)
@@ -1017,6 +1046,7 @@ def _stamp(st: os.stat_result | FileStat) -> FileStat:
 
 
 _Job = tuple[int, str, FileStat]  # root index, relpath, the stat it was found with
+_CHANGED = "\0changed"  # what a worker process answers for a file that changed as it was read
 
 
 class _Hasher:
@@ -1069,6 +1099,8 @@ class _Hasher:
             if item is None or self._stopped:
                 return
             path, job = item
+            if self._pending.get(path) != job:
+                continue  # a newer job for the file is queued: this one is out of date
             self._results.put((path, job, self._describe(*job)))
             self._wake()
 
@@ -1134,6 +1166,8 @@ def _describe_batch(
         try:
             f = describe(root, relpath, FileStat(size, mtime_ns, ino), extra_algos)
             out.append(_fields_of(f))
+        except FileChanged:
+            out.append(_CHANGED)
         except (InvalidDistFilename, OSError) as exc:
             out.append(_skip_message(exc))
         except Exception as exc:  # one bad file must never stop a scan

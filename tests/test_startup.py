@@ -127,3 +127,20 @@ def test_names_are_claimed_before_they_are_listed(tmp_path: Path, fallback: bool
             assert srv.project_json("corp-app").json()["files"] == []
             writer.write(wheel.read_bytes()[100:])
         srv.wait_listed("corp-app", wheel.name)
+
+
+def test_health_waits_for_a_large_file_copied_in_just_before_the_start(tmp_path: Path) -> None:
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    big = packages / "big-1.0.tar.gz"
+    with open(big, "wb") as fh:
+        fh.truncate(2 * 1024**3)  # young, and hashed after serving begins (~2 s)
+    with Server("--max-file-size", "4G", packages) as srv:
+        listed = bool(srv.project_json("big").json()["files"])
+        health = srv.get("/health").status
+        assert health == (200 if listed else 503), (health, listed)
+        deadline = time.monotonic() + 60
+        while srv.get("/health").status != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert srv.project_json("big").json()["files"]  # healthy only once it is listed

@@ -236,3 +236,42 @@ def test_an_archive_that_costs_a_second_to_refuse_is_refused_once(tmp_path: Path
             assert res.status == 200
         spent = _cpu_seconds(srv) - before
     assert spent < 6, f"{spent:.1f} s of CPU for 12 requests"
+
+
+@pytest.mark.parametrize("size", [20 * 1024**2, 40 * 1024**2], ids=["indexer", "hasher"])
+def test_a_file_extended_while_it_is_read_holds_nothing_up(tmp_path: Path, size: int) -> None:
+    # The size checked is the size read: a file made 8 TiB (sparse) while it was being hashed
+    # held the indexer (or the hasher) for hours, and nothing copied in was seen meanwhile.
+    root = tmp_path / "packages"
+    root.mkdir()
+    old = make_wheel(root, "corp-old", "1.0")
+    with Server(root) as srv:
+        srv.wait_listed("corp-old")
+        big = root / "big-1.0.tar.gz"
+        with open(big, "wb") as fh:
+            fh.truncate(size)
+        assert srv.proc is not None
+        fds = Path(f"/proc/{srv.proc.pid}/fd")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # extend it once the server has it open, if we see it
+            opened = False
+            for fd in list(fds.iterdir()):
+                try:
+                    opened = os.readlink(fd) == str(big)
+                except OSError:
+                    continue
+                if opened:
+                    break
+            if opened:
+                break
+        os.truncate(big, 8 * 1024**4)
+        make_wheel(root, "corp-new", "1.0")
+        srv.wait_listed("corp-new", timeout=5)
+        old.unlink()
+        deadline = time.monotonic() + 5
+        while srv.project_json("corp-old").json()["files"]:
+            assert time.monotonic() < deadline, "a removal was not seen"
+            time.sleep(0.1)
+        assert srv.get("/health").status == 200
+        res = srv.project_json("big")
+        assert res.status == 200 and res.json()["files"] == []  # claimed, never listed
