@@ -40,6 +40,10 @@ class HostedNames:
         self._lock = threading.Lock()
         self._names: frozenset[str] = frozenset()
         self._unsaved: set[str] = set()  # claimed while the file could not be written
+        # Each folder's names as last read. A record that can no longer be read (a FIFO or a
+        # link swapped in, the folder renamed away) keeps them: only a record that reads,
+        # which 'pkgserver forget' rewrites, lifts a claim while the server runs.
+        self._known: list[set[str]] = [set() for _ in self.folders]
         self._watch = ChangeWatch(self._stamps, every=reload_every)
         self.reload()
 
@@ -65,10 +69,11 @@ class HostedNames:
 
     def _load(self) -> None:
         with self._lock:
-            names: set[str] = set()
-            for folder in self.folders:
-                names.update(_read(folder))
-            self._names = frozenset(names | self._unsaved)
+            for i, folder in enumerate(self.folders):
+                found = _read(folder)
+                if found is not None:
+                    self._known[i] = found
+            self._names = frozenset(set().union(*self._known) | self._unsaved)
 
     # -- writing ---------------------------------------------------------------------------------
     def add(self, names: Iterable[str]) -> None:
@@ -99,10 +104,10 @@ class HostedNames:
         found = False
         with self._lock:
             for folder in self.folders:
-                if name not in _read(folder, strict=True):
+                if name not in (_read(folder, strict=True) or ()):
                     continue  # (no lock file made where there is nothing to change)
                 with folder.locked():
-                    names = _read(folder, strict=True)
+                    names = _read(folder, strict=True) or set()
                     if name not in names:
                         continue
                     found = True
@@ -110,23 +115,25 @@ class HostedNames:
                     # Atomic: a server reading it meanwhile sees the old list or the new one.
                     content = "".join(f"{n}\n" for n in sorted(names)).encode("ascii")
                     folder.replace(HOSTED_FILE, content)
+            for known in self._known:
+                known.discard(name)
             self._names = self._names - {name}
             self._unsaved.discard(name)
         return found
 
 
-def _read(folder: RecordDir, strict: bool = False) -> set[str]:
-    """The names in one folder's record (junk lines ignored). A record that cannot be read is
-    reported once and counts as empty, or (``strict``, for a command that rewrites it) raises."""
+def _read(folder: RecordDir, strict: bool = False) -> set[str] | None:
+    """The names in one folder's record (junk lines ignored); None when there is no record or
+    it cannot be read (reported once), or (``strict``, for a command that rewrites it) raise."""
     try:
         data = folder.read(HOSTED_FILE)
     except OSError as exc:
         if strict:
             raise
-        folder.warn_once("the names it records are not claimed", exc)
-        return set()
+        folder.warn_once("the names it records stay claimed as they were", exc)
+        return None
     folder.all_well(HOSTED_FILE)
     if data is None:
-        return set()
+        return None
     text = data.decode("ascii", errors="replace")
     return {line.strip() for line in text.splitlines() if _VALID.fullmatch(line.strip())}

@@ -204,3 +204,33 @@ def test_forget_refuses_a_fifo_at_once(tmp_path: Path) -> None:
     os.mkfifo(_state(tmp_path) / HOSTED_FILE)
     with pytest.raises(UnsafeRecord):
         _quickly(lambda: HostedNames([str(tmp_path)]).forget("corp-app"))
+
+
+@pytest.mark.parametrize("how", ["fifo", "link", "renamed", "deleted"])
+def test_claims_hold_when_their_record_can_no_longer_be_read(tmp_path: Path, how: str) -> None:
+    # Renaming .pkgserver away takes only write access to the package directory: that must
+    # not re-open dependency confusion for every name once hosted here.
+    state = _state(tmp_path)
+    (state / HOSTED_FILE).write_text("gone-project\n")
+    names = HostedNames([str(tmp_path)], reload_every=0)
+    assert "gone-project" in names
+    record = state / HOSTED_FILE
+    if how == "fifo":
+        record.unlink()
+        os.mkfifo(record)
+    elif how == "link":
+        record.unlink()
+        record.symlink_to("/dev/zero")
+    elif how == "renamed":
+        state.rename(tmp_path / ".elsewhere")
+    else:
+        record.unlink()
+    time.sleep(0.01)
+    assert "gone-project" in names
+
+
+def test_a_forget_by_another_process_is_seen(tmp_path: Path) -> None:
+    (_state(tmp_path) / HOSTED_FILE).write_text("gone-project\nother\n")
+    names = HostedNames([str(tmp_path)], reload_every=0)
+    assert HostedNames([str(tmp_path)]).forget("gone-project")
+    assert "gone-project" not in names and "other" in names
