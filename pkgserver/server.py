@@ -4,7 +4,8 @@ and defences against clients that hold connections without finishing a request.
 Slow or idle connections (slowloris): waitress serves at most ``connection_limit`` connections
 and stops accepting beyond it, so a client that opens hundreds of connections and sends half a
 request on each took the server (``/health`` included) off the air. Here:
-- a request's headers must arrive within ``header_timeout`` seconds of their first byte;
+- a request's headers must arrive within ``header_timeout`` seconds of their first byte, and
+  its body at MIN_BODY_RATE bytes a second at least (over twice that time);
 - a connection idle for ``channel_timeout`` seconds is closed (waitress's own rule);
 - once half the connection limit is in use, one address may hold at most
   ``connections_per_address`` connections: the next ones it opens are closed at once;
@@ -135,6 +136,8 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
     task_class = _Task
     _counted: str | None = None  # the address this channel counts against
     _request_began = 0.0  # when the first bytes of the request being received arrived
+    _bytes_in = 0  # bytes received on this connection
+    _body_mark: tuple[float, int] | None = None  # (when, bytes_in) of the body rate's window
 
     def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
         super().__init__(server, sock, addr, adj, map)
@@ -147,7 +150,14 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
     def received(self, data: bytes) -> bool:
         if self.request is None and data:
             self._request_began = time.time()
-        return bool(super().received(data))
+        self._bytes_in += len(data)
+        done = bool(super().received(data))
+        request = self.request
+        if request is None:
+            self._body_mark = None
+        elif request.headers_finished and self._body_mark is None:
+            self._body_mark = (time.time(), self._bytes_in)  # the body begins
+        return done
 
     def del_channel(self, map: Any = None) -> None:
         super().del_channel(map)
@@ -202,23 +212,38 @@ class _Guard:
             del self.counts[address]
 
 
+# A request body must arrive at this rate at least (what Apache's mod_reqtimeout asks by
+# default), measured over twice the header timeout (30 s by default): a body trickled a byte a
+# minute held a connection for good, past the header timeout.
+MIN_BODY_RATE = 500  # bytes per second
+
+
 def _close_slow_requests(server: Any, header_timeout: float) -> None:
     """Run on waitress's maintenance: besides idle connections (waitress's channel_timeout),
-    close those whose request headers have been arriving for longer than ``header_timeout``."""
+    close those whose request headers have been arriving for longer than ``header_timeout``,
+    and those whose body arrives slower than MIN_BODY_RATE."""
     original = server.maintenance
 
     def maintenance(now: float) -> None:
         original(now)
         cutoff = now - header_timeout
+        window = 2 * header_timeout
         for channel in list(server.active_channels.values()):
             request = getattr(channel, "request", None)
-            if (
-                request is not None
-                and not request.headers_finished
-                and not channel.requests
-                and getattr(channel, "_request_began", now) < cutoff
-            ):
+            if request is None or channel.requests:
+                continue
+            if not request.headers_finished:
+                if getattr(channel, "_request_began", now) < cutoff:
+                    channel.will_close = True
+                continue
+            mark = getattr(channel, "_body_mark", None)
+            if mark is None or now - mark[0] < window:
+                continue
+            arrived = channel._bytes_in - mark[1]
+            if arrived < MIN_BODY_RATE * (now - mark[0]):
                 channel.will_close = True
+            else:
+                channel._body_mark = (now, channel._bytes_in)
 
     server.maintenance = maintenance
 
@@ -254,11 +279,13 @@ def make_server(
         timeouts = [header_timeout, adjustments.get("channel_timeout", 120)]
         adjustments.setdefault("cleanup_interval", max(1, min(10, int(min(timeouts) / 3))))
     server = create_server(app, map=sockets, **adjustments)
-    limit = server.adj.connection_limit
+    # One guard for every listening socket (a host name may resolve to IPv4 and IPv6): the
+    # counts are per client address, the limit is the map's.
+    guard = _Guard(server.adj.connection_limit, connections_per_address)
     for each in sockets.values():
         if isinstance(each, BaseWSGIServer):
             each.channel_class = _Channel
-            each.pkgserver_guard = _Guard(limit, connections_per_address)
+            each.pkgserver_guard = guard
             if header_timeout:
                 _close_slow_requests(each, header_timeout)
     server.pkgserver_sockets = sockets

@@ -249,3 +249,37 @@ def test_a_deleted_password_file_lets_no_one_in(
             a.check("list", basic("sha", "pw-sha"))
     htpasswd.write_bytes(content)
     assert a.check("list", basic("sha", "pw-sha")) == "sha"
+
+
+def test_a_fifo_in_place_of_the_htpasswd_file_hangs_no_check(
+    htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    a._watch.every = 0.0
+    htpasswd.unlink()
+    os.mkfifo(htpasswd)
+    result: list[object] = []
+    t = threading.Thread(target=lambda: result.append(a.check("list", basic("bc", "pw-bc"))))
+    t.start()
+    t.join(5)
+    assert not t.is_alive(), "a password check waited on the FIFO"
+    assert result == ["bc"]  # the previous users are kept
+
+
+def test_the_decoy_is_the_costliest_hash_of_a_mixed_file(tmp_path: Path) -> None:
+    # An apr1 entry first (a file moved from pypiserver), bcrypt users added after it: the
+    # decoy was the first entry, and unknown users answered in 1 ms against 300 ms.
+    path = tmp_path / "htpasswd"
+    strong = bcrypt.using(ident="2y", rounds=6).hash("b")
+    path.write_text(
+        "old:"
+        + apr_md5_crypt.hash("a")
+        + "\nnew:"
+        + bcrypt.using(ident="2y", rounds=4).hash("c")
+        + "\nstrong:"
+        + strong
+        + "\n"
+    )
+    assert Authenticator(str(path), frozenset({"list"}))._decoy == strong

@@ -104,24 +104,47 @@ def test_half_sent_headers_are_dropped_after_the_header_timeout(tmp_path: Path) 
 
 
 def test_a_slow_upload_body_is_not_cut_by_the_header_timeout(tmp_path: Path) -> None:
-    # The headers came in time; a body may take as long as it takes (while bytes flow).
+    # The headers came in time; a body may take longer than the header timeout while it
+    # flows at a reasonable rate (here 2 KB/s over 3 s, with a 1 s header timeout).
     with Server("--disable-fallback", "--header-timeout", "1", tmp_path) as srv:
         s = socket.create_connection(("127.0.0.1", srv.port))
         try:
-            body = (
-                b"<?xml version='1.0'?><methodCall><methodName>search</methodName><params>"
-                b"<param><value><struct><member><name>name</name><value><string>corp"
-                b"</string></value></member></struct></value></param></params></methodCall>"
-            )
+            body = b":action=remove_pkg&name=corp&version=1.0&pad=" + b"x" * 6000
             s.sendall(
-                b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(body)
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+                b"\r\nContent-Length: %d\r\n\r\n" % len(body)
             )
-            step = len(body) // 5 + 1
-            for i in range(0, len(body), step):  # 5 pieces over ~3 s
+            step = len(body) // 6 + 1
+            for i in range(0, len(body), step):  # 6 pieces over ~3 s
                 s.sendall(body[i : i + step])
-                time.sleep(0.6)
+                time.sleep(0.5)
             s.settimeout(5)
-            assert s.recv(12).startswith(b"HTTP/1.1 200")
+            assert s.recv(12).startswith(b"HTTP/1.1 ")  # answered (403: uploads are off)
+        finally:
+            s.close()
+
+
+def test_a_body_trickled_slower_than_500_bytes_a_second_is_dropped(tmp_path: Path) -> None:
+    # Complete headers, then a byte now and then: never idle, never "sending headers". The
+    # body must keep to 500 B/s over twice the header timeout (here 2 s).
+    with Server("--disable-fallback", "--header-timeout", "1", tmp_path) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        try:
+            s.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+                b"\r\nContent-Length: 1000\r\n\r\n"
+            )
+            deadline = time.monotonic() + 12
+            closed = False
+            while time.monotonic() < deadline and not closed:
+                try:
+                    s.sendall(b"a")
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.5)
+                closed = _closed_by_server(s)
+            assert closed, "a trickled body held its connection"
+            assert _health_time(srv.port) < 2.0
         finally:
             s.close()
