@@ -145,6 +145,33 @@ class _App(bottle.Bottle):  # type: ignore[misc]
         finally:
             observer.done(environ, box, started)
 
+    def _strip_prefix(self, environ: dict[str, Any]) -> None:
+        """pypiserver serves --server-base-url's path as well as the root, so that a proxy
+        that passes the prefix on (proxy_pass without a path) works as one that strips it.
+
+        Under a /pypi prefix a path can mean two things (/pypi/<p>/<v>/json is also one of the
+        root's routes): the prefix's reading wins when it names one of the index's own routes,
+        else the root's when it does, else the prefix's (for the catch-all shortcuts)."""
+        path = environ.get("PATH_INFO", "")
+        if path != self.prefix and not path.startswith(self.prefix + "/"):
+            return
+        stripped = path[len(self.prefix) :] or "/"
+        if path.rstrip("/") != self.prefix and not self._own_route(environ, stripped):
+            if self._own_route(environ, path):
+                return
+        script = environ.get("SCRIPT_NAME", "")
+        if not script.endswith(self.prefix):  # (--trust-proxy may have said so already)
+            environ["SCRIPT_NAME"] = script + self.prefix
+        environ["PATH_INFO"] = stripped
+
+    def _own_route(self, environ: dict[str, Any], path: str) -> bool:
+        """Whether ``path`` is one of the index's routes other than the catch-all shortcuts."""
+        try:
+            route, _ = self.router.match({**environ, "PATH_INFO": path})
+        except bottle.HTTPError:
+            return False
+        return route.rule not in _CATCH_ALL_RULES
+
     def _answer(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         try:
             environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
@@ -162,12 +189,7 @@ class _App(bottle.Bottle):  # type: ignore[misc]
         if self.trust_proxy:
             _apply_forwarded(environ)
         if self.prefix:
-            # pypiserver serves --server-base-url's path as well as the root: a proxy that
-            # passes the prefix on (proxy_pass without a path) works as one that strips it.
-            path = environ.get("PATH_INFO", "")
-            if path == self.prefix or path.startswith(self.prefix + "/"):
-                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
-                environ["PATH_INFO"] = path[len(self.prefix) :] or "/"
+            self._strip_prefix(environ)
         if self.fast is not None:
             try:
                 answer = self.fast(environ)
@@ -189,6 +211,9 @@ class _App(bottle.Bottle):  # type: ignore[misc]
         return super().wsgi(environ, start_response)
 
 
+# Routes that take any first path segment: a path under the --server-base-url prefix that only
+# they match is the prefix's, not theirs.
+_CATCH_ALL_RULES = frozenset({"/<name>", "/<name>/", "/<name>/json"})
 _FORWARDED_HOST = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
 _FORWARDED_PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+){1,20}/?")
 
@@ -291,7 +316,8 @@ def create_app(
             settings.roots,
             catalog,
             overwrite=settings.overwrite,
-            max_size=settings.max_upload_size,
+            # A file the index would not list (--max-file-size) is not taken either.
+            max_size=min(settings.max_upload_size, settings.file_size_limit),
             extra_algos=extra,
             on_published=on_published,
             upload_log=upload_log,
@@ -299,7 +325,12 @@ def create_app(
     fallback = settings.fallback
     absolute = settings.absolute_base_url
     base_override = absolute.rstrip("/") + "/" if absolute else None
-    welcome = load_welcome(settings.welcome_file) if settings.welcome_file else None
+    welcome = (
+        load_welcome(settings.welcome_file, counts_hidden="list" in settings.authenticate)
+        if settings.welcome_file
+        else None
+    )
+    welcome_failed = False
     templates = {
         name: bottle.SimpleTemplate(name=name, lookup=[TEMPLATES])
         for name in ("home", "projects", "project", "message")
@@ -464,6 +495,7 @@ def create_app(
     @app.get("/")
     @guarded
     def index_page() -> Any:
+        nonlocal welcome_failed
         snap = catalog.snapshot
         show = may_list()
         if welcome is not None:  # --welcome FILE, as in pypiserver
@@ -483,7 +515,9 @@ def create_app(
                     fallback=fallback,
                 )
             except Exception:  # checked at start; whatever else it does, never a 500
-                log.exception("the --welcome template failed; showing the built-in page")
+                if not welcome_failed:  # once: any visitor could otherwise fill the log
+                    welcome_failed = True
+                    log.exception("the --welcome template failed; showing the built-in page")
             else:
                 return bottle.HTTPResponse(body, **{"Content-Type": "text/html; charset=utf-8"})
         return html_page(
@@ -1239,12 +1273,12 @@ WELCOME_NAMES = (
 _MAX_WELCOME = 1024 * 1024
 
 
-def load_welcome(path: str) -> bottle.SimpleTemplate:
+def load_welcome(path: str, counts_hidden: bool = False) -> bottle.SimpleTemplate:
     """The --welcome file as a bottle template, rendered once with sample values so that a
     name it uses that is not provided (or any other error) is reported at start, not as a 500
     to every visitor. Raises WelcomeError."""
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(open_regular(path), "rb") as fh:
             raw = fh.read(_MAX_WELCOME + 1)
     except FileNotFoundError:
         raise WelcomeError(f"welcome file {path!r} does not exist") from None
@@ -1268,7 +1302,12 @@ def load_welcome(path: str) -> bottle.SimpleTemplate:
     }
     try:
         template = bottle.SimpleTemplate(text)
+        unknown = sorted(_template_names(template.co) - set(WELCOME_NAMES))
+        if unknown:
+            raise NameError(name=unknown[0])
         template.render(**sample)
+        if counts_hidden:  # what a request without credentials gets when listing needs them
+            template.render(**{**sample, "NUMPKGS": None, "NUMFILES": None, "NUMPROJECTS": None})
     except NameError as exc:
         name = getattr(exc, "name", None) or str(exc)
         raise WelcomeError(
@@ -1280,6 +1319,34 @@ def load_welcome(path: str) -> bottle.SimpleTemplate:
             f"welcome file {path!r} is not a usable template: {type(exc).__name__}: {exc}"
         ) from None
     return template
+
+
+# What bottle's SimpleTemplate itself puts in a template's namespace.
+_TEMPLATE_ENV = frozenset(
+    {"_stdout", "_printlist", "include", "rebase", "_rebase", "_str", "_escape"}
+    | {"get", "setdefault", "defined"}
+)
+
+
+def _template_names(code: Any) -> set[str]:
+    """The names a compiled template reads that it does not set itself, builtins and
+    bottle's own excepted: read from its byte code, so that a name in a branch the sample
+    values do not take is found too."""
+    import builtins
+    import dis
+
+    loaded: set[str] = set()
+    stored: set[str] = set()
+    todo = [code]
+    while todo:
+        current = todo.pop()
+        for ins in dis.get_instructions(current):
+            if ins.opname in ("LOAD_NAME", "LOAD_GLOBAL"):
+                loaded.add(str(ins.argval))
+            elif ins.opname in ("STORE_NAME", "STORE_GLOBAL", "IMPORT_NAME"):
+                stored.add(str(ins.argval).split(".")[0])
+        todo.extend(c for c in current.co_consts if hasattr(c, "co_code"))
+    return loaded - stored - _TEMPLATE_ENV - set(dir(builtins))
 
 
 def _quote_path(value: str) -> str:

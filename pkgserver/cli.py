@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "command that fetches a newer release into the directory; -x runs them.",
     )
     _update_arguments(up)
+    _accept_run_options(up)
     pw = sub.add_parser(
         "passwd",
         help="add or change a user in an htpasswd file (bcrypt)",
@@ -404,6 +405,12 @@ _IGNORED_CHOICES = {
 }
 
 
+# The first path segments of the index's own routes (/pypi/ excepted: its routes are told apart
+# from the prefix's): a --server-base-url path starting with one would hide them.
+_RESERVED_SEGMENTS = frozenset(
+    {"simple", "packages", "project", "-", "+simple", "legacy", "RPC2", "metrics", "favicon.ico"}
+)
+
 # pypiserver options that pkgserver accepts and ignores (with a one-line notice at start): a
 # migrated command line keeps working.
 IGNORED_OPTIONS = {
@@ -543,7 +550,7 @@ def _settings(ns: argparse.Namespace, *, created: list[str] | None = None) -> Se
         from .app import WelcomeError, load_welcome
 
         try:
-            load_welcome(ns.welcome)
+            load_welcome(ns.welcome, counts_hidden="list" in parse_actions(ns.authenticate))
         except WelcomeError as exc:
             raise UsageError(str(exc)) from None
     health = ns.health_endpoint if ns.health_endpoint.startswith("/") else "/" + ns.health_endpoint
@@ -576,6 +583,12 @@ def _settings(ns: argparse.Namespace, *, created: list[str] | None = None) -> Se
             raise UsageError(
                 f"--server-base-url {base_url!r} is neither an http(s) URL "
                 "(https://pypi.example.com/pypi/) nor a path (/pypi/)"
+            )
+        first = urlsplit(base_url or "").path.strip("/").split("/")[0]
+        if first in _RESERVED_SEGMENTS or (first and "/" + first == health):
+            raise UsageError(
+                f"--server-base-url {ns.server_base_url!r}: its path cannot start with /{first}/, "
+                "one of the index's own paths (/simple/, /packages/, ...); /pypi/ may"
             )
     return Settings(
         roots=tuple(os.path.abspath(r) for r in roots),
@@ -718,12 +731,40 @@ def _subcommand_at(argv: list[str]) -> int | None:
             return i
         if arg == "--" or not arg.startswith("-") or arg == "-":
             return None  # a DIR first: the pypiserver 1.x form, without a subcommand
-        if "=" not in arg:
-            named = [o for o in valued if o == arg or (arg.startswith("--") and o.startswith(arg))]
-            if len(named) == 1 or arg in valued:
-                i += 1  # its value
+        if arg.startswith("--"):
+            if "=" not in arg:
+                named = [o for o in valued if o == arg or o.startswith(arg)]
+                if arg in valued or len(named) == 1:
+                    i += 1  # its value
+        else:
+            # Short options, maybe clustered (-vp 8080, -vp8080): a valued one takes the rest
+            # of the cluster as its value, or the next argument when it ends the cluster.
+            for at in range(1, len(arg)):
+                if "-" + arg[at] in valued:
+                    if at == len(arg) - 1:
+                        i += 1
+                    break
         i += 1
     return None
+
+
+def _accept_run_options(up: argparse.ArgumentParser) -> None:
+    """pypiserver 1.x took -U with a run command line (pypi-server -p 8080 -U packages): the
+    update command accepts run's options too, and ignores them (update says which)."""
+    taken = {o for a in up._actions for o in a.option_strings}
+    run = _Parser(prog="pkgserver run")
+    _add_run_options(run)
+    for action in run._actions:
+        options = [o for o in action.option_strings if o not in taken]
+        if not options or action.option_strings != options:
+            continue  # positional, or one update has a meaning for
+        up.add_argument(
+            *options,
+            dest="ignored_" + action.dest,
+            action="store_true" if action.nargs == 0 else "store",
+            default=None,
+            help=argparse.SUPPRESS,
+        )
 
 
 def _valued_options() -> set[str]:
@@ -757,6 +798,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "update":
             from .update import update
 
+            given = sorted(k[8:] for k, v in vars(ns).items() if k.startswith("ignored_") and v)
+            if given:
+                print(f"update: ignoring run's options: {', '.join(given)}", file=sys.stderr)
             return update(ns, _roots(ns.roots))
         if ns.command == "forget":
             return forget(ns.name, _roots(ns.roots))

@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -34,7 +35,8 @@ __all__ = ["add_arguments", "update"]
 
 DEFAULT_INDEX = "https://pypi.org/simple/"
 MAX_PAGE = 64 * 1024 * 1024  # bytes of one upstream project page
-TIMEOUT = 30.0  # seconds for one upstream request
+TIMEOUT = 30.0  # seconds for one read from the upstream
+DEADLINE = 120.0  # seconds for one whole project page
 _ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2"
 
 
@@ -106,7 +108,8 @@ def update(ns: argparse.Namespace, roots: Sequence[str]) -> int:
     print(f"checking {len(newest)} packages for newer version")
     commands: list[tuple[str, list[str]]] = []
     failures = 0
-    unknown = []
+    unknown: list[str] = []
+    private: list[str] = []
     for n, project in enumerate(sorted(newest), 1):
         here, folder = newest[project]
         try:
@@ -118,6 +121,12 @@ def update(ns: argparse.Namespace, roots: Sequence[str]) -> int:
         else:
             if not upstream:
                 unknown.append(project)
+            elif here not in upstream:
+                # The upstream lacks the version held here: a private project (or one that
+                # only shares its name). A "newer" release there is someone else's, and
+                # fetching it into the index would be dependency confusion by our own hand.
+                private.append(project)
+                upstream = []
             candidates = [
                 v for v in upstream if v > here and (ns.allow_unstable or not v.is_prerelease)
             ]
@@ -140,6 +149,11 @@ def update(ns: argparse.Namespace, roots: Sequence[str]) -> int:
     print()
     if unknown:
         print(f"no releases found on {index} for {', '.join(unknown)}")
+    if private:
+        print(
+            f"skipped (the version here is not on {index}: private projects, never "
+            f"updated from it): {', '.join(private)}"
+        )
     for comment, args in commands:
         print(comment)
         print(shlex.join(["pip", *args]))
@@ -169,10 +183,23 @@ def _upstream_versions(index: str, project: str) -> list[Version]:
     url = urljoin(index, quote(project) + "/")
     headers = {"Accept": _ACCEPT, "User-Agent": "pkgserver"}
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 (checked: http(s))
+    deadline = time.monotonic() + DEADLINE
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as res:  # noqa: S310
-            body = res.read(MAX_PAGE + 1)
             kind = res.headers.get("Content-Type", "")
+            # TIMEOUT bounds each read; the page as a whole must come within DEADLINE (an
+            # upstream that sends a byte every few seconds would hold us for hours).
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_PAGE:
+                if time.monotonic() > deadline:
+                    raise OSError(f"the page did not arrive within {DEADLINE:.0f} s")
+                chunk = res.read1(64 * 1024)  # what has arrived, not a full 64 KB
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            body = b"".join(chunks)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return []  # not on the upstream index: nothing newer there

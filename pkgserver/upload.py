@@ -43,7 +43,7 @@ from .errors import (
     NotFound,
     TooLarge,
 )
-from .manage import forget_yanks_of_removed, remove_distribution
+from .manage import files_of, forget_yanks_of_removed, remove_distribution
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
 from .multipart import (
     Form,
@@ -412,8 +412,10 @@ class Uploads:
                 st = os.fstat(fh.fileno())
                 if stat.S_ISREG(st.st_mode) and st.st_size == size:
                     h = hashlib.sha256()
-                    for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+                    left = size + 1  # never past what it should hold: it may be growing
+                    while left > 0 and (chunk := fh.read(min(1024 * 1024, left))):
                         h.update(chunk)
+                        left -= len(chunk)
                     digest = h.hexdigest()
         except OSError:
             pass
@@ -475,43 +477,40 @@ class Uploads:
 
     # -- remove_pkg --
     def remove(self, name: str, version: str) -> Outcome:
+        """remove_pkg: what ``pkgserver remove NAME VERSION`` does, through the same functions:
+        every file of that version on disk (listed or not: too large, unreadable, still being
+        hashed), with its sidecars; then a version with no file left loses its yank."""
         if not name or not version:
             raise BadRequest("remove_pkg needs name and version")
-        project = self.catalog.snapshot.project(canonicalize_name(name))
-        wanted = version_key(version)
-        doomed = (
-            []
-            if project is None
-            else [f for f in project.files if version_key(f.version) == wanted]
-        )
-        if not doomed:
-            raise NotFound(f"{name[:100]} {version[:60]} is not hosted here")
+        project = canonicalize_name(name)
         with self._publish_lock:
+            found = files_of(self.roots, project, version)
+            if not found:
+                raise NotFound(f"{name[:100]} {version[:60]} is not hosted here")
             removed = []
             try:
-                for f in doomed:
+                for f in found:
                     remove_distribution(f.path, self.ops.unlink)
-                    removed.append(f.relpath)
+                    removed.append(f)
             except OSError as exc:
                 raise _storage_error(exc) from None
             finally:
-                after = self.catalog.apply(removals=removed)
-            for directory in {os.path.dirname(f.path) for f in doomed}:
+                listed = self.catalog.snapshot.files
+                self.catalog.apply(
+                    removals=[
+                        f.relpath
+                        for f in removed
+                        if (g := listed.get(f.relpath)) and g.path == f.path
+                    ]
+                )
+            for directory in {os.path.dirname(f.path) for f in found}:
                 try:
                     self.ops.fsync_dir(directory)
                 except OSError:
                     pass
-            # The same rule as `pkgserver remove`: a version with no file left loses its yank.
-            left = after.project(doomed[0].project)
-            forget_yanks_of_removed(
-                self.roots,
-                doomed[0].project,
-                [f.version for f in doomed],
-                left.versions if left is not None else [],
-            )
-        log.info(
-            "removed %s %s (%d files)", project.name if project else name, version, len(removed)
-        )
+            left = {f.version for f in files_of(self.roots, project)}
+            forget_yanks_of_removed(self.roots, project, [f.version for f in found], left)
+        log.info("removed %s %s (%d files)", project, version, len(removed))
         return Outcome(200, f"OK: removed {len(removed)} files of {name} {version}")
 
 

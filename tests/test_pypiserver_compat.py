@@ -76,6 +76,9 @@ def packages(tmp_path: Path) -> Path:
         (["--log-stream", "NONE", "run", "{d}"], lambda s: s.log_stream is None),
         (["-v", "--log-frmt", "%(message)s", "run", "{d}"], lambda s: s.log_frmt == "%(message)s"),
         (["{d}", "-p", "8081"], lambda s: s.port == 8081),  # 1.x: no subcommand
+        (["-vp", "8082", "run", "{d}"], lambda s: s.port == 8082 and s.verbosity == 1),
+        (["-vp8083", "run", "{d}"], lambda s: s.port == 8083),
+        (["--log-file", "run", "run", "{d}"], lambda s: s.log_file == "run"),
         (["-P", ".", "-a", ".", "{d}"], lambda s: s.authenticate == frozenset()),
     ],
 )
@@ -89,6 +92,9 @@ def test_options_before_the_subcommand_and_the_old_forms(
 def test_dash_U_means_update(packages: Path) -> None:
     ns, _ = parse([str(packages), "-U", "-x", "--blacklist-file", os.devnull])
     assert ns.command == "update" and ns.execute and ns.roots == [str(packages)]
+    # pypiserver 1.x took -U with a run command line: run's options are accepted, ignored.
+    ns, _ = parse(["-i", "0.0.0.0", "-p", "8080", "-P", ".", "-a", ".", "-U", str(packages)])
+    assert ns.command == "update" and ns.roots == [str(packages)]
 
 
 @pytest.mark.parametrize(
@@ -209,6 +215,28 @@ def test_server_base_url_with_a_path_serves_under_it_too(packages: Path, base: s
         api = srv.get("/pypi/pypi/centodeps/json").json()
         expected = "http://proxy.example/pypi/" if base.startswith("http") else "/pypi/"
         assert expected in api["urls"][0]["url"]
+        # The root's own /pypi/ routes stay theirs under a /pypi prefix, with or without it.
+        for path in (
+            "/pypi/centodeps/0.0.0/json",
+            "/pypi/pypi/centodeps/0.0.0/json",
+            "/pypi/centodeps/json",
+        ):
+            assert srv.get(path).json()["info"]["version"] == "0.0.0", path
+        assert srv.get("/pypi/").status == 200 and srv.get("/pypi").status in (200, 301)
+
+
+@pytest.mark.parametrize("base", ["/packages/", "http://h/simple/", "/project", "/-/x/"])
+def test_a_base_url_path_that_would_hide_the_index_is_refused(packages: Path, base: str) -> None:
+    res = pkgserver("run", "--server-base-url", base, packages)
+    assert res.returncode == 2 and "one of the index's own paths" in res.stderr
+
+
+def test_a_forwarded_prefix_is_not_doubled(packages: Path) -> None:
+    # A proxy that passes the prefix on and also says it (X-Forwarded-Prefix).
+    with Server("--server-base-url", "/pypi/", "--trust-proxy", packages) as srv:
+        headers = {"X-Forwarded-Prefix": "/pypi", "X-Forwarded-Host": "pypi.example.com"}
+        api = srv.request("GET", "/pypi/pypi/centodeps/json", headers=headers).json()
+        assert api["urls"][0]["url"].startswith("http://pypi.example.com/pypi/packages/")
 
 
 def test_forwarded_headers_only_behind_trust_proxy(packages: Path) -> None:
@@ -253,6 +281,8 @@ def test_pypiservers_welcome_page_renders(packages: Path, tmp_path: Path) -> Non
         ),
         ("% if URL\n<p>x</p>", "is not a usable template"),
         ("{{NUMPKGS + 'x'}}", "is not a usable template"),
+        ("% if not URL:\n{{HIDDEN_IN_A_BRANCH}}\n% end\n", "uses 'HIDDEN_IN_A_BRANCH'"),
+        ("% for p in PACKAGES_LIST:\n{{p}}\n% end\n", "uses 'PACKAGES_LIST'"),
     ],
 )
 def test_a_welcome_template_that_cannot_render_is_refused_at_start(
@@ -263,6 +293,22 @@ def test_a_welcome_template_that_cannot_render_is_refused_at_start(
     res = pkgserver("run", "--welcome", welcome, packages)
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_welcome_template_is_tried_as_anonymous_visitors_see_it(
+    packages: Path, tmp_path: Path
+) -> None:
+    # With -a list, a visitor without credentials gets no counts: a template that needs them
+    # as numbers fails for them, and is refused at start rather than failing on every visit.
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("alice:" + bcrypt.using(rounds=4).hash("pw") + "\n")
+    welcome = tmp_path / "welcome.html"
+    welcome.write_text("<p>{{NUMPKGS + 1}} files</p>")
+    res = pkgserver("run", "-P", htpasswd, "-a", "list,update", "--welcome", welcome, packages)
+    assert res.returncode == 2 and "is not a usable template" in res.stderr
+    welcome.write_text("% x = 1\n<p>{{x}} {{URL}} {{len(SIMPLE)}}</p>")  # its own names, builtins
+    with Server("-P", htpasswd, "-a", "list,update", "--welcome", welcome, packages) as srv:
+        assert srv.get("/").status == 200
 
 
 def test_packages_listing_feeds_pip_find_links(packages: Path, tmp_path: Path) -> None:
@@ -356,6 +402,7 @@ def test_legacy_sdist_formats_upload_like_the_directory_serves_them(
 def test_update_lists_and_fetches_newer_releases(packages: Path, tmp_path: Path) -> None:
     upstream_dir = tmp_path / "upstream"
     upstream_dir.mkdir()
+    make_wheel(upstream_dir, "centodeps", "0.0.0")  # the release held here is a mirror's
     make_wheel(upstream_dir, "centodeps", "0.0.1")
     make_wheel(upstream_dir, "centodeps", "0.1.0rc1")
     with Server("--disable-fallback", upstream_dir) as up:
@@ -377,6 +424,25 @@ def test_update_lists_and_fetches_newer_releases(packages: Path, tmp_path: Path)
         )
         assert done.returncode == 0, done.stdout + done.stderr
     assert (packages / "centodeps-0.0.1-py3-none-any.whl").is_file()
+
+
+def test_update_never_fetches_a_private_project_from_the_upstream(
+    packages: Path, tmp_path: Path
+) -> None:
+    # Someone published "acme-internal" 99.0 on the public index: the version held here (1.0)
+    # is not there, so the project is private here and must not be "updated" from it.
+    make_wheel(packages, "acme-internal", "1.0")
+    upstream_dir = tmp_path / "upstream"
+    upstream_dir.mkdir()
+    make_wheel(upstream_dir, "acme-internal", "99.0")
+    make_wheel(upstream_dir, "centodeps", "0.0.0")
+    make_wheel(upstream_dir, "centodeps", "0.0.2")
+    with Server("--disable-fallback", upstream_dir) as up:
+        res = pkgserver("update", "-x", "--index-url", up.url + "simple/", packages, timeout=120)
+    assert "acme-internal==99.0" not in res.stdout and "skipped" in res.stdout
+    assert "acme-internal" in res.stdout.split("skipped", 1)[1]
+    assert "# update centodeps from 0.0.0 to 0.0.2" in res.stdout
+    assert not (packages / "acme_internal-99.0-py3-none-any.whl").exists()
 
 
 def test_update_says_when_the_upstream_cannot_be_read(packages: Path) -> None:

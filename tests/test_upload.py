@@ -553,6 +553,43 @@ def test_remove_pkg_clears_the_yank_as_pkgserver_remove_does(root: Path, htpassw
     assert load_yanks([str(root)]) == {"foo": {"2.0": "also broken"}}
 
 
+def test_an_upload_over_the_listing_limit_is_refused(
+    root: Path, htpasswd: Path, dist: Path
+) -> None:
+    whl = make_wheel(dist, "demo-pkg", "1.0", description=os.urandom(20_000).hex())
+    settings = Settings(roots=(str(root),), password_file=str(htpasswd), max_file_size=10_000)
+    app = webtest.TestApp(create_app(settings, scan(root)))
+    app.authorization = ("Basic", ("alice", "s3cret"))
+    res = post(app, upload_form(whl), status=413)
+    assert "larger than the upload limit (10000 bytes)" in res.text
+    assert os.listdir(root) == []
+
+
+def test_remove_pkg_removes_the_versions_files_the_index_does_not_list(
+    root: Path, htpasswd: Path
+) -> None:
+    # A 1.0 file the index skips (over --max-file-size) is still a file of 1.0: removed too,
+    # so that 1.0 does not come back, unyanked, once the limit is raised.
+    from pkgserver.records import load_yanks, set_yank
+
+    big = make_wheel(root, "foo", "1.0")
+    make_sdist(root, "foo", "1.0")
+    make_wheel(root, "foo", "2.0")
+    set_yank([str(root)], "foo", "1.0", "broken")
+    catalog = scan(root, max_file_size=big.stat().st_size - 1)
+    assert big.name not in {f.filename for f in catalog.snapshot.files.values()}
+    settings = Settings(roots=(str(root),), password_file=str(htpasswd))
+    uploads = Uploads(settings.roots, catalog)
+    app = webtest.TestApp(create_app(settings, catalog, uploads=uploads))
+    app.authorization = ("Basic", ("alice", "s3cret"))
+    form = multipart([(":action", "remove_pkg"), ("name", "foo"), ("version", "1.0")], [])
+    assert "removed 2 files" in post(app, form, status=200).text
+    assert sorted(p for p in os.listdir(root) if not p.startswith(".")) == [
+        "foo-2.0-py3-none-any.whl"
+    ]
+    assert load_yanks([str(root)]) == {}
+
+
 def test_remove_pkg_and_the_command_leave_the_same_tree(tmp_path: Path, htpasswd: Path) -> None:
     import subprocess
     import sys
