@@ -37,7 +37,7 @@ class Settings:
     rescan_interval: float = 0.0  # 0: rely on inotify (a fallback interval applies without it)
     watch: bool = True
     threads: int = 16
-    connection_limit: int = 1000
+    connection_limit: int = 900
     connections_per_address: int = 100  # 0: no cap (behind a proxy, every client is the proxy)
     header_timeout: float = 15.0  # seconds to send a request's headers once they have begun
     channel_timeout: float = 60.0  # seconds a connection may stay idle

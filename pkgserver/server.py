@@ -9,8 +9,8 @@ request on each took the server (``/health`` included) off the air. Here:
 - a connection idle for ``channel_timeout`` seconds is closed (waitress's own rule);
 - once half the connection limit is in use, one address may hold at most
   ``connections_per_address`` connections: the next ones it opens are closed at once;
-- the limit itself is 1,000 by default, with poll() (select() stops at 1,024 descriptors) and
-  the open-files limit raised to fit.
+- the limit itself is 900 by default (select() stops at 1,024 descriptors; beyond, the CLI
+  has waitress use poll(), slower here) and the open-files limit is raised to fit.
 What is left (many addresses at once) is a reverse proxy's job: see SECURITY.md.
 """
 
