@@ -29,7 +29,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Response", "Server", "ServerError", "client_env", "running_server", "server_env"]
+__all__ = [
+    "Response",
+    "Server",
+    "ServerError",
+    "client_env",
+    "running_server",
+    "server_env",
+    "without_root_powers",
+]
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -82,8 +90,17 @@ class Server:
         *args: str | os.PathLike[str],
         env: Mapping[str, str | None] | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
+        argv: Sequence[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
+        """``args`` follow ``pkgserver run -p 0 -i 127.0.0.1``; or ``argv`` is the whole
+        command line after ``pkgserver`` (it must listen on 127.0.0.1 and a free port).
+        ``prefix`` goes before the interpreter (e.g. ``without_root_powers()``)."""
         self.args = [os.fspath(a) for a in args]
+        self.argv = list(argv) if argv is not None else None
+        self.cwd = cwd
+        self.prefix = list(prefix)
         self.env = server_env(env)
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
@@ -97,7 +114,13 @@ class Server:
     # -- lifecycle ------------------------------------------------------------------------------
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "pkgserver", "run", "-p", "0", "-i", "127.0.0.1", *self.args]
+        if self.argv is not None:
+            return [*self.prefix, sys.executable, "-m", "pkgserver", *self.argv]
+        return [
+            *self.prefix,
+            *(sys.executable, "-m", "pkgserver", "run", "-p", "0", "-i", "127.0.0.1"),
+            *self.args,
+        ]
 
     def start(self) -> Server:
         # Log lines go to stderr; stdout is folded in so nothing the server prints is lost and
@@ -108,6 +131,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=self.env,
+            cwd=self.cwd,
         )
         self._drain = threading.Thread(
             target=self._read_output, name="pkgserver-output", daemon=True
@@ -242,6 +266,20 @@ class Server:
                     f"{res.status}: {res.text[:500]}\n{self.output}"
                 )
             time.sleep(0.05)
+
+
+def without_root_powers() -> list[str]:
+    """A command prefix that runs a process without root's power over file permissions (when
+    the tests run as root; nothing otherwise), so that it meets unreadable files as a server
+    user would. It stays uid 0, so it still reaches the checkout and the interpreter."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        import pytest
+
+        pytest.skip("running as root without setpriv: cannot drop the capabilities")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 @contextmanager

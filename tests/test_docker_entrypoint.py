@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from server import running_server, server_env
+from server import running_server, server_env, without_root_powers
 
 ENTRYPOINT = Path(__file__).resolve().parent.parent / "docker" / "entrypoint.py"
 
@@ -218,14 +218,18 @@ def test_healthcheck_reads_the_port_from_the_servers_environment(tmp_path: Path)
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while ep.healthcheck([str(proc.pid)]) != 0:
-            assert proc.poll() is None and time.monotonic() < deadline, "never became healthy"
-            time.sleep(0.1)
+        _wait_healthy(proc)
         assert ep.health_url([str(proc.pid)]) == f"http://127.0.0.1:{port}/alive"
     finally:
         proc.terminate()
         assert proc.wait(timeout=20) == 0
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while ep.healthcheck([str(proc.pid)]) != 0:
+        assert proc.poll() is None and time.monotonic() < deadline, "never became healthy"
+        time.sleep(0.1)
 
 
 def test_healthcheck_fails_when_nothing_answers(tmp_path: Path) -> None:
@@ -263,10 +267,7 @@ def test_the_image_listens_on_pypiserver_port(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while ep.healthcheck([str(proc.pid)]) != 0:
-            assert proc.poll() is None and time.monotonic() < deadline, "never became healthy"
-            time.sleep(0.1)
+        _wait_healthy(proc)
         assert ep.health_url([str(proc.pid)]) == f"http://127.0.0.1:{port}/health"
     finally:
         proc.terminate()
@@ -277,13 +278,9 @@ def test_an_unreadable_data_folder_says_permission_denied(tmp_path: Path) -> Non
     data = tmp_path / "data"
     (data / "packages").mkdir(parents=True)
     data.chmod(0o700)
-    prefix: list[str] = []
+    prefix = without_root_powers()
     if os.geteuid() == 0:
         os.chown(data, 12345, 12345)
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("running as root without setpriv")
-        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
     try:
         res = subprocess.run(
             [

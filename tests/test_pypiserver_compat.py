@@ -18,7 +18,7 @@ import pytest
 from builders import make_sdist, make_wheel
 from forms import upload_form
 from passlib.hash import bcrypt
-from server import Server, client_env, run_client, server_env
+from server import Server, client_env, run_client, server_env, without_root_powers
 
 from pkgserver import cli
 
@@ -151,25 +151,8 @@ def test_versions_answer_anywhere() -> None:
 # -- what a live server does with them ------------------------------------------------------------
 def test_hash_algo_before_run_reaches_the_links(packages: Path) -> None:
     # Started as `pkgserver --hash-algo md5 run ...`: the options before the subcommand apply.
-    class Before(Server):
-        @property
-        def command(self) -> list[str]:
-            return [
-                sys.executable,
-                "-m",
-                "pkgserver",
-                "--hash-algo",
-                "md5",
-                "-v",
-                "run",
-                "-p",
-                "0",
-                "-i",
-                "127.0.0.1",
-                *self.args,
-            ]
-
-    with Before("--disable-fallback", packages) as srv:
+    argv = ["--hash-algo", "md5", "-v", "run", "-p", "0", "-i", "127.0.0.1"]
+    with Server(argv=[*argv, "--disable-fallback", str(packages)]) as srv:
         page = srv.get("/simple/centodeps/", accept="text/html").text
     wheel = (packages / "centodeps-0.0.0-py3-none-any.whl").read_bytes()
     assert f"#md5={hashlib.md5(wheel).hexdigest()}" in page
@@ -479,26 +462,8 @@ def test_plain_text_htpasswd_entries_are_named_at_start(packages: Path, tmp_path
 
 # -- the first run --------------------------------------------------------------------------------
 def test_the_readme_first_command_serves_at_once(tmp_path: Path) -> None:
-    class FromCheckout(Server):
-        @property
-        def command(self) -> list[str]:
-            return [
-                sys.executable,
-                "-m",
-                "pkgserver",
-                "run",
-                "-p",
-                "0",
-                "-i",
-                "127.0.0.1",
-                "packages/",
-            ]
-
-    srv = FromCheckout()
-    srv.env["PWD"] = str(tmp_path)
-    import contextlib
-
-    with contextlib.chdir(tmp_path), srv:
+    argv = ["run", "-p", "0", "-i", "127.0.0.1", "packages/"]
+    with Server(argv=argv, cwd=tmp_path) as srv:
         assert srv.get("/health").status == 200
         make_wheel(tmp_path / "packages", "corp-app", "1.0")
         srv.wait_listed("corp-app")
@@ -516,15 +481,9 @@ def test_an_unreachable_directory_is_permission_denied(tmp_path: Path) -> None:
     closed = tmp_path / "data"
     (closed / "packages").mkdir(parents=True)
     closed.chmod(0o700)
-    os.chown(closed, 12345, 12345) if os.geteuid() == 0 else None
-    prefix = []
+    prefix = without_root_powers()
     if os.geteuid() == 0:
-        import shutil
-
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("running as root without setpriv")
-        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+        os.chown(closed, 12345, 12345)
     try:
         res = subprocess.run(
             [*prefix, sys.executable, "-m", "pkgserver", "run", closed / "packages"],

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from builders import big_wheel, make_wheel
-from server import Server
+from server import Server, without_root_powers
 
 pytestmark = pytest.mark.e2e
 
@@ -109,18 +108,6 @@ def test_a_file_changed_while_it_is_downloaded(live: tuple[Server, Path], how: s
     assert srv.get("/health").status == 200
 
 
-def _without_root_powers() -> list[str]:
-    """Root reads everything. When the tests run as root, the server runs without the
-    capabilities that let root ignore file permissions (it stays uid 0 and so still reaches
-    the checkout and the interpreter, wherever they are)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: cannot drop the capabilities")
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Iterator[Path]:
     d = tmp_path / "packages"
@@ -141,14 +128,7 @@ def test_unreadable_files_and_folders_are_skipped_and_the_rest_served(root: Path
     make_wheel(folder, "hidden", "1.0")
     secret.chmod(0)
     folder.chmod(0)
-    cmd_prefix = _without_root_powers()
-
-    class Dropped(Server):
-        @property
-        def command(self) -> list[str]:
-            return cmd_prefix + super().command
-
-    srv = Dropped("--disable-fallback", root)
+    srv = Server("--disable-fallback", root, prefix=without_root_powers())
     with srv:
         srv.wait_listed("fine")
         assert srv.get("/health").status == 200
