@@ -167,7 +167,7 @@ def test_large_pages_are_sent_whole_from_the_cached_rendering(
     # file wrapper instead of being copied per connection; lowered here so a few projects do.
     from conftest import make_testapp
 
-    from pkgserver import app as app_module
+    from pkgserver import answers as answers_module
 
     for n in range(30):
         make_wheel(tmp_path, f"bigindex{n}", "1.0")
@@ -175,7 +175,7 @@ def test_large_pages_are_sent_whole_from_the_cached_rendering(
     for p in tmp_path.iterdir():
         os.utime(p, (old, old))
     testapp, _ = make_testapp([tmp_path], disable_fallback=True)
-    monkeypatch.setattr(app_module, "LARGE_PAGE", 64)
+    monkeypatch.setattr(answers_module, "LARGE_PAGE", 64)
     with serving(testapp.app) as port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         bodies = []

@@ -1,0 +1,197 @@
+"""One served index: what the routes of api.py and pages.py share.
+
+A ``Site`` holds everything a request may need (settings, the catalog, auth, the stores of
+metadata, uploads and records, the observer) and the few rules every route applies the same
+way: who may do what, what the base URL is, where a redirect points, how a project name is
+resolved (hosted, claimed, or sent to the fallback index). It holds no request state; the
+current request is bottle's thread-local one.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+import bottle
+
+from . import answers, render
+from .answers import header
+from .auth import Authenticator
+from .catalog import Catalog, DistFile, Project, RenderCache
+from .config import Settings
+from .distfile import is_valid_project_name, normalize
+from .errors import Busy, Forbidden, HTTPProblem, NotAcceptable, NotFound, Unauthorized
+from .hosted import HostedNames
+from .metadata import CoreMetadata
+from .observe import Observer
+from .records import UploadLog
+from .storage import MetadataStore
+from .upload import Uploads
+
+__all__ = ["Claimed", "Site"]
+
+_HOST = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
+
+
+class Claimed(NamedTuple):
+    """A project hosted here before, with no files now (see pkgserver.hosted)."""
+
+    name: str
+
+
+class Site:
+    """The state of one app instance and the rules its routes share."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        auth: Authenticator,
+        metadata: MetadataStore,
+        uploads: Uploads,
+        observer: Observer,
+        on_stale: Callable[[str], None] | None = None,
+        hosted: HostedNames | None = None,
+        upload_log: UploadLog | None = None,
+        ready: Callable[[], str | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.auth = auth
+        self.metadata = metadata
+        self.uploads = uploads
+        self.observer = observer
+        self.on_stale = on_stale
+        self.hosted = hosted
+        self.upload_log = upload_log
+        self.ready = ready
+        self.fallback = settings.fallback
+        absolute = settings.absolute_base_url
+        # --server-base-url as an absolute URL: every absolute link and Location uses it.
+        self.base_override = absolute.rstrip("/") + "/" if absolute else None
+        self.real_roots = [os.path.realpath(r) for r in settings.roots]
+        # --cache-control AGE (pypiserver's): on downloads, which never change under their name.
+        self.file_cache = (
+            f"public, max-age={settings.cache_control}"
+            if settings.cache_control is not None
+            else None
+        )
+
+    # -- who may do what ---------------------------------------------------------------------------
+    def require(self, action: str) -> str | None:
+        """The user the request authenticates as for ``action`` (None when it is open);
+        raises Unauthorized, Forbidden or Busy, each counted."""
+        try:
+            user = self.auth.check(action, header("Authorization"))
+        except Unauthorized:
+            self.observer.auth_failed("missing")
+            raise
+        except Forbidden:
+            self.observer.auth_failed("invalid")
+            raise
+        except Busy:
+            self.observer.auth_failed("shed")
+            raise
+        if user:
+            bottle.request.environ["REMOTE_USER"] = user  # for the access log
+        return user
+
+    def may_list(self) -> bool:
+        """Whether this request may see what is hosted: listing is open, or it brings valid
+        credentials (the home page never asks for them)."""
+        if not self.auth.requires("list"):
+            return True
+        if not header("Authorization"):
+            return False
+        try:
+            self.require("list")
+        except HTTPProblem:
+            return False
+        return True
+
+    # -- URLs --------------------------------------------------------------------------------------
+    def base_url(self) -> str:
+        """Absolute URL of the app root, for bodies that need absolute links."""
+        if self.base_override:
+            return self.base_override
+        env = bottle.request.environ
+        server = f"{env.get('SERVER_NAME', 'localhost')}:{env.get('SERVER_PORT', '80')}"
+        host = env.get("HTTP_HOST") or server
+        if not _HOST.fullmatch(host):
+            host = server
+        scheme = "https" if env.get("wsgi.url_scheme") == "https" else "http"
+        script = quote(env.get("SCRIPT_NAME", "").rstrip("/"))
+        return f"{scheme}://{host}{script}/"
+
+    def location(self, target: str) -> str:
+        """Location header for an app-absolute ``target`` path: relative to the request, so
+        that a path-prefix proxy works and a spoofed Host cannot steer it."""
+        if self.base_override:
+            return self.base_override + quote(target.lstrip("/"), safe="/.-_~")
+        current = bottle.request.path  # decoded, app-relative
+        start = current if current.endswith("/") else posixpath.dirname(current)
+        rel = posixpath.relpath(target, start or "/")
+        if target.endswith("/") and rel != "/":
+            rel = "./" if rel == "." else rel + "/"
+        return quote(rel, safe="/.-_~")
+
+    def redirect(self, target: str, status: int = 301) -> bottle.HTTPResponse:
+        return bottle.HTTPResponse(
+            status=status, Location=self.location(target), **{"Vary": "Accept"}
+        )
+
+    # -- answers -----------------------------------------------------------------------------------
+    def negotiated(self) -> str:
+        """The simple API's media type the request accepts; raises NotAcceptable."""
+        media = render.negotiate(header("Accept"), answers.format_param())
+        if media is None:
+            raise NotAcceptable(
+                f"no acceptable content type: use text/html, {render.HTML_V1} or {render.JSON_V1}"
+            )
+        return media
+
+    def send_rendered(
+        self, page: render.Rendered, cache: RenderCache | None = None, key: Any = None
+    ) -> bottle.HTTPResponse:
+        found = answers.page_answer(
+            page, cache, key, header("Accept-Encoding"), header("If-None-Match")
+        )
+        return answers.as_response(found)
+
+    def send_file(self, f: DistFile) -> bottle.HTTPResponse:
+        return answers.send_file(f, cache_control=self.file_cache, on_stale=self.on_stale)
+
+    def release_metadata(self, project: Project, version: str) -> CoreMetadata | None:
+        files = project.files_of(version)
+        # A wheel's METADATA is authoritative; an sdist's PKG-INFO may lack dependencies.
+        return self.metadata.get(next((f for f in files if f.kind == "bdist_wheel"), files[-1]))
+
+    # -- names -------------------------------------------------------------------------------------
+    def hosted_or_redirect(self, raw_name: str) -> Project | Claimed | bottle.HTTPResponse:
+        """The hosted project, a claimed name, or a response (canonical redirect, fallback
+        redirect); raises NotFound."""
+        if not raw_name or len(raw_name) > 200:
+            raise NotFound("no such project")
+        name = normalize(raw_name)
+        project = self.catalog.snapshot.project(name)
+        if project is not None:
+            if raw_name != name:
+                return self.redirect(f"/simple/{name}/")
+            return project
+        if self.hosted is not None and name in self.hosted:
+            # Hosted here before, all files gone since: claimed, never sent to the fallback,
+            # where anyone may have published the name (dependency confusion).
+            if raw_name != name:
+                return self.redirect(f"/simple/{name}/")
+            return Claimed(name)
+        if self.fallback and is_valid_project_name(raw_name):
+            # Straight to the canonical name upstream: one hop fewer for the client.
+            return bottle.HTTPResponse(
+                status=303, Location=self.fallback + quote(name) + "/", **{"Vary": "Accept"}
+            )
+        raise NotFound(f"project {raw_name!r} is not hosted here")
