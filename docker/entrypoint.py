@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 from pkgserver import cli
 from pkgserver.config import Settings
-from pkgserver.storage import TEMP_PREFIX
+from pkgserver.publish import TEMP_PREFIX
 
 DATA = "/data"
 DEFAULT = ["run"]  # its default folder: PKGSERVER_ROOTS, else ~/packages = /data/packages

@@ -844,16 +844,12 @@ def run(settings: Settings, notices: Sequence[str] = ()) -> int:
     from .cache import DescriptionCache
     from .catalog import Catalog
     from .hosted import HostedNames
+    from .indexer import Indexer, ScanInterrupted
     from .observe import Observer
+    from .publish import FileOps, sweep_temp_files
     from .records import UploadLog, Yanks
+    from .scan import MetadataStore
     from .server import make_server, raise_open_files_limit, serve, stop
-    from .storage import (
-        Indexer,
-        MetadataStore,
-        ScanInterrupted,
-        remove_live_temp_files,
-        sweep_temp_files,
-    )
 
     access = _setup_logging(settings)
     for notice in notices:
@@ -882,6 +878,7 @@ def run(settings: Settings, notices: Sequence[str] = ()) -> int:
             wanted_files,
         )
     sweep_temp_files(settings.roots)
+    publisher = FileOps()
     hosted = HostedNames(settings.roots)
     catalog = Catalog(on_new_projects=hosted.add)
     yanks = Yanks(settings.roots)
@@ -949,6 +946,7 @@ def run(settings: Settings, notices: Sequence[str] = ()) -> int:
             upload_log=upload_log,
             observer=observer,
             ready=indexer.ready,
+            publisher=publisher,
         )
         try:
             server = make_server(
@@ -999,7 +997,7 @@ def run(settings: Settings, notices: Sequence[str] = ()) -> int:
                 )
         else:
             log.info("stopped before serving")
-        remove_live_temp_files()  # uploads still running die with the process
+        publisher.remove_live()  # uploads still running die with the process
         indexer.stop()
     return 0
 

@@ -31,7 +31,7 @@ from .distfile import (
 from .errors import UsageError
 from .fsutil import confined
 from .records import MAX_REASON, load_yanks, set_yank
-from .storage import describe, is_hidden, iter_dist_files
+from .scan import describe, is_hidden, iter_dist_files
 
 __all__ = [
     "check",
@@ -333,7 +333,7 @@ def check(
         bar.step(relpath)
         path = os.path.join(root, *relpath.split("/"))
         shown = _shown(path)
-        # The index's own rules (storage.Indexer._checked_path): what it skips is reported.
+        # The index's own rules (indexer.Indexer._checked_path): what it skips is reported.
         if not confined(path, real_roots):
             problems.append(f"skipped by the index {shown}: a link that leaves the directory")
             continue

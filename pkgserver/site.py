@@ -29,7 +29,7 @@ from .hosted import HostedNames
 from .metadata import CoreMetadata
 from .observe import Observer
 from .records import UploadLog
-from .storage import MetadataStore
+from .scan import MetadataStore
 from .upload import Uploads
 
 __all__ = ["Claimed", "Site"]

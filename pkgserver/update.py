@@ -29,7 +29,7 @@ from packaging.version import InvalidVersion, Version
 
 from .distfile import InvalidDistFilename, normalize, parse_dist_filename
 from .errors import UsageError
-from .storage import iter_dist_files
+from .scan import iter_dist_files
 
 __all__ = ["add_arguments", "update"]
 

@@ -54,8 +54,9 @@ from .multipart import (
     parse_form,
     parse_urlencoded,
 )
+from .publish import FileOps, TempFile, TooLargeError
 from .records import UploadLog
-from .storage import FileOps, TempFile, TooLargeError, describe, untrack_temp
+from .scan import describe
 
 __all__ = ["InsufficientStorage", "Uploads"]
 
@@ -445,7 +446,7 @@ class Uploads:
                 if not os.path.samefile(path, only_if_same_as):
                     return
             os.unlink(path)
-            untrack_temp(path)
+            self.ops.untrack(path)
         except OSError:
             pass
 

@@ -16,7 +16,7 @@ from builders import make_sdist, make_wheel
 from pkgserver.app import create_app
 from pkgserver.catalog import Catalog
 from pkgserver.config import Settings
-from pkgserver.storage import Indexer
+from pkgserver.indexer import Indexer
 
 # Property tests run a few hundred examples each in the suite; HYPOTHESIS_PROFILE=fuzz runs them
 # at volume (PKGSERVER_FUZZ_EXAMPLES each, default 20,000), as .ci/fuzz does for a bounded time.

@@ -13,7 +13,7 @@ from builders import make_sdist, make_wheel
 
 from pkgserver.cache import DescriptionCache
 from pkgserver.catalog import Catalog
-from pkgserver.storage import Indexer
+from pkgserver.indexer import Indexer
 
 
 def index(root: Path, cache_dir: Path, **kw: object) -> tuple[Catalog, Indexer]:
@@ -96,9 +96,9 @@ def test_removed_files_leave_the_cache(tmp_path: Path) -> None:
 def test_the_first_scan_of_many_files_uses_worker_processes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pkgserver import storage
+    from pkgserver import indexer
 
-    monkeypatch.setattr(storage, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(indexer, "PARALLEL_MIN", 10)
     root = tmp_path / "pk"
     for i in range(30):
         make_wheel(root, f"p{i}", "1.0", summary=f"S{i}")
@@ -114,7 +114,7 @@ def test_the_first_scan_of_many_files_uses_worker_processes(
 
 
 def test_an_uploaded_file_is_remembered_for_the_next_start(tmp_path: Path) -> None:
-    from pkgserver.storage import describe
+    from pkgserver.scan import describe
 
     root = tmp_path / "pk"
     root.mkdir()

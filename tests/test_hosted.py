@@ -22,7 +22,7 @@ from pkgserver.app import create_app
 from pkgserver.catalog import Catalog
 from pkgserver.config import Settings
 from pkgserver.hosted import NAMES_FILE, HostedNames
-from pkgserver.storage import Indexer
+from pkgserver.indexer import Indexer
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 FALLBACK = "https://pypi.example/simple/"

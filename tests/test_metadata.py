@@ -330,19 +330,19 @@ def test_an_unreadable_archive_is_read_once_not_per_request(
     # like a success, or every /pypi/<p>/json would pay it again.
     from conftest import make_testapp
 
-    from pkgserver import storage
+    from pkgserver import scan
 
     (tmp_path / "bomb-1.0.tar.bz2").write_bytes(b"BZh91AY&SY" + b"\0" * 269)
     make_wheel(tmp_path, "fine", "1.0")
     reads: list[str] = []
-    original = storage.read_core_metadata
+    original = scan.read_core_metadata
 
     def counting(path: str, *args: object, **kw: object) -> object:
         reads.append(path)
         return original(path, *args, **kw)  # type: ignore[arg-type]
 
     app, _ = make_testapp([tmp_path])
-    monkeypatch.setattr(storage, "read_core_metadata", counting)
+    monkeypatch.setattr(scan, "read_core_metadata", counting)
     for i in range(3):
         # Another Host each time: the rendering, keyed by its base URL, is not reused.
         host = {"HTTP_HOST": f"mirror{i}.example"}

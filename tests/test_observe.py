@@ -134,7 +134,7 @@ def test_metrics_move_with_the_requests_made(pkgdir: Path) -> None:
 def test_catalog_gauges_follow_the_catalog(pkgdir: Path, tmp_path: Path) -> None:
     app, catalog = make_testapp([pkgdir])
     make_wheel(tmp_path, "newcomer", "1.0")
-    from pkgserver.storage import describe
+    from pkgserver.scan import describe
 
     path = tmp_path / "newcomer-1.0-py3-none-any.whl"
     catalog.apply([describe(str(tmp_path), path.name, path.stat())])

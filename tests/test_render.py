@@ -199,7 +199,7 @@ def test_replaced_projects_give_their_renderings_back(
     assert before == 3
     stay = catalog.snapshot.projects["stay"]
     extra = make_wheel(tmp_path, "grow", "2.0")
-    from pkgserver.storage import describe
+    from pkgserver.scan import describe
 
     catalog.apply([describe(str(tmp_path), extra.name, extra.stat())])
     assert len(budget) == 1  # only "stay", which did not change, keeps its page

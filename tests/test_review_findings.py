@@ -18,7 +18,7 @@ from conftest import make_testapp, scan
 from pkgserver.app import create_app
 from pkgserver.catalog import Catalog
 from pkgserver.config import Settings
-from pkgserver.storage import Indexer
+from pkgserver.indexer import Indexer
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 
@@ -410,7 +410,7 @@ def test_describe_refuses_a_fifo_at_once(tmp_path: Path) -> None:
     import threading
 
     from pkgserver.catalog import FileStat
-    from pkgserver.storage import describe
+    from pkgserver.scan import describe
 
     os.mkfifo(tmp_path / "demo-1.0-py3-none-any.whl")
     outcome: list[object] = []

@@ -23,7 +23,7 @@ from passlib.hash import bcrypt
 
 from pkgserver.app import create_app
 from pkgserver.config import Settings
-from pkgserver.storage import TEMP_PREFIX, FileOps
+from pkgserver.publish import TEMP_PREFIX, FileOps
 from pkgserver.upload import Uploads
 
 
@@ -664,6 +664,7 @@ def test_remove_pkg_needs_the_update_permission(root: Path, htpasswd: Path) -> N
 # -- faults: a write that fails part-way leaves the directory as it was, and a retry succeeds ------
 class FailingOps(FileOps):
     def __init__(self, step: str, exc: OSError) -> None:
+        super().__init__()
         self.step, self.exc, self.armed = step, exc, True
 
     def _maybe_fail(self, step: str) -> None:
@@ -759,7 +760,7 @@ def test_concurrent_uploads_of_one_new_name_have_exactly_one_winner(
 
 
 def test_leftover_temp_files_are_swept(root: Path) -> None:
-    from pkgserver.storage import sweep_temp_files
+    from pkgserver.publish import sweep_temp_files
 
     (root / (TEMP_PREFIX + "abc")).write_bytes(b"half")
     (root / ".rsync-tmp").write_bytes(b"someone else's")

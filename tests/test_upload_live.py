@@ -21,7 +21,7 @@ import pytest
 from builders import big_wheel
 from server import Server, running_server
 
-from pkgserver.storage import TEMP_PREFIX
+from pkgserver.publish import TEMP_PREFIX
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,8 @@ import pytest
 from builders import make_sdist, make_wheel
 
 from pkgserver.catalog import Catalog, DistFile
-from pkgserver.storage import Indexer, MetadataStore
+from pkgserver.indexer import Indexer
+from pkgserver.scan import MetadataStore
 
 TIMEOUT = 5.0  # generous: machines are noisy
 SHORT = 2.0  # for the expected-to-fail waits, to keep the file fast

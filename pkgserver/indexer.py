@@ -1,4 +1,4 @@
-"""The package directories: scan, describe, watch, and keep the catalog in step with the disk.
+"""The indexer: keeps the catalog in step with the package directories (scan, watch, rescan).
 
 Rules that keep every listed hash equal to the bytes served:
 - A file is listed when its writer is known to be done: ``IN_CLOSE_WRITE`` (cp, scp), a rename
@@ -11,47 +11,43 @@ Rules that keep every listed hash equal to the bytes served:
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import heapq
 import itertools
 import logging
 import multiprocessing
 import os
 import queue
-import secrets
 import stat
 import sys
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import inotify
 from .cache import DescriptionCache
 from .catalog import Catalog, DistFile, FileStat
 from .distfile import (
-    DIST_EXTENSIONS,
     InvalidDistFilename,
     dist_extension,
-    is_valid_project_name,
-    normalize,
-    parse_dist_filename,
-    version_sort_key,
 )
-from .fsutil import confined, open_regular
-from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
+from .fsutil import confined
+from .scan import (
+    CHANGED,
+    FileChanged,
+    describe,
+    describe_batch,
+    fields_of,
+    is_hidden,
+    iter_dist_files,
+    project_of,
+    skip_message,
+    stamp,
+    stamp_of,
+)
 
-__all__ = [
-    "DEFAULT_MAX_FILE_SIZE",
-    "Indexer",
-    "MetadataStore",
-    "describe",
-    "is_hidden",
-    "iter_dist_files",
-    "project_of",
-]
+__all__ = ["DEFAULT_MAX_FILE_SIZE", "Indexer", "ScanInterrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -64,195 +60,16 @@ SAFETY_RESCAN = 60.0  # seconds between rescans when inotify watches (missed eve
 STUCK = 120.0  # seconds without a turn of the indexer's loop before /health says it is stuck
 TURN_BUDGET = 0.5  # seconds of reading files per turn; the rest waits for the next turn
 NO_WATCH_RESCAN = 5.0  # seconds between rescans without inotify
-CHUNK = 1024 * 1024
 PARALLEL_MIN = 2000  # files to read before the first scan uses worker processes
 BATCH = 500  # files per job sent to a worker process
-PREFETCH_BYTES = 64 * 1024 * 1024  # bytes of a batch announced to the kernel at once
-READ_WHOLE = 8 * 1024 * 1024  # files up to this size are read into memory once when indexed
 # Files larger than this are read and hashed on a thread of their own, so that a large file
 # (or a sparse one, which is large without taking disk space) never holds up the indexer.
 BACKGROUND_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_FILE_SIZE = 1024**3  # files larger than this are not listed (--max-file-size)
 
 
-def is_hidden(relpath: str) -> bool:
-    return any(part.startswith(".") for part in relpath.split("/"))
-
-
-def iter_dist_files(
-    root: str, links: set[str] | None = None, odd: list[str] | None = None
-) -> Iterator[tuple[str, FileStat]]:
-    """(relpath, stamp) for each candidate distribution file under ``root``; never raises.
-
-    A FileStat rather than the stat result, made with os.stat() rather than entry.stat()
-    (which the entry keeps as long as the listing lives): stat results, a dozen objects each,
-    freed around the few that the catalog keeps left the heap fragmented, 50 MB more resident
-    memory after a first start of 100,000 files.
-
-    Relpaths that are symbolic links are added to ``links`` (scandir knows it for free); those
-    named like distributions that are not regular files (a dangling link, a FIFO) to ``odd``:
-    never listed, but their names are claimed all the same (see Indexer._claim)."""
-    stack = [""]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
-                entries = list(it)
-        except OSError as exc:
-            log.warning("cannot read directory %r: %s", os.path.join(root, rel_dir), exc)
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(rel)
-                    continue
-                if not entry.name.lower().endswith(DIST_EXTENSIONS):
-                    continue
-                st = os.stat(entry.path)  # not entry.stat(), which the entry keeps (above)
-                if links is not None and entry.is_symlink():
-                    links.add(rel)
-            except OSError:
-                if odd is not None:
-                    odd.append(rel)
-                continue
-            if stat.S_ISREG(st.st_mode):
-                yield rel, FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
-            elif odd is not None:
-                odd.append(rel)
-
-
-def project_of(relpath: str) -> str | None:
-    """The project a visible file named like a distribution belongs to, if it can be told."""
-    if is_hidden(relpath):
-        return None
-    try:
-        return parse_dist_filename(relpath.rsplit("/", 1)[-1]).project
-    except InvalidDistFilename:
-        return None
-
-
-class FileChanged(OSError):
-    """The file is not the size it was stat'ed with: it is being written (or grows on
-    purpose, a sparse file extended while it is read). Look again later, never hash on."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(errno.EAGAIN, "changed while it was read", path)
-
-
-def describe(
-    root: str,
-    relpath: str,
-    st: os.stat_result | FileStat,
-    extra_algos: Sequence[str] = (),
-    *,
-    known_sha256: str | None = None,
-    known_meta: CoreMetadata | None = None,
-) -> DistFile:
-    """Hash and read the file once; raises InvalidDistFilename or OSError.
-
-    An upload passes what it computed while receiving the file, so it is not read twice.
-    """
-    filename = relpath.rsplit("/", 1)[-1]
-    info = parse_dist_filename(filename)
-    path = os.path.join(root, *relpath.split("/"))
-    sha = hashlib.sha256()
-    extras = [hashlib.new(a) for a in extra_algos]
-    data: bytes | None = None
-    if known_sha256 is None or extras:
-        if st.st_size <= READ_WHOLE:
-            # Most distributions are small: read once, hash and open the archive in memory.
-            # os.read: a buffered file object costs more than the read itself at this size.
-            data = _read_small(path, st.st_size)
-            sha.update(data)
-            for h in extras:
-                h.update(data)
-        else:
-            # Exactly the size that was checked (against --max-file-size too), and one byte
-            # more to see whether it grew: reading to the end let a file extended while it
-            # was read (truncate -s 8T) hold the reader for hours.
-            with os.fdopen(open_regular(path), "rb") as fh:
-                left = st.st_size
-                while left > 0:
-                    chunk = fh.read(min(CHUNK, left))
-                    if not chunk:
-                        raise FileChanged(path)  # shorter than it was
-                    left -= len(chunk)
-                    sha.update(chunk)
-                    for h in extras:
-                        h.update(chunk)
-                if fh.read(1):
-                    raise FileChanged(path)
-    requires_python = summary = display_name = metadata_sha256 = None
-    meta: CoreMetadata | None = known_meta
-    if meta is None:
-        try:
-            meta = read_core_metadata(
-                path,
-                info.kind,
-                info.project,
-                data=data if data and len(data) == st.st_size else None,
-            )
-        except InvalidArchive as exc:
-            log.info("no core metadata for %r: %s", relpath, exc)
-    if meta is not None and not metadata_matches(meta, info.project, info.version):
-        # Metadata of another project or version: advertising it would mislead installers.
-        log.info("the metadata of %r names another project or version; not used", relpath)
-        meta = None
-    if meta is not None:
-        requires_python = meta.requires_python
-        summary = _printable(meta.summary)[:512] if meta.summary else None
-        # The metadata's spelling of the name is shown only if it is that project's name.
-        if meta.name and is_valid_project_name(meta.name) and normalize(meta.name) == info.project:
-            display_name = meta.name
-        if meta.servable:
-            metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
-    return DistFile(
-        filename=filename,
-        relpath=relpath,
-        root=root,
-        project=info.project,
-        version=info.version,
-        kind=info.kind,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        ino=st.st_ino,
-        sha256=known_sha256 if known_sha256 and not extras else sha.hexdigest(),
-        extra_hashes=tuple((a, h.hexdigest()) for a, h in zip(extra_algos, extras)),
-        requires_python=requires_python,
-        metadata_sha256=metadata_sha256,
-        summary=summary,
-        display_name=display_name,
-    )
-
-
-def _read_small(path: str, expected: int) -> bytes:
-    """The file's ``expected`` bytes, in one read: os.read allocates what it is asked for, and
-    a regular file reads short only at its end, so asking for one byte more shows at once
-    whether it grew. Raises FileChanged when it is not ``expected`` bytes long now."""
-    fd = open_regular(path)  # a FIFO put in place of the file must not hang the indexer
-    try:
-        data = os.read(fd, expected + 1)
-    finally:
-        os.close(fd)
-    if len(data) != expected:
-        raise FileChanged(path)
-    return data
-
-
-def _printable(text: str) -> str:
-    """Control characters (NUL, ESC, ...) break XML-RPC answers and terminals: make them spaces."""
-    if text.isprintable():
-        return text.strip()
-    return "".join(c if c.isprintable() else " " for c in text).strip()
-
-
-def metadata_matches(meta: CoreMetadata, project: str, version: str) -> bool:
-    if not meta.name or normalize(meta.name) != project or not meta.version:
-        return False
-    return version_sort_key(meta.version) == version_sort_key(version)
+class ScanInterrupted(Exception):
+    """Indexer.interrupt() was called during the first scan."""
 
 
 class Indexer:
@@ -722,7 +539,7 @@ class Indexer:
             return None
         if st.st_size > BACKGROUND_BYTES:
             path = self.roots[root_index] + "/" + relpath
-            self._hasher.submit(path, (root_index, relpath, _stamp(st)))
+            self._hasher.submit(path, (root_index, relpath, stamp(st)))
             if not self._started and self._hasher.has(path):
                 self._first_pending.add(path)  # found at start (settling included): /health
             return None
@@ -742,7 +559,7 @@ class Indexer:
         except FileChanged:
             self.recheck(root + "/" + relpath, delay=0.5)  # being written: look again soon
         except (InvalidDistFilename, OSError) as exc:
-            self._warn_once(relpath, _skip_message(exc))
+            self._warn_once(relpath, skip_message(exc))
         except Exception:  # one bad file must never stop a scan
             log.exception("unexpected error reading %r; skipped", relpath)
             self._warned.add(relpath)
@@ -757,7 +574,7 @@ class Indexer:
             if described is None:
                 continue
             try:
-                current = _stamp(os.stat(path))
+                current = stamp(os.stat(path))
             except OSError:
                 continue  # gone meanwhile: its removal was seen
             if current != st or path in self._writing:
@@ -947,7 +764,7 @@ class Indexer:
 
     def _compact(self, root_index: int, f: DistFile) -> DistFile:
         """``f`` with its repeated strings shared (see _from_cached)."""
-        return self._from_cached(root_index, f.relpath, _stamp_of(f), _fields_of(f))
+        return self._from_cached(root_index, f.relpath, stamp_of(f), fields_of(f))
 
     def _describe_parallel(
         self,
@@ -980,7 +797,7 @@ class Indexer:
                         (todo[i][1], todo[i][2].st_size, todo[i][2].st_mtime_ns, todo[i][2].st_ino)
                         for i in batch
                     ]
-                    return pool.submit(_describe_batch, (root, items, self.extra_algos))
+                    return pool.submit(describe_batch, (root, items, self.extra_algos))
 
                 # A few batches in flight per worker, made as they are sent: all of them made at
                 # once were 100,000 short-lived tuples that left the parent's heap fragmented.
@@ -997,7 +814,7 @@ class Indexer:
                         in_flight.append((following, job(following)))
                     for i, outcome in zip(batch, outcomes):
                         root_index, relpath, st, _ = todo[i]
-                        if outcome == _CHANGED:
+                        if outcome == CHANGED:
                             self.recheck(self.roots[root_index] + "/" + relpath, delay=0.5)
                         elif isinstance(outcome, str):
                             self._warn_once(relpath, outcome)
@@ -1030,23 +847,7 @@ class Indexer:
             )
 
 
-def _skip_message(exc: InvalidDistFilename | OSError) -> str:
-    """Why a file is not listed, as the log says it (from this process or a worker)."""
-    if isinstance(exc, InvalidDistFilename):
-        return f"cannot be attributed to a project ({exc}); skipped"
-    return f"cannot be read ({exc}); skipped"
-
-
-def _stamp_of(f: DistFile) -> FileStat:
-    return FileStat(f.size, f.mtime_ns, f.ino)
-
-
-def _stamp(st: os.stat_result | FileStat) -> FileStat:
-    return FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
-
-
 _Job = tuple[int, str, FileStat]  # root index, relpath, the stat it was found with
-_CHANGED = "\0changed"  # what a worker process answers for a file that changed as it was read
 
 
 class _Hasher:
@@ -1107,271 +908,3 @@ class _Hasher:
     def stop(self) -> None:
         self._stopped = True
         self._jobs.put(None)
-
-
-def _fields_of(f: DistFile) -> tuple[Any, ...]:
-    """What a DistFile knows beyond its path and stat, in the order of ``Cached``."""
-    return (
-        f.project,
-        f.version,
-        f.kind,
-        f.sha256,
-        f.extra_hashes,
-        f.requires_python,
-        f.metadata_sha256,
-        f.summary,
-        f.display_name,
-    )
-
-
-def _prefetch(root: str, relpaths: list[str]) -> None:
-    """Ask the kernel to start reading every file of the batch now (POSIX_FADV_WILLNEED).
-
-    A first start is I/O-bound when the files are not in the page cache: read one at a time,
-    each read waits for the disk, and 100,000 small files took 25 s. Announced together, the
-    reads are queued at once and the disk serves them in parallel."""
-    advise = getattr(os, "posix_fadvise", None)
-    if advise is None:
-        return
-    for relpath in relpaths:  # (only files describe() reads whole; see _describe_batch)
-        try:
-            fd = os.open(root + "/" + relpath, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-
-def _describe_batch(
-    job: tuple[str, list[tuple[str, int, int, int]], tuple[str, ...]],
-) -> list[tuple[Any, ...] | str]:
-    """describe() in a worker process, for a batch of files of one root: for each, its fields
-    (see _fields_of) or, if it failed, the message to log."""
-    root, items, extra_algos = job
-    # Only files describe() reads whole, and at most PREFETCH_BYTES of them at once: a large
-    # file would push the batch's others out of the page cache before they were read.
-    ahead: list[str] = []
-    budget = PREFETCH_BYTES
-    for relpath, size, *_ in items:
-        if size <= READ_WHOLE and size <= budget:
-            ahead.append(relpath)
-            budget -= size
-    _prefetch(root, ahead)
-    out: list[tuple[Any, ...] | str] = []
-    for relpath, size, mtime_ns, ino in items:
-        try:
-            f = describe(root, relpath, FileStat(size, mtime_ns, ino), extra_algos)
-            out.append(_fields_of(f))
-        except FileChanged:
-            out.append(_CHANGED)
-        except (InvalidDistFilename, OSError) as exc:
-            out.append(_skip_message(exc))
-        except Exception as exc:  # one bad file must never stop a scan
-            out.append(f"unexpected error ({type(exc).__name__}: {exc}); skipped")
-    return out
-
-
-_ENTRY_BYTES = 256  # what an entry costs besides its metadata: also bounds their number
-
-
-class MetadataStore:
-    """Core metadata of listed files, read from the archive on demand and kept in a bounded LRU.
-
-    The catalog keeps only the metadata hash (100,000 METADATA files would not fit the memory
-    budget); the bytes are re-read when asked for and checked against that hash. An archive
-    whose metadata cannot be read is remembered as such like a success: reading it again on
-    every request (a 279-byte bz2 bomb costs 0.65 s of CPU to give up on) would be a lever.
-    """
-
-    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, int, int], CoreMetadata | None] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, f: DistFile) -> CoreMetadata | None:
-        key = (f.path, f.size, f.mtime_ns)
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        try:
-            st = os.stat(f.path)
-            if not f.matches(st):
-                return None  # changed on disk; the indexer will catch up
-            meta: CoreMetadata | None = read_core_metadata(f.path, f.kind, f.project)
-        except OSError:
-            return None  # gone, or not readable now: nothing to remember
-        except InvalidArchive:
-            meta = None
-        size = _ENTRY_BYTES + (len(meta.raw) if meta is not None else 0)
-        if size <= self.max_bytes // 4:
-            with self._lock:
-                if key not in self._items:
-                    self._items[key] = meta
-                    self._bytes += size
-                while self._bytes > self.max_bytes and self._items:
-                    _, old = self._items.popitem(last=False)
-                    self._bytes -= _ENTRY_BYTES + (len(old.raw) if old is not None else 0)
-        return meta
-
-
-# -- publishing: the one narrow door through which uploads reach the directory -------------------
-TEMP_PREFIX = ".pkgserver-tmp-"
-
-
-class FileOps:
-    """The filesystem calls publishing makes, as a seam: tests fail any one of them."""
-
-    def open_temp(self, directory: str) -> tuple[int, str]:
-        for _ in range(100):
-            path = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            except FileExistsError:
-                continue
-            _track(path)  # removed at shutdown if still there (remove_live_temp_files)
-            return fd, path
-        raise FileExistsError("could not create a temporary file")
-
-    def write(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-
-    def fsync(self, fd: int) -> None:
-        os.fsync(fd)
-
-    def close(self, fd: int) -> None:
-        os.close(fd)
-
-    def link(self, src: str, dst: str) -> None:
-        os.link(src, dst)  # fails with FileExistsError: never silently replaces a published file
-
-    def replace(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
-        untrack_temp(src)
-
-    def unlink(self, path: str) -> None:
-        os.unlink(path)
-        untrack_temp(path)
-
-    def fsync_dir(self, directory: str) -> None:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-_live_temp_files: set[str] = set()  # of this process, for remove_live_temp_files()
-_live_lock = threading.Lock()
-
-
-def _track(path: str) -> None:
-    with _live_lock:
-        _live_temp_files.add(path)
-
-
-def untrack_temp(path: str) -> None:
-    """``path``, a temp file, is gone (removed, or renamed to its final name)."""
-    with _live_lock:
-        _live_temp_files.discard(path)
-
-
-def remove_live_temp_files() -> int:
-    """Unlink the temporary files of uploads still in flight (at shutdown: their threads are
-    about to die with the process). Only this process's own files: another server sharing the
-    directory keeps its uploads."""
-    with _live_lock:
-        paths = list(_live_temp_files)
-        _live_temp_files.clear()
-    removed = 0
-    for path in paths:
-        try:
-            os.unlink(path)
-            removed += 1
-        except OSError:
-            pass
-    if removed:
-        log.info("removed %d temporary files of uploads interrupted by the shutdown", removed)
-    return removed
-
-
-class TempFile:
-    """A dot-file in a package directory (so the indexer ignores it), hashed as it is written."""
-
-    def __init__(self, ops: FileOps, directory: str, limit: int) -> None:
-        self.ops = ops
-        self.fd, self.path = ops.open_temp(directory)
-        self.limit = limit
-        self.size = 0
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.blake2_256 = hashlib.blake2b(digest_size=32)
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.limit:
-            raise TooLargeError(f"the file is larger than the upload limit ({self.limit} bytes)")
-        self.ops.write(self.fd, data)
-        self.sha256.update(data)
-        self.md5.update(data)
-        self.blake2_256.update(data)
-
-    def finish(self) -> None:
-        """Flush to disk and close (before publishing)."""
-        self.ops.fsync(self.fd)
-        self.close()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.ops.close(self.fd)
-
-    def discard(self) -> None:
-        self.close()
-        untrack_temp(self.path)
-        try:
-            self.ops.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-    def digests(self) -> dict[str, str]:
-        return {
-            "sha256": self.sha256.hexdigest(),
-            "md5": self.md5.hexdigest(),
-            "blake2_256": self.blake2_256.hexdigest(),
-        }
-
-
-class ScanInterrupted(Exception):
-    """Indexer.interrupt() was called during the first scan."""
-
-
-class TooLargeError(ValueError):
-    """More bytes than the configured limit."""
-
-
-def sweep_temp_files(roots: Sequence[str]) -> int:
-    """Remove temporary files a crashed upload left behind (only our own prefix)."""
-    removed = 0
-    for root in roots:
-        for directory, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                if name.startswith(TEMP_PREFIX):
-                    try:
-                        os.unlink(os.path.join(directory, name))
-                        removed += 1
-                    except OSError as exc:
-                        log.warning("cannot remove leftover %s: %s", name, exc)
-    if removed:
-        log.info("removed %d temporary files left by interrupted uploads", removed)
-    return removed

@@ -1,0 +1,167 @@
+"""Publishing: the one narrow door through which uploads reach the directory.
+
+A file is written under a dot-name (``TEMP_PREFIX``, which the indexer never lists), hashed as
+it is written, flushed, then linked (create-only) or renamed (replace) to its final name: a
+reader sees the old file or the new one, never a part. ``FileOps`` is the seam the tests fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Sequence
+
+__all__ = ["TEMP_PREFIX", "FileOps", "TempFile", "TooLargeError", "sweep_temp_files"]
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".pkgserver-tmp-"
+
+
+class FileOps:
+    """The filesystem calls publishing makes, as a seam: tests fail any one of them.
+
+    It remembers the temporary files it created that are still there, so that a shutdown can
+    remove those of uploads still in flight (``remove_live``): this instance's own, never
+    another server's sharing the directory."""
+
+    def __init__(self) -> None:
+        self._live: set[str] = set()
+        self._live_lock = threading.Lock()
+
+    def untrack(self, path: str) -> None:
+        """``path``, a temp file, is gone (removed, or renamed to its final name)."""
+        with self._live_lock:
+            self._live.discard(path)
+
+    def remove_live(self) -> int:
+        """Unlink the temporary files of uploads still in flight (at shutdown: their threads
+        are about to die with the process)."""
+        with self._live_lock:
+            paths = list(self._live)
+            self._live.clear()
+        removed = 0
+        for path in paths:
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass
+        if removed:
+            log.info("removed %d temporary files of uploads interrupted by the shutdown", removed)
+        return removed
+
+    def open_temp(self, directory: str) -> tuple[int, str]:
+        for _ in range(100):
+            path = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileExistsError:
+                continue
+            with self._live_lock:
+                self._live.add(path)  # removed at shutdown if still there (remove_live)
+            return fd, path
+        raise FileExistsError("could not create a temporary file")
+
+    def write(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def link(self, src: str, dst: str) -> None:
+        os.link(src, dst)  # fails with FileExistsError: never silently replaces a published file
+
+    def replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+        self.untrack(src)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+        self.untrack(path)
+
+    def fsync_dir(self, directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class TempFile:
+    """A dot-file in a package directory (so the indexer ignores it), hashed as it is written."""
+
+    def __init__(self, ops: FileOps, directory: str, limit: int) -> None:
+        self.ops = ops
+        self.fd, self.path = ops.open_temp(directory)
+        self.limit = limit
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.blake2_256 = hashlib.blake2b(digest_size=32)
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise TooLargeError(f"the file is larger than the upload limit ({self.limit} bytes)")
+        self.ops.write(self.fd, data)
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.blake2_256.update(data)
+
+    def finish(self) -> None:
+        """Flush to disk and close (before publishing)."""
+        self.ops.fsync(self.fd)
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.ops.close(self.fd)
+
+    def discard(self) -> None:
+        self.close()
+        self.ops.untrack(self.path)
+        try:
+            self.ops.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def digests(self) -> dict[str, str]:
+        return {
+            "sha256": self.sha256.hexdigest(),
+            "md5": self.md5.hexdigest(),
+            "blake2_256": self.blake2_256.hexdigest(),
+        }
+
+
+class TooLargeError(ValueError):
+    """More bytes than the configured limit."""
+
+
+def sweep_temp_files(roots: Sequence[str]) -> int:
+    """Remove temporary files a crashed upload left behind (only our own prefix)."""
+    removed = 0
+    for root in roots:
+        for directory, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith(TEMP_PREFIX):
+                    try:
+                        os.unlink(os.path.join(directory, name))
+                        removed += 1
+                    except OSError as exc:
+                        log.warning("cannot remove leftover %s: %s", name, exc)
+    if removed:
+        log.info("removed %d temporary files left by interrupted uploads", removed)
+    return removed
