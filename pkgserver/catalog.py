@@ -3,7 +3,7 @@
 Readers take ``catalog.snapshot`` (one attribute read) and never lock; writers build a new immutable
 snapshot from a batch of changes and swap it in. A snapshot also carries per-project caches of
 rendered pages, which die with it, so a rendering is never stale; all of them together are held
-to one byte budget (``RENDER_BUDGET``), least recently used first out.
+to one byte budget per catalog (``Catalog.budget``), least recently used first out.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any, NamedTuple
 
 from .distfile import is_prerelease, version_key, version_sort_key
 
-__all__ = ["RENDER_BUDGET", "Catalog", "DistFile", "Project", "RenderCache", "Snapshot"]
+__all__ = ["Catalog", "DistFile", "Project", "RenderBudget", "RenderCache", "Snapshot"]
 
 RENDER_BUDGET_BYTES = 32 * 1024 * 1024
 _ENTRY_OVERHEAD = 200  # the key, the Rendered tuple, the ETag string, the LRU's own entry
+_ITEM_BYTES = 100  # an item of a cached list (a tuple of references to what the catalog holds)
 
 
 class RenderBudget:
@@ -80,19 +81,16 @@ class RenderBudget:
             cache._entries.clear()
 
 
-RENDER_BUDGET = RenderBudget()
-
-
 class RenderCache:
     """Renderings of one project (or of a snapshot's index), keyed by whatever the renderers
-    like (format, hash algorithm, base URL...). Values are bytes or objects with a ``body``;
-    their sizes count against the shared :data:`RENDER_BUDGET`."""
+    like (format, hash algorithm, base URL...). Values are bytes, objects with a ``body``, or
+    lists; their sizes count against the catalog's budget (a private one when none is given)."""
 
     __slots__ = ("_budget", "_entries")
 
     def __init__(self, budget: RenderBudget | None = None) -> None:
         self._entries: dict[Any, Any] = {}
-        self._budget = budget if budget is not None else RENDER_BUDGET
+        self._budget = budget if budget is not None else RenderBudget()
 
     def get(self, key: Any) -> Any:
         value = self._entries.get(key)
@@ -102,8 +100,7 @@ class RenderCache:
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._entries[key] = value
-        body = value if isinstance(value, bytes) else getattr(value, "body", b"")
-        self._budget.add(self, key, len(body))
+        self._budget.add(self, key, _size_of(value))
 
     def __contains__(self, key: Any) -> bool:
         return key in self._entries
@@ -114,6 +111,18 @@ class RenderCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _size_of(value: Any) -> int:
+    """What a cached value holds in memory, roughly: its bytes, or its items."""
+    if isinstance(value, bytes):
+        return len(value)
+    body = getattr(value, "body", None)
+    if isinstance(body, bytes):
+        return len(body)
+    if isinstance(value, (list, tuple)):
+        return _ITEM_BYTES * len(value)
+    return 0
 
 
 class FileStat(NamedTuple):
@@ -187,7 +196,11 @@ class Project:
     )
 
     def __init__(
-        self, name: str, files: Iterable[DistFile], yanked: Mapping[str, str] | None = None
+        self,
+        name: str,
+        files: Iterable[DistFile],
+        yanked: Mapping[str, str] | None = None,
+        budget: RenderBudget | None = None,
     ) -> None:
         self.name = name
         self.files: tuple[DistFile, ...] = tuple(sorted(files, key=lambda f: f.sort_key))
@@ -200,7 +213,7 @@ class Project:
         self.yanked: Mapping[str, str] = (
             _resolve_yanks(self.versions, yanked) if yanked else _NOT_YANKED
         )
-        self.cache = RenderCache()  # filled lazily by the renderers
+        self.cache = RenderCache(budget)  # filled lazily by the renderers
 
     def yank_of(self, version: str) -> str | None:
         """The yank reason of ``version`` ("" when given none), or None if it is not yanked."""
@@ -254,12 +267,13 @@ class Snapshot:
         files: Mapping[str, DistFile],
         by_filename: Mapping[str, DistFile],
         generation: int,
+        budget: RenderBudget | None = None,
     ) -> None:
         self.projects = projects
         self.files = files  # relpath -> DistFile
         self.by_filename = by_filename  # lower-cased filename -> DistFile (first root wins)
         self.generation = generation
-        self.cache = RenderCache()  # the /simple/ index renderings
+        self.cache = RenderCache(budget)  # the /simple/ index renderings
 
     def project(self, name: str) -> Project | None:
         return self.projects.get(name)
@@ -272,14 +286,17 @@ class Snapshot:
         return len(self.files)
 
 
-EMPTY = Snapshot({}, {}, {}, 0)
-
-
 class Catalog:
     """Holds the current snapshot; ``apply`` swaps in a new one. One writer at a time."""
 
-    def __init__(self, on_new_projects: Callable[[set[str]], None] | None = None) -> None:
-        self.snapshot: Snapshot = EMPTY
+    def __init__(
+        self,
+        on_new_projects: Callable[[set[str]], None] | None = None,
+        budget: RenderBudget | None = None,
+    ) -> None:
+        # The bytes all renderings of this catalog's snapshots may hold together.
+        self.budget = budget if budget is not None else RenderBudget()
+        self.snapshot = Snapshot({}, {}, {}, 0, self.budget)
         self._lock = threading.Lock()
         self._yanks: Mapping[str, Mapping[str, str]] = {}
         # Told the names of projects that appear (every change goes through apply): the
@@ -329,13 +346,13 @@ class Catalog:
                     if files.get(f.relpath) is f:
                         members[f.relpath] = f
                 if members:
-                    project = Project(name, members.values(), self._yanks.get(name))
+                    project = Project(name, members.values(), self._yanks.get(name), self.budget)
                     projects[name] = project
                     for f in project.files:
                         by_filename.setdefault(f.filename.lower(), f)
                 else:
                     projects.pop(name, None)
-            new = Snapshot(projects, files, by_filename, old.generation + 1)
+            new = Snapshot(projects, files, by_filename, old.generation + 1, self.budget)
             self.snapshot = new
         _drop_renderings(old, new, touched)
         if self.on_new_projects is not None:
@@ -360,8 +377,10 @@ class Catalog:
                 return old
             projects = dict(old.projects)
             for name in touched:
-                projects[name] = Project(name, old.projects[name].files, self._yanks.get(name))
-            new = Snapshot(projects, old.files, old.by_filename, old.generation + 1)
+                projects[name] = Project(
+                    name, old.projects[name].files, self._yanks.get(name), self.budget
+                )
+            new = Snapshot(projects, old.files, old.by_filename, old.generation + 1, self.budget)
             self.snapshot = new
         _drop_renderings(old, new, touched)
         return new

@@ -8,7 +8,6 @@ import pytest
 from builders import make_wheel
 from conftest import make_testapp, scan
 
-from pkgserver import catalog as catalog_module
 from pkgserver import render
 from pkgserver.catalog import RenderBudget, RenderCache
 from pkgserver.render import HTML, HTML_V1, JSON_V1, negotiate
@@ -152,16 +151,35 @@ def test_replacing_an_entry_does_not_count_it_twice() -> None:
     assert len(budget) == 1 and budget.used < 2_000
 
 
-def test_pages_stay_right_when_the_budget_is_far_too_small(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_two_catalogs_have_budgets_of_their_own(tmp_path: Path) -> None:
+    # Two apps in one process (the tests, or a server embedding two indexes) must not evict
+    # each other's renderings or count each other's bytes.
+    make_wheel(tmp_path / "a", "alpha", "1.0")
+    make_wheel(tmp_path / "b", "beta", "1.0")
+    app_a, catalog_a = make_testapp([tmp_path / "a"])
+    app_b, catalog_b = make_testapp([tmp_path / "b"])
+    assert catalog_a.budget is not catalog_b.budget
+    app_a.get("/simple/alpha/", headers={"Accept": HTML})
+    assert len(catalog_a.budget) == 1 and len(catalog_b.budget) == 0
+    app_b.get("/simple/beta/", headers={"Accept": HTML})
+    assert len(catalog_a.budget) == len(catalog_b.budget) == 1
+
+
+def test_cached_lists_count_against_the_budget() -> None:
+    budget = RenderBudget(max_bytes=1_000_000)
+    cache = RenderCache(budget)
+    cache["search"] = [("name", None)] * 1_000
+    assert budget.used >= 1_000 * 50  # not 0: a cached search result holds memory too
+
+
+def test_pages_stay_right_when_the_budget_is_far_too_small(tmp_path: Path) -> None:
     # Every project page of a 40-project index is asked for twice, in JSON and HTML and
     # gzipped, with room for about three renderings: each answer must still be the right one.
-    budget = RenderBudget(max_bytes=4_000)
-    monkeypatch.setattr(catalog_module, "RENDER_BUDGET", budget)
     for n in range(40):
         make_wheel(tmp_path, f"proj{n}", "1.0", summary=f"project {n}")
-    app, _ = make_testapp([tmp_path])
+    app, catalog = make_testapp([tmp_path])
+    budget = catalog.budget  # each catalog has its own
+    budget.max_bytes = 4_000
     seen: dict[tuple[int, str, str], str] = {}
     for _round in range(2):
         for n in range(40):
@@ -183,16 +201,13 @@ def test_pages_stay_right_when_the_budget_is_far_too_small(
     assert 0 < len(budget) < 10
 
 
-def test_replaced_projects_give_their_renderings_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_replaced_projects_give_their_renderings_back(tmp_path: Path) -> None:
     # Every upload makes a new snapshot: the old one's index renderings and the replaced
     # project's pages must not sit in the budget until evicted.
-    budget = RenderBudget(max_bytes=10_000_000)
-    monkeypatch.setattr(catalog_module, "RENDER_BUDGET", budget)
     make_wheel(tmp_path, "stay", "1.0")
     make_wheel(tmp_path, "grow", "1.0")
     app, catalog = make_testapp([tmp_path])
+    budget = catalog.budget
     for page in ("/simple/", "/simple/stay/", "/simple/grow/"):
         app.get(page, headers={"Accept": HTML})
     before = len(budget)
