@@ -31,7 +31,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -151,6 +150,20 @@ def _clean(value: str) -> str:
     return "".join(out)
 
 
+class _WithoutCreated(Collector):
+    """The registry's metrics without their *_created series: they double the exposition and
+    no dashboard reads them. Filtered here, per registry, rather than by the library's switch
+    (disable_created_metrics), which is process-wide."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Any]:
+        for family in self.registry.collect():  # (fresh objects on every collect)
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
+
+
 class Observer:
     def __init__(
         self,
@@ -160,9 +173,6 @@ class Observer:
         health: str = "/health",
         process: bool = True,
     ) -> None:
-        # No *_created series: they double the exposition and no dashboard reads them (a
-        # setting of the library, for the process).
-        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.health = health
         self.access = access
@@ -222,7 +232,7 @@ class Observer:
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in Prometheus' text format, and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE_LATEST
 
     # -- hooks for the indexer and the app --
     def scan_done(self, kind: str, seconds: float) -> None:

@@ -361,3 +361,19 @@ def test_live_metrics_count_requests(pkgdir: Path) -> None:
     assert value(after, "pkgserver_initial_scan_seconds") > 0
     assert value(after, "pkgserver_scan_duration_seconds_count", kind="initial") == 1
     assert value(after, "process_resident_memory_bytes") > 0
+
+
+def test_no_created_series_and_no_process_wide_switch() -> None:
+    # *_created series are left out of our exposition, without turning them off for every
+    # other registry of the process (prometheus_client's switch is process-wide).
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    from pkgserver.observe import Observer
+
+    observer = Observer(process=False)
+    observer.upload_done(201, "created")
+    body, _ = observer.exposition()
+    assert b"pkgserver_uploads_total" in body and b"_created" not in body
+    other = CollectorRegistry()
+    Counter("other_things", "Things", registry=other).inc()
+    assert b"other_things_created" in generate_latest(other)
