@@ -1,4 +1,8 @@
-"""Settings: one frozen dataclass fed by the CLI, PKGSERVER_* environment variables, defaults."""
+"""Settings: one frozen dataclass fed by the CLI, PKGSERVER_* environment variables, defaults.
+
+Each field is an option of ``pkgserver run``, declared (flags, variables, type, help, this same
+default) in pkgserver.options; tests/test_options.py checks that the two agree.
+"""
 
 from __future__ import annotations
 
