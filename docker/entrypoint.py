@@ -30,7 +30,7 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pkgserver import cli
 from pkgserver.config import Settings
@@ -97,25 +97,29 @@ def preflight(settings: Settings) -> str | None:
     return writable_problem(settings.roots[0])
 
 
-def port_from_pypiserver_variables(environ: dict[str, str] | os._Environ[str]) -> None:
-    """pypiserver's image listens on $PYPISERVER_PORT, else $PORT (its older name): a
-    PKGSERVER_PORT is made of them when none is set. A -p on the command line still wins."""
-    if environ.get(cli.ENV_PREFIX + "PORT"):
-        return
+def port_from_pypiserver_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment pkgserver runs in: ``environ``, with a PKGSERVER_PORT made of
+    pypiserver's $PYPISERVER_PORT, else $PORT (its older name), when none is set (pypiserver's
+    image listens there). A -p on the command line still wins. ``environ`` is not changed."""
+    env = dict(environ)
+    if env.get(cli.ENV_PREFIX + "PORT"):
+        return env
     for name in ("PYPISERVER_PORT", "PORT"):
-        value = environ.get(name, "").strip()
+        value = env.get(name, "").strip()
         if value:
-            environ[cli.ENV_PREFIX + "PORT"] = value
-            return
+            env[cli.ENV_PREFIX + "PORT"] = value
+            break
+    return env
 
 
 def entrypoint(args: Sequence[str]) -> int:  # returns only on an error
-    port_from_pypiserver_variables(os.environ)
+    # The command runs in this environment, handed to it (and to the checks below) explicitly.
+    env = port_from_pypiserver_variables(os.environ)
     kind, argv = command_for(args)
     if kind == "exec":
-        os.execvp(argv[0], argv)  # noqa: S606 (the user's own command, as docker run gave it)
+        os.execvpe(argv[0], argv, env)  # noqa: S606 (the user's own command, as docker run gave it)
     try:
-        settings = cli.parse_run(argv)
+        settings = cli.parse_run(argv, env)
     except cli.UsageError as exc:
         hint = ""
         if "password file" in str(exc):
@@ -143,7 +147,7 @@ def entrypoint(args: Sequence[str]) -> int:  # returns only on an error
             return 2
     exe = shutil.which("pkgserver") or "pkgserver"
     # exec: pkgserver becomes the container's main process and gets docker stop's SIGTERM.
-    os.execv(exe, [exe, *argv])  # noqa: S606 (no shell: the arguments pass unchanged)
+    os.execve(exe, [exe, *argv], env)  # noqa: S606 (no shell: the arguments pass unchanged)
 
 
 # -- health check ---------------------------------------------------------------------------------
@@ -181,11 +185,8 @@ def health_url(pids: Sequence[str] | None = None) -> str:
     settings = None
     if found is not None:
         args, env = found
-        for key in [k for k in os.environ if k.startswith(cli.ENV_PREFIX)]:
-            del os.environ[key]
-        os.environ.update(env)
         try:
-            settings = cli.parse_run(args)
+            settings = cli.parse_run(args, env)  # in the server's PKGSERVER_* variables
         except cli.UsageError:
             settings = None
     port = settings.port if settings else 8080

@@ -1,9 +1,13 @@
-"""Settings: one frozen dataclass fed by the CLI, PKGSERVER_* environment variables, defaults."""
+"""Settings: one frozen dataclass fed by the CLI, PKGSERVER_* environment variables, defaults.
+
+Each field is an option of ``pkgserver run``, declared (flags, variables, type, help, this same
+default) in pkgserver.options; tests/test_options.py checks that the two agree.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 __all__ = ["ACTIONS", "DEFAULT_FALLBACK_URL", "Settings", "parse_actions"]
@@ -76,8 +80,9 @@ class Settings:
         return url if url.endswith("/") else url + "/"
 
 
-def parse_actions(value: str | Sequence[str]) -> frozenset[str]:
-    """``update,download`` or ``.`` (nothing) -> a set of actions; raises ValueError."""
+def parse_actions(value: str | Iterable[str]) -> frozenset[str]:
+    """``update,download`` or ``.`` (nothing), or actions already apart (the default) -> a set
+    of actions; raises ValueError."""
     items: list[str] = []
     for part in [value] if isinstance(value, str) else list(value):
         items.extend(p.strip().lower() for p in part.replace(",", " ").split())

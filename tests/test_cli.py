@@ -14,8 +14,7 @@ from pkgserver import cli
 
 
 def settings_for(argv: list[str]):  # type: ignore[no-untyped-def]
-    ns = cli.build_parser().parse_args(cli._normalize_argv(argv))
-    return cli._settings(ns)
+    return cli.parse_run(argv)
 
 
 def test_pypiserver_flags_map_onto_settings(tmp_path: Path) -> None:

@@ -248,9 +248,23 @@ def test_healthcheck_fails_when_nothing_answers(tmp_path: Path) -> None:
     ],
 )
 def test_pypiservers_port_variables_set_the_port(environ: dict[str, str], port: str | None) -> None:
-    env = dict(environ)
-    ep.port_from_pypiserver_variables(env)
+    env = ep.port_from_pypiserver_variables(environ)
     assert env.get("PKGSERVER_PORT") == port
+
+
+def test_the_port_variables_leave_the_entrypoints_own_environment_alone() -> None:
+    environ = {"PYPISERVER_PORT": "9090"}
+    assert ep.port_from_pypiserver_variables(environ)["PKGSERVER_PORT"] == "9090"
+    assert environ == {"PYPISERVER_PORT": "9090"}
+
+
+def test_a_program_run_in_the_image_sees_the_port_pkgserver_would(tmp_path: Path) -> None:
+    # The environment handed to the exec'd command is the one pkgserver would get.
+    res = run_entrypoint(
+        "sh", "-c", 'echo "$PKGSERVER_PORT"', cwd=tmp_path, env={"PYPISERVER_PORT": "9090"}
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "9090"
 
 
 @pytest.mark.e2e

@@ -40,7 +40,7 @@ or via the <a href="{{SIMPLE}}">simple</a> index.</p>
 
 
 def parse(argv: list[str]):  # type: ignore[no-untyped-def]
-    ns = cli.build_parser().parse_args(cli._normalize_argv(argv))
+    ns = cli.parse_args(argv)
     return ns, (cli._settings(ns) if ns.command == "run" else None)
 
 
