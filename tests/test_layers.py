@@ -7,7 +7,8 @@ statement, including those inside functions).
            observe, manage, hosted, update (no bottle, no waitress)
       ->   HTTP: answers, site, api, pages, app (only these import bottle), server (the only
            one that imports waitress)
-      ->   cli (anything)
+      ->   the command line: cli, arguments (the parser, pypiserver's forms), options (each
+           option declared once), validate (settings from the parsed options) (anything)
 
 A lower layer never imports a higher one. README.md ("How the code is laid out") explains it.
 """
@@ -28,7 +29,7 @@ for _layer, _names in enumerate(
         "fsutil records cache inotify scan indexer publish upload auth observe manage hosted"
         " update",
         "answers site api pages app server",
-        "cli __main__",
+        "cli arguments options validate __main__",
     )
 ):
     LAYERS.update(dict.fromkeys(_names.split(), _layer))
@@ -72,7 +73,9 @@ def imports_of(source: str) -> set[str]:
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
-                found.add("." + parts[1] if parts[0] == "pkgserver" and len(parts) > 1 else parts[0])
+                found.add(
+                    "." + parts[1] if parts[0] == "pkgserver" and len(parts) > 1 else parts[0]
+                )
     return found
 
 
@@ -87,9 +90,7 @@ def violations(module: str, source: str) -> list[str]:
             if target not in LAYERS:
                 out.append(f"{module} imports .{target}, which no layer names (add it to LAYERS)")
             elif LAYERS[target] > layer and (module, target) not in ALLOWED:
-                out.append(
-                    f"{module} ({NAMES[layer]}) imports {target} ({NAMES[LAYERS[target]]})"
-                )
+                out.append(f"{module} ({NAMES[layer]}) imports {target} ({NAMES[LAYERS[target]]})")
         else:
             if name in FORBIDDEN[layer]:
                 out.append(f"{module} ({NAMES[layer]}) imports {name}")
