@@ -14,12 +14,10 @@ import argparse
 import atexit
 import logging
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import __version__
 from . import arguments as _arguments
 from .config import Settings
 from .errors import UsageError
@@ -187,21 +185,26 @@ def _setup_logging(settings: Settings) -> AccessLog | None:
 
 
 def run(settings: Settings, notices: Sequence[str] = ()) -> int:
-    from .app import create_app
-    from .auth import Authenticator
-    from .cache import DescriptionCache
-    from .catalog import Catalog
-    from .hosted import HostedNames
-    from .indexer import Indexer, ScanInterrupted
-    from .observe import Observer
-    from .publish import FileOps, sweep_temp_files
-    from .records import UploadLog, Yanks
-    from .scan import MetadataStore
-    from .server import make_server, raise_open_files_limit, serve, stop
+    """`pkgserver run`: logging, the warnings an operator must see, then the service."""
+    from .server import raise_open_files_limit
+    from .service import Service
 
     access = _setup_logging(settings)
     for notice in notices:
         log.info("%s", notice)
+    _warn_about_access(settings)
+    wanted_files = settings.connection_limit + settings.threads + 256
+    if raise_open_files_limit(wanted_files) < wanted_files:
+        log.warning(
+            "the open-files limit is below what --connection-limit %d needs (%d); "
+            "raise it (ulimit -n) or lower --connection-limit",
+            settings.connection_limit,
+            wanted_files,
+        )
+    return Service(settings, access).run()
+
+
+def _warn_about_access(settings: Settings) -> None:
     if settings.password_file is None and not settings.authenticate:
         log.warning(
             "running fully open (-P . -a .): anyone who can reach it can read and change it"
@@ -217,146 +220,6 @@ def run(settings: Settings, notices: Sequence[str] = ()) -> int:
             ", ".join(sorted(settings.authenticate)) or "nothing",
             ",".join(sorted(settings.authenticate)),
         )
-    wanted_files = settings.connection_limit + settings.threads + 256
-    if raise_open_files_limit(wanted_files) < wanted_files:
-        log.warning(
-            "the open-files limit is below what --connection-limit %d needs (%d); "
-            "raise it (ulimit -n) or lower --connection-limit",
-            settings.connection_limit,
-            wanted_files,
-        )
-    sweep_temp_files(settings.roots)
-    publisher = FileOps()
-    hosted = HostedNames(settings.roots)
-    catalog = Catalog(on_new_projects=hosted.add)
-    yanks = Yanks(settings.roots)
-    catalog.set_yanks(yanks.poll() or {})
-    upload_log = UploadLog(settings.roots)
-
-    def _reload_yanks() -> None:
-        found = yanks.poll()
-        if found is not None:
-            catalog.set_yanks(found)
-
-    extra = [settings.hash_algo] if settings.hash_algo and settings.hash_algo != "sha256" else []
-    cache = (
-        DescriptionCache.open(settings.cache_dir, settings.roots) if settings.cache_dir else None
-    )
-    indexer = Indexer(
-        settings.roots,
-        catalog,
-        cache=cache,
-        rescan_interval=settings.rescan_interval,
-        watch=settings.watch,
-        extra_algos=extra,
-        on_tick=_reload_yanks,
-        on_claim=hosted.add,
-        max_file_size=settings.file_size_limit,
-    )
-    observer = Observer(
-        catalog,
-        access=access,
-        health=settings.health_endpoint,
-    )
-    indexer.on_scan = observer.scan_done
-    indexer.on_hash = observer.hash_done
-    stopping = False
-    server = None
-
-    def _terminate(signum: int, _frame: Any) -> None:
-        # SIGTERM (docker stop, systemd) ends the server like Ctrl-C, from the first scan on (a
-        # container's main process ignores SIGTERM without a handler); once shutdown has begun,
-        # further signals are ignored so that the clean-up below runs to its end.
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        if server is None:
-            indexer.interrupt()  # the scan stops at its next file, where it is safe to
-        else:
-            raise KeyboardInterrupt  # ends the socket loop
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
-    try:
-        indexer.start()
-        if stopping:
-            raise ScanInterrupted("stopped after the first scan")
-        auth = Authenticator(settings.password_file, settings.authenticate, settings.threads)
-        app = create_app(
-            settings,
-            catalog,
-            auth=auth,
-            metadata=MetadataStore(),
-            on_stale=indexer.recheck,
-            on_published=indexer.remember,
-            hosted=hosted,
-            upload_log=upload_log,
-            observer=observer,
-            ready=indexer.ready,
-            publisher=publisher,
-        )
-        try:
-            server = make_server(
-                app,
-                host=settings.host,
-                port=settings.port,
-                threads=settings.threads,
-                connection_limit=settings.connection_limit,
-                connections_per_address=settings.connections_per_address,
-                header_timeout=settings.header_timeout,
-                channel_timeout=settings.channel_timeout,
-                # select() stops at 1,024 descriptors, so a larger connection limit needs
-                # poll(); below it select() stays: waitress's poll loop served small files at
-                # a fifth of the rate here (measured with wrk, 50 connections).
-                asyncore_use_poll=settings.connection_limit > SELECT_CONNECTIONS,
-                # Room for the form fields around the largest file; waitress answers 413 beyond
-                # it before the body is stored in full.
-                max_request_body_size=settings.max_upload_size + 64 * 1024 * 1024,
-                ident="pkgserver",
-                # X-Forwarded-* and Forwarded are dropped by the app itself (see app._App),
-                # more cheaply than waitress's middleware, which walks the environ per request.
-                clear_untrusted_proxy_headers=False,
-            )
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
-            ) from None
-        if stopping:  # a signal came between the scan and this point
-            raise ScanInterrupted("stopped before serving")
-        log.info(
-            "pkgserver %s serving %s on %s",
-            __version__,
-            ", ".join(settings.roots),
-            _listening(server, settings.host),
-        )
-        serve(server)
-    except (KeyboardInterrupt, ScanInterrupted):
-        pass  # a signal during the start, or outside the socket loop
-    finally:
-        stopping = True
-        if server is not None:
-            log.info("shutting down")
-            # Requests in progress may finish (an upload its publishing, and its answer) within
-            # the grace time; what is still running after it dies with the process.
-            if not stop(server, settings.shutdown_timeout):
-                log.warning(
-                    "requests still running after %gs; abandoned", settings.shutdown_timeout
-                )
-        else:
-            log.info("stopped before serving")
-        publisher.remove_live()  # uploads still running die with the process
-        indexer.stop()
-    return 0
-
-
-def _listening(server: Any, host: str) -> str:
-    """The URL(s) served: one per address when a host name resolved to several."""
-    listen = getattr(server, "effective_listen", None)
-    if listen:
-        return ", ".join(f"http://{f'[{h}]' if ':' in h else h}:{p}/" for h, p in listen)
-    shown = host if ":" not in host else f"[{host}]"
-    return f"http://{shown}:{server.effective_port}/"
 
 
 def forget(name: str, roots: Sequence[str]) -> int:

@@ -29,7 +29,7 @@ for _layer, _names in enumerate(
         "fsutil records cache inotify scan indexer publish upload auth observe manage hosted"
         " update",
         "answers site api pages app server",
-        "cli arguments options validate __main__",
+        "cli arguments options validate service __main__",
     )
 ):
     LAYERS.update(dict.fromkeys(_names.split(), _layer))

@@ -200,7 +200,7 @@ def test_startup_line_names_every_address_of_a_multi_socket_server() -> None:
     # has no effective_port; the "serving" line must list both instead of crashing.
     from types import SimpleNamespace
 
-    from pkgserver.cli import _listening
+    from pkgserver.service import listening as _listening
 
     multi = SimpleNamespace(effective_listen=[("127.0.0.1", 8080), ("::1", 8080)])
     assert _listening(multi, "localhost") == "http://127.0.0.1:8080/, http://[::1]:8080/"

@@ -1,0 +1,177 @@
+"""`pkgserver run`: the parts of one running server, how they tell each other things, and its
+life (first scan, listen, serve, stop).
+
+Who tells whom (each a plain callback, set here and nowhere else):
+
+    catalog   on_new_projects -> hosted.add         a name that appears is claimed for good
+    indexer   on_claim        -> hosted.add         a name seen on disk, even unreadable
+    indexer   on_tick         -> reload_yanks       yanks edited on disk reach the catalog
+    indexer   on_scan/on_hash -> observer           scan and hash durations (metrics)
+    app       on_stale        -> indexer.recheck    a download found its file changed
+    app       on_published    -> indexer.remember   an upload goes into the index cache
+    app       ready           -> indexer.ready      /health is 503 until the first scan is listed
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+from . import __version__
+from .app import create_app
+from .auth import Authenticator
+from .cache import DescriptionCache
+from .catalog import Catalog
+from .config import Settings
+from .errors import UsageError
+from .hosted import HostedNames
+from .indexer import Indexer, ScanInterrupted
+from .observe import AccessLog, Observer
+from .options import SELECT_CONNECTIONS
+from .publish import FileOps, sweep_temp_files
+from .records import UploadLog, Yanks
+from .scan import MetadataStore
+from .server import make_server, serve, stop
+
+__all__ = ["Service", "listening"]
+
+log = logging.getLogger("pkgserver")
+
+
+class Service:
+    """One `pkgserver run`: built whole in ``__init__``, then ``run()`` until a signal."""
+
+    def __init__(self, settings: Settings, access: AccessLog | None = None) -> None:
+        self.settings = settings
+        sweep_temp_files(settings.roots)
+        self.publisher = FileOps()
+        self.hosted = HostedNames(settings.roots)
+        self.catalog = Catalog(on_new_projects=self.hosted.add)
+        self.yanks = Yanks(settings.roots)
+        self.catalog.set_yanks(self.yanks.poll() or {})
+        self.upload_log = UploadLog(settings.roots)
+        algo = settings.hash_algo
+        cache_dir = settings.cache_dir
+        self.indexer = Indexer(
+            settings.roots,
+            self.catalog,
+            cache=DescriptionCache.open(cache_dir, settings.roots) if cache_dir else None,
+            rescan_interval=settings.rescan_interval,
+            watch=settings.watch,
+            extra_algos=[algo] if algo and algo != "sha256" else [],
+            on_tick=self.reload_yanks,
+            on_claim=self.hosted.add,
+            max_file_size=settings.file_size_limit,
+        )
+        self.observer = Observer(self.catalog, access=access, health=settings.health_endpoint)
+        self.indexer.on_scan = self.observer.scan_done
+        self.indexer.on_hash = self.observer.hash_done
+        self.stopping = False
+        self.server: Any = None
+
+    def reload_yanks(self) -> None:
+        found = self.yanks.poll()
+        if found is not None:
+            self.catalog.set_yanks(found)
+
+    def terminate(self, _signum: int, _frame: Any) -> None:
+        """SIGTERM (docker stop, systemd) ends the server like Ctrl-C, from the first scan on
+        (a container's main process ignores SIGTERM without a handler); once shutdown has
+        begun, further signals are ignored so that the clean-up runs to its end."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.server is None:
+            self.indexer.interrupt()  # the scan stops at its next file, where it is safe to
+        else:
+            raise KeyboardInterrupt  # ends the socket loop
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.terminate)
+        signal.signal(signal.SIGINT, self.terminate)
+        try:
+            self.indexer.start()
+            if self.stopping:
+                raise ScanInterrupted("stopped after the first scan")
+            self.server = self.listen()
+            if self.stopping:  # a signal came between the scan and this point
+                raise ScanInterrupted("stopped before serving")
+            log.info(
+                "pkgserver %s serving %s on %s",
+                __version__,
+                ", ".join(self.settings.roots),
+                listening(self.server, self.settings.host),
+            )
+            serve(self.server)
+        except (KeyboardInterrupt, ScanInterrupted):
+            pass  # a signal during the start, or outside the socket loop
+        finally:
+            self.stopping = True
+            self.close()
+        return 0
+
+    def listen(self) -> Any:
+        """The app, and the waitress server that will serve it, bound to its socket."""
+        settings = self.settings
+        app = create_app(
+            settings,
+            self.catalog,
+            auth=Authenticator(settings.password_file, settings.authenticate, settings.threads),
+            metadata=MetadataStore(),
+            on_stale=self.indexer.recheck,
+            on_published=self.indexer.remember,
+            hosted=self.hosted,
+            upload_log=self.upload_log,
+            observer=self.observer,
+            ready=self.indexer.ready,
+            publisher=self.publisher,
+        )
+        try:
+            return make_server(
+                app,
+                host=settings.host,
+                port=settings.port,
+                threads=settings.threads,
+                connection_limit=settings.connection_limit,
+                connections_per_address=settings.connections_per_address,
+                header_timeout=settings.header_timeout,
+                channel_timeout=settings.channel_timeout,
+                # select() stops at 1,024 descriptors, so a larger connection limit needs
+                # poll(); below it select() stays: waitress's poll loop served small files at
+                # a fifth of the rate here (measured with wrk, 50 connections).
+                asyncore_use_poll=settings.connection_limit > SELECT_CONNECTIONS,
+                # Room for the form fields around the largest file; waitress answers 413 beyond
+                # it before the body is stored in full.
+                max_request_body_size=settings.max_upload_size + 64 * 1024 * 1024,
+                ident="pkgserver",
+                # X-Forwarded-* and Forwarded are dropped by the app itself (see app._App),
+                # more cheaply than waitress's middleware, which walks the environ per request.
+                clear_untrusted_proxy_headers=False,
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+            ) from None
+
+    def close(self) -> None:
+        if self.server is not None:
+            log.info("shutting down")
+            # Requests in progress may finish (an upload its publishing, and its answer) within
+            # the grace time; what is still running after it dies with the process.
+            timeout = self.settings.shutdown_timeout
+            if not stop(self.server, timeout):
+                log.warning("requests still running after %gs; abandoned", timeout)
+        else:
+            log.info("stopped before serving")
+        self.publisher.remove_live()  # uploads still running die with the process
+        self.indexer.stop()
+
+
+def listening(server: Any, host: str) -> str:
+    """The URL(s) served: one per address when a host name resolved to several."""
+    listen = getattr(server, "effective_listen", None)
+    if listen:
+        return ", ".join(f"http://{f'[{h}]' if ':' in h else h}:{p}/" for h, p in listen)
+    shown = host if ":" not in host else f"[{host}]"
+    return f"http://{shown}:{server.effective_port}/"
