@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import webtest
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -38,8 +39,6 @@ def scan(*roots: Path, **settings_kw: object) -> Catalog:
 
 
 def make_testapp(roots: list[Path], **settings_kw: object):  # type: ignore[no-untyped-def]
-    import webtest
-
     settings = Settings(roots=tuple(str(r) for r in roots), **settings_kw)  # type: ignore[arg-type]
     catalog = scan(*roots)
     app = create_app(settings, catalog)
@@ -63,3 +62,15 @@ def pkgdir(tmp_path: Path) -> Path:
 def testapp(pkgdir: Path):  # type: ignore[no-untyped-def]
     app, _ = make_testapp([pkgdir], disable_fallback=False)
     return app
+
+
+@pytest.fixture
+def one_wheel(tmp_path: Path) -> tuple[webtest.TestApp, Path, Path, list[str]]:
+    """An app over one wheel (base 1.0), without fallback: (app, root, wheel, files reported stale)."""
+    root = tmp_path / "pk"
+    root.mkdir()
+    whl = make_wheel(root, "base", "1.0")
+    stale: list[str] = []
+    settings = Settings(roots=(str(root),), disable_fallback=True)
+    app = webtest.TestApp(create_app(settings, scan(root), on_stale=stale.append))
+    return app, root, whl, stale

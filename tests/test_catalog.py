@@ -12,8 +12,50 @@ from conftest import make_testapp
 
 from pkgserver import catalog as catalog_module
 from pkgserver import render
-from pkgserver.catalog import RenderBudget, RenderCache
+from pkgserver.catalog import DistFile, Project, RenderBudget, RenderCache
 from pkgserver.render import HTML, JSON_V1
+
+
+def _file(version: str, name: str = "big") -> DistFile:
+    return DistFile(
+        filename=f"{name}-{version}-py3-none-any.whl",
+        relpath=f"{name}-{version}-py3-none-any.whl",
+        root="/nowhere",
+        project=name,
+        version=version,
+        kind="bdist_wheel",
+        size=1,
+        mtime_ns=0,
+        ino=0,
+        sha256="0" * 64,
+        extra_hashes=(),
+        requires_python=None,
+        metadata_sha256=None,
+        summary=None,
+        display_name=None,
+    )
+
+
+def test_a_project_computes_its_versions_and_current_once() -> None:
+    project = Project("big", [_file(f"1.0.dev{i}") for i in range(2000)])
+    calls = 0
+    real = Project._grouped
+
+    def counting(self: Project) -> dict[str, list[DistFile]]:
+        nonlocal calls
+        calls += 1
+        return real(self)
+
+    Project._grouped = counting  # type: ignore[method-assign]
+    try:
+        assert project.current == "1.0.dev1999"
+        for _ in range(100):
+            assert project.current == "1.0.dev1999"
+            project.files_of("1.0.dev5")
+    finally:
+        Project._grouped = real  # type: ignore[method-assign]
+    assert project._current == "1.0.dev1999"
+    assert project._by_version is not None and len(project._by_version) == 2000
 
 
 # -- one byte budget for all renderings ---------------------------------------------------------

@@ -4,8 +4,11 @@ requests that must be refused."""
 from __future__ import annotations
 
 import xmlrpc.client
+from pathlib import Path
 
 import pytest
+from builders import make_wheel
+from conftest import make_testapp
 
 
 def _search_body(query: str, operator: str = "or") -> bytes:
@@ -50,3 +53,30 @@ def test_unknown_xmlrpc_method_gets_a_fault(testapp) -> None:  # type: ignore[no
     res = testapp.post("/RPC2", body, content_type="text/xml")
     with pytest.raises(xmlrpc.client.Fault):
         xmlrpc.client.loads(res.body)
+
+
+def test_xmlrpc_with_an_unknown_encoding_gets_400(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, _, _, _ = one_wheel
+    body = b"<?xml version='1.0' encoding='x-unknown'?><methodCall><methodName>search</methodName></methodCall>"
+    app.post("/RPC2", body, content_type="text/xml", status=400)
+
+
+def test_control_characters_in_summaries_keep_search_answers_valid(tmp_path: Path) -> None:
+    make_wheel(tmp_path, "ctl", "1.0", summary="bad\x00nul \x1b[31mred\x01")
+    app, _ = make_testapp([tmp_path])
+    body = xmlrpc.client.dumps(({"name": ["ctl"]}, "or"), "search").encode()
+    (hits,), _ = xmlrpc.client.loads(app.post("/RPC2", body, content_type="text/xml").body)
+    assert hits[0]["name"] == "ctl"
+    assert "\x1b" not in hits[0]["summary"] and "\x00" not in hits[0]["summary"]
+
+
+def test_search_terms_are_bounded(tmp_path: Path) -> None:
+    make_wheel(tmp_path, "demo", "1.0")
+    app, _ = make_testapp([tmp_path])
+    # Only the first 10 terms of a field count: "demo" at position 11 is not searched for.
+    body = xmlrpc.client.dumps(({"name": ["zz" * 40] * 10 + ["demo"]}, "or"), "search").encode()
+    (hits,), _ = xmlrpc.client.loads(app.post("/RPC2", body, content_type="text/xml").body)
+    assert hits == []
+    body = xmlrpc.client.dumps(({"name": ["zz" * 40] * 9 + ["demo"]}, "or"), "search").encode()
+    (hits,), _ = xmlrpc.client.loads(app.post("/RPC2", body, content_type="text/xml").body)
+    assert [h["name"] for h in hits] == ["demo"]
