@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import webtest
 from hypothesis import HealthCheck, settings
+from passlib.hash import bcrypt
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -74,3 +76,39 @@ def one_wheel(tmp_path: Path) -> tuple[webtest.TestApp, Path, Path, list[str]]:
     settings = Settings(roots=(str(root),), disable_fallback=True)
     app = webtest.TestApp(create_app(settings, scan(root), on_stale=stale.append))
     return app, root, whl, stale
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An empty package directory."""
+    d = tmp_path / "packages"
+    d.mkdir()
+    return d
+
+
+class WriteHtpasswd(Protocol):
+    def __call__(self, *lines: str, **users: str) -> Path: ...
+
+
+@pytest.fixture
+def write_htpasswd(tmp_path: Path) -> WriteHtpasswd:
+    """Write ``tmp_path/htpasswd`` and return its path: ``*lines`` are "user:hash" entries written
+    as they are, ``**users`` map user names to passwords, hashed with bcrypt ($2y$, 4 rounds: cheap,
+    for tests)."""
+
+    def write(*lines: str, **users: str) -> Path:
+        entries = [*lines]
+        entries += [
+            f"{user}:" + bcrypt.using(ident="2y", rounds=4).hash(pw) for user, pw in users.items()
+        ]
+        path = tmp_path / "htpasswd"
+        path.write_text("".join(entry + "\n" for entry in entries))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def htpasswd(write_htpasswd: WriteHtpasswd) -> Path:
+    """An htpasswd file with one user: alice, password s3cret."""
+    return write_htpasswd(alice="s3cret")

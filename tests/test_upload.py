@@ -20,7 +20,6 @@ import webtest
 from builders import make_sdist, make_wheel
 from conftest import scan
 from forms import multipart, upload_form
-from passlib.hash import bcrypt
 
 from pkgserver.app import create_app
 from pkgserver.config import Settings
@@ -32,20 +31,6 @@ def snapshot_dir(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
     }
-
-
-@pytest.fixture
-def htpasswd(tmp_path: Path) -> Path:
-    path = tmp_path / "htpasswd"
-    path.write_text("alice:" + bcrypt.using(ident="2y", rounds=4).hash("s3cret") + "\n")
-    return path
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    d = tmp_path / "packages"
-    d.mkdir()
-    return d
 
 
 @pytest.fixture
