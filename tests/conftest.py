@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 import webtest
+from builders import make_sdist, make_wheel
 from hypothesis import HealthCheck, settings
 from passlib.hash import bcrypt
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from builders import make_sdist, make_wheel
 
 from pkgserver.app import create_app
 from pkgserver.catalog import Catalog
