@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
+from typing import Protocol
 
 import pytest
-from hypothesis import HealthCheck, settings
-
-sys.path.insert(0, str(Path(__file__).parent))
-
+import webtest
 from builders import make_sdist, make_wheel
+from hypothesis import HealthCheck, settings
+from passlib.hash import bcrypt
 
 from pkgserver.app import create_app
 from pkgserver.catalog import Catalog
@@ -38,8 +37,6 @@ def scan(*roots: Path, **settings_kw: object) -> Catalog:
 
 
 def make_testapp(roots: list[Path], **settings_kw: object):  # type: ignore[no-untyped-def]
-    import webtest
-
     settings = Settings(roots=tuple(str(r) for r in roots), **settings_kw)  # type: ignore[arg-type]
     catalog = scan(*roots)
     app = create_app(settings, catalog)
@@ -63,3 +60,51 @@ def pkgdir(tmp_path: Path) -> Path:
 def testapp(pkgdir: Path):  # type: ignore[no-untyped-def]
     app, _ = make_testapp([pkgdir], disable_fallback=False)
     return app
+
+
+@pytest.fixture
+def one_wheel(tmp_path: Path) -> tuple[webtest.TestApp, Path, Path, list[str]]:
+    """An app over one wheel (base 1.0), without fallback: (app, root, wheel, files reported stale)."""
+    root = tmp_path / "pk"
+    root.mkdir()
+    whl = make_wheel(root, "base", "1.0")
+    stale: list[str] = []
+    settings = Settings(roots=(str(root),), disable_fallback=True)
+    app = webtest.TestApp(create_app(settings, scan(root), on_stale=stale.append))
+    return app, root, whl, stale
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An empty package directory."""
+    d = tmp_path / "packages"
+    d.mkdir()
+    return d
+
+
+class WriteHtpasswd(Protocol):
+    def __call__(self, *lines: str, **users: str) -> Path: ...
+
+
+@pytest.fixture
+def write_htpasswd(tmp_path: Path) -> WriteHtpasswd:
+    """Write ``tmp_path/htpasswd`` and return its path: ``*lines`` are "user:hash" entries written
+    as they are, ``**users`` map user names to passwords, hashed with bcrypt ($2y$, 4 rounds: cheap,
+    for tests)."""
+
+    def write(*lines: str, **users: str) -> Path:
+        entries = [*lines]
+        entries += [
+            f"{user}:" + bcrypt.using(ident="2y", rounds=4).hash(pw) for user, pw in users.items()
+        ]
+        path = tmp_path / "htpasswd"
+        path.write_text("".join(entry + "\n" for entry in entries))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def htpasswd(write_htpasswd: WriteHtpasswd) -> Path:
+    """An htpasswd file with one user: alice, password s3cret."""
+    return write_htpasswd(alice="s3cret")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import xmlrpc.client
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -263,48 +264,6 @@ def test_json_api_for_one_version(testapp) -> None:  # type: ignore[no-untyped-d
 
 
 # -- XML-RPC search -----------------------------------------------------------------------------
-def _search_body(query: str, operator: str = "or") -> bytes:
-    return xmlrpc.client.dumps(({"name": [query], "summary": [query]}, operator), "search").encode()
-
-
-@pytest.mark.parametrize("path", ["/RPC2", "/"])
-def test_pip_search_finds_by_name_and_summary(testapp, path: str) -> None:  # type: ignore[no-untyped-def]
-    res = testapp.post(path, _search_body("DEMO"), content_type="text/xml")
-    (hits,), _ = xmlrpc.client.loads(res.body)
-    assert [(h["name"].lower().replace("_", "-"), h["version"]) for h in hits] == [
-        ("demo-pkg", "1.10")
-    ]
-    res = testapp.post(path, _search_body("factor"), content_type="text/xml")
-    (hits,), _ = xmlrpc.client.loads(res.body)
-    assert [h["name"] for h in hits] == ["foo-2fa"]
-    assert hits[0]["summary"] == "two factor"
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"",
-        b"not xml",
-        b"<methodCall><methodName>search</methodName><params><param><value><struct>",
-        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
-        b"<methodCall><methodName>&b;</methodName></methodCall>",
-        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
-        b"<methodCall><methodName>&e;</methodName></methodCall>",
-        b"<methodCall><methodName>search</methodName><params><param><value><int>x</int></value></param></params></methodCall>",
-        b"<foo/>",
-    ],
-)
-def test_malformed_xmlrpc_gets_400(testapp, body: bytes) -> None:  # type: ignore[no-untyped-def]
-    res = testapp.post("/RPC2", body, content_type="text/xml", expect_errors=True)
-    assert res.status_int == 400
-    assert b"root:" not in res.body
-
-
-def test_unknown_xmlrpc_method_gets_a_fault(testapp) -> None:  # type: ignore[no-untyped-def]
-    body = xmlrpc.client.dumps((), "list_packages").encode()
-    res = testapp.post("/RPC2", body, content_type="text/xml")
-    with pytest.raises(xmlrpc.client.Fault):
-        xmlrpc.client.loads(res.body)
 
 
 # -- people and probes -----------------------------------------------------------------------------
@@ -520,3 +479,112 @@ def test_the_fast_path_revalidates_files_by_etag(pkgdir: Path) -> None:
         app, "GET", "/packages/demo_pkg-1.0-py3-none-any.whl", if_none_match='"other"'
     )
     assert status.startswith("200") and body
+
+
+# -- odd requests and files -----------------------------------------------------------------
+def test_signature_links_out_of_the_directory_are_not_followed(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, root, whl, _ = one_wheel
+    os.symlink("/etc/passwd", root / (whl.name + ".asc"))
+    res = app.get(f"/packages/{whl.name}.asc", status=404)
+    assert b"root:" not in res.body
+
+
+def test_a_fifo_signature_cannot_hang_a_worker(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, root, whl, _ = one_wheel
+    os.mkfifo(root / (whl.name + ".asc"))
+    done = threading.Event()
+
+    def fetch() -> None:
+        app.get(f"/packages/{whl.name}.asc", status=404)
+        done.set()
+
+    threading.Thread(target=fetch, daemon=True).start()
+    assert done.wait(5), "a request for a FIFO blocked"
+
+
+def test_a_file_changed_behind_the_catalog_is_not_served_under_its_old_hash(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, _root, whl, stale = one_wheel
+    old_hash = hashlib.sha256(whl.read_bytes()).hexdigest()
+    assert old_hash in app.get("/simple/base/").text
+    with open(whl, "ab") as fh:  # e.g. written through a hard link the watcher does not see
+        fh.write(b"tampered")
+    res = app.get(f"/packages/{whl.name}", status=404)
+    assert "changed on disk" in res.text
+    assert stale == [str(whl)]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Authorization",
+        "Accept",
+        "If-None-Match",
+        "If-Modified-Since",
+        "Range",
+        "If-Range",
+        "Origin",
+    ],
+)
+def test_non_utf8_header_bytes_never_cause_a_500(one_wheel, header: str) -> None:  # type: ignore[no-untyped-def]
+    app, _, whl, _ = one_wheel
+    for path in ("/simple/", "/simple/base/", f"/packages/{whl.name}", "/pypi/base/json"):
+        env_key = "HTTP_" + header.upper().replace("-", "_")
+        res = app.get(path, extra_environ={env_key: "x\xff\xfe"}, expect_errors=True)
+        assert res.status_int < 500, (path, header, res.status)
+
+
+def test_absurd_range_numbers_are_ignored(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, _, whl, _ = one_wheel
+    res = app.get(
+        f"/packages/{whl.name}", headers={"Range": "bytes=" + "9" * 5000 + "-"}, expect_errors=True
+    )
+    assert res.status_int == 200
+
+
+def test_format_with_a_literal_plus_is_understood(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, _, _, _ = one_wheel
+    res = app.get("/simple/base/?format=application/vnd.pypi.simple.v1+json")
+    assert res.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
+    res = app.get("/simple/?format=application/vnd.pypi.simple.latest+json")
+    assert res.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
+
+
+def test_error_answers_on_simple_pages_vary_on_accept(one_wheel) -> None:  # type: ignore[no-untyped-def]
+    app, _, _, _ = one_wheel
+    assert (
+        app.get("/simple/", headers={"Accept": "image/png"}, status=406).headers["Vary"] == "Accept"
+    )
+    assert app.get("/simple/nothing/", status=404).headers["Vary"] == "Accept"
+
+
+@pytest.mark.parametrize("path", ["/simple/%ff/", "/packages/%ffbase-1.0-py3-none-any.whl", "/%ff"])
+def test_paths_that_are_not_utf8_get_400(one_wheel, path: str) -> None:  # type: ignore[no-untyped-def]
+    app, _, _, _ = one_wheel
+    app.get(path, status=400)
+
+
+def test_forwarded_headers_steer_nothing(tmp_path: Path) -> None:
+    # No proxy is trusted unless configured: X-Forwarded-* and Forwarded must not change a
+    # redirect or an absolute URL (waitress's clearing is done by the app itself now).
+    make_wheel(tmp_path, "demo-pkg", "1.0")
+    app, _ = make_testapp([tmp_path])
+    spoof = {
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Port": "8443",
+        "Forwarded": "host=evil.example;proto=https",
+        "Host": "index.corp:8080",
+    }
+    res = app.get("/simple/Demo_Pkg/", headers=spoof, status=301)
+    assert "evil" not in res.headers["Location"] and "https" not in res.headers["Location"]
+    body = app.get("/pypi/demo-pkg/json", headers=spoof).json
+    assert body["urls"][0]["url"].startswith("http://index.corp:8080/packages/")
+    assert b"evil" not in app.get("/", headers=spoof).body
+
+
+def test_redirects_behind_a_base_url_are_quoted(pkgdir: Path) -> None:
+    app, _ = make_testapp([pkgdir], server_base_url="https://pkgs.example.com/")
+    res = app.get("/project/demo-pkg/1%0d%0ab", status=301)
+    assert res.headers["Location"] == "https://pkgs.example.com/project/demo-pkg/1%0D%0Ab/"
+    res = app.get("/project/demo-pkg/x%3Fq=1%23f", status=301)
+    assert "?" not in res.headers["Location"] and "#" not in res.headers["Location"]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import WriteHtpasswd
 from passlib.hash import apr_md5_crypt, bcrypt, des_crypt, ldap_sha1
 
 from pkgserver import auth as auth_mod
@@ -20,35 +21,31 @@ def basic(user: str, password: str) -> str:
 
 
 @pytest.fixture
-def htpasswd(tmp_path: Path) -> Path:
-    path = tmp_path / "htpasswd"
-    path.write_text(
-        "\n".join(
-            [
-                "bc:" + bcrypt.using(ident="2y", rounds=5).hash("pw-bc"),
-                "apr:" + apr_md5_crypt.hash("pw-apr"),
-                "sha:" + ldap_sha1.hash("pw-sha"),
-                "crypt:" + des_crypt.hash("pw-cry"),
-            ]
-        )
-        + "\n"
+def schemes_htpasswd(write_htpasswd: WriteHtpasswd) -> Path:
+    """One user per hash scheme an Apache htpasswd file may hold (the password: pw-<user>)."""
+    return write_htpasswd(
+        "bc:" + bcrypt.using(ident="2y", rounds=5).hash("pw-bc"),
+        "apr:" + apr_md5_crypt.hash("pw-apr"),
+        "sha:" + ldap_sha1.hash("pw-sha"),
+        "crypt:" + des_crypt.hash("pw-cry"),
     )
-    return path
 
 
 @pytest.mark.parametrize(
     ("user", "password"),
     [("bc", "pw-bc"), ("apr", "pw-apr"), ("sha", "pw-sha"), ("crypt", "pw-cry")],
 )
-def test_every_apache_format_verifies(htpasswd: Path, user: str, password: str) -> None:
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
+def test_every_apache_format_verifies(schemes_htpasswd: Path, user: str, password: str) -> None:
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
     assert a.check("list", basic(user, password)) == user
     with pytest.raises(Forbidden):
         a.check("list", basic(user, password + "x"))
 
 
-def test_unknown_user_and_overlong_password_are_refused_without_error(htpasswd: Path) -> None:
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
+def test_unknown_user_and_overlong_password_are_refused_without_error(
+    schemes_htpasswd: Path,
+) -> None:
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
     with pytest.raises(Forbidden):
         a.check("list", basic("nobody", "pw"))
     with pytest.raises(Forbidden):
@@ -57,21 +54,23 @@ def test_unknown_user_and_overlong_password_are_refused_without_error(htpasswd: 
         a.check("list", basic("bc", "p\u00e4ss\u2603"))
 
 
-def test_missing_credentials_get_a_challenge(htpasswd: Path) -> None:
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
+def test_missing_credentials_get_a_challenge(schemes_htpasswd: Path) -> None:
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
     with pytest.raises(Unauthorized) as info:
         a.check("list", None)
     assert info.value.headers["WWW-Authenticate"] == 'Basic realm="pkgserver"'
     assert a.check("download", None) is None  # not protected
 
 
-def test_edits_take_effect_without_restart(htpasswd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_edits_take_effect_without_restart(
+    schemes_htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(auth_mod, "RECHECK_SECONDS", 0.0)
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
     assert a.check("list", basic("sha", "pw-sha")) == "sha"
-    htpasswd.write_text("new:" + ldap_sha1.hash("pw-new") + "\n")
+    schemes_htpasswd.write_text("new:" + ldap_sha1.hash("pw-new") + "\n")
     later = time.time() + 5
-    os.utime(htpasswd, (later, later))
+    os.utime(schemes_htpasswd, (later, later))
     assert a.check("list", basic("new", "pw-new")) == "new"
     # The removed user is refused at once, even though it was verified (and cached) before.
     with pytest.raises(Forbidden):
@@ -79,15 +78,15 @@ def test_edits_take_effect_without_restart(htpasswd: Path, monkeypatch: pytest.M
 
 
 def test_unparseable_file_mid_edit_keeps_the_previous_users(
-    htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+    schemes_htpasswd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(auth_mod, "RECHECK_SECONDS", 0.0)
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
-    htpasswd.write_bytes(b"\xff\xfe garbage without a colon\n")
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
+    schemes_htpasswd.write_bytes(b"\xff\xfe garbage without a colon\n")
     later = time.time() + 5
-    os.utime(htpasswd, (later, later))
+    os.utime(schemes_htpasswd, (later, later))
     assert a.check("list", basic("sha", "pw-sha")) == "sha"
-    htpasswd.unlink()
+    schemes_htpasswd.unlink()
     assert a.check("list", basic("apr", "pw-apr")) == "apr"
 
 
@@ -113,14 +112,14 @@ def test_parse_basic(header: str | None, expected: tuple[str, str] | None) -> No
 
 @pytest.mark.parametrize("who", ["nobody", "locked", "empty"])
 def test_unknown_and_disabled_users_cost_a_real_verification(
-    htpasswd: Path, monkeypatch: pytest.MonkeyPatch, who: str
+    schemes_htpasswd: Path, monkeypatch: pytest.MonkeyPatch, who: str
 ) -> None:
     # No timing assertion (machines are noisy): check that the work is done, against a real
     # hash of the file. A disabled entry ("locked:!") answered in 0.6 ms where a real check
     # takes a bcrypt run, so disabled users could be enumerated by timing.
-    with htpasswd.open("a") as fh:
+    with schemes_htpasswd.open("a") as fh:
         fh.write("locked:!\nempty:\n")
-    bc_hash = htpasswd.read_text().splitlines()[0].partition(":")[2]
+    bc_hash = schemes_htpasswd.read_text().splitlines()[0].partition(":")[2]
     verified: list[str] = []
     original = auth_mod.HTPASSWD_CONTEXT.verify
 
@@ -129,7 +128,7 @@ def test_unknown_and_disabled_users_cost_a_real_verification(
         return original(secret, hash, **kw)
 
     monkeypatch.setattr(auth_mod.HTPASSWD_CONTEXT, "verify", spy)
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
     with pytest.raises(Forbidden):
         a.check("list", basic(who, "pw"))
     assert verified == [bc_hash]  # the first real user's hash (and the answer ignored)
@@ -154,21 +153,21 @@ def test_a_file_without_a_usable_hash_still_costs_a_verification(
 
 
 def test_a_check_running_across_a_reload_is_not_remembered(
-    htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+    schemes_htpasswd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A user deleted while their password was being checked must not stay logged in for the
     # verification cache's lifetime: the answer of a check that began before the reload is
     # used once, never remembered.
     monkeypatch.setattr(auth_mod, "RECHECK_SECONDS", 0.0)
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
     a._watch.every = 0.0
     original = auth_mod._check_password
 
     def slow(*args):  # type: ignore[no-untyped-def]
         ok = original(*args)
         # The admin deletes the user while the check runs; another request sees it first.
-        htpasswd.write_text("\n".join(htpasswd.read_text().splitlines()[1:]) + "\n")
-        os.utime(htpasswd, ns=(time.time_ns() + 10**9,) * 2)
+        schemes_htpasswd.write_text("\n".join(schemes_htpasswd.read_text().splitlines()[1:]) + "\n")
+        os.utime(schemes_htpasswd, ns=(time.time_ns() + 10**9,) * 2)
         a._maybe_reload()
         return ok
 
@@ -202,12 +201,12 @@ def test_latin1_credentials_from_requests_based_clients(tmp_path: Path) -> None:
 
 
 def test_password_checks_beyond_the_cores_are_shed_with_503(
-    htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+    schemes_htpasswd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pkgserver.errors import Busy
 
     monkeypatch.setattr(auth_mod, "CHECK_WAIT", 0.05)
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
     while a._checks.acquire(blocking=False):  # every slot busy, as under a burst
         pass
     with pytest.raises(Busy) as info:
@@ -215,12 +214,12 @@ def test_password_checks_beyond_the_cores_are_shed_with_503(
     assert info.value.status == 503 and info.value.headers["Retry-After"] == "1"
 
 
-def test_beyond_the_waiting_room_password_checks_are_shed_at_once(htpasswd: Path) -> None:
+def test_beyond_the_waiting_room_password_checks_are_shed_at_once(schemes_htpasswd: Path) -> None:
     """A flood of guesses may hold only slots + CHECK_QUEUE threads: the next one gets 503
     without waiting CHECK_WAIT for a slot."""
     from pkgserver.errors import Busy
 
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
     while a._admitted.acquire(blocking=False):  # slots and waiting room taken
         pass
     started = time.monotonic()
@@ -236,30 +235,30 @@ def test_beyond_the_waiting_room_password_checks_are_shed_at_once(htpasswd: Path
 
 
 def test_a_deleted_password_file_lets_no_one_in(
-    htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+    schemes_htpasswd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(auth_mod, "RECHECK_SECONDS", 0.0)
     monkeypatch.setattr(auth_mod, "MISSING_GRACE", 0.0)
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
     assert a.check("list", basic("sha", "pw-sha")) == "sha"
-    content = htpasswd.read_bytes()
-    htpasswd.unlink()
+    content = schemes_htpasswd.read_bytes()
+    schemes_htpasswd.unlink()
     for _ in range(2):
         with pytest.raises(Forbidden):
             a.check("list", basic("sha", "pw-sha"))
-    htpasswd.write_bytes(content)
+    schemes_htpasswd.write_bytes(content)
     assert a.check("list", basic("sha", "pw-sha")) == "sha"
 
 
 def test_a_fifo_in_place_of_the_htpasswd_file_hangs_no_check(
-    htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+    schemes_htpasswd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import threading
 
-    a = Authenticator(str(htpasswd), frozenset({"list"}))
+    a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
     a._watch.every = 0.0
-    htpasswd.unlink()
-    os.mkfifo(htpasswd)
+    schemes_htpasswd.unlink()
+    os.mkfifo(schemes_htpasswd)
     result: list[object] = []
     t = threading.Thread(target=lambda: result.append(a.check("list", basic("bc", "pw-bc"))))
     t.start()

@@ -23,9 +23,6 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from builders import make_sdist, make_wheel
 from server import Server, client_env, output, run_client, running_server
 

@@ -30,11 +30,8 @@ from typing import NamedTuple
 from urllib.parse import urljoin
 
 import pytest
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from builders import make_sdist, make_wheel
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from server import Server, client_env, output, run_client, running_server
 
 pytestmark = pytest.mark.e2e

@@ -28,8 +28,11 @@ from pathlib import Path
 
 import pytest
 from builders import make_sdist, make_wheel
+from conftest import scan
 from forms import upload_form
-from server import Server, client_env, run_client, running_server
+from server import Server, client_env, run_client, running_server, server_env
+
+from pkgserver.records import load_yanks
 
 PY = sys.executable
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -1048,3 +1051,71 @@ def test_help(
         text = " ".join(res.stdout.split())  # argparse wraps lines at the terminal's width
         for word in words:
             assert word in text, (word, res.stdout)
+
+
+# == odd arguments, names and caches ===============================================================
+def _pkgserver(
+    *args: str | os.PathLike[str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pkgserver", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=server_env(),
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("spelling", [["--reason", "-x"], ["--reas", "-x"], ["--reason=-x"]])
+def test_a_reason_may_start_with_a_dash(tmp_path: Path, spelling: list[str]) -> None:
+    make_wheel(tmp_path, "demo", "1.0")
+    res = _pkgserver("yank", "demo", "1.0", *spelling, tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert load_yanks([str(tmp_path)]) == {"demo": {"1.0": "-x"}}
+
+
+def test_check_reports_what_the_index_skips_and_leaves_the_cache_alone(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    make_wheel(root, "demo", "1.0")
+    make_wheel(tmp_path, "stray", "1.0")
+    (root / "stray-1.0-py3-none-any.whl").symlink_to(tmp_path / "stray-1.0-py3-none-any.whl")
+    cache_dir = tmp_path / "cache"
+    from pkgserver.cache import DescriptionCache
+
+    cache = DescriptionCache.open(str(cache_dir), [str(root)])
+    scan(root, cache=cache)
+    assert cache is not None
+    cache.close()
+    # As if a newer pkgserver had written it: opening it as a cache would start it afresh.
+    db = sqlite3.connect(cache.path)
+    db.execute("UPDATE meta SET value = '999' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+
+    def state() -> dict[str, tuple[int, bytes]]:
+        # The database itself (any reader of a WAL database may create its -wal and -shm)
+        return {
+            p.name: (p.stat().st_mtime_ns, p.read_bytes())
+            for p in cache_dir.iterdir()
+            if p.name.endswith(".sqlite3")
+        }
+
+    before = state()
+    res = _pkgserver("check", "--cache-dir", cache_dir, root)
+    assert res.returncode == 1
+    assert "a link that leaves the directory" in res.stdout
+    assert "stray-1.0-py3-none-any.whl" in res.stdout
+    assert state() == before
+
+
+def test_remove_survives_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    make_wheel(tmp_path, "demo", "1.0")
+    sub = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    os.mkdir(sub)
+    make_wheel(os.fsdecode(sub), "demo", "1.0")
+    res = _pkgserver("remove", "demo", "1.0", tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    assert not list(tmp_path.rglob("*.whl"))

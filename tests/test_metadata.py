@@ -10,7 +10,7 @@ from builders import make_sdist, make_wheel
 
 from pkgserver import metadata
 from pkgserver.distfile import KIND_SDIST, KIND_WHEEL
-from pkgserver.metadata import InvalidArchive, read_core_metadata
+from pkgserver.metadata import InvalidArchive, parse_core_metadata, read_core_metadata
 
 
 def test_wheel_metadata_is_read_with_its_fields(tmp_path: Path) -> None:
@@ -352,3 +352,40 @@ def test_an_unreadable_archive_is_read_once_not_per_request(
         "bomb-1.0.tar.bz2",
         "fine-1.0-py3-none-any.whl",
     ]
+
+
+def test_a_zip_listing_too_many_members_is_refused_before_zipfile_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metadata, "MAX_ZIP_MEMBERS", 100)
+    path = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(150):
+            zf.writestr(f"demo/f{i}", b"")
+        zf.writestr(
+            "demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+        )
+
+    def no_zipfile(*args: object, **kw: object) -> None:
+        raise AssertionError("zipfile.ZipFile must not be reached")
+
+    monkeypatch.setattr(metadata.zipfile, "ZipFile", no_zipfile)
+    with pytest.raises(metadata.InvalidArchive, match="too many members"):
+        metadata.read_core_metadata(str(path), KIND_WHEEL, "demo")
+
+
+def test_a_folded_header_is_joined_and_an_oversized_header_section_refused() -> None:
+    folded = "Summary: start\n" + "".join(f"        part {i}\n" for i in range(50_000))
+    meta = parse_core_metadata(
+        ("Metadata-Version: 2.1\nName: d\nVersion: 1\n" + folded).encode(), is_wheel=True
+    )
+    assert (
+        meta.summary is not None
+        and meta.summary.startswith("start part 0 part 1")
+        and meta.summary.endswith("part 49999")
+    )
+    huge = "Summary: " + "x" * 5_000_000 + "\n"
+    with pytest.raises(InvalidArchive, match="header section too large"):
+        parse_core_metadata(
+            ("Metadata-Version: 2.1\nName: d\nVersion: 1\n" + huge).encode(), is_wheel=True
+        )

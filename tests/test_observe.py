@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from builders import make_wheel
-from conftest import make_testapp
+from conftest import WriteHtpasswd, make_testapp
 from prometheus_client.parser import text_string_to_metric_families
 from server import running_server
 
@@ -34,15 +34,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def value(text: str, name: str, **labels: str) -> float:
     return samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-@pytest.fixture
-def htpasswd(tmp_path: Path) -> Path:
-    from passlib.hash import bcrypt
-
-    path = tmp_path / "htpasswd"
-    path.write_text(f"alice:{bcrypt.using(ident='2y', rounds=4).hash(PASSWORD)}\n")
-    return path
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -144,7 +135,8 @@ def test_catalog_gauges_follow_the_catalog(pkgdir: Path, tmp_path: Path) -> None
     assert value(text, "pkgserver_yanked_releases") == 1
 
 
-def test_uploads_and_auth_failures_are_counted(pkgdir: Path, htpasswd: Path) -> None:
+def test_uploads_and_auth_failures_are_counted(pkgdir: Path, write_htpasswd: WriteHtpasswd) -> None:
+    htpasswd = write_htpasswd(alice=PASSWORD)
     app, _ = make_testapp([pkgdir], password_file=str(htpasswd))
     app.post("/", {":action": "file_upload"}, status=401)
     app.post("/", {":action": "file_upload"}, headers=basic("alice", "wrong"), status=403)
@@ -157,7 +149,8 @@ def test_uploads_and_auth_failures_are_counted(pkgdir: Path, htpasswd: Path) -> 
     assert value(text, "pkgserver_requests_total", route="upload", method="POST", status="403") == 1
 
 
-def test_metrics_are_protected_with_list(pkgdir: Path, htpasswd: Path) -> None:
+def test_metrics_are_protected_with_list(pkgdir: Path, write_htpasswd: WriteHtpasswd) -> None:
+    htpasswd = write_htpasswd(alice=PASSWORD)
     app, _ = make_testapp(
         [pkgdir], password_file=str(htpasswd), authenticate=frozenset({"update", "list"})
     )
@@ -169,7 +162,8 @@ def test_metrics_are_protected_with_list(pkgdir: Path, htpasswd: Path) -> None:
     assert "pkgserver_requests_total" in ok.text
 
 
-def test_metrics_alone_can_be_protected(pkgdir: Path, htpasswd: Path) -> None:
+def test_metrics_alone_can_be_protected(pkgdir: Path, write_htpasswd: WriteHtpasswd) -> None:
+    htpasswd = write_htpasswd(alice=PASSWORD)
     app, _ = make_testapp(
         [pkgdir], password_file=str(htpasswd), authenticate=frozenset({"update", "metrics"})
     )
@@ -216,7 +210,8 @@ COMBINED = re.compile(
 )
 
 
-def test_combined_log_line_per_request(pkgdir: Path, htpasswd: Path) -> None:
+def test_combined_log_line_per_request(pkgdir: Path, write_htpasswd: WriteHtpasswd) -> None:
+    htpasswd = write_htpasswd(alice=PASSWORD)
     app, logged = _logged_app(pkgdir, "combined", htpasswd)
     app.get(
         "/simple/demo-pkg/?q=1",
@@ -292,7 +287,10 @@ def _server_lines(output: str) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_server_logs_combined_lines_without_credentials(pkgdir: Path, htpasswd: Path) -> None:
+def test_server_logs_combined_lines_without_credentials(
+    pkgdir: Path, write_htpasswd: WriteHtpasswd
+) -> None:
+    htpasswd = write_htpasswd(alice=PASSWORD)
     aged(pkgdir)  # listed at once: listing needs a password here, so no wait_listed
     with running_server("-P", htpasswd, "-a", "update,list", pkgdir) as srv:
         assert (

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pkgserver import records
 from pkgserver.hosted import HostedNames
 from pkgserver.records import (
     HOSTED_FILE,
@@ -234,3 +235,55 @@ def test_a_forget_by_another_process_is_seen(tmp_path: Path) -> None:
     names = HostedNames([str(tmp_path)], reload_every=0)
     assert HostedNames([str(tmp_path)]).forget("gone-project")
     assert "gone-project" not in names and "other" in names
+
+
+# -- odd records, large logs ------------------------------------------------------------------
+def test_deeply_nested_yank_record_is_reported_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / ".pkgserver").mkdir()
+    (tmp_path / ".pkgserver" / "yanked.json").write_text("[" * 100_000)
+    assert load_yanks([str(tmp_path)]) == {}
+
+
+def test_a_fifo_in_place_of_a_record_does_not_block(tmp_path: Path) -> None:
+    (tmp_path / ".pkgserver").mkdir()
+    os.mkfifo(tmp_path / ".pkgserver" / "yanked.json")
+    os.mkfifo(tmp_path / ".pkgserver" / "uploads.jsonl")
+    done = threading.Event()
+
+    def read() -> None:
+        load_yanks([str(tmp_path)])
+        UploadLog([str(tmp_path)]).uploader("x.whl", "0")
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert done.wait(10), "reading a FIFO record blocked"
+
+
+def test_upload_log_is_never_written_through_a_link(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside.txt"
+    (root / ".pkgserver").mkdir(parents=True)
+    outside.write_text("")
+    (root / ".pkgserver" / "uploads.jsonl").symlink_to(outside)
+    UploadLog([str(root)]).record("evil-1.0.whl", "0" * 64, "mallory")
+    assert outside.read_text() == ""
+    linked_dir = tmp_path / "root2"
+    linked_dir.mkdir()
+    (linked_dir / ".pkgserver").symlink_to(tmp_path)
+    UploadLog([str(linked_dir)]).record("evil-1.0.whl", "0" * 64, "mallory")
+    assert not (tmp_path / "uploads.jsonl").exists()
+
+
+def test_a_large_upload_log_keeps_its_newest_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(records, "MAX_RECORD_BYTES", 4096)
+    writer = UploadLog([str(tmp_path)])
+    for i in range(100):
+        writer.record(f"p-{i}.whl", f"{i:064d}", f"user{i}")
+    reader = UploadLog([str(tmp_path)])
+    assert reader.uploader("p-99.whl", f"{99:064d}") == "user99"
+    assert reader.uploader("p-0.whl", f"{0:064d}") is None  # beyond the newest 4 KB
+    writer.record("p-100.whl", f"{100:064d}", "late")  # appended: read incrementally
+    reader._watch.every = 0.0
+    assert reader.uploader("p-100.whl", f"{100:064d}") == "late"
+    assert reader.uploader("p-99.whl", f"{99:064d}") == "user99"

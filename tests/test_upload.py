@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -19,32 +20,17 @@ import webtest
 from builders import make_sdist, make_wheel
 from conftest import scan
 from forms import multipart, upload_form
-from passlib.hash import bcrypt
 
 from pkgserver.app import create_app
 from pkgserver.config import Settings
 from pkgserver.publish import TEMP_PREFIX, FileOps
-from pkgserver.upload import Uploads
+from pkgserver.upload import Uploads, file_key
 
 
 def snapshot_dir(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
     }
-
-
-@pytest.fixture
-def htpasswd(tmp_path: Path) -> Path:
-    path = tmp_path / "htpasswd"
-    path.write_text("alice:" + bcrypt.using(ident="2y", rounds=4).hash("s3cret") + "\n")
-    return path
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    d = tmp_path / "packages"
-    d.mkdir()
-    return d
 
 
 @pytest.fixture
@@ -768,3 +754,123 @@ def test_leftover_temp_files_are_swept(root: Path) -> None:
     (root / "sub" / (TEMP_PREFIX + "def")).write_bytes(b"half")
     assert sweep_temp_files([str(root)]) == 2
     assert sorted(os.listdir(root)) == [".rsync-tmp", "sub"]
+
+
+# -- odd targets, signatures, names and versions --------------------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "devzero"])
+def test_something_odd_at_the_target_name_gets_409_without_hanging(
+    root: Path, htpasswd: Path, tmp_path: Path, kind: str
+) -> None:
+    app, _ = make_app(root, htpasswd)
+    whl = make_wheel(tmp_path / "dist", "demo", "7.0")
+    target = root / whl.name
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        os.symlink("/dev/zero", target)
+    done: list[int] = []
+    threading.Thread(
+        target=lambda: done.append(post(app, upload_form(whl)).status_int), daemon=True
+    ).start()
+    deadline = time.monotonic() + 5
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert done == [409]
+    other = make_wheel(tmp_path / "dist", "other", "1.0")
+    assert post(app, upload_form(other)).status_int == 200  # the publish lock is free
+
+
+def test_a_refused_upload_never_touches_another_files_signature(
+    root: Path, htpasswd: Path, tmp_path: Path
+) -> None:
+    app, _ = make_app(root, htpasswd)
+    whl = make_wheel(tmp_path / "dist", "demo", "6.0")
+    (root / whl.name).write_bytes(b"")  # unlisted: being copied in, say
+    (root / (whl.name + ".asc")).write_text("ORIGINAL SIGNATURE")
+    fields = [
+        (":action", "file_upload"),
+        ("name", "demo"),
+        ("version", "6.0"),
+        ("attestations", "[]"),
+    ]
+    body = multipart(
+        fields,
+        [
+            ("content", whl.name, whl.read_bytes()),
+            ("gpg_signature", whl.name + ".asc", b"ATTACKER"),
+        ],
+    )
+    assert post(app, body).status_int == 409
+    assert (root / (whl.name + ".asc")).read_text() == "ORIGINAL SIGNATURE"
+    assert not (root / (whl.name + ".attestations.json")).exists()
+    assert not [n for n in os.listdir(root) if n.startswith(".")]
+
+
+def test_overwrite_without_a_signature_drops_the_old_one(
+    root: Path, htpasswd: Path, tmp_path: Path
+) -> None:
+    app, _ = make_app(root, htpasswd, overwrite=True)
+    whl = make_wheel(tmp_path / "a", "demo", "1.0")
+    fields = [(":action", "file_upload"), ("name", "demo"), ("version", "1.0")]
+    post(
+        app,
+        multipart(
+            fields, [("content", whl.name, whl.read_bytes()), ("gpg_signature", "x.asc", b"SIG")]
+        ),
+        status=200,
+    )
+    assert (root / (whl.name + ".asc")).exists()
+    new = make_wheel(tmp_path / "b", "demo", "1.0", body="NEW = 1\n")
+    post(app, upload_form(new), status=200)
+    assert not (root / (whl.name + ".asc")).exists()
+    app.get(f"/packages/{whl.name}.asc", status=404)
+
+
+def test_eggs_for_different_pythons_are_different_files() -> None:
+    assert file_key("eggy-1.0-py3.8.egg") != file_key("eggy-1.0-py3.9.egg")
+    assert file_key("eggy-1.0-py3.8.egg") == file_key("Eggy-1.0.0-py3.8.egg")
+
+
+@pytest.mark.parametrize("field", ["version", "remove"])
+def test_absurdly_long_version_numbers_get_400_not_500(
+    root: Path, htpasswd: Path, tmp_path: Path, field: str
+) -> None:
+    app, _ = make_app(root, htpasswd)
+    big = "1" * 5000
+    if field == "version":
+        whl = make_wheel(tmp_path / "dist", "demo", "1.0")
+        res = post(app, upload_form(whl, version=big))
+        assert res.status_int == 400
+    else:
+        res = post(
+            app, multipart([(":action", "remove_pkg"), ("name", "demo"), ("version", big)], [])
+        )
+        assert res.status_int == 404
+
+
+def test_a_boundary_containing_xml_is_still_an_upload(
+    root: Path, htpasswd: Path, tmp_path: Path
+) -> None:
+    app, _ = make_app(root, htpasswd)
+    whl = make_wheel(tmp_path / "dist", "demo", "1.0")
+    body, _ = upload_form(whl)
+    boundary = body.split(b"\r\n", 1)[0][2:]
+    body = body.replace(boundary, b"xmlXMLxml")
+    res = post(app, (body, "multipart/form-data; boundary=xmlXMLxml"))
+    assert res.status_int == 200, res.text
+
+
+@pytest.mark.parametrize(
+    "filename", ["demo-2.0-py3-none-<b>#%2e%2e.whl", "demo-1.0-py3-none-any.WHL"]
+)
+def test_filenames_no_build_tool_makes_are_refused(
+    root: Path, htpasswd: Path, tmp_path: Path, filename: str
+) -> None:
+    app, _ = make_app(root, htpasswd)
+    whl = make_wheel(tmp_path / "dist", "demo", "1.0")
+    body = multipart(
+        [(":action", "file_upload"), ("name", "demo"), ("version", "1.0")],
+        [("content", filename, whl.read_bytes())],
+    )
+    assert post(app, body).status_int == 400
+    assert os.listdir(root) == []

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,19 +25,6 @@ from pkgserver.publish import TEMP_PREFIX
 pytestmark = pytest.mark.e2e
 
 AUTH = "Basic " + base64.b64encode(b"alice:s3cret").decode()
-
-
-@pytest.fixture
-def htpasswd(tmp_path: Path) -> Path:
-    path = tmp_path / "htpasswd"
-    subprocess.run(
-        [sys.executable, "-m", "pkgserver", "passwd", str(path), "alice"],
-        input="s3cret\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
-    return path
 
 
 def streamed_form(path: Path) -> tuple[Iterator[bytes], int, str]:

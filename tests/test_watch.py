@@ -89,13 +89,6 @@ def assert_alive(idx: Indexer) -> None:
 
 # -- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    d = tmp_path / "packages"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def staging(tmp_path: Path) -> Path:
     d = tmp_path / "staging"
     d.mkdir()

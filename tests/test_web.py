@@ -976,3 +976,24 @@ def test_simple_index_and_unknown_routes_are_unchanged(clash_app) -> None:  # ty
     assert "project-1.0-py3-none-any.whl" in app.get("/packages/").text  # pypiserver's listing
     app.get("/-/", status=404)
     assert redirect_target(app, "/simple") == "/simple/"
+
+
+# -- many releases, pre-releases ------------------------------------------------------------
+def test_a_project_page_lists_old_releases_as_links_only(tmp_path: Path) -> None:
+    for i in range(130):
+        make_wheel(tmp_path, "big", f"1.{i}")
+    app, _ = make_testapp([tmp_path])
+    soup = BeautifulSoup(app.get("/project/big/").text, "html.parser")
+    assert len(soup.select("details.release")) == 100
+    older = soup.select("section.releases > p a")
+    assert [a.get_text() for a in older] == [f"1.{i}" for i in range(29, -1, -1)]
+    # An old release's own page shows its files.
+    page = BeautifulSoup(app.get("/project/big/1.3/").text, "html.parser")
+    assert page.select_one("details.release[open] summary a").get_text() == "1.3"
+
+
+def test_install_command_pins_a_prerelease_current(tmp_path: Path) -> None:
+    make_wheel(tmp_path, "pre", "2.0rc1")
+    app, _ = make_testapp([tmp_path])
+    text = app.get("/project/pre/").text
+    assert "pre==2.0rc1</code>" in text
