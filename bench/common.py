@@ -30,10 +30,16 @@ ENDPOINTS = [
 ENDPOINT_LABEL = dict(ENDPOINTS)
 
 _ANCHOR = re.compile(r'<a\s[^>]*href="([^"]+)"[^>]*>([^<]+)</a>')
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def file_name(name: str) -> str:
+    """A server's name as part of a file name ("pkgserver@HEAD~1" -> "pkgserver@HEAD_1")."""
+    return _UNSAFE.sub("_", name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What a run measured with: versions of pkgserver, pypiserver, the clients and
+"""What a run measured with: versions of pkgserver, its baseline, pypiserver, the clients and
 the load generator, and the machine."""
 
 from __future__ import annotations
@@ -69,12 +69,19 @@ def environment(
     pypiserver_venv: Path | None,
     sources_rev: str | None = None,
     snapshot: Path | None = None,
+    baselines: dict[str, tuple[str, Path]] | None = None,
 ) -> dict[str, str]:
+    """``baselines``: pkgserver@REV -> (REV, its snapshot)."""
     env: dict[str, str] = {}
     py = tools["python"]
     env["pkgserver"] = pkgserver_version(snapshot or ROOT)
     env["sources"] = sources_digest()
     env["commit"] = _commit(env, sources_rev)
+    if baselines:
+        env["baseline"] = "; ".join(
+            f"{name}: pkgserver {pkgserver_version(path)}, pkgserver/ as of {as_of(rev)}"
+            for name, (rev, path) in baselines.items()
+        )
     env["python"] = version_of([py, "-c", "import sys; print(sys.version.split()[0])"])
     env["waitress"] = version_of(
         [py, "-c", "import importlib.metadata as m; print(m.version('waitress'))"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import loadgen
-from common import HTML, log
+from common import HTML, file_name, log
 from corpus_cache import Corpus, du, remove_leftovers, state_files
 from e2e import measure_e2e
 from endpoints import accounted_load, load_options, measure_endpoints, prepare_loads
@@ -25,7 +25,7 @@ from uploads import measure_uploads
 def _server_env(server: Server, corpus: Corpus, cache: Path, suffix: str) -> tuple[Path, dict]:
     """The server's own cache home: a persistent cache kept under $XDG_CACHE_HOME lands here,
     where it can be deleted for a first start and measured, and is never the user's."""
-    xdg = cache / "xdg" / f"{server.name}{suffix}"
+    xdg = cache / "xdg" / f"{file_name(server.name)}{suffix}"
     server_env = {"XDG_CACHE_HOME": str(xdg), **server.env}
     if server.drop_cache:
         shutil.rmtree(xdg, ignore_errors=True)

@@ -87,6 +87,12 @@ def _sources(p: argparse.ArgumentParser) -> None:
         help="measure pkgserver as of this git revision (e.g. HEAD) instead of the working tree",
     )
     p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure pkgserver as of this git revision, as the server pkgserver@REV right"
+        " after pkgserver, and report pkgserver's figures relative to it (before/after in one run)",
+    )
+    p.add_argument(
         "--live-sources",
         action="store_true",
         help="run pkgserver from the working tree instead of a snapshot taken at the start",

@@ -1,7 +1,8 @@
 """The report: Markdown from a run's results (the JSON next to it holds the same figures).
 
 Per corpus size: the ceiling, a table of rates per endpoint and server, pkgserver's rates
-relative to the ceiling and to pypiserver, then time to ready, memory, uploads, pip/uv and the servers' logs.
+relative to the ceiling, to its baseline (pkgserver@REV, with ``--baseline``) and to
+pypiserver, then time to ready, memory, uploads, pip/uv and the servers' logs.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _header(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
             ),
             "",
         ]
-    keys = ("machine", "pkgserver", "commit", "python", "waitress", "pypiserver")
+    keys = ("machine", "pkgserver", "commit", "baseline", "python", "waitress", "pypiserver")
     out += [f"- {k}: {env[k]}" for k in (*keys, "wrk", "pip", "uv", "twine") if k in env]
     wrk = loadgen.wrk_path() and not args.python_load
     tool = "wrk" if wrk else "Python threads (wrk absent: `apt-get install -y wrk`)"
@@ -173,14 +174,34 @@ def _rates(servers: list[dict[str, Any]], keys: list[str]) -> list[str]:
     return [*out, ""]
 
 
+def is_baseline(name: str) -> bool:
+    """pkgserver@REV: pkgserver as of another git revision, measured in the same run."""
+    return name.startswith("pkgserver@")
+
+
+def _ratio_cell(mine: float | None, other: dict[str, Any], key: str) -> str:
+    theirs = other["endpoints"].get(key)
+    if not theirs or "na" in theirs:
+        return "n/a"
+    if other.get("stuck") and not theirs["requests"]:
+        return "n/a (it stopped answering)"
+    if is_baseline(other["server"]) and (theirs["wrong"] or theirs["errors"]):
+        return "n/a (it has errors)"
+    return ratio(mine, theirs["rps"])
+
+
 def _ratios(servers: list[dict[str, Any]], ceiling_rps: float | None) -> list[str]:
     pk = next((s for s in servers if s["server"] == "pkgserver"), None)
     if pk is None:
         return []
-    others = [s for s in servers if s["server"].startswith("pypiserver")]
+    baselines = [s for s in servers if is_baseline(s["server"])]
+    pypiservers = [s for s in servers if s["server"].startswith("pypiserver")]
+    others = baselines + pypiservers
+    against = [o["server"] for o in baselines] + (["pypiserver"] if pypiservers else [])
     head = "| endpoint | pkgserver req/s | / ceiling |"
     out = [
-        "pkgserver's rate relative to the ceiling" + (" and to pypiserver:" if others else ":"),
+        "pkgserver's rate relative to the ceiling"
+        + (f" and to {' and '.join(against)}:" if against else ":"),
         "",
         head + "".join(f" x {o['server']} |" for o in others),
         "|---|---:|---:|" + "---:|" * len(others),
@@ -194,21 +215,54 @@ def _ratios(servers: list[dict[str, Any]], ceiling_rps: float | None) -> list[st
             continue
         clean = not r["wrong"] and not r["errors"]
         mine = r["rps"] if clean else None
-        cells = []
-        for o in others:
-            theirs = o["endpoints"].get(key)
-            if not theirs or "na" in theirs:
-                cells.append("n/a")
-            elif o.get("stuck") and not theirs["requests"]:
-                cells.append("n/a (it stopped answering)")
-            else:
-                cells.append(ratio(mine, theirs["rps"]))
+        cells = [_ratio_cell(mine, o, key) for o in others]
         flag = "" if clean else " (has errors)"
         out.append(
             f"| {label} | {fmt_rps(r['rps'])}{flag} | {ratio(r['rps'], ceiling_rps)} |"
             + "".join(f" {c} |" for c in cells)
         )
     return [*out, ""]
+
+
+def _figure(s: dict[str, Any], key: str, field: str | None) -> float | None:
+    """s[key] or s[key][field]; None where it is missing or, for an upload, failed."""
+    if key == "rss_peak":  # read after the uploads where there were uploads
+        d = s.get("rss_after_upload") or s.get("rss_after_load") or {}
+    else:
+        d = s.get(key) or {}
+    if field is None:
+        return s.get(key)
+    return None if d.get("ok") is False else d.get(field)
+
+
+_VERSUS_BASELINE = [
+    ("ready (first start)", "ready_first", None),
+    ("ready (restart)", "ready_restart", None),
+    ("RSS at ready", "rss_ready", "VmRSS"),
+    ("RSS after load", "rss_after_load", "VmRSS"),
+    ("peak RSS", "rss_peak", "VmHWM"),
+    ("raw upload", "upload_raw", "seconds"),
+    ("twine upload", "upload_twine", "seconds"),
+]
+
+
+def _baseline_costs(servers: list[dict[str, Any]]) -> list[str]:
+    """pkgserver's time to ready, memory and upload times relative to each baseline's."""
+    pk = next((s for s in servers if s["server"] == "pkgserver"), None)
+    if pk is None:
+        return []
+    out = []
+    for b in (s for s in servers if is_baseline(s["server"])):
+        cells = [
+            f"{label} {ratio(_figure(pk, key, field), _figure(b, key, field))}"
+            for label, key, field in _VERSUS_BASELINE
+        ]
+        out += [
+            f"pkgserver relative to {b['server']} (time and memory: below 1.00x is better): "
+            + ", ".join(cells),
+            "",
+        ]
+    return out
 
 
 def _fmt_upload(u: dict[str, Any] | None) -> str:
@@ -307,6 +361,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         out += _rates(servers, args.endpoint_keys)
         out += _ratios(servers, ceiling_rps)
         out += _costs(servers, size, args.upload_mb)
+        out += _baseline_costs(servers)
         for s in size["servers"]:
             if s.get("checks"):
                 out += [f"**Failed checks, {s['server']}:** " + "; ".join(s["checks"]), ""]

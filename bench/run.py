@@ -5,6 +5,7 @@
     python bench/run.py --files 50,100000 --layout flat,folders --duration 10 \
         --out bench/results/latest.md
     python bench/run.py --sources HEAD        # pkgserver as committed (default: working tree)
+    python bench/run.py --baseline HEAD~1     # before/after in one run: also pkgserver@HEAD~1
     python bench/run.py --from-json bench/results/latest.json --out report.md   # re-render only
 
 For each corpus size (and layout) it generates valid wheels and sdists with bench/corpus.py
@@ -26,7 +27,10 @@ environment (fresh HOME and caches, no pip/uv configuration).
 Servers: pkgserver (this checkout, /work/main/.venv or --pkgserver-python), pypiserver (latest
 release, installed once by this script into bench/.venvs/pypiserver: needs network to PyPI
 that once; `rm -rf bench/.venvs` to upgrade), run with its default file backend
-(simple-dir) and with cached-dir (watchdog), and the ceiling (bench/ceiling.py).
+(simple-dir) and with cached-dir (watchdog), and the ceiling (bench/ceiling.py). With
+--baseline REV, also pkgserver@REV: pkgserver as of git revision REV (a `git archive`
+snapshot, as --sources takes), measured right after pkgserver on each corpus; the report adds
+pkgserver's rates, times to ready, memory and uploads relative to it.
 
 Needs: Python 3.11+, Linux (/proc for memory), the project's venv with pkgserver, twine and
 uv. wrk is optional but recommended (`apt-get install -y wrk`); without it a Python load
@@ -80,6 +84,31 @@ def client_tools(python: str) -> dict[str, str]:
     }
 
 
+def snapshots(
+    args: argparse.Namespace, wanted: list[str], python: str
+) -> tuple[Path | None, dict[str, tuple[str, Path]]]:
+    """The snapshot pkgserver runs from (None: the working tree), and the baseline's:
+    {"pkgserver@REV": (REV, its snapshot)}."""
+    snapshot = None
+    if "pkgserver" in wanted and not args.live_sources:
+        snapshot = snapshot_sources(args.cache, python, args.sources)
+        log(f"pkgserver runs from a snapshot of its sources: {snapshot}")
+    baselines: dict[str, tuple[str, Path]] = {}
+    if args.baseline:
+        name = f"pkgserver@{args.baseline}"
+        baselines[name] = (args.baseline, snapshot_sources(args.cache, python, args.baseline))
+        log(f"{name} runs from a snapshot of its sources: {baselines[name][1]}")
+    return snapshot, baselines
+
+
+def with_baselines(wanted: list[str], names: list[str]) -> list[str]:
+    """The baselines measured right after pkgserver (or last), so that before and after are
+    measured minutes apart, on the same corpus."""
+    rest = [n for n in wanted if n not in names]
+    at = rest.index("pkgserver") + 1 if "pkgserver" in rest else len(rest)
+    return rest[:at] + names + rest[at:]
+
+
 def rerender(args: argparse.Namespace) -> int:
     """--from-json: the report of an earlier run, measuring nothing."""
     earlier = json.loads(args.from_json.read_text())
@@ -112,19 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(logdir, ignore_errors=True)
     logdir.mkdir(parents=True, exist_ok=True)
 
-    snapshot = None
-    if "pkgserver" in wanted and not args.live_sources:
-        snapshot = snapshot_sources(args.cache, py, args.sources)
-        log(f"pkgserver runs from a snapshot of its sources: {snapshot}")
-
+    snapshot, baselines = snapshots(args, wanted, py)
+    wanted = with_baselines(wanted, list(baselines))
     ppvenv = None
     if any(s.startswith("pypiserver") for s in wanted):
         ppvenv = ensure_pypiserver(HERE / ".venvs", sys.executable)
-    servers = catalog(py, args.threads, snapshot, ppvenv)
+    servers = catalog(
+        py, args.threads, snapshot, ppvenv, {n: path for n, (_r, path) in baselines.items()}
+    )
     results: dict[str, Any] = {
         "started": started.strftime("%Y-%m-%d %H:%M"),
         "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "environment": environment(tools, ppvenv, args.sources, snapshot),
+        "environment": environment(tools, ppvenv, args.sources, snapshot, baselines),
         "snapshot": str(snapshot) if snapshot else None,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "sizes": [],

@@ -1,7 +1,8 @@
 """The servers under test: how each is started, when it counts as ready (time to ready), how it
 is stopped, and what its log says.
 
-pkgserver runs from a snapshot of its sources (bench/sources.py) on PYTHONPATH.
+pkgserver runs from a snapshot of its sources (bench/sources.py) on PYTHONPATH; a baseline
+revision (``--baseline REV``) is the same command on another snapshot, named pkgserver@REV.
 pypiserver (latest release) is installed once into bench/.venvs/pypiserver and run with its
 simple-dir and its cached-dir backends. The ceiling is bench/ceiling.py.
 """
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import HERE, HTML, fetch, links, log
+from common import HERE, HTML, fetch, file_name, links, log
 from corpus_cache import Corpus
 from machine import cpu_seconds, machine_busy, own_cpu, proc_status
 
@@ -69,7 +70,7 @@ def start(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     argv = server.argv(port, corpus.path if corpus else Path("."))
-    log_path = logdir / f"{server.name}{suffix}.log"
+    log_path = logdir / f"{file_name(server.name)}{suffix}.log"
     logf = open(log_path, "ab")
     logf.write(f"\n$ {' '.join(argv)}\n".encode())
     logf.flush()
@@ -240,16 +241,20 @@ def catalog(
     threads: int,
     snapshot: Path | None,
     pypiserver_venv: Path | None,
+    baselines: dict[str, Path] | None = None,
 ) -> dict[str, Server]:
-    """Every server but the ceiling, by name."""
+    """Every server but the ceiling, by name; ``baselines``: pkgserver@REV -> its snapshot."""
     exe = str(pypiserver_venv / "bin" / "pypi-server") if pypiserver_venv else ""
-    return {
+    servers = {
         "pkgserver": pkgserver("pkgserver", python, threads, snapshot),
         "pypiserver": pypiserver("pypiserver", "pypiserver", exe, "simple-dir"),
         "pypiserver-cached": pypiserver(
             "pypiserver-cached", "pypiserver (cached-dir)", exe, "cached-dir"
         ),
     }
+    for name, path in (baselines or {}).items():
+        servers[name] = pkgserver(name, python, threads, path, label=name)
+    return servers
 
 
 def ceiling(python: str, threads: int) -> Server:

@@ -1,5 +1,5 @@
 """Which pkgserver is measured: a snapshot of its sources, taken when the run starts, from the
-working tree or from a git revision (``--sources REV``).
+working tree or from a git revision (``--sources REV``; ``--baseline REV`` for a second one).
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ def snapshot_sources(cache: Path, python: str, rev: str | None) -> Path:
     working tree now, or at git revision ``rev``. Edits made to the working tree during a run
     do not change the code being measured."""
     if rev:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--verify", rev + "^{commit}"],
+        parsed = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", rev + "^{commit}"],
             capture_output=True,
             text=True,
-            check=True,
-        ).stdout.strip()
+            check=False,
+        )
+        if parsed.returncode != 0:
+            raise SystemExit(f"{rev!r} is not a git revision of {ROOT}")
+        commit = parsed.stdout.strip()
         target = cache / "src" / commit[:12]
     else:
         target = cache / "src" / sources_digest()
