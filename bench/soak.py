@@ -34,11 +34,10 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from corpus import build
+from mixed_load import LUA_DONE, big_wheel, run_wrk, start_server, upload
 
-from corpus import build  # noqa: E402
-from mixed_load import LUA_DONE, big_wheel, run_wrk, start_server, upload  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 LUA = (
     r"""
