@@ -8,6 +8,7 @@ import http.client
 import random
 import shutil
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from servers import Running, Server, ceiling, ceiling_ready, log_problems, page_
 from uploads import measure_uploads
 
 
-def _server_env(server: Server, corpus: Corpus, cache: Path, suffix: str) -> tuple[Path, dict]:
+def _server_env(
+    server: Server, corpus: Corpus, cache: Path, suffix: str
+) -> tuple[Path, dict[str, str]]:
     """The server's own cache home: a persistent cache kept under $XDG_CACHE_HOME lands here,
     where it can be deleted for a first start and measured, and is never the user's."""
     xdg = cache / "xdg" / f"{file_name(server.name)}{suffix}"
@@ -36,7 +39,9 @@ def _server_env(server: Server, corpus: Corpus, cache: Path, suffix: str) -> tup
     return xdg, server_env
 
 
-def _still_right(run: Running, ready: Any, stuck: str, result: dict[str, Any]) -> None:
+def _still_right(
+    run: Running, ready: Callable[[str], bool], stuck: str, result: dict[str, Any]
+) -> None:
     result["rss_after_load"] = proc_status(run.proc.pid)
     checks: list[str] = result["checks"]
     if stuck:
@@ -56,7 +61,7 @@ def _restart(
     corpus: Corpus,
     args: argparse.Namespace,
     logdir: Path,
-    ready: Any,
+    ready: Callable[[str], bool],
     suffix: str,
     server_env: dict[str, str],
     result: dict[str, Any],
