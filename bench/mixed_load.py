@@ -28,10 +28,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from corpus import build  # noqa: E402
+from corpus import build
 
 AUTH = "Basic " + base64.b64encode(b"bench:bench").decode()
 

@@ -32,13 +32,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from corpus import build
+from mixed_load import LUA_DONE, big_wheel, run_wrk, start_server, upload
 
-from corpus import build  # noqa: E402
-from mixed_load import LUA_DONE, big_wheel, run_wrk, start_server, upload  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 LUA = (
     r"""
@@ -128,97 +129,104 @@ def bad_requests(port: int) -> list[bytes]:
     ]
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--minutes", type=float, default=5)
-    p.add_argument("--files", type=int, default=5000)
-    p.add_argument("--connections", type=int, default=100)
-    p.add_argument("--warmup", type=float, default=60, help="seconds before 'after warm-up'")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "soak.md")
-    p.add_argument("--python", default=sys.executable, help="Python that runs pkgserver")
-    a = p.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("needs wrk: apt-get install wrk")
-    duration = int(a.minutes * 60)
-    work = Path(tempfile.mkdtemp(prefix="pkgserver-soak-"))
+@dataclass
+class Traffic:
+    """The Python side of the soak (uploads, bad requests, health probes, samples), each in
+    its own thread until ``stop`` is set, and what they saw."""
+
+    port: int
+    work: Path
+    pid: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    statuses: collections.Counter[str] = field(default_factory=collections.Counter)
+    errors: list[str] = field(default_factory=list)
+    health: list[float] = field(default_factory=list)
+    samples: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    t0: float = field(default_factory=time.monotonic)
+
+    def count(self, kind: str, status: int) -> None:
+        with self.lock:
+            self.statuses[f"{kind} {status}"] += 1
+
+    def uploader(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            size = 5 * 1024 * 1024 if n % 10 == 0 else 20_000
+            wheel = big_wheel(self.work, f"1.{n}", size)
+            try:
+                status, _ = upload(self.port, wheel)
+                self.count("upload", status)
+            except OSError as exc:
+                self.errors.append(f"upload: {exc}")
+            wheel.unlink()
+
+    def attacker(self) -> None:
+        requests = bad_requests(self.port)
+        n = 0
+        while not self.stop.is_set():
+            try:
+                self.count("bad", raw(self.port, requests[n % len(requests)]))
+            except OSError as exc:
+                self.errors.append(f"bad request {n % len(requests)}: {exc}")
+            n += 1
+            time.sleep(0.01)
+
+    def prober(self) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                conn.request("GET", "/health")
+                status = conn.getresponse().status
+                conn.close()
+                self.count("health", status)
+                with self.lock:
+                    self.health.append(time.monotonic() - started)
+            except OSError as exc:
+                self.errors.append(f"health: {exc}")
+            time.sleep(0.5)
+
+    def take_sample(self) -> None:
+        self.samples.append((time.monotonic() - self.t0, sample(self.pid)))
+
+    def sampler(self) -> None:
+        while not self.stop.is_set():
+            self.take_sample()
+            self.stop.wait(5)
+
+    def run(self, wrk: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """The four threads for as long as ``wrk`` runs; its summary."""
+        threads = [
+            threading.Thread(target=f, daemon=True)
+            for f in (self.uploader, self.attacker, self.prober, self.sampler)
+        ]
+        for t in threads:
+            t.start()
+        summary = wrk()
+        self.stop.set()
+        for t in threads:
+            t.join(60)
+        time.sleep(2)  # let connections close before the last sample
+        self.take_sample()
+        return summary
+
+
+def soak(a: argparse.Namespace, work: Path) -> tuple[dict[str, float], Traffic, str]:
+    """pkgserver on a fresh corpus under wrk's read mix and the Python traffic; wrk's summary,
+    the traffic and the server's log."""
     server = None
     try:
         corpus = work / "packages"
         build(corpus, a.files, 10, "flat")
         server, port = start_server(work, corpus, "--max-upload-size", "8M", python=a.python)
-        log_path = work / "server.log"
         script = work / "mix.lua"
         script.write_text(LUA % {"projects": a.files // 10})
-        stop = threading.Event()
-        statuses: collections.Counter[str] = collections.Counter()
-        errors: list[str] = []
-        health: list[float] = []
-        samples: list[tuple[float, dict[str, int]]] = []
-        lock = threading.Lock()
-        t0 = time.monotonic()
-
-        def count(kind: str, status: int) -> None:
-            with lock:
-                statuses[f"{kind} {status}"] += 1
-
-        def uploader() -> None:
-            n = 0
-            while not stop.is_set():
-                n += 1
-                size = 5 * 1024 * 1024 if n % 10 == 0 else 20_000
-                wheel = big_wheel(work, f"1.{n}", size)
-                try:
-                    status, _ = upload(port, wheel)
-                    count("upload", status)
-                except OSError as exc:
-                    errors.append(f"upload: {exc}")
-                wheel.unlink()
-
-        def attacker() -> None:
-            requests = bad_requests(port)
-            n = 0
-            while not stop.is_set():
-                try:
-                    count("bad", raw(port, requests[n % len(requests)]))
-                except OSError as exc:
-                    errors.append(f"bad request {n % len(requests)}: {exc}")
-                n += 1
-                time.sleep(0.01)
-
-        def prober() -> None:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                    conn.request("GET", "/health")
-                    status = conn.getresponse().status
-                    conn.close()
-                    count("health", status)
-                    with lock:
-                        health.append(time.monotonic() - started)
-                except OSError as exc:
-                    errors.append(f"health: {exc}")
-                time.sleep(0.5)
-
-        def sampler() -> None:
-            while not stop.is_set():
-                samples.append((time.monotonic() - t0, sample(server.pid)))
-                stop.wait(5)
-
-        threads = [
-            threading.Thread(target=f, daemon=True) for f in (uploader, attacker, prober, sampler)
-        ]
-        for t in threads:
-            t.start()
-        wrk = run_wrk(port, script, a.connections, duration)
-        stop.set()
-        for t in threads:
-            t.join(60)
-        time.sleep(2)  # let connections close before the last sample
-        samples.append((time.monotonic() - t0, sample(server.pid)))
-        server_log = log_path.read_text()
+        traffic = Traffic(port, work, server.pid)
+        duration = int(a.minutes * 60)
+        wrk = traffic.run(lambda: run_wrk(port, script, a.connections, duration))
+        return wrk, traffic, (work / "server.log").read_text()
     finally:
         if server is not None:
             server.terminate()
@@ -226,8 +234,18 @@ def main() -> int:
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
-        shutil.rmtree(work, ignore_errors=True)
 
+
+def report(
+    a: argparse.Namespace, wrk: dict[str, float], traffic: Traffic, server_log: str
+) -> tuple[str, bool]:
+    """The Markdown report, and whether the soak failed."""
+    statuses, errors, health, samples = (
+        traffic.statuses,
+        traffic.errors,
+        traffic.health,
+        traffic.samples,
+    )
     five = {k: v for k, v in statuses.items() if int(k.split()[1]) >= 500}
     warm = next((s for t, s in samples if t >= a.warmup), samples[-1][1])
     start, end = samples[0][1], samples[-1][1]
@@ -262,14 +280,35 @@ def main() -> int:
         ),
         "",
     ]
-    report = "\n".join(lines)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(report)
-    print(report)
     failed = (
         bool(five) or bool(errors) or wrk["non2xx"] or wrk["errors"] or "Traceback" in server_log
     )
     failed = failed or end["fds"] > start["fds"] + 5
+    return "\n".join(lines), bool(failed)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--minutes", type=float, default=5)
+    p.add_argument("--files", type=int, default=5000)
+    p.add_argument("--connections", type=int, default=100)
+    p.add_argument("--warmup", type=float, default=60, help="seconds before 'after warm-up'")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "soak.md")
+    p.add_argument("--python", default=sys.executable, help="Python that runs pkgserver")
+    a = p.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("needs wrk: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix="pkgserver-soak-"))
+    try:
+        wrk, traffic, server_log = soak(a, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text, failed = report(a, wrk, traffic, server_log)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(text)
+    print(text)
     return 1 if failed else 0
 
 
