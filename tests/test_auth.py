@@ -161,7 +161,6 @@ def test_a_check_running_across_a_reload_is_not_remembered(
     # used once, never remembered.
     monkeypatch.setattr(auth_mod, "RECHECK_SECONDS", 0.0)
     a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
-    a._watch.every = 0.0
     original = auth_mod._check_password
 
     def slow(*args: Any) -> Any:
@@ -256,8 +255,8 @@ def test_a_fifo_in_place_of_the_htpasswd_file_hangs_no_check(
 ) -> None:
     import threading
 
+    monkeypatch.setattr(auth_mod, "RECHECK_SECONDS", 0.0)
     a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
-    a._watch.every = 0.0
     schemes_htpasswd.unlink()
     os.mkfifo(schemes_htpasswd)
     result: list[object] = []
