@@ -15,6 +15,7 @@ import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 
 def _dist_name(name: str) -> str:
@@ -57,7 +58,7 @@ def make_wheel(
     body: str | None = None,
     tag: str = "py3-none-any",
     filename: str | None = None,
-    **meta: object,
+    **meta: Any,
 ) -> Path:
     """Write an installable pure-Python wheel; returns its path."""
     dist = _dist_name(name)
@@ -65,7 +66,7 @@ def make_wheel(
     dist_info = f"{dist}-{version}.dist-info"
     files: dict[str, bytes] = {
         f"{module}/__init__.py": (body or f"NAME = {name!r}\nVERSION = {version!r}\n").encode(),
-        f"{dist_info}/METADATA": metadata_text(name, version, **meta).encode(),  # type: ignore[arg-type]
+        f"{dist_info}/METADATA": metadata_text(name, version, **meta).encode(),
         f"{dist_info}/WHEEL": (
             f"Wheel-Version: 1.0\nGenerator: pkgserver-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
         ).encode(),
@@ -96,14 +97,14 @@ def make_sdist(
     fmt: str = "tar.gz",
     filename: str | None = None,
     pkg_info: str | None = None,
-    **meta: object,
+    **meta: Any,
 ) -> Path:
     """Write an sdist (tar.gz, tar.bz2 or zip) with PKG-INFO; returns its path."""
     stem = f"{_dist_name(name)}-{version}"
     out = Path(directory) / (filename or f"{stem}.{fmt}")
     out.parent.mkdir(parents=True, exist_ok=True)
     members = {
-        f"{stem}/PKG-INFO": (pkg_info or metadata_text(name, version, **meta)).encode(),  # type: ignore[arg-type]
+        f"{stem}/PKG-INFO": (pkg_info or metadata_text(name, version, **meta)).encode(),
         f"{stem}/setup.py": b"from setuptools import setup\nsetup()\n",
     }
     if fmt == "zip":
@@ -111,7 +112,12 @@ def make_sdist(
             for path, data in members.items():
                 zf.writestr(path, data)
     else:
-        mode = {"tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2"}[fmt]
+        modes: dict[str, Literal["w:gz", "w:bz2"]] = {
+            "tar.gz": "w:gz",
+            "tgz": "w:gz",
+            "tar.bz2": "w:bz2",
+        }
+        mode = modes[fmt]
         with tarfile.open(out, mode) as tf:
             for path, data in members.items():
                 info = tarfile.TarInfo(path)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
-import webtest
 from builders import make_sdist, make_wheel
 from hypothesis import HealthCheck, settings
 from passlib.hash import bcrypt
+from webtest import TestApp
 
 from pkgserver.app import create_app
 from pkgserver.catalog import Catalog
@@ -29,18 +29,18 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-def scan(*roots: Path, **settings_kw: object) -> Catalog:
+def scan(*roots: Path, **settings_kw: Any) -> Catalog:
     """A catalog filled by one synchronous scan (no watcher, no thread)."""
     catalog = Catalog()
-    Indexer([str(r) for r in roots], catalog, watch=False, settle=0, **settings_kw)._rescan()  # type: ignore[arg-type]
+    Indexer([str(r) for r in roots], catalog, watch=False, settle=0, **settings_kw)._rescan()
     return catalog
 
 
-def make_testapp(roots: list[Path], **settings_kw: object):  # type: ignore[no-untyped-def]
-    settings = Settings(roots=tuple(str(r) for r in roots), **settings_kw)  # type: ignore[arg-type]
+def make_testapp(roots: list[Path], **settings_kw: Any) -> tuple[TestApp, Catalog]:
+    settings = Settings(roots=tuple(str(r) for r in roots), **settings_kw)
     catalog = scan(*roots)
     app = create_app(settings, catalog)
-    return webtest.TestApp(app), catalog
+    return TestApp(app), catalog
 
 
 @pytest.fixture
@@ -57,20 +57,23 @@ def pkgdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def testapp(pkgdir: Path):  # type: ignore[no-untyped-def]
+def testapp(pkgdir: Path) -> TestApp:
     app, _ = make_testapp([pkgdir], disable_fallback=False)
     return app
 
 
+OneWheel = tuple[TestApp, Path, Path, list[str]]
+
+
 @pytest.fixture
-def one_wheel(tmp_path: Path) -> tuple[webtest.TestApp, Path, Path, list[str]]:
+def one_wheel(tmp_path: Path) -> OneWheel:
     """An app over one wheel (base 1.0), without fallback: (app, root, wheel, files reported stale)."""
     root = tmp_path / "pk"
     root.mkdir()
     whl = make_wheel(root, "base", "1.0")
     stale: list[str] = []
     settings = Settings(roots=(str(root),), disable_fallback=True)
-    app = webtest.TestApp(create_app(settings, scan(root), on_stale=stale.append))
+    app = TestApp(create_app(settings, scan(root), on_stale=stale.append))
     return app, root, whl, stale
 
 

@@ -6,21 +6,24 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 from builders import make_wheel
-from conftest import make_testapp, scan
+from conftest import OneWheel, make_testapp, scan
+from webtest import TestApp
 
 from pkgserver.app import create_app
 from pkgserver.config import Settings
 from pkgserver.render import JSON_V1
 
+WSGIApp = Callable[..., Iterable[bytes]]  # what raw_request calls: the app under webtest
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 
 
 # -- /simple/ ---------------------------------------------------------------------------------
-def test_simple_index_lists_each_project_once(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_simple_index_lists_each_project_once(testapp: TestApp) -> None:
     res = testapp.get("/simple/")
     assert res.status_int == 200
     assert res.headers["Content-Type"] == "text/html; charset=utf-8"
@@ -31,7 +34,7 @@ def test_simple_index_lists_each_project_once(testapp) -> None:  # type: ignore[
     assert '<meta name="pypi:repository-version" content="1.1">' in res.text
 
 
-def test_simple_index_json(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_simple_index_json(testapp: TestApp) -> None:
     res = testapp.get("/simple/", headers={"Accept": PIP_ACCEPT})
     assert res.headers["Content-Type"] == JSON_V1
     doc = res.json
@@ -43,13 +46,13 @@ def test_simple_index_json(testapp) -> None:  # type: ignore[no-untyped-def]
     ]
 
 
-def test_unacceptable_accept_gets_406(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_unacceptable_accept_gets_406(testapp: TestApp) -> None:
     res = testapp.get("/simple/", headers={"Accept": "application/json"}, status=406)
     assert "text/html" in res.text
     testapp.get("/simple/demo-pkg/", headers={"Accept": "image/png"}, status=406)
 
 
-def test_format_query_overrides_accept(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_format_query_overrides_accept(testapp: TestApp) -> None:
     res = testapp.get(
         "/simple/demo-pkg/?format=application/vnd.pypi.simple.v1%2Bjson",
         headers={"Accept": "text/html"},
@@ -57,7 +60,7 @@ def test_format_query_overrides_accept(testapp) -> None:  # type: ignore[no-unty
     assert res.headers["Content-Type"] == JSON_V1
 
 
-def test_pages_revalidate_with_etag(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_pages_revalidate_with_etag(testapp: TestApp) -> None:
     for url in ("/simple/", "/simple/demo-pkg/"):
         first = testapp.get(url)
         etag = first.headers["ETag"]
@@ -69,7 +72,7 @@ def test_pages_revalidate_with_etag(testapp) -> None:  # type: ignore[no-untyped
 
 
 # -- /simple/<project>/ ---------------------------------------------------------------------------
-def test_project_page_lists_files_oldest_first_with_hashes(testapp, pkgdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_project_page_lists_files_oldest_first_with_hashes(testapp: TestApp, pkgdir: Path) -> None:
     res = testapp.get("/simple/demo-pkg/")
     names = [a.text for a in res.html.find_all("a")]
     assert names == [
@@ -107,14 +110,14 @@ def test_sdist_metadata_is_advertised_only_for_metadata_2_2(tmp_path: Path) -> N
         ("/Demo_Pkg", "simple/demo-pkg/"),
     ],
 )
-def test_non_canonical_urls_get_a_relative_301(testapp, url: str, location: str) -> None:  # type: ignore[no-untyped-def]
+def test_non_canonical_urls_get_a_relative_301(testapp: TestApp, url: str, location: str) -> None:
     res = testapp.get(url, status=301)
     assert res.headers["Location"].endswith(location)
     # webtest makes Location absolute against the request URL; it must land on the canonical page.
     assert res.follow().status_int in (200, 301)
 
 
-def test_redirects_resolve_to_the_canonical_page(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_redirects_resolve_to_the_canonical_page(testapp: TestApp) -> None:
     res = testapp.get("/Demo_Pkg/").maybe_follow()
     assert res.request.path == "/simple/demo-pkg/"
     assert res.status_int == 200
@@ -126,7 +129,7 @@ def test_server_base_url_makes_redirects_absolute(pkgdir: Path) -> None:
     assert res.headers["Location"] == "https://example.test/pypi/simple/demo-pkg/"
 
 
-def test_projects_not_hosted_redirect_to_the_fallback(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_projects_not_hosted_redirect_to_the_fallback(testapp: TestApp) -> None:
     res = testapp.get("/simple/Requests_Toolbelt/", status=303)
     assert res.headers["Location"] == "https://pypi.org/simple/requests-toolbelt/"
 
@@ -137,7 +140,7 @@ def test_custom_fallback_url(pkgdir: Path) -> None:
     assert res.headers["Location"] == "http://127.0.0.1:9/simple/requests/"
 
 
-def test_hosted_projects_are_never_redirected_even_by_other_spellings(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_hosted_projects_are_never_redirected_even_by_other_spellings(testapp: TestApp) -> None:
     for spelling in ("demo-pkg", "Demo_Pkg", "demo.pkg", "DEMO--PKG"):
         res = testapp.get(f"/simple/{spelling}/", expect_errors=True)
         assert res.status_int in (200, 301)
@@ -151,14 +154,14 @@ def test_disabled_fallback_gives_404(pkgdir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["-bad-", "a%0d%0aSet-Cookie:x=1", "a b", "%2e%2e"])
-def test_invalid_project_names_are_not_redirected(testapp, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_project_names_are_not_redirected(testapp: TestApp, name: str) -> None:
     res = testapp.get(f"/simple/{name}/", expect_errors=True)
     assert res.status_int == 404
     assert "Set-Cookie" not in res.headers
 
 
 # -- files -----------------------------------------------------------------------------------------
-def test_download_has_type_etag_and_no_gzip_encoding(testapp, pkgdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_download_has_type_etag_and_no_gzip_encoding(testapp: TestApp, pkgdir: Path) -> None:
     whl = testapp.get("/packages/demo_pkg-1.0-py3-none-any.whl")
     data = (pkgdir / "demo_pkg-1.0-py3-none-any.whl").read_bytes()
     assert whl.body == data
@@ -171,7 +174,7 @@ def test_download_has_type_etag_and_no_gzip_encoding(testapp, pkgdir: Path) -> N
     assert sdist.body == (pkgdir / "demo_pkg-1.10.tar.gz").read_bytes()
 
 
-def test_download_conditional_and_range_requests(testapp, pkgdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_download_conditional_and_range_requests(testapp: TestApp, pkgdir: Path) -> None:
     url = "/packages/demo_pkg-1.0-py3-none-any.whl"
     data = (pkgdir / "demo_pkg-1.0-py3-none-any.whl").read_bytes()
     first = testapp.get(url)
@@ -191,7 +194,7 @@ def test_download_conditional_and_range_requests(testapp, pkgdir: Path) -> None:
     assert int(head.headers["Content-Length"]) == len(data)
 
 
-def test_files_in_subfolders_are_served_by_path_and_by_name(testapp, pkgdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_files_in_subfolders_are_served_by_path_and_by_name(testapp: TestApp, pkgdir: Path) -> None:
     page = testapp.get("/simple/helper/")
     assert 'href="../../packages/helper/helper-1.0-py3-none-any.whl#sha256=' in page.text
     data = (pkgdir / "helper" / "helper-1.0-py3-none-any.whl").read_bytes()
@@ -212,13 +215,13 @@ def test_files_in_subfolders_are_served_by_path_and_by_name(testapp, pkgdir: Pat
         "/packages/README.txt",
     ],
 )
-def test_paths_never_leave_the_catalog(testapp, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_paths_never_leave_the_catalog(testapp: TestApp, path: str) -> None:
     res = testapp.get(path, expect_errors=True)
     assert res.status_int == 404, (path, res.status)
     assert b"root:" not in res.body
 
 
-def test_core_metadata_file_matches_the_advertised_hash(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_core_metadata_file_matches_the_advertised_hash(testapp: TestApp) -> None:
     doc = testapp.get("/simple/demo-pkg/", headers={"Accept": PIP_ACCEPT}).json
     for f in doc["files"]:
         if not f["core-metadata"]:
@@ -240,7 +243,7 @@ def test_metadata_of_a_file_without_servable_metadata_is_404(tmp_path: Path) -> 
 
 
 # -- warehouse JSON ------------------------------------------------------------------------------
-def test_json_api_describes_the_latest_release(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_json_api_describes_the_latest_release(testapp: TestApp) -> None:
     doc = testapp.get("/pypi/Demo_Pkg/json").json
     assert doc["info"]["version"] == "1.10"
     assert doc["info"]["summary"] == "A demo, newer"
@@ -255,7 +258,7 @@ def test_json_api_describes_the_latest_release(testapp) -> None:  # type: ignore
     assert set(url) >= {"digests", "size", "upload_time_iso_8601", "requires_python", "yanked"}
 
 
-def test_json_api_for_one_version(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_json_api_for_one_version(testapp: TestApp) -> None:
     doc = testapp.get("/pypi/demo-pkg/1.0/json").json
     assert doc["info"]["version"] == "1.0"
     assert doc["info"]["requires_python"] == ">=3.8"
@@ -267,7 +270,7 @@ def test_json_api_for_one_version(testapp) -> None:  # type: ignore[no-untyped-d
 
 
 # -- people and probes -----------------------------------------------------------------------------
-def test_welcome_page_says_how_to_use_the_index(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_welcome_page_says_how_to_use_the_index(testapp: TestApp) -> None:
     res = testapp.get("/")
     assert "pip install --index-url http://localhost:80/simple/" in res.text
     assert "index-servers =\n    corp" in res.text
@@ -281,17 +284,15 @@ def test_welcome_file_replaces_the_page(pkgdir: Path, tmp_path: Path) -> None:
     assert app.get("/").text == "<h1>Corp index at http://localhost:80/: 3 projects</h1>"
 
 
-def test_health_answers_200(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_health_answers_200(testapp: TestApp) -> None:
     res = testapp.get("/health")
     assert res.text == "Ok"  # pypiserver's body
     assert res.headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
 def test_health_answers_503_until_the_first_scan_is_listed(pkgdir: Path) -> None:
-    import webtest
-
     state = {"waiting": "starting: 1 large file(s) found at start are still being hashed"}
-    app = webtest.TestApp(
+    app = TestApp(
         create_app(
             Settings(roots=(str(pkgdir),)), scan(pkgdir), ready=lambda: state["waiting"] or None
         )
@@ -307,7 +308,7 @@ def test_custom_health_endpoint(pkgdir: Path) -> None:
     assert app.get("/-/ready").status_int == 200
 
 
-def test_spoofed_host_is_escaped_and_cannot_steer_redirects(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_spoofed_host_is_escaped_and_cannot_steer_redirects(testapp: TestApp) -> None:
     res = testapp.get("/", headers={"Host": 'evil"><script>x</script>'})
     assert "<script>x" not in res.text
     redirect = testapp.get("/simple/Demo_Pkg/", headers={"Host": "evil.example"}, status=301)
@@ -316,7 +317,7 @@ def test_spoofed_host_is_escaped_and_cannot_steer_redirects(testapp) -> None:  #
 
 # -- access control on the read side ---------------------------------------------------------------
 @pytest.fixture
-def protected(pkgdir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def protected(pkgdir: Path, tmp_path: Path) -> TestApp:
     from passlib.apache import HtpasswdFile
 
     ht = HtpasswdFile(str(tmp_path / "htpasswd"), new=True, default_scheme="bcrypt")
@@ -330,7 +331,7 @@ def protected(pkgdir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     return app
 
 
-def test_protected_listing_needs_credentials(protected) -> None:  # type: ignore[no-untyped-def]
+def test_protected_listing_needs_credentials(protected: TestApp) -> None:
     res = protected.get("/simple/", status=401)
     assert res.headers["WWW-Authenticate"] == 'Basic realm="pkgserver"'
     protected.set_authorization(("Basic", ("alice", "wrong")))
@@ -342,7 +343,7 @@ def test_protected_listing_needs_credentials(protected) -> None:  # type: ignore
     assert protected.get("/pypi/demo-pkg/json").status_int == 200
 
 
-def test_health_is_never_protected(protected) -> None:  # type: ignore[no-untyped-def]
+def test_health_is_never_protected(protected: TestApp) -> None:
     assert protected.get("/health").status_int == 200
 
 
@@ -358,19 +359,19 @@ def test_health_is_never_protected(protected) -> None:  # type: ignore[no-untype
         "Basic " + "A" * 20000,
     ],
 )
-def test_malformed_authorization_headers_get_401_not_500(protected, header: str) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_authorization_headers_get_401_not_500(protected: TestApp, header: str) -> None:
     res = protected.get("/simple/", headers={"Authorization": header}, expect_errors=True)
     assert res.status_int in (401, 403)
 
 
-def test_json_project_page_via_webtest_is_valid(testapp) -> None:  # type: ignore[no-untyped-def]
+def test_json_project_page_via_webtest_is_valid(testapp: TestApp) -> None:
     res = testapp.get("/simple/demo-pkg/", headers={"Accept": PIP_ACCEPT})
     doc = json.loads(res.body)
     assert doc["name"] == "demo-pkg"
     assert all(f["url"].startswith("../../packages/") for f in doc["files"])
 
 
-def raw_get(app, path: str, **headers: str) -> tuple[str, dict[str, str], bytes]:  # type: ignore[no-untyped-def]
+def raw_get(app: WSGIApp, path: str, **headers: str) -> tuple[str, dict[str, str], bytes]:
     """Call the WSGI app directly: webtest would undo Content-Encoding."""
     return raw_request(app, "GET", path, **headers)
 
@@ -436,14 +437,16 @@ def test_the_fast_path_never_serves_a_changed_file(pkgdir: Path) -> None:
     assert status.startswith("404")
 
 
-def test_protected_servers_never_take_the_fast_path(protected) -> None:  # type: ignore[no-untyped-def]
+def test_protected_servers_never_take_the_fast_path(protected: TestApp) -> None:
     status, _, _ = raw_request(protected.app, "GET", "/simple/demo-pkg/")
     assert status.startswith("401")
     status, _, _ = raw_request(protected.app, "GET", "/packages/demo_pkg-1.0-py3-none-any.whl")
     assert status.startswith("401")
 
 
-def raw_request(app, method: str, path: str, **headers: str) -> tuple[str, dict[str, str], bytes]:  # type: ignore[no-untyped-def]
+def raw_request(
+    app: WSGIApp, method: str, path: str, **headers: str
+) -> tuple[str, dict[str, str], bytes]:
     import io
 
     env = {
@@ -482,14 +485,14 @@ def test_the_fast_path_revalidates_files_by_etag(pkgdir: Path) -> None:
 
 
 # -- odd requests and files -----------------------------------------------------------------
-def test_signature_links_out_of_the_directory_are_not_followed(one_wheel) -> None:  # type: ignore[no-untyped-def]
+def test_signature_links_out_of_the_directory_are_not_followed(one_wheel: OneWheel) -> None:
     app, root, whl, _ = one_wheel
     os.symlink("/etc/passwd", root / (whl.name + ".asc"))
     res = app.get(f"/packages/{whl.name}.asc", status=404)
     assert b"root:" not in res.body
 
 
-def test_a_fifo_signature_cannot_hang_a_worker(one_wheel) -> None:  # type: ignore[no-untyped-def]
+def test_a_fifo_signature_cannot_hang_a_worker(one_wheel: OneWheel) -> None:
     app, root, whl, _ = one_wheel
     os.mkfifo(root / (whl.name + ".asc"))
     done = threading.Event()
@@ -502,7 +505,9 @@ def test_a_fifo_signature_cannot_hang_a_worker(one_wheel) -> None:  # type: igno
     assert done.wait(5), "a request for a FIFO blocked"
 
 
-def test_a_file_changed_behind_the_catalog_is_not_served_under_its_old_hash(one_wheel) -> None:  # type: ignore[no-untyped-def]
+def test_a_file_changed_behind_the_catalog_is_not_served_under_its_old_hash(
+    one_wheel: OneWheel,
+) -> None:
     app, _root, whl, stale = one_wheel
     old_hash = hashlib.sha256(whl.read_bytes()).hexdigest()
     assert old_hash in app.get("/simple/base/").text
@@ -525,7 +530,7 @@ def test_a_file_changed_behind_the_catalog_is_not_served_under_its_old_hash(one_
         "Origin",
     ],
 )
-def test_non_utf8_header_bytes_never_cause_a_500(one_wheel, header: str) -> None:  # type: ignore[no-untyped-def]
+def test_non_utf8_header_bytes_never_cause_a_500(one_wheel: OneWheel, header: str) -> None:
     app, _, whl, _ = one_wheel
     for path in ("/simple/", "/simple/base/", f"/packages/{whl.name}", "/pypi/base/json"):
         env_key = "HTTP_" + header.upper().replace("-", "_")
@@ -533,7 +538,7 @@ def test_non_utf8_header_bytes_never_cause_a_500(one_wheel, header: str) -> None
         assert res.status_int < 500, (path, header, res.status)
 
 
-def test_absurd_range_numbers_are_ignored(one_wheel) -> None:  # type: ignore[no-untyped-def]
+def test_absurd_range_numbers_are_ignored(one_wheel: OneWheel) -> None:
     app, _, whl, _ = one_wheel
     res = app.get(
         f"/packages/{whl.name}", headers={"Range": "bytes=" + "9" * 5000 + "-"}, expect_errors=True
@@ -541,7 +546,7 @@ def test_absurd_range_numbers_are_ignored(one_wheel) -> None:  # type: ignore[no
     assert res.status_int == 200
 
 
-def test_format_with_a_literal_plus_is_understood(one_wheel) -> None:  # type: ignore[no-untyped-def]
+def test_format_with_a_literal_plus_is_understood(one_wheel: OneWheel) -> None:
     app, _, _, _ = one_wheel
     res = app.get("/simple/base/?format=application/vnd.pypi.simple.v1+json")
     assert res.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
@@ -549,7 +554,7 @@ def test_format_with_a_literal_plus_is_understood(one_wheel) -> None:  # type: i
     assert res.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
 
 
-def test_error_answers_on_simple_pages_vary_on_accept(one_wheel) -> None:  # type: ignore[no-untyped-def]
+def test_error_answers_on_simple_pages_vary_on_accept(one_wheel: OneWheel) -> None:
     app, _, _, _ = one_wheel
     assert (
         app.get("/simple/", headers={"Accept": "image/png"}, status=406).headers["Vary"] == "Accept"
@@ -558,7 +563,7 @@ def test_error_answers_on_simple_pages_vary_on_accept(one_wheel) -> None:  # typ
 
 
 @pytest.mark.parametrize("path", ["/simple/%ff/", "/packages/%ffbase-1.0-py3-none-any.whl", "/%ff"])
-def test_paths_that_are_not_utf8_get_400(one_wheel, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_paths_that_are_not_utf8_get_400(one_wheel: OneWheel, path: str) -> None:
     app, _, _, _ = one_wheel
     app.get(path, status=400)
 

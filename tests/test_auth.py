@@ -6,6 +6,7 @@ import base64
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import WriteHtpasswd
@@ -123,7 +124,7 @@ def test_unknown_and_disabled_users_cost_a_real_verification(
     verified: list[str] = []
     original = auth_mod.HTPASSWD_CONTEXT.verify
 
-    def spy(secret, hash, **kw):  # type: ignore[no-untyped-def]
+    def spy(secret: Any, hash: Any, **kw: Any) -> Any:
         verified.append(hash.decode() if isinstance(hash, bytes) else hash)
         return original(secret, hash, **kw)
 
@@ -142,7 +143,7 @@ def test_a_file_without_a_usable_hash_still_costs_a_verification(
     verified: list[str] = []
     original = auth_mod.HTPASSWD_CONTEXT.verify
 
-    def spy(secret, hash, **kw):  # type: ignore[no-untyped-def]
+    def spy(secret: Any, hash: Any, **kw: Any) -> Any:
         verified.append(hash)
         return original(secret, hash, **kw)
 
@@ -160,10 +161,9 @@ def test_a_check_running_across_a_reload_is_not_remembered(
     # used once, never remembered.
     monkeypatch.setattr(auth_mod, "RECHECK_SECONDS", 0.0)
     a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
-    a._watch.every = 0.0
     original = auth_mod._check_password
 
-    def slow(*args):  # type: ignore[no-untyped-def]
+    def slow(*args: Any) -> Any:
         ok = original(*args)
         # The admin deletes the user while the check runs; another request sees it first.
         schemes_htpasswd.write_text("\n".join(schemes_htpasswd.read_text().splitlines()[1:]) + "\n")
@@ -255,8 +255,8 @@ def test_a_fifo_in_place_of_the_htpasswd_file_hangs_no_check(
 ) -> None:
     import threading
 
+    monkeypatch.setattr(auth_mod, "RECHECK_SECONDS", 0.0)
     a = Authenticator(str(schemes_htpasswd), frozenset({"list"}))
-    a._watch.every = 0.0
     schemes_htpasswd.unlink()
     os.mkfifo(schemes_htpasswd)
     result: list[object] = []

@@ -7,6 +7,7 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from builders import make_sdist, make_wheel
@@ -16,10 +17,10 @@ from pkgserver.catalog import Catalog
 from pkgserver.indexer import Indexer
 
 
-def index(root: Path, cache_dir: Path, **kw: object) -> tuple[Catalog, Indexer]:
+def index(root: Path, cache_dir: Path, **kw: Any) -> tuple[Catalog, Indexer]:
     catalog = Catalog()
     cache = DescriptionCache.open(str(cache_dir), [str(root)])
-    ix = Indexer([str(root)], catalog, watch=False, settle=0, cache=cache, **kw)  # type: ignore[arg-type]
+    ix = Indexer([str(root)], catalog, watch=False, settle=0, cache=cache, **kw)
     ix.initial_scan()
     ix.stop()
     return catalog, ix

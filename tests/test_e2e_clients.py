@@ -96,7 +96,8 @@ class Client:
         ok: bool | None = True,
     ) -> subprocess.CompletedProcess[str]:
         if self.name == "uv":
-            cmd = [self.uv, "pip", "install", "--python", python, "--no-build"]
+            cmd: list[str | os.PathLike[str]] = [self.uv, "pip", "install", "--python", python]
+            cmd += ["--no-build"]
         else:
             cmd = [PY, "-m", "pip", "--python", python, "install", "-v"]
             cmd += ["--only-binary=:all:", "--no-build-isolation"]
@@ -112,7 +113,9 @@ class Client:
         return m.group(1)
 
 
-def pip(env: dict[str, str], *args: str | os.PathLike[str], ok: bool | None = True):  # type: ignore[no-untyped-def]
+def pip(
+    env: dict[str, str], *args: str | os.PathLike[str], ok: bool | None = True
+) -> subprocess.CompletedProcess[str]:
     return run([PY, "-m", "pip", *args], env, ok=ok)
 
 
@@ -260,7 +263,7 @@ def test_pip_download_no_deps(
     shared: Server, shared_dir: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
     dest = tmp_path / "dl"
-    common = [
+    common: list[str | os.PathLike[str]] = [
         "download",
         "--no-deps",
         "--only-binary=:all:",
@@ -518,8 +521,8 @@ def test_disable_fallback_answers_404(
         srv.wait_listed("both-pkg")
         assert srv.get("/simple/upstream-only/").status == 404
         assert srv.project_json("upstream-only").status == 404
-        res = srv.get("/upstream-only/")  # pypiserver-style URL: to /simple/, then 404 there
-        assert res.status in (301, 302, 303, 307, 308), res
+        redirect = srv.get("/upstream-only/")  # pypiserver-style URL: to /simple/, then 404 there
+        assert redirect.status in (301, 302, 303, 307, 308), redirect
         py = client.venv(tmp_path / "venv", env)
         for index in (srv.url + "simple/", srv.url):
             res = client.install(py, env, index, "upstream-only", ok=False)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import webtest
@@ -78,12 +79,12 @@ def test_read_only_directory_keeps_the_claim_in_memory(tmp_path: Path) -> None:
 
 
 # -- the routes ---------------------------------------------------------------------------------------
-def _app(root: Path, **settings_kw: object) -> tuple[webtest.TestApp, Indexer, HostedNames]:
+def _app(root: Path, **settings_kw: Any) -> tuple[webtest.TestApp, Indexer, HostedNames]:
     names = HostedNames([str(root)])
     catalog = Catalog(on_new_projects=names.add)
     indexer = Indexer([str(root)], catalog, watch=False, settle=0)
     indexer._rescan()
-    settings = Settings(roots=(str(root),), fallback_url=FALLBACK, **settings_kw)  # type: ignore[arg-type]
+    settings = Settings(roots=(str(root),), fallback_url=FALLBACK, **settings_kw)
     return webtest.TestApp(create_app(settings, catalog, hosted=names)), indexer, names
 
 

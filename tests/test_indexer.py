@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from builders import make_wheel
@@ -103,7 +104,7 @@ def test_describe_refuses_a_fifo_at_once(tmp_path: Path) -> None:
     assert isinstance(outcome[0], OSError)
 
 
-def _raises(call):  # type: ignore[no-untyped-def]
+def _raises(call: Callable[[], object]) -> Exception | None:
     try:
         call()
     except Exception as exc:

@@ -854,7 +854,7 @@ def test_passwd_delete_reaches_a_running_server(
 def _current_version(srv: Server) -> str:
     res = srv.get("/pypi/demo-pkg/json")
     assert res.status == 200, res
-    return res.json()["info"]["version"]
+    return str(res.json()["info"]["version"])
 
 
 @pytest.fixture
@@ -897,12 +897,16 @@ def test_yank_and_unyank_reach_a_running_server(
         S20: escaped,
     }
     # What pip and uv ask for: gzip, and JSON first.
-    res = srv.request(
+    answer = srv.request(
         "GET",
         "/simple/demo-pkg/",
         headers={"Accept": f"{JSON_V1}, text/html;q=0.01", "Accept-Encoding": "gzip"},
     )
-    body = gzip.decompress(res.body) if res.headers.get("content-encoding") == "gzip" else res.body
+    body = (
+        gzip.decompress(answer.body)
+        if answer.headers.get("content-encoding") == "gzip"
+        else answer.body
+    )
     files = {f["filename"]: f["yanked"] for f in json.loads(body)["files"]}
     # PEP 691 JSON: the reason as a string.
     assert files == json_files(srv) == {W10: False, S10: False, W20: reason, S20: reason}
@@ -1006,8 +1010,8 @@ def test_remove_reaches_a_running_server(
         delay = wait_for(lambda: json_files(srv) == {}, "demo-pkg unlisted")
         timing("remove (whole project) picked up", delay)
         assert delay < PICKUP_LIMIT
-        res = srv.get("/simple/demo-pkg/")
-        assert res.status == 200 and "<a " not in res.text, res  # claimed: no redirect
+        page = srv.get("/simple/demo-pkg/")
+        assert page.status == 200 and "<a " not in page.text, page  # claimed: no redirect
         assert srv.get("/pypi/demo-pkg/json").status == 404
         assert json_files(srv, "demo-pkg-extra") == {"demo_pkg_extra-2.0-py3-none-any.whl": False}
 

@@ -4,16 +4,19 @@ and credentials that never reach a log line."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from builders import make_wheel
-from conftest import WriteHtpasswd, make_testapp
+from conftest import WriteHtpasswd, make_testapp, scan
 from prometheus_client.parser import text_string_to_metric_families
 from server import running_server
+from webtest import TestApp
 
 from pkgserver.app import create_app
 from pkgserver.auth import Authenticator
@@ -179,12 +182,9 @@ def test_metrics_action_needs_a_password_file_on_the_command_line(tmp_path: Path
 
 
 # -- the access log, through the app -----------------------------------------------------------
-def _logged_app(pkgdir: Path, fmt: str, htpasswd: Path | None = None):  # type: ignore[no-untyped-def]
-    import io
-
-    import webtest
-    from conftest import scan
-
+def _logged_app(
+    pkgdir: Path, fmt: str, htpasswd: Path | None = None
+) -> tuple[TestApp, Callable[[], list[str]]]:
     settings = Settings(
         roots=(str(pkgdir),),
         password_file=str(htpasswd) if htpasswd else None,
@@ -195,7 +195,7 @@ def _logged_app(pkgdir: Path, fmt: str, htpasswd: Path | None = None):  # type: 
     access = AccessLog([stream], fmt, thread=False)
     observer = Observer(catalog, access=access, process=False)
     auth = Authenticator(settings.password_file, settings.authenticate)
-    app = webtest.TestApp(create_app(settings, catalog, auth=auth, observer=observer))
+    app = TestApp(create_app(settings, catalog, auth=auth, observer=observer))
 
     def lines() -> list[str]:
         access.drain()

@@ -12,7 +12,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -37,9 +39,12 @@ def _state(root: Path) -> Path:
     return d
 
 
-def _quickly(fn, seconds: float = 5.0):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def _quickly(fn: Callable[[], T], seconds: float = 5.0) -> T:
     """Run ``fn`` on a thread; fail if it has not returned within ``seconds`` (a hang)."""
-    result: list[object] = []
+    result: list[T] = []
     errors: list[BaseException] = []
 
     def run() -> None:

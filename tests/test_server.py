@@ -186,6 +186,7 @@ def test_large_pages_are_sent_whole_from_the_cached_rendering(
             assert res.status == 200
             assert int(res.getheader("Content-Length", "-1")) == len(bodies[0])
         etag = res.getheader("ETag")
+        assert etag is not None
         conn.request("GET", "/simple/", headers={"Accept": "text/html", "If-None-Match": etag})
         res = conn.getresponse()
         assert res.status == 304 and res.read() == b""

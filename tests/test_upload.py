@@ -13,18 +13,23 @@ import os
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import webtest
 from builders import make_sdist, make_wheel
 from conftest import scan
 from forms import multipart, upload_form
+from webtest import TestApp, TestResponse
 
 from pkgserver.app import create_app
+from pkgserver.catalog import Catalog
 from pkgserver.config import Settings
+from pkgserver.distfile import file_key
 from pkgserver.publish import TEMP_PREFIX, FileOps
-from pkgserver.upload import Uploads, file_key
+from pkgserver.upload import Uploads
 
 
 def snapshot_dir(root: Path) -> dict[str, bytes]:
@@ -38,11 +43,13 @@ def dist(tmp_path: Path) -> Path:
     return tmp_path / "dist"
 
 
-def make_app(root: Path, htpasswd: Path | None, ops: FileOps | None = None, **settings_kw: object):  # type: ignore[no-untyped-def]
+def make_app(
+    root: Path, htpasswd: Path | None, ops: FileOps | None = None, **settings_kw: Any
+) -> tuple[TestApp, Catalog]:
     settings = Settings(
         roots=(str(root),),
         password_file=str(htpasswd) if htpasswd else None,
-        **settings_kw,  # type: ignore[arg-type]
+        **settings_kw,
     )
     catalog = scan(root)
     uploads = Uploads(
@@ -58,19 +65,19 @@ def make_app(root: Path, htpasswd: Path | None, ops: FileOps | None = None, **se
 
 
 @pytest.fixture
-def app(root: Path, htpasswd: Path):  # type: ignore[no-untyped-def]
+def app(root: Path, htpasswd: Path) -> TestApp:
     return make_app(root, htpasswd)[0]
 
 
 def raw_post(
-    app,
+    app: TestApp,
     path: str,
     body: bytes,
     ctype: str,
     status: int | str = "*",
     headers: dict[str, str] | None = None,
     extra_environ: dict[str, object] | None = None,
-):  # type: ignore[no-untyped-def]
+) -> TestResponse:
     """POST these exact bytes (webtest's post() would re-encode a multipart body)."""
     environ = {"CONTENT_TYPE": ctype, **(extra_environ or {})}
     return app.request(
@@ -85,15 +92,21 @@ def raw_post(
 
 
 def post(
-    app, body_ctype: tuple[bytes, str], path: str = "/", status: int | str = "*", **headers: str
-):  # type: ignore[no-untyped-def]
+    app: TestApp,
+    body_ctype: tuple[bytes, str],
+    path: str = "/",
+    status: int | str = "*",
+    **headers: str,
+) -> TestResponse:
     body, ctype = body_ctype
     return raw_post(app, path, body, ctype, status, headers)
 
 
 # -- the happy paths -------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", ["/", "/legacy/", "/legacy"])
-def test_upload_publishes_and_lists_at_once(app, root: Path, dist: Path, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_upload_publishes_and_lists_at_once(
+    app: TestApp, root: Path, dist: Path, path: str
+) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0", summary="Demo", requires_python=">=3.8")
     res = post(app, upload_form(whl), path)
     assert res.status_int == 200
@@ -106,8 +119,8 @@ def test_upload_publishes_and_lists_at_once(app, root: Path, dist: Path, path: s
 
 
 def test_sdist_upload_with_long_description_and_many_classifiers(
-    app, root: Path, dist: Path
-) -> None:  # type: ignore[no-untyped-def]
+    app: TestApp, root: Path, dist: Path
+) -> None:
     sd = make_sdist(dist, "demo-pkg", "1.0", metadata_version="2.2")
     extra = [("description", "x" * 150_000)] + [
         ("classifiers", f"Topic :: Thing {i}") for i in range(500)
@@ -117,8 +130,8 @@ def test_sdist_upload_with_long_description_and_many_classifiers(
 
 
 def test_reupload_of_identical_bytes_is_accepted_and_changes_nothing(
-    app, root: Path, dist: Path
-) -> None:  # type: ignore[no-untyped-def]
+    app: TestApp, root: Path, dist: Path
+) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0")
     post(app, upload_form(whl), status=200)
     before = os.stat(root / whl.name)
@@ -129,8 +142,8 @@ def test_reupload_of_identical_bytes_is_accepted_and_changes_nothing(
 
 
 def test_different_bytes_under_an_existing_name_get_409(
-    app, root: Path, dist: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    app: TestApp, root: Path, dist: Path, tmp_path: Path
+) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0")
     post(app, upload_form(whl), status=200)
     original = whl.read_bytes()
@@ -150,8 +163,8 @@ def test_different_bytes_under_an_existing_name_get_409(
     ],
 )
 def test_case_and_separator_variants_count_as_the_same_file(
-    app, root: Path, dist: Path, tmp_path: Path, variant: str
-) -> None:  # type: ignore[no-untyped-def]
+    app: TestApp, root: Path, dist: Path, tmp_path: Path, variant: str
+) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0")
     post(app, upload_form(whl), status=200)
     other = make_wheel(tmp_path / "v", "demo-pkg", "1.0", body="OTHER = 1\n", filename=variant)
@@ -186,7 +199,9 @@ def test_uploads_go_into_the_projects_existing_subfolder(
     assert not (root / whl.name).exists()
 
 
-def test_signature_and_attestations_are_kept_beside_the_file(app, root: Path, dist: Path) -> None:  # type: ignore[no-untyped-def]
+def test_signature_and_attestations_are_kept_beside_the_file(
+    app: TestApp, root: Path, dist: Path
+) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0")
     data = whl.read_bytes()
     fields = [
@@ -207,13 +222,13 @@ def test_signature_and_attestations_are_kept_beside_the_file(app, root: Path, di
     assert app.get(f"/packages/{whl.name}.asc").body == sig
 
 
-def test_submit_and_verify_change_nothing(app, root: Path) -> None:  # type: ignore[no-untyped-def]
+def test_submit_and_verify_change_nothing(app: TestApp, root: Path) -> None:
     for action in ("submit", "verify"):
         post(app, multipart([(":action", action), ("name", "x"), ("version", "1")], []), status=200)
     assert os.listdir(root) == []
 
 
-def test_doc_upload_is_gone(app) -> None:  # type: ignore[no-untyped-def]
+def test_doc_upload_is_gone(app: TestApp) -> None:
     res = post(
         app,
         multipart([(":action", "doc_upload"), ("name", "x")], [("content", "x.zip", b"PK")]),
@@ -255,8 +270,8 @@ BAD_FILENAMES = [
 
 @pytest.mark.parametrize(("filename", "message"), BAD_FILENAMES)
 def test_hostile_filenames_are_refused(
-    app, root: Path, dist: Path, filename: str, message: str
-) -> None:  # type: ignore[no-untyped-def]
+    app: TestApp, root: Path, dist: Path, filename: str, message: str
+) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0")
     body = multipart(
         [(":action", "file_upload"), ("name", "demo-pkg"), ("version", "1.0")],
@@ -284,8 +299,8 @@ def test_hostile_filenames_are_refused(
     ],
 )
 def test_lying_form_fields_are_refused(
-    app, root: Path, dist: Path, overrides: dict[str, str], message: str
-) -> None:  # type: ignore[no-untyped-def]
+    app: TestApp, root: Path, dist: Path, overrides: dict[str, Any], message: str
+) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0")
     res = post(app, upload_form(whl, **overrides), status=400)
     assert message in res.text
@@ -293,13 +308,13 @@ def test_lying_form_fields_are_refused(
     assert os.listdir(root) == []
 
 
-def test_digests_in_upper_case_are_accepted(app, root: Path, dist: Path) -> None:  # type: ignore[no-untyped-def]
+def test_digests_in_upper_case_are_accepted(app: TestApp, root: Path, dist: Path) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0")
     data = whl.read_bytes()
     post(app, upload_form(whl, sha256_digest=hashlib.sha256(data).hexdigest().upper()), status=200)
 
 
-def test_names_compare_after_normalization(app, root: Path, dist: Path) -> None:  # type: ignore[no-untyped-def]
+def test_names_compare_after_normalization(app: TestApp, root: Path, dist: Path) -> None:
     # uv sends demo_pkg, twine demo-pkg; both are the project of demo_pkg-1.0-...whl.
     whl = make_wheel(dist, "demo-pkg", "1.0.0")
     post(app, upload_form(whl, name="Demo_Pkg", version="1.0"), status=200)
@@ -318,10 +333,10 @@ def test_names_compare_after_normalization(app, root: Path, dist: Path) -> None:
     ],
 )
 def test_archives_that_are_not_what_their_name_says_are_refused(
-    app, root: Path, dist: Path, content: str, message: str
-) -> None:  # type: ignore[no-untyped-def]
+    app: TestApp, root: Path, dist: Path, content: str, message: str
+) -> None:
     name = "demo_pkg-1.0-py3-none-any.whl"
-    data = {
+    makers: dict[str, Callable[[], bytes]] = {
         "empty": lambda: b"",
         "notzip": _bad_zip,
         "nometadata": lambda: _wheel_without("METADATA", dist),
@@ -331,7 +346,8 @@ def test_archives_that_are_not_what_their_name_says_are_refused(
             dist / "v", "demo-pkg", "9.9", filename=name
         ).read_bytes(),
         "sdist-as-wheel": lambda: make_sdist(dist / "s", "demo-pkg", "1.0").read_bytes(),
-    }[content]()
+    }
+    data = makers[content]()
     body = multipart(
         [
             (":action", "file_upload"),
@@ -346,7 +362,7 @@ def test_archives_that_are_not_what_their_name_says_are_refused(
     assert os.listdir(root) == []
 
 
-def test_sdist_whose_pkg_info_disagrees_is_refused(app, root: Path, dist: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sdist_whose_pkg_info_disagrees_is_refused(app: TestApp, root: Path, dist: Path) -> None:
     sd = make_sdist(
         dist, "demo-pkg", "1.0", pkg_info="Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n"
     )
@@ -379,14 +395,14 @@ def test_sdist_whose_pkg_info_disagrees_is_refused(app, root: Path, dist: Path) 
     ],
 )
 def test_malformed_and_truncated_multipart_bodies_get_400(
-    app, root: Path, body: bytes, ctype: str, status: int
-) -> None:  # type: ignore[no-untyped-def]
+    app: TestApp, root: Path, body: bytes, ctype: str, status: int
+) -> None:
     res = raw_post(app, "/", body, ctype, status)
     assert res.text.strip()
     assert os.listdir(root) == []
 
 
-def test_missing_content_part(app, root: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_content_part(app: TestApp, root: Path) -> None:
     res = post(
         app,
         multipart([(":action", "file_upload"), ("name", "x"), ("version", "1")], []),
@@ -429,7 +445,9 @@ def test_oversized_content_length_is_refused_before_reading(root: Path, htpasswd
     assert os.listdir(root) == []
 
 
-def test_client_that_disconnects_mid_body_leaves_nothing(app, root: Path, dist: Path) -> None:  # type: ignore[no-untyped-def]
+def test_client_that_disconnects_mid_body_leaves_nothing(
+    app: TestApp, root: Path, dist: Path
+) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0", body="x = '" + os.urandom(200_000).hex() + "'\n")
     body, ctype = upload_form(whl)
     # The body stops half-way although Content-Length promised all of it.
@@ -455,7 +473,7 @@ def test_open_server_accepts_anonymous_uploads(root: Path, dist: Path) -> None:
     post(app, upload_form(whl), status=200)
 
 
-def test_upload_auth_401_403(app, root: Path, dist: Path) -> None:  # type: ignore[no-untyped-def]
+def test_upload_auth_401_403(app: TestApp, root: Path, dist: Path) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0")
     app.authorization = None
     res = post(app, upload_form(whl), status=401)
@@ -477,15 +495,15 @@ def test_upload_auth_401_403(app, root: Path, dist: Path) -> None:  # type: igno
     ],
 )
 def test_cross_site_browser_posts_are_refused(
-    app, root: Path, dist: Path, headers: dict[str, str]
-) -> None:  # type: ignore[no-untyped-def]
+    app: TestApp, root: Path, dist: Path, headers: dict[str, str]
+) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0")
     res = post(app, upload_form(whl), status=403, **headers)
     assert "cross-site" in res.text
     assert os.listdir(root) == []
 
 
-def test_same_origin_post_is_allowed(app, dist: Path) -> None:  # type: ignore[no-untyped-def]
+def test_same_origin_post_is_allowed(app: TestApp, dist: Path) -> None:
     whl = make_wheel(dist, "demo-pkg", "1.0")
     post(
         app,
@@ -608,7 +626,9 @@ def test_remove_pkg_and_the_command_leave_the_same_tree(tmp_path: Path, htpasswd
     assert "foo-1.0-py3-none-any.whl.asc" not in trees[0]
 
 
-def test_a_second_sdist_format_of_a_release_is_the_same_file(app, dist: Path, root: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_sdist_format_of_a_release_is_the_same_file(
+    app: TestApp, dist: Path, root: Path
+) -> None:
     # The rule `pkgserver check` reports duplicates by is the one uploads refuse by.
     from pkgserver.manage import check
 

@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from builders import make_sdist, make_wheel
@@ -63,7 +64,7 @@ def make_old(*paths: Path | str, age: float = HOUR_AGO) -> None:
         os.utime(p, (when, when))
 
 
-def big_wheel(directory: Path, name: str, version: str, **meta: object) -> Path:
+def big_wheel(directory: Path, name: str, version: str, **meta: Any) -> Path:
     """A wheel of some 40 KB (incompressible module body), so that chunked writes mean something."""
     body = f"DATA = {os.urandom(20_000).hex()!r}\n"
     return make_wheel(directory, name, version, body=body, **meta)
@@ -99,8 +100,8 @@ def staging(tmp_path: Path) -> Path:
 def start_indexer(request: pytest.FixtureRequest) -> Iterator[Callable[..., Indexer]]:
     """``start_indexer(root, ..., **kw)``: a started Indexer, stopped by the finalizer."""
 
-    def start(*roots: Path, **kw: object) -> Indexer:
-        idx = Indexer([str(r) for r in roots], Catalog(), **kw)  # type: ignore[arg-type]
+    def start(*roots: Path, **kw: Any) -> Indexer:
+        idx = Indexer([str(r) for r in roots], Catalog(), **kw)
         request.addfinalizer(idx.stop)  # registered first: stopped even if start() fails
         idx.start()
         return idx
@@ -120,7 +121,11 @@ def timing(record_property: Callable[[str, object], None]) -> Callable[[str, flo
 # -- cp ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["shutil.copyfile", "cp"])
 def test_copied_file_is_listed_with_its_sha256(
-    how: str, root: Path, staging: Path, start_indexer: Callable[..., Indexer], timing
+    how: str,
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    timing: Callable[[str, float], None],
 ) -> None:
     idx = start_indexer(root)
     assert idx.watching
@@ -146,7 +151,10 @@ def test_copied_file_is_listed_with_its_sha256(
 
 # -- scp -----------------------------------------------------------------------------------------
 def test_slowly_written_file_is_not_listed_until_its_writer_closes_it(
-    root: Path, staging: Path, start_indexer: Callable[..., Indexer], timing
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    timing: Callable[[str, float], None],
 ) -> None:
     idx = start_indexer(root)
     src = big_wheel(staging, "slow", "1.0")
@@ -177,7 +185,10 @@ def test_slowly_written_file_is_not_listed_until_its_writer_closes_it(
 
 # -- rsync ---------------------------------------------------------------------------------------
 def test_rsync_temp_file_renamed_into_place_is_listed_and_temp_name_never_is(
-    root: Path, staging: Path, start_indexer: Callable[..., Indexer], timing
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    timing: Callable[[str, float], None],
 ) -> None:
     idx = start_indexer(root)
     src = big_wheel(staging, "synced", "2.0")
@@ -210,7 +221,10 @@ def test_rsync_temp_file_renamed_into_place_is_listed_and_temp_name_never_is(
 
 # -- delete --------------------------------------------------------------------------------------
 def test_deleted_file_is_unlisted_and_its_project_goes_with_its_last_file(
-    root: Path, staging: Path, start_indexer: Callable[..., Indexer], timing
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    timing: Callable[[str, float], None],
 ) -> None:
     idx = start_indexer(root)
     wheel = make_wheel(staging, "doomed", "1.0")
@@ -239,7 +253,10 @@ def test_deleted_file_is_unlisted_and_its_project_goes_with_its_last_file(
 
 # -- overwrite in place --------------------------------------------------------------------------
 def test_overwritten_file_is_unlisted_during_the_write_and_relisted_with_the_new_hash(
-    root: Path, staging: Path, start_indexer: Callable[..., Indexer], timing
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    timing: Callable[[str, float], None],
 ) -> None:
     idx = start_indexer(root)
     first = big_wheel(staging / "v1", "rewritten", "1.0")
@@ -273,7 +290,11 @@ def test_overwritten_file_is_unlisted_during_the_write_and_relisted_with_the_new
 # -- hard link, mv -------------------------------------------------------------------------------
 @pytest.mark.parametrize("source_mtime", ["fresh", "hour-old"])
 def test_hard_linked_file_is_listed(
-    source_mtime: str, root: Path, staging: Path, start_indexer: Callable[..., Indexer], timing
+    source_mtime: str,
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    timing: Callable[[str, float], None],
 ) -> None:
     idx = start_indexer(root)
     src = big_wheel(staging, "linked", "1.0")
@@ -287,7 +308,10 @@ def test_hard_linked_file_is_listed(
 
 
 def test_file_moved_in_from_staging_is_listed_and_follows_later_moves(
-    root: Path, staging: Path, start_indexer: Callable[..., Indexer], timing
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    timing: Callable[[str, float], None],
 ) -> None:
     idx = start_indexer(root)
     src = big_wheel(staging, "moved", "1.0")
@@ -310,7 +334,10 @@ def test_file_moved_in_from_staging_is_listed_and_follows_later_moves(
 
 # -- folders -------------------------------------------------------------------------------------
 def test_copied_in_directory_is_listed_with_relpaths_and_unlisted_by_rmtree(
-    root: Path, staging: Path, start_indexer: Callable[..., Indexer], timing
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    timing: Callable[[str, float], None],
 ) -> None:
     idx = start_indexer(root)
     folder = staging / "proj"
@@ -334,7 +361,10 @@ def test_copied_in_directory_is_listed_with_relpaths_and_unlisted_by_rmtree(
 
 
 def test_files_copied_into_new_folders_per_project_are_listed(
-    root: Path, staging: Path, start_indexer: Callable[..., Indexer], timing
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    timing: Callable[[str, float], None],
 ) -> None:
     idx = start_indexer(root)
     alpha = big_wheel(staging, "alpha", "1.0")
@@ -461,7 +491,10 @@ def test_junk_brought_in_while_watching_does_not_crash_and_is_not_listed(
 
 
 def test_unattributable_file_is_skipped_and_logged_once(
-    root: Path, staging: Path, start_indexer: Callable[..., Indexer], caplog
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="pkgserver")
     (root / "foo.whl").write_bytes(b"not a zip")
@@ -476,7 +509,10 @@ def test_unattributable_file_is_skipped_and_logged_once(
 
 # -- rescan fallback -----------------------------------------------------------------------------
 def test_rescan_without_watch_picks_up_a_copy_and_a_deletion(
-    root: Path, staging: Path, start_indexer: Callable[..., Indexer], timing
+    root: Path,
+    staging: Path,
+    start_indexer: Callable[..., Indexer],
+    timing: Callable[[str, float], None],
 ) -> None:
     idx = start_indexer(root, watch=False, rescan_interval=0.3)
     assert not idx.watching

@@ -10,14 +10,17 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 from bs4 import BeautifulSoup
 from builders import make_sdist, make_wheel
 from conftest import make_testapp, scan
+from webtest import TestApp, TestResponse
 
 from pkgserver.app import create_app
+from pkgserver.catalog import Catalog
 from pkgserver.config import Settings
 from pkgserver.records import UploadLog
 
@@ -57,7 +60,7 @@ Usage
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def html(res) -> BeautifulSoup:  # type: ignore[no-untyped-def]
+def html(res: TestResponse) -> BeautifulSoup:
     assert res.headers["Content-Type"] == "text/html; charset=utf-8", res.headers["Content-Type"]
     return BeautifulSoup(res.text, "html.parser")
 
@@ -79,7 +82,7 @@ def resolve(page: str, href: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def redirect_target(app, url: str, status: int = 301) -> str:  # type: ignore[no-untyped-def]
+def redirect_target(app: TestApp, url: str, status: int = 301) -> str:
     res = app.get(url, status=status)
     return resolve(url.split("?")[0], res.headers["Location"])
 
@@ -97,7 +100,7 @@ def human_size(size: int) -> str:
     return f"{size} bytes" if size < 1024 else f"{size / 1024:.1f} KB"
 
 
-def csp(res) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+def csp(res: TestResponse) -> dict[str, list[str]]:
     directives: dict[str, list[str]] = {}
     for part in res.headers["Content-Security-Policy"].split(";"):
         words = part.split()
@@ -109,14 +112,14 @@ def csp(res) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
 def code_text(soup: BeautifulSoup, ident: str) -> str:
     found = soup.find("code", id=ident)
     assert found is not None, f"no <code id={ident!r}>"
-    return found.get_text()
+    return str(found.get_text())
 
 
 def row_names(soup: BeautifulSoup) -> list[str]:
     return [a.get_text() for a in soup.select("ol.projects li a.name")]
 
 
-def protected_app(pkgdir: Path, tmp_path: Path, **settings_kw: object):  # type: ignore[no-untyped-def]
+def protected_app(pkgdir: Path, tmp_path: Path, **settings_kw: object) -> tuple[TestApp, Catalog]:
     from passlib.apache import HtpasswdFile
 
     path = tmp_path / "htpasswd"
@@ -195,7 +198,7 @@ def site(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def site_app(site: Path):  # type: ignore[no-untyped-def]
+def site_app(site: Path) -> TestApp:
     app, catalog = make_testapp([site])
     catalog.set_yanks({"demo-pkg": {"2.0": "broken <b>build</b>"}})
     return app
@@ -205,7 +208,7 @@ SITE_PROJECTS = ("demo-pkg", "hostile-pkg", "plain-pkg", "rst-pkg")
 
 
 # -- home ----------------------------------------------------------------------------------------
-def test_home_snippets_use_the_request_base_url(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_home_snippets_use_the_request_base_url(site_app: TestApp) -> None:
     url = "http://pkgs.example.com:8080/"
     soup = html(site_app.get("/", headers={"Host": "pkgs.example.com:8080"}))
     assert code_text(soup, "pip-index") == f"pip install --index-url {url}simple/ PROJECT"
@@ -240,7 +243,7 @@ def test_home_snippets_use_the_request_base_url(site_app) -> None:  # type: igno
         assert button["data-copy"] == code["id"]
 
 
-def test_home_snippets_under_a_path_prefix_and_a_spoofed_host(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_home_snippets_under_a_path_prefix_and_a_spoofed_host(site_app: TestApp) -> None:
     soup = html(site_app.get("/", extra_environ={"SCRIPT_NAME": "/pypi"}))
     assert code_text(soup, "pip-index") == (
         "pip install --index-url http://localhost:80/pypi/simple/ PROJECT"
@@ -269,7 +272,7 @@ def test_favicon_request_stays_on_this_server(site: Path) -> None:
         url = urlsplit(url).path
 
 
-def test_home_search_forms_target_the_project_list(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_home_search_forms_target_the_project_list(site_app: TestApp) -> None:
     soup = html(site_app.get("/"))
     forms = soup.select("form.search")
     assert len(forms) == 2  # the header's and the big one
@@ -279,13 +282,13 @@ def test_home_search_forms_target_the_project_list(site_app) -> None:  # type: i
         assert form.find("input", attrs={"name": "q"}) is not None
 
 
-def test_home_counts_projects_and_files(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_home_counts_projects_and_files(site_app: TestApp) -> None:
     soup = html(site_app.get("/"))
     assert soup.find(id="count-projects").get_text() == "4"
     assert soup.find(id="count-files").get_text() == "8"
 
 
-def test_home_recent_releases_newest_first(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_home_recent_releases_newest_first(site_app: TestApp) -> None:
     soup = html(site_app.get("/"))
     items = soup.select("ul.recent li")
     assert [li.a.get_text() for li in items] == [
@@ -360,7 +363,7 @@ def test_welcome_file_still_replaces_the_home_page(site: Path, tmp_path: Path) -
 
 # -- the list of projects and search -----------------------------------------------------------
 @pytest.fixture(scope="module")
-def many(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def many(tmp_path_factory: pytest.TempPathFactory) -> TestApp:
     d = tmp_path_factory.mktemp("many")
     for i in range(120):
         make_wheel(d, f"proj-{i:03d}", "1.0", summary=f"Project number {i}")
@@ -368,7 +371,7 @@ def many(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
     return app
 
 
-def test_list_paginates_fifty_a_page(many) -> None:  # type: ignore[no-untyped-def]
+def test_list_paginates_fifty_a_page(many: TestApp) -> None:
     seen: list[str] = []
     url = "/-/projects/"
     expected = [
@@ -396,7 +399,7 @@ def test_list_paginates_fifty_a_page(many) -> None:  # type: ignore[no-untyped-d
     assert url == "/-/projects/?page=3"
 
 
-def test_list_page_past_the_end_is_an_html_404(many) -> None:  # type: ignore[no-untyped-def]
+def test_list_page_past_the_end_is_an_html_404(many: TestApp) -> None:
     res = many.get("/-/projects/?page=4", status=404)
     soup = html(res)
     assert "no such page" in soup.h1.get_text()
@@ -405,21 +408,21 @@ def test_list_page_past_the_end_is_an_html_404(many) -> None:  # type: ignore[no
 
 
 @pytest.mark.parametrize("page", ["abc", "-1", "1.5", "1e3", "99999999", "9" * 40, "%20"])
-def test_list_bad_page_numbers_are_400(many, page: str) -> None:  # type: ignore[no-untyped-def]
+def test_list_bad_page_numbers_are_400(many: TestApp, page: str) -> None:
     res = many.get(f"/-/projects/?page={page}", status=400)
     assert "page must be a positive number" in html(res).get_text()
 
 
 @pytest.mark.parametrize("page", ["0", "000", "%B2"])
-def test_list_page_zero_is_400(many, page: str) -> None:  # type: ignore[no-untyped-def]
+def test_list_page_zero_is_400(many: TestApp, page: str) -> None:
     many.get(f"/-/projects/?page={page}", status=400)
 
 
-def test_list_without_slash_redirects(many) -> None:  # type: ignore[no-untyped-def]
+def test_list_without_slash_redirects(many: TestApp) -> None:
     assert redirect_target(many, "/-/projects") == "/-/projects/"
 
 
-def test_search_pages_keep_the_query(many) -> None:  # type: ignore[no-untyped-def]
+def test_search_pages_keep_the_query(many: TestApp) -> None:
     soup = html(many.get("/-/projects/?q=proj"))
     assert soup.h1.get_text(" ", strip=True) == "120 projects matching “proj”"
     assert soup.find("a", rel="next")["href"] == "?q=proj&page=2"
@@ -429,7 +432,7 @@ def test_search_pages_keep_the_query(many) -> None:  # type: ignore[no-untyped-d
 
 
 @pytest.fixture
-def search_app(tmp_path: Path):  # type: ignore[no-untyped-def]
+def search_app(tmp_path: Path) -> TestApp:
     d = tmp_path / "search"
     for name, summary in (
         ("Demo_Pkg", "A demo"),
@@ -450,19 +453,19 @@ def search_app(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("query", ["Demo_PKG", "demo.pkg", "DEMO-pkg", "  demo__pkg  "])
-def test_search_is_case_insensitive_and_normalized(search_app, query: str) -> None:  # type: ignore[no-untyped-def]
+def test_search_is_case_insensitive_and_normalized(search_app: TestApp, query: str) -> None:
     soup = html(search_app.get("/-/projects/", params={"q": query}))
     assert row_names(soup)[:2] == ["Demo_Pkg", "demo-pkg-extras"]
     first = soup.select_one("ol.projects li a.name")
     assert resolve("/-/projects/", first["href"]) == "/project/demo-pkg/"
 
 
-def test_search_matches_summaries(search_app) -> None:  # type: ignore[no-untyped-def]
+def test_search_matches_summaries(search_app: TestApp) -> None:
     assert row_names(html(search_app.get("/-/projects/?q=yaml"))) == ["mixed-case"]
     assert row_names(html(search_app.get("/-/projects/?q=printer"))) == ["gamma"]
 
 
-def test_search_words_must_all_match(search_app) -> None:  # type: ignore[no-untyped-def]
+def test_search_words_must_all_match(search_app: TestApp) -> None:
     assert row_names(html(search_app.get("/-/projects/?q=fast+parser"))) == ["alpha-tools"]
     assert row_names(html(search_app.get("/-/projects/?q=tools+parser"))) == [
         "alpha-tools",
@@ -473,7 +476,7 @@ def test_search_words_must_all_match(search_app) -> None:  # type: ignore[no-unt
     assert "No project matches" in soup.get_text()
 
 
-def test_search_ranks_the_exact_name_first(search_app) -> None:  # type: ignore[no-untyped-def]
+def test_search_ranks_the_exact_name_first(search_app: TestApp) -> None:
     # exact, then names starting with it, then names holding it, then summaries
     assert row_names(html(search_app.get("/-/projects/?q=PKG"))) == [
         "pkg",
@@ -486,7 +489,7 @@ def test_search_ranks_the_exact_name_first(search_app) -> None:  # type: ignore[
     ]
 
 
-def test_search_query_is_echoed_escaped(search_app) -> None:  # type: ignore[no-untyped-def]
+def test_search_query_is_echoed_escaped(search_app: TestApp) -> None:
     query = '<script>alert("q")</script>'
     res = search_app.get("/-/projects/", params={"q": query})
     soup = html(res)
@@ -518,7 +521,7 @@ def test_protected_list_and_project_pages_challenge(site: Path, tmp_path: Path) 
 
 
 # -- project pages -------------------------------------------------------------------------------
-def test_project_page_shows_the_newest_final_release_not_yanked(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_project_page_shows_the_newest_final_release_not_yanked(site_app: TestApp) -> None:
     soup = html(site_app.get("/project/demo-pkg/"))
     assert soup.h1.get_text(" ", strip=True) == "Demo-Pkg 1.5"
     assert soup.select_one(".project-head p.summary").get_text() == "A demo package for testing"
@@ -530,7 +533,7 @@ def test_project_page_shows_the_newest_final_release_not_yanked(site_app) -> Non
     assert [d["id"] for d in soup.select("details.release[open]")] == ["v1.5"]
 
 
-def test_project_page_install_command_and_copy_button(site_app, site: Path) -> None:  # type: ignore[no-untyped-def]
+def test_project_page_install_command_and_copy_button(site_app: TestApp, site: Path) -> None:
     soup = html(site_app.get("/project/demo-pkg/"))
     install = soup.select_one(".install .snippet")
     assert install.code.get_text() == (
@@ -552,7 +555,7 @@ def test_project_page_install_command_and_copy_button(site_app, site: Path) -> N
     assert resolve("/project/demo-pkg/1.0/", banner.a["href"]) == "/project/demo-pkg/1.5/"
 
 
-def test_project_page_about_dependencies_and_links(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_project_page_about_dependencies_and_links(site_app: TestApp) -> None:
     soup = html(site_app.get("/project/demo-pkg/"))
     about = dict(
         zip(
@@ -581,7 +584,7 @@ def test_project_page_about_dependencies_and_links(site_app) -> None:  # type: i
     assert "None." in soup.select_one("aside").get_text()
 
 
-def test_markdown_description_is_rendered_and_sanitized(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_markdown_description_is_rendered_and_sanitized(site_app: TestApp) -> None:
     res = site_app.get("/project/demo-pkg/1.5/")
     readme = html(res).select_one("article.description .readme")
     assert readme.h1.get_text(strip=True) == "Demo Title"
@@ -597,7 +600,7 @@ def test_markdown_description_is_rendered_and_sanitized(site_app) -> None:  # ty
     assert readme.find("a", string="bad link") is not None  # kept, its href dropped
 
 
-def test_restructuredtext_description_is_rendered(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_restructuredtext_description_is_rendered(site_app: TestApp) -> None:
     readme = html(site_app.get("/project/rst-pkg/")).select_one(".readme")
     assert readme.h1.get_text(strip=True) == "RST Title"
     assert readme.h2.get_text(strip=True) == "Usage"
@@ -605,7 +608,7 @@ def test_restructuredtext_description_is_rendered(site_app) -> None:  # type: ig
     assert "import rst_pkg" in readme.pre.get_text()
 
 
-def test_plain_text_description_is_escaped(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_plain_text_description_is_escaped(site_app: TestApp) -> None:
     readme = html(site_app.get("/project/plain-pkg/")).select_one(".readme")
     assert readme.find("b") is None
     assert "plain <b>text</b>" in readme.get_text()
@@ -655,14 +658,14 @@ def test_a_renderer_that_fails_gives_escaped_text(
     assert readme.find("script") is None and "a <script>x</script> line" in readme.get_text()
 
 
-def test_no_description(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_no_description(site_app: TestApp) -> None:
     soup = html(site_app.get("/project/demo-pkg/2.0/"))
     assert soup.select_one(".readme") is None
     assert "No description." in soup.select_one("article.description").get_text()
 
 
-def test_every_file_of_every_version_with_size_time_hash_and_a_working_link(  # type: ignore[no-untyped-def]
-    site_app, site: Path
+def test_every_file_of_every_version_with_size_time_hash_and_a_working_link(
+    site_app: TestApp, site: Path
 ) -> None:
     on_disk = {p.name: p for p in site.iterdir() if p.is_file()}
     url = "/project/demo-pkg/"
@@ -688,7 +691,7 @@ def test_every_file_of_every_version_with_size_time_hash_and_a_working_link(  # 
     assert len(listed) == 5
 
 
-def test_yanked_release_shows_badge_and_reason(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_yanked_release_shows_badge_and_reason(site_app: TestApp) -> None:
     res = site_app.get("/project/demo-pkg/2.0/")
     soup = html(res)
     banner = soup.select_one(".project-head .banner.yanked")
@@ -706,9 +709,7 @@ def test_yanked_release_shows_badge_and_reason(site_app) -> None:  # type: ignor
     assert soup.select_one(".banner.yanked") is None
 
 
-def _uploader_app(site: Path, **settings: object):  # type: ignore[no-untyped-def]
-    import webtest
-
+def _uploader_app(site: Path, **settings: Any) -> tuple[TestApp, Path, Path]:
     log = UploadLog([str(site)])
     wheel = site / "demo_pkg-1.0-py3-none-any.whl"
     sdist = site / "demo_pkg-1.0.tar.gz"
@@ -716,11 +717,11 @@ def _uploader_app(site: Path, **settings: object):  # type: ignore[no-untyped-de
     log.record(sdist.name, sha256(b"other bytes"), "mallory")  # not these bytes: not shown
     other = site / "hostile_pkg-1.0-py3-none-any.whl"
     log.record(other.name, sha256(other.read_bytes()), HOSTILE)
-    app = create_app(Settings(roots=(str(site),), **settings), scan(site), upload_log=log)  # type: ignore[arg-type]
-    return webtest.TestApp(app), wheel, sdist
+    app = create_app(Settings(roots=(str(site),), **settings), scan(site), upload_log=log)
+    return TestApp(app), wheel, sdist
 
 
-def _uploaders(res) -> dict[str, str] | None:  # type: ignore[no-untyped-def]
+def _uploaders(res: TestResponse) -> dict[str, str] | None:
     """File -> the "By" column of a release table, or None when the column is not there."""
     table = html(res).select_one("details#v1\\.0 table")
     heads = [th.get_text() for th in table.select("thead th")]
@@ -776,12 +777,14 @@ def test_uploaders_are_shown_to_those_who_list_with_credentials(site: Path, tmp_
         ("/project/DEMO_pkg/1.5/", "/project/demo-pkg/1.5/"),
     ],
 )
-def test_project_pages_redirect_to_the_canonical_url(site_app, url: str, target: str) -> None:  # type: ignore[no-untyped-def]
+def test_project_pages_redirect_to_the_canonical_url(
+    site_app: TestApp, url: str, target: str
+) -> None:
     assert redirect_target(site_app, url) == target
     assert site_app.get(target).status_int == 200
 
 
-def test_non_normalized_name_and_version_end_at_the_canonical_page(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_non_normalized_name_and_version_end_at_the_canonical_page(site_app: TestApp) -> None:
     res = site_app.get("/project/Demo_PKG/2.0.0/").maybe_follow()
     assert res.request.path == "/project/demo-pkg/2.0/"
     assert html(res).h1.get_text(" ", strip=True) == "Demo-Pkg 2.0"
@@ -797,7 +800,7 @@ def test_non_normalized_name_and_version_end_at_the_canonical_page(site_app) -> 
         "/project/" + "x" * 300 + "/",
     ],
 )
-def test_unknown_project_or_version_is_an_html_404(site_app, url: str) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_project_or_version_is_an_html_404(site_app: TestApp, url: str) -> None:
     res = site_app.get(url, status=404)
     soup = html(res)
     assert soup.h1.get_text().strip()
@@ -808,7 +811,7 @@ def test_unknown_project_or_version_is_an_html_404(site_app, url: str) -> None: 
     assert site_app.get(resolve(url, css)).status_int == 200
 
 
-def test_hostile_metadata_is_escaped_everywhere(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_metadata_is_escaped_everywhere(site_app: TestApp) -> None:
     for url in ("/", "/-/projects/", "/-/projects/?q=onerror", "/project/hostile-pkg/"):
         res = site_app.get(url)
         soup = html(res)
@@ -838,7 +841,7 @@ ALL_PAGES = [
 ]
 
 
-def test_csp_allows_no_external_scripts_or_styles(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_csp_allows_no_external_scripts_or_styles(site_app: TestApp) -> None:
     for url in ALL_PAGES:
         res = site_app.get(url, expect_errors=True)
         policy = csp(res)
@@ -851,7 +854,7 @@ def test_csp_allows_no_external_scripts_or_styles(site_app) -> None:  # type: ig
         assert res.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_pages_load_no_external_assets(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_pages_load_no_external_assets(site_app: TestApp) -> None:
     external = re.compile(r"^\s*(https?:)?//", re.I)
     for url in ALL_PAGES:
         res = site_app.get(url, expect_errors=True)
@@ -881,8 +884,8 @@ def test_pages_load_no_external_assets(site_app) -> None:  # type: ignore[no-unt
     ],
 )
 def test_static_assets_are_cached_forever(
-    site_app, name: str, content_type: str, needle: bytes
-) -> None:  # type: ignore[no-untyped-def]
+    site_app: TestApp, name: str, content_type: str, needle: bytes
+) -> None:
     res = site_app.get(f"/-/static/{name}")
     assert res.headers["Content-Type"] == content_type
     assert needle in res.body
@@ -903,7 +906,7 @@ def test_static_assets_are_cached_forever(
     assert site_app.get(f"/-/static/{name}", headers={"If-None-Match": '"other"'}).body == res.body
 
 
-def test_page_links_assets_with_their_version(site_app) -> None:  # type: ignore[no-untyped-def]
+def test_page_links_assets_with_their_version(site_app: TestApp) -> None:
     soup = html(site_app.get("/"))
     css = soup.find("link", rel="stylesheet")["href"]
     js = soup.script["src"]
@@ -925,7 +928,7 @@ def test_page_links_assets_with_their_version(site_app) -> None:  # type: ignore
         "/-/static/",
     ],
 )
-def test_static_unknown_names_are_404_and_leak_nothing(site_app, url: str) -> None:  # type: ignore[no-untyped-def]
+def test_static_unknown_names_are_404_and_leak_nothing(site_app: TestApp, url: str) -> None:
     res = site_app.get(url, status=404)
     assert len(res.body) < 100
     assert b"create_app" not in res.body
@@ -935,7 +938,7 @@ def test_static_unknown_names_are_404_and_leak_nothing(site_app, url: str) -> No
 
 # -- the new pages leave the older routes alone ------------------------------------------------
 @pytest.fixture
-def clash_app(tmp_path: Path):  # type: ignore[no-untyped-def]
+def clash_app(tmp_path: Path) -> tuple[TestApp, Path]:
     d = tmp_path / "clash"
     for name in ("project", "projects", "static"):
         make_wheel(d, name, "1.0", summary=f"named {name}")
@@ -944,7 +947,9 @@ def clash_app(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("name", ["project", "projects", "static"])
-def test_projects_named_like_web_routes_keep_their_api_routes(clash_app, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_projects_named_like_web_routes_keep_their_api_routes(
+    clash_app: tuple[TestApp, Path], name: str
+) -> None:
     app, d = clash_app
     wheel = f"{name}-1.0-py3-none-any.whl"
     simple = app.get(f"/simple/{name}/")
@@ -963,7 +968,7 @@ def test_projects_named_like_web_routes_keep_their_api_routes(clash_app, name: s
     assert name in row_names(html(app.get("/-/projects/")))
 
 
-def test_simple_index_and_unknown_routes_are_unchanged(clash_app) -> None:  # type: ignore[no-untyped-def]
+def test_simple_index_and_unknown_routes_are_unchanged(clash_app: tuple[TestApp, Path]) -> None:
     app, _ = clash_app
     index = app.get("/simple/")
     for name in ("project", "projects", "static"):

@@ -13,6 +13,7 @@ import io
 import struct
 import zipfile
 import zlib
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -34,13 +35,13 @@ def _zip(members: list[tuple[str, bytes, int]], comment: bytes = b"", prefix: by
     return buf.getvalue()
 
 
-def _wheel(**kw: object) -> bytes:
+def _wheel(**kw: Any) -> bytes:
     members = [
         ("demo/__init__.py", b"x = 1\n", zipfile.ZIP_DEFLATED),
         ("demo-1.0.dist-info/METADATA", META, zipfile.ZIP_DEFLATED),
         ("demo-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\n", zipfile.ZIP_DEFLATED),
     ]
-    return _zip(members, **kw)  # type: ignore[arg-type]
+    return _zip(members, **kw)
 
 
 SELECT = metadata._wheel_metadata_member("demo")

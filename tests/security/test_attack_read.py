@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import pytest
 from builders import make_wheel
@@ -90,12 +91,13 @@ def test_path_traversal(links: Target, path: bytes) -> None:
         assert ".." not in resolved.path, resolved
 
 
-def resolve(path: bytes, answer: bytes):  # type: ignore[no-untyped-def]
+def resolve(path: bytes, answer: bytes) -> SplitResult:
     """Where a client goes after this redirect (Location values are relative)."""
     location = re.search(rb"(?im)^location:[ \t]*(\S*)", header_block(answer))
     assert location, answer[:300]
     base = "http://127.0.0.1" + (path.decode("latin-1") if path.startswith(b"/") else "/")
-    return urlsplit(urljoin(base, location.group(1).decode("latin-1")))
+    target: str = location.group(1).decode("latin-1")
+    return urlsplit(urljoin(base, target))
 
 
 INJECTIONS = [
@@ -132,7 +134,7 @@ SCRIPT = '<script>alert("x")</script>'
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory: pytest.TempPathFactory) -> Target:
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """A server whose files carry markup in every field a page shows."""
     base = tmp_path_factory.mktemp("html")
     target = start_target(base)

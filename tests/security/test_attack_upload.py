@@ -16,6 +16,7 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from builders import make_sdist, make_wheel, metadata_text
@@ -142,7 +143,7 @@ def test_an_existing_file_is_not_replaced_by_other_bytes(unchanged: Target, tmp_
     ],
     ids=lambda o: ",".join(f"{k}={v[:12]!r}" for k, v in o.items()),
 )
-def test_lying_form_fields(unchanged: Target, wheel: Path, overrides: dict[str, str]) -> None:
+def test_lying_form_fields(unchanged: Target, wheel: Path, overrides: dict[str, Any]) -> None:
     body, ctype = upload_form(wheel, **overrides)
     res = unchanged.post(body, ctype)
     assert res.status in (400, 403, 404), f"{overrides}: {res.status} {res.text[:300]}"

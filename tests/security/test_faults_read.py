@@ -12,7 +12,7 @@ import hashlib
 import http.client
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ def listed(srv: Server, project: str) -> dict[str, str]:
     return {f["filename"]: f["hashes"]["sha256"] for f in res.json()["files"]}
 
 
-def wait_for(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(check: Callable[[], object], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "timed out"
