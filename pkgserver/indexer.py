@@ -12,18 +12,13 @@ Rules that keep every listed hash equal to the bytes served:
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
-import multiprocessing
 import os
 import queue
 import stat
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from . import inotify
 from .cache import DescriptionCache
@@ -33,11 +28,13 @@ from .distfile import (
     dist_extension,
 )
 from .fsutil import confined
+from .hasher import Hasher
 from .scan import (
     CHANGED,
     FileChanged,
     describe,
-    describe_batch,
+    describe_in_processes,
+    entry_from_fields,
     fields_of,
     is_hidden,
     iter_dist_files,
@@ -127,9 +124,9 @@ class Indexer:
         self.watching = False
         self._interrupted = False
         self._wake = threading.Event()  # without inotify: what the worker's loop waits on
-        # Large files are hashed by a thread of their own (_Hasher); the worker applies what
+        # Large files are hashed by a thread of their own (hasher.Hasher); the worker applies what
         # it found. ``_first_pending``: files of the first scan not listed yet (see ready()).
-        self._hasher = _Hasher(self._describe_now, self._nudge)
+        self._hasher = Hasher(self._describe_now, self._nudge)
         self._first_pending: set[str] = set()
         self._started = False
         self._beat = time.monotonic()  # when the worker's loop last turned (ready())
@@ -717,7 +714,7 @@ class Indexer:
                         and ({a for a, _ in extras} == want_algos if extras or want_algos else True)
                         and self._checked_path(key[0], key[1], walked=True)
                     ):
-                        results[i] = self._from_cached(key[0], key[1], st, fields)
+                        results[i] = entry_from_fields(self.roots[key[0]], key[1], st, fields)
                         self._reused += 1
                         continue
                 pending.append(i)
@@ -729,42 +726,9 @@ class Indexer:
         self.cache.store([], stale)
         return pending
 
-    def _from_cached(
-        self,
-        root_index: int,
-        relpath: str,
-        st: os.stat_result | FileStat,
-        cached: tuple[Any, ...],
-    ) -> DistFile:
-        """The catalog's entry for a file, from what the cache or a worker process knows of it
-        (``cached``: the fields of cache.Cached, in its order).
-
-        Strings that repeat (project, version, kind, Requires-Python, summary, display name) are
-        interned: they arrive as fresh copies, and at 100,000 files the copies cost megabytes.
-        """
-        project, version, kind, sha256, extra, requires_python, meta_sha, summary, shown = cached
-        intern = sys.intern
-        return DistFile(
-            filename=relpath if "/" not in relpath else relpath.rsplit("/", 1)[-1],
-            relpath=relpath,
-            root=self.roots[root_index],
-            project=intern(project),
-            version=intern(version),
-            kind=intern(kind),
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-            ino=st.st_ino,
-            sha256=sha256,
-            extra_hashes=extra,
-            requires_python=intern(requires_python) if requires_python else None,
-            metadata_sha256=meta_sha,
-            summary=intern(summary) if summary else None,
-            display_name=intern(shown) if shown else None,
-        )
-
     def _compact(self, root_index: int, f: DistFile) -> DistFile:
-        """``f`` with its repeated strings shared (see _from_cached)."""
-        return self._from_cached(root_index, f.relpath, stamp_of(f), fields_of(f))
+        """``f`` with its repeated strings shared (see scan.entry_from_fields)."""
+        return entry_from_fields(self.roots[root_index], f.relpath, stamp_of(f), fields_of(f))
 
     def _describe_parallel(
         self,
@@ -772,65 +736,44 @@ class Indexer:
         pending: list[int],
         results: list[DistFile | None],
     ) -> None:
-        """Read many files in worker processes (the first start of a large directory).
-
-        Work goes out in batches of plain tuples and comes back as plain tuples: pickling a
-        stat result or a DistFile per file cost the parent as much as the workers' reading.
-        """
-        from concurrent.futures import Future, ProcessPoolExecutor
-
+        """Read many files in worker processes (the first start of a large directory)."""
         jobs = [i for i in pending if self._checked_path(todo[i][0], todo[i][1], walked=True)]
         log.info("reading %d files with %d processes", len(jobs), self.workers)
-        batches: list[list[int]] = []
-        for i in jobs:
-            if not batches or len(batches[-1]) >= BATCH or todo[batches[-1][0]][0] != todo[i][0]:
-                batches.append([])
-            batches[-1].append(i)
         try:
-            ctx = multiprocessing.get_context("spawn")  # never fork a threaded process
-            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
-            try:
-
-                def job(batch: list[int]) -> Future[list[tuple[Any, ...] | str]]:
-                    root = self.roots[todo[batch[0]][0]]
-                    items = [
-                        (todo[i][1], todo[i][2].st_size, todo[i][2].st_mtime_ns, todo[i][2].st_ino)
-                        for i in batch
-                    ]
-                    return pool.submit(describe_batch, (root, items, self.extra_algos))
-
-                # A few batches in flight per worker, made as they are sent: all of them made at
-                # once were 100,000 short-lived tuples that left the parent's heap fragmented.
-                in_flight: deque[tuple[list[int], Future[list[tuple[Any, ...] | str]]]] = deque()
-                ahead = iter(batches)
-                for batch in itertools.islice(ahead, 3 * self.workers):
-                    in_flight.append((batch, job(batch)))
-                while in_flight:
-                    batch, future = in_flight.popleft()
-                    outcomes = future.result()
-                    self._check_interrupted()
-                    following = next(ahead, None)
-                    if following is not None:
-                        in_flight.append((following, job(following)))
-                    for i, outcome in zip(batch, outcomes):
-                        root_index, relpath, st, _ = todo[i]
-                        if outcome == CHANGED:
-                            self.recheck(self.roots[root_index] + "/" + relpath, delay=0.5)
-                        elif isinstance(outcome, str):
-                            self._warn_once(relpath, outcome)
-                        else:
-                            results[i] = self._from_cached(root_index, relpath, st, outcome)
-            except BaseException:
-                # Interrupted (SIGTERM during a first start): drop the work not begun, let the
-                # workers finish the batch in hand and exit.
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
+            describe_in_processes(
+                [(self.roots[todo[i][0]], todo[i][1], todo[i][2]) for i in jobs],
+                self.workers,
+                self.extra_algos,
+                self._parallel_outcome(todo, jobs, results),
+                batch_size=BATCH,
+            )
         except (OSError, RuntimeError) as exc:  # no worker processes here: read in this one
             log.warning("parallel indexing unavailable (%s); reading in one process", exc)
             for i in jobs:
                 root_index, relpath, st, _ = todo[i]
                 results[i] = self._describe(root_index, relpath, st)
+
+    def _parallel_outcome(
+        self,
+        todo: list[tuple[int, str, FileStat, bool]],
+        jobs: list[int],
+        results: list[DistFile | None],
+    ) -> Callable[[int, DistFile | str], None]:
+        """What to do with the n-th job's outcome: a DistFile, CHANGED, or a skip message."""
+
+        def outcome(n: int, found: DistFile | str) -> None:
+            if not n % 1024:
+                self._check_interrupted()
+            i = jobs[n]
+            root_index, relpath, _, _ = todo[i]
+            if found == CHANGED:
+                self.recheck(self.roots[root_index] + "/" + relpath, delay=0.5)
+            elif isinstance(found, str):
+                self._warn_once(relpath, found)
+            else:
+                results[i] = found
+
+        return outcome
 
     def _apply(self, upserts: list[DistFile], removals: list[str], remember: bool = True) -> None:
         if not upserts and not removals:
@@ -845,66 +788,3 @@ class Indexer:
                 [(loc[0], f) for f in upserts if (loc := self.root_of(f.path)) is not None],
                 [(loc[0], f.relpath) for f in gone if (loc := self.root_of(f.path)) is not None],
             )
-
-
-_Job = tuple[int, str, FileStat]  # root index, relpath, the stat it was found with
-
-
-class _Hasher:
-    """Reads and hashes large files on a thread of its own.
-
-    A large file takes seconds to hash (a sparse one, large without taking disk space, minutes);
-    on the indexer's own thread that held up every new file, removal and yank, and a restart
-    did not listen until it was done. Jobs come from the indexer's thread, which also takes the
-    results (``done``); ``wake`` tells it that one is ready."""
-
-    def __init__(
-        self,
-        describe: Callable[[int, str, FileStat], DistFile | None],
-        wake: Callable[[], None],
-    ) -> None:
-        self._describe = describe
-        self._wake = wake
-        self._jobs: queue.SimpleQueue[tuple[str, _Job] | None] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[tuple[str, _Job, DistFile | None]] = queue.SimpleQueue()
-        self._pending: dict[str, _Job] = {}  # path -> the latest job asked for it
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-
-    def has(self, path: str) -> bool:
-        return path in self._pending
-
-    def submit(self, path: str, job: _Job) -> None:
-        """Hash the file (unless the same job is waiting already)."""
-        if self._pending.get(path) == job or self._stopped:
-            return
-        self._pending[path] = job
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="pkgserver-hasher", daemon=True)
-            self._thread.start()
-        self._jobs.put((path, job))
-
-    def done(self) -> list[tuple[str, _Job, DistFile | None]]:
-        """The results of the latest jobs (older ones for the same file are dropped)."""
-        out = []
-        while not self._results.empty():
-            path, job, described = self._results.get()
-            if self._pending.get(path) == job:
-                del self._pending[path]
-                out.append((path, job, described))
-        return out
-
-    def _run(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None or self._stopped:
-                return
-            path, job = item
-            if self._pending.get(path) != job:
-                continue  # a newer job for the file is queued: this one is out of date
-            self._results.put((path, job, self._describe(*job)))
-            self._wake()
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._jobs.put(None)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import logging
+import multiprocessing
 import os
 import stat
+import sys
 import threading
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .catalog import DistFile, FileStat
@@ -353,3 +356,95 @@ class MetadataStore:
                     _, old = self._items.popitem(last=False)
                     self._bytes -= _ENTRY_BYTES + (len(old.raw) if old is not None else 0)
         return meta
+
+
+def entry_from_fields(
+    root: str,
+    relpath: str,
+    st: os.stat_result | FileStat,
+    cached: tuple[Any, ...],
+) -> DistFile:
+    """The catalog's entry for a file, from what the cache or a worker process knows of it
+    (``cached``: the fields of cache.Cached, in its order).
+
+    Strings that repeat (project, version, kind, Requires-Python, summary, display name) are
+    interned: they arrive as fresh copies, and at 100,000 files the copies cost megabytes.
+    """
+    project, version, kind, sha256, extra, requires_python, meta_sha, summary, shown = cached
+    intern = sys.intern
+    return DistFile(
+        filename=relpath if "/" not in relpath else relpath.rsplit("/", 1)[-1],
+        relpath=relpath,
+        root=root,
+        project=intern(project),
+        version=intern(version),
+        kind=intern(kind),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        ino=st.st_ino,
+        sha256=sha256,
+        extra_hashes=extra,
+        requires_python=intern(requires_python) if requires_python else None,
+        metadata_sha256=meta_sha,
+        summary=intern(summary) if summary else None,
+        display_name=intern(shown) if shown else None,
+    )
+
+
+def describe_in_processes(
+    files: list[tuple[str, str, FileStat]],
+    workers: int,
+    extra_algos: Sequence[str],
+    outcome: Callable[[int, DistFile | str], None],
+    batch_size: int = 500,
+) -> None:
+    """describe() many files (root, relpath, stat) in worker processes: ``outcome(n, found)``
+    gets the n-th file's DistFile, CHANGED, or the message to log. Raises OSError or
+    RuntimeError when there can be no worker processes here.
+
+    Work goes out in batches of plain tuples and comes back as plain tuples: pickling a stat
+    result or a DistFile per file cost the parent as much as the workers' reading.
+    """
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    batches: list[list[int]] = []
+    for n, (root, _, _) in enumerate(files):
+        if not batches or len(batches[-1]) >= batch_size or files[batches[-1][0]][0] != root:
+            batches.append([])
+        batches[-1].append(n)
+    ctx = multiprocessing.get_context("spawn")  # never fork a threaded process
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+    def job(batch: list[int]) -> Future[list[tuple[Any, ...] | str]]:
+        root = files[batch[0]][0]
+        items = [
+            (files[n][1], files[n][2].st_size, files[n][2].st_mtime_ns, files[n][2].st_ino)
+            for n in batch
+        ]
+        return pool.submit(describe_batch, (root, items, tuple(extra_algos)))
+
+    try:
+        # A few batches in flight per worker, made as they are sent: all of them made at once
+        # were 100,000 short-lived tuples that left the parent's heap fragmented.
+        in_flight: deque[tuple[list[int], Future[list[tuple[Any, ...] | str]]]] = deque()
+        ahead = iter(batches)
+        for batch in itertools.islice(ahead, 3 * workers):
+            in_flight.append((batch, job(batch)))
+        while in_flight:
+            batch, future = in_flight.popleft()
+            outcomes = future.result()
+            following = next(ahead, None)
+            if following is not None:
+                in_flight.append((following, job(following)))
+            for n, found in zip(batch, outcomes):
+                root, relpath, st = files[n]
+                if isinstance(found, str):
+                    outcome(n, found)
+                else:
+                    outcome(n, entry_from_fields(root, relpath, st, found))
+    except BaseException:
+        # Interrupted (SIGTERM during a first start): drop the work not begun, let the workers
+        # finish the batch in hand and exit.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from builders import make_sdist, make_wheel
 
-from pkgserver import metadata
+from pkgserver import archives, metadata
 from pkgserver.distfile import KIND_SDIST, KIND_WHEEL
 from pkgserver.metadata import InvalidArchive, parse_core_metadata, read_core_metadata
 
@@ -94,7 +94,7 @@ def test_zip_bomb_metadata_is_refused(tmp_path: Path) -> None:
 
 
 def test_tar_bomb_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metadata, "MAX_TAR_SCAN_BYTES", 1_000_000)
+    monkeypatch.setattr(archives, "MAX_TAR_SCAN_BYTES", 1_000_000)
     path = tmp_path / "demo-1.0.tar.gz"
     with tarfile.open(path, "w:gz") as tf:
         big = tarfile.TarInfo("demo-1.0/big.bin")
@@ -358,7 +358,7 @@ def test_an_unreadable_archive_is_read_once_not_per_request(
 def test_a_zip_listing_too_many_members_is_refused_before_zipfile_reads_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(metadata, "MAX_ZIP_MEMBERS", 100)
+    monkeypatch.setattr(archives, "MAX_ZIP_MEMBERS", 100)
     path = tmp_path / "demo-1.0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as zf:
         for i in range(150):

@@ -1,6 +1,6 @@
 """The in-memory zip reader that indexing uses must give zipfile's answer or step aside.
 
-``metadata._member_in_memory`` reads the metadata member of a small archive without zipfile's
+``archives.member_in_memory`` reads the metadata member of a small archive without zipfile's
 object per member (most of the cost of a first start). It may return None ("ask zipfile"), but
 whenever it answers, the answer must be the one zipfile gives: the same bytes, or a refusal
 where zipfile refuses too. Checked on crafted archives and, with hypothesis, on random
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pkgserver import metadata
-from pkgserver.metadata import InvalidArchive
+from pkgserver import archives
+from pkgserver.archives import InvalidArchive
 
 META = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nSummary: in memory\n"
 
@@ -44,19 +44,19 @@ def _wheel(**kw: Any) -> bytes:
     return _zip(members, **kw)
 
 
-SELECT = metadata._wheel_metadata_member("demo")
+SELECT = archives.wheel_metadata_member("demo")
 
 
 def _by_zipfile(data: bytes) -> bytes | Exception:
     try:
-        return metadata._zip_member(io.BytesIO(data), SELECT)
+        return archives.zip_member(io.BytesIO(data), SELECT)
     except Exception as exc:  # InvalidArchive, or whatever zipfile raises on damage
         return exc
 
 
 def _in_memory(data: bytes) -> bytes | Exception | None:
     try:
-        return metadata._member_in_memory(data, SELECT)
+        return archives.member_in_memory(data, SELECT)
     except InvalidArchive as exc:
         return exc
 
@@ -95,7 +95,7 @@ def test_a_stored_member_is_read_in_memory() -> None:
     ids=["comment", "prefix", "bzip2", "lzma"],
 )
 def test_unusual_shapes_are_left_to_zipfile(data: bytes) -> None:
-    assert metadata._member_in_memory(data, SELECT) is None
+    assert archives.member_in_memory(data, SELECT) is None
     assert _by_zipfile(data) == META  # and zipfile still reads them
 
 
@@ -122,7 +122,7 @@ def test_two_metadata_files_are_refused_as_zipfile_would() -> None:
 
 
 def test_a_bomb_is_refused_without_being_inflated() -> None:
-    huge = b"A" * (metadata.MAX_METADATA_BYTES + 1)
+    huge = b"A" * (archives.MAX_METADATA_BYTES + 1)
     data = _zip([("demo-1.0.dist-info/METADATA", huge, zipfile.ZIP_DEFLATED)])
     assert len(data) < 100_000
     outcome = assert_agrees(data)
@@ -131,7 +131,7 @@ def test_a_bomb_is_refused_without_being_inflated() -> None:
 
 def test_a_lying_size_in_the_directory_cannot_inflate_past_the_limit() -> None:
     """The central directory says 10 bytes; the member inflates to 17 MB."""
-    huge = b"A" * (metadata.MAX_METADATA_BYTES + 1)
+    huge = b"A" * (archives.MAX_METADATA_BYTES + 1)
     data = bytearray(_zip([("demo-1.0.dist-info/METADATA", huge, zipfile.ZIP_DEFLATED)]))
     cd = data.rindex(b"PK\x01\x02")
     struct.pack_into("<L", data, cd + 24, 10)  # uncompressed size
@@ -148,12 +148,12 @@ def test_too_many_members_are_refused_before_reading_them() -> None:
     struct.pack_into("<HH", data, eocd + 8, 0xFFFE, 0xFFFE)  # entries claimed
     # 65,534 claimed entries are under the bound: the walk finds the directory too short.
     assert _in_memory(bytes(data)) is None
-    old = metadata.MAX_ZIP_MEMBERS
+    old = archives.MAX_ZIP_MEMBERS
     try:
-        metadata.MAX_ZIP_MEMBERS = 100
+        archives.MAX_ZIP_MEMBERS = 100
         assert isinstance(_in_memory(bytes(data)), InvalidArchive)
     finally:
-        metadata.MAX_ZIP_MEMBERS = old
+        archives.MAX_ZIP_MEMBERS = old
 
 
 def test_data_written_after_a_prefix_is_read_in_memory() -> None:
@@ -250,7 +250,7 @@ def test_a_unicode_path_extra_field_is_refused_by_both_readers() -> None:
         info.extra = struct.pack("<HH", 0x7075, len(record)) + record
         zf.writestr(info, META)
     data = buf.getvalue()
-    assert metadata._member_in_memory(data, SELECT) is None
+    assert archives.member_in_memory(data, SELECT) is None
     refused = _by_zipfile(data)
     assert isinstance(refused, InvalidArchive) and "Unicode Path" in str(refused)
 
@@ -263,4 +263,4 @@ def test_utf8_flags_that_differ_between_headers_are_left_to_zipfile() -> None:
     central = data.rindex(b"PK\x01\x02")
     flags = struct.unpack_from("<H", data, central + 8)[0]
     struct.pack_into("<H", data, central + 8, flags | 0x800)
-    assert metadata._member_in_memory(bytes(data), SELECT) is None
+    assert archives.member_in_memory(bytes(data), SELECT) is None

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pkgserver import metadata
+from pkgserver import archives
+from pkgserver.archives import InvalidArchive
 from pkgserver.auth import parse_basic
 from pkgserver.distfile import (
     KIND_SDIST,
@@ -29,7 +30,7 @@ from pkgserver.distfile import (
     normalize,
     parse_dist_filename,
 )
-from pkgserver.metadata import InvalidArchive, parse_core_metadata, read_core_metadata
+from pkgserver.metadata import parse_core_metadata, read_core_metadata
 from pkgserver.xmlrpc import InvalidXmlRpc, parse_call
 
 names = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,20}[A-Za-z0-9])?", fullmatch=True)
@@ -179,10 +180,10 @@ def test_the_tar_walker_refuses_only_with_its_own_error(
     is the only way it refuses a damaged stream."""
     stream = _mutate(_tar_stream(members), damage)
     try:
-        found = metadata._walk_tar(io.BytesIO(stream))
+        found = archives.walk_tar(io.BytesIO(stream))
     except InvalidArchive:
         return
-    assert len(found) <= metadata.MAX_METADATA_BYTES
+    assert len(found) <= archives.MAX_METADATA_BYTES
 
 
 @given(member_lists, flips)
@@ -196,7 +197,7 @@ def test_the_in_memory_zip_reader_refuses_only_with_its_own_error(
         warnings.simplefilter("ignore")
         data = _mutate(_wheel_bytes(members), damage)
     try:
-        metadata._member_in_memory(data, metadata._wheel_metadata_member("demo"))
+        archives.member_in_memory(data, archives.wheel_metadata_member("demo"))
     except InvalidArchive:
         pass
 
