@@ -20,7 +20,7 @@ from typing import IO, Any, BinaryIO, overload
 import bottle
 
 from . import render
-from .catalog import DistFile, Project, RenderCache
+from .catalog import DistFile, FileStat, Project, RenderCache
 from .errors import BadRequest, HTTPProblem, NotFound
 from .fsutil import confined, open_regular
 from .metadata import CoreMetadata
@@ -397,21 +397,15 @@ def small_file(f: DistFile, cache_control: str | None) -> Answer | None:
 def send_file(
     f: DistFile,
     *,
+    opener: Callable[[str], tuple[BinaryIO, FileStat]],
     cache_control: str | None,
     on_stale: Callable[[str], None] | None,
 ) -> bottle.HTTPResponse:
     """A listed file, with conditional requests and one byte range, as the current request
-    asks; 404 when the bytes on disk are not the ones listed."""
+    asks; 404 when the bytes stored are not the ones listed. ``opener``: Storage.open."""
     try:
-        # Non-blocking, regular files only: a FIFO swapped in for a listed file must not
-        # hang a worker thread (16 of them stopped the server).
-        fh = os.fdopen(open_regular(f.path), "rb")
+        fh, st = opener(f.path)
     except OSError:
-        raise NotFound("file is gone") from None
-    try:
-        st = os.fstat(fh.fileno())
-    except OSError:
-        fh.close()
         raise NotFound("file is gone") from None
     if not f.matches(st):
         # Changed behind the catalog's back (through a hard link, say): never serve bytes

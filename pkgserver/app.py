@@ -26,10 +26,10 @@ from .config import Settings
 from .hosted import HostedNames
 from .observe import Observer
 from .pages import WELCOME_NAMES, Pages, WelcomeError, load_welcome
-from .publish import FileOps
 from .records import UploadLog
 from .scan import MetadataStore
 from .site import Site
+from .storage import Storage
 from .upload import Uploads
 
 __all__ = ["WELCOME_NAMES", "WelcomeError", "create_app", "load_welcome"]
@@ -183,7 +183,7 @@ def create_app(
     auth: Authenticator | None = None,
     metadata: MetadataStore | None = None,
     uploads: Uploads | None = None,
-    publisher: FileOps | None = None,
+    storage: Storage | None = None,
     on_stale: Callable[[str], None] | None = None,
     on_published: Callable[[DistFile], None] | None = None,
     hosted: HostedNames | None = None,
@@ -195,8 +195,8 @@ def create_app(
     """Build the WSGI app. Everything it needs is passed in; nothing is global.
 
     ``ready()`` says what the server is still doing before it serves everything it found at
-    start (None once it does); /health answers 503 until then. ``publisher`` makes the
-    uploads' file operations (its temp files are removed at shutdown). ``fast_path=False`` leaves
+    start (None once it does); /health answers 503 until then. ``storage`` is where uploads
+    publish (the package directories when not given). ``fast_path=False`` leaves
     every request to the routes (the tests compare both)."""
     if observer is None:
         observer = Observer(catalog, health=settings.health_endpoint)
@@ -213,7 +213,7 @@ def create_app(
             extra_algos=extra,
             on_published=on_published,
             upload_log=upload_log,
-            ops=publisher,
+            storage=storage,
         )
     site = Site(
         settings,

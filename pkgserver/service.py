@@ -5,6 +5,7 @@ Who tells whom (each a plain callback, set here and nowhere else):
 
     catalog   on_new_projects -> hosted.add         a name that appears is claimed for good
     indexer   on_claim        -> hosted.add         a name seen on disk, even unreadable
+              (the indexer is the directory's ChangeFeed, see storage.py)
     indexer   on_tick         -> reload_yanks       yanks edited on disk reach the catalog
     indexer   on_scan/on_hash -> observer           scan and hash durations (metrics)
     app       on_stale        -> indexer.recheck    a download found its file changed
@@ -29,10 +30,11 @@ from .hosted import HostedNames
 from .indexer import Indexer, ScanInterrupted
 from .observe import AccessLog, Observer
 from .options import SELECT_CONNECTIONS
-from .publish import FileOps, sweep_temp_files
+from .publish import sweep_temp_files
 from .records import UploadLog, Yanks
 from .scan import MetadataStore
 from .server import make_server, serve, stop
+from .storage import ChangeFeed, DirectoryStorage
 
 __all__ = ["Service", "listening"]
 
@@ -45,7 +47,7 @@ class Service:
     def __init__(self, settings: Settings, access: AccessLog | None = None) -> None:
         self.settings = settings
         sweep_temp_files(settings.roots)
-        self.publisher = FileOps()
+        self.storage = DirectoryStorage(settings.roots)
         self.hosted = HostedNames(settings.roots)
         self.catalog = Catalog(on_new_projects=self.hosted.add)
         self.yanks = Yanks(settings.roots)
@@ -67,6 +69,7 @@ class Service:
         self.observer = Observer(self.catalog, access=access, health=settings.health_endpoint)
         self.indexer.on_scan = self.observer.scan_done
         self.indexer.on_hash = self.observer.hash_done
+        self.feed: ChangeFeed = self.indexer  # the directory's change feed
         self.stopping = False
         self.server: Any = None
 
@@ -83,7 +86,7 @@ class Service:
             return
         self.stopping = True
         if self.server is None:
-            self.indexer.interrupt()  # the scan stops at its next file, where it is safe to
+            self.feed.interrupt()  # the scan stops at its next file, where it is safe to
         else:
             raise KeyboardInterrupt  # ends the socket loop
 
@@ -91,7 +94,7 @@ class Service:
         signal.signal(signal.SIGTERM, self.terminate)
         signal.signal(signal.SIGINT, self.terminate)
         try:
-            self.indexer.start()
+            self.feed.start()
             if self.stopping:
                 raise ScanInterrupted("stopped after the first scan")
             self.server = self.listen()
@@ -119,13 +122,13 @@ class Service:
             self.catalog,
             auth=Authenticator(settings.password_file, settings.authenticate, settings.threads),
             metadata=MetadataStore(),
-            on_stale=self.indexer.recheck,
-            on_published=self.indexer.remember,
+            on_stale=self.feed.recheck,
+            on_published=self.feed.remember,
             hosted=self.hosted,
             upload_log=self.upload_log,
             observer=self.observer,
-            ready=self.indexer.ready,
-            publisher=self.publisher,
+            ready=self.feed.ready,
+            storage=self.storage,
         )
         try:
             return make_server(
@@ -164,8 +167,8 @@ class Service:
                 log.warning("requests still running after %gs; abandoned", timeout)
         else:
             log.info("stopped before serving")
-        self.publisher.remove_live()  # uploads still running die with the process
-        self.indexer.stop()
+        self.storage.remove_live()  # uploads still running die with the process
+        self.feed.stop()
 
 
 def listening(server: Any, host: str) -> str:

@@ -164,7 +164,12 @@ class Site:
         return answers.as_response(found)
 
     def send_file(self, f: DistFile) -> bottle.HTTPResponse:
-        return answers.send_file(f, cache_control=self.file_cache, on_stale=self.on_stale)
+        return answers.send_file(
+            f,
+            opener=self.uploads.storage.open,
+            cache_control=self.file_cache,
+            on_stale=self.on_stale,
+        )
 
     def release_metadata(self, project: Project, version: str) -> CoreMetadata | None:
         files = project.files_of(version)

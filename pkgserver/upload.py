@@ -12,9 +12,7 @@ import errno
 import hashlib
 import hmac
 import logging
-import os
 import re
-import stat
 import threading
 import zipfile
 from collections.abc import Callable, Sequence
@@ -43,7 +41,7 @@ from .errors import (
     NotFound,
     TooLarge,
 )
-from .manage import files_of, forget_yanks_of_removed, remove_distribution
+from .manage import forget_yanks_of_removed
 from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
 from .multipart import (
     Form,
@@ -56,7 +54,7 @@ from .multipart import (
 )
 from .publish import FileOps, TempFile, TooLargeError
 from .records import UploadLog
-from .scan import describe
+from .storage import DirectoryStorage, Storage
 
 __all__ = ["InsufficientStorage", "Uploads"]
 
@@ -102,6 +100,7 @@ class Uploads:
         max_size: int = 1024**3,
         extra_algos: Sequence[str] = (),
         ops: FileOps | None = None,
+        storage: Storage | None = None,
         on_published: Callable[[DistFile], None] | None = None,
         upload_log: UploadLog | None = None,
     ) -> None:
@@ -112,7 +111,8 @@ class Uploads:
         self.overwrite = overwrite
         self.max_size = max_size
         self.extra_algos = tuple(extra_algos)
-        self.ops = ops or FileOps()
+        # Where the files live; the package directories unless another storage is given.
+        self.storage: Storage = storage or DirectoryStorage(roots, ops)
         # Publishing (the existence check, the link, the catalog update) is short and serialized,
         # so two uploads of one name cannot both be told they were first. Streaming is not.
         self._publish_lock = threading.Lock()
@@ -139,7 +139,7 @@ class Uploads:
             if name != "content" or "content" in temps:
                 return None  # other file parts (gpg_signature, ...) stay small, in memory
             try:
-                temps[name] = TempFile(self.ops, self.roots[0], self.max_size)
+                temps[name] = self.storage.stage(self.max_size)
             except OSError as exc:
                 raise _storage_error(exc) from None
             return temps[name]
@@ -286,16 +286,6 @@ class Uploads:
         return meta
 
     # -- publishing --
-    def target_directory(self, project: str) -> str:
-        """The first root, or the sub-folder of it where this project's files already live."""
-        root = self.roots[0]
-        existing = self.catalog.snapshot.project(project)
-        if existing is not None:
-            for f in reversed(existing.files):
-                if f.path.startswith(root + os.sep) and "/" in f.relpath:
-                    return os.path.dirname(f.path)
-        return root
-
     def _existing(self, filename: str) -> DistFile | None:
         key = file_key(filename)
         info = parse_dist_filename(filename)
@@ -322,133 +312,103 @@ class Uploads:
             ".asc": signature,
             ".attestations.json": attestations.encode() if attestations.strip() else None,
         }
-        lost_race = False
-        superseded: DistFile | None = None  # an sdist of the release in another format
         with self._publish_lock:
-            existing = self._existing(filename)
-            if existing is not None:
-                if existing.sha256 == digests["sha256"]:
-                    return Outcome(200, f"{filename} already exists with identical content")
-                if not self.overwrite:
-                    what = (
-                        f"{existing.filename} has different content"
-                        if existing.filename.lower() == filename.lower()
-                        or existing.kind != KIND_SDIST
-                        else f"this release has an sdist already, {existing.filename} (one "
-                        "sdist per release, PEP 527)"
-                    )
-                    raise Conflict(
-                        f"File already exists: {what} (start the server with --overwrite to "
-                        "allow replacing files)"
-                    )
-                if dist_extension(existing.filename) != dist_extension(filename):
-                    # --overwrite with another sdist format: the new file is published under its
-                    # own name, then the old one goes (one sdist per release).
-                    superseded, existing = existing, None
-                    final = os.path.join(os.path.dirname(superseded.path), filename)
-                else:
-                    final = existing.path
-            else:
-                final = os.path.join(self.target_directory(project), filename)
-            directory = os.path.dirname(final)
-            staged: list[tuple[str, str]] = []  # (temp file, sidecar name)
-            placed: list[str] = []
-            try:
-                # Sidecars are written to temp files first and put in place only once the file
-                # itself is ours: a refused upload never touches another file's signature.
-                for ext, data in sidecars.items():
-                    if data is not None:
-                        staged.append((self._stage(directory, data), final + ext))
-                if existing is not None:
-                    self.ops.replace(content.path, final)  # atomic: readers get old or new
-                else:
-                    try:
-                        self.ops.link(content.path, final)
-                    except FileExistsError:
-                        lost_race = True
-                if not lost_race:
-                    for tmp, dst in staged:
-                        self.ops.replace(tmp, dst)
-                        placed.append(dst)
-                    staged = []
-                    if existing is not None:
-                        # New bytes: a signature of the old ones must not stay beside them.
-                        for ext, data in sidecars.items():
-                            if data is None:
-                                self._remove_quietly(final + ext)
-                    self.ops.fsync_dir(directory)
-            except OSError as exc:
-                if existing is None and not lost_race:
-                    self._remove_quietly(final, only_if_same_as=content.path)
-                    for dst in placed:
-                        self._remove_quietly(dst)
-                raise _storage_error(exc) from None
-            finally:
-                for tmp, _ in staged:
-                    self._remove_quietly(tmp)
-            if not lost_race:
+            final, existing, superseded = self._destination(filename, project, digests)
+            if final is None:  # identical content is there already
+                return Outcome(200, f"{filename} already exists with identical content")
+            published = self._put(content, final, replace=existing is not None, sidecars=sidecars)
+            if published:
                 gone = []
                 if superseded is not None:
                     try:
-                        remove_distribution(superseded.path, self.ops.unlink)
+                        self.storage.remove(superseded.path)
                         gone.append(superseded.relpath)
                     except OSError as exc:
                         log.warning("could not remove %r, superseded: %s", superseded.relpath, exc)
                 self._tell_catalog(final, digests, meta, user, gone)
-        if lost_race:
+        if not published:
             return self._lost_race(final, filename, content.size, digests["sha256"])
         log.info("%s uploaded %r", user or "anonymous", filename)
         return Outcome(200, f"OK: {filename} published")
 
-    def _lost_race(self, final: str, filename: str, size: int, sha256: str) -> Outcome:
-        """Something (another upload, a copy) took the name between our check and our link.
+    def _destination(
+        self, filename: str, project: str, digests: dict[str, str]
+    ) -> tuple[str | None, DistFile | None, DistFile | None]:
+        """Where the file goes (None: the same bytes are there), the listed file it replaces,
+        and an sdist of the release in another format that it supersedes. Raises Conflict."""
+        existing = self._existing(filename)
+        if existing is None:
+            listed = self.catalog.snapshot.project(project)
+            return self.storage.place(filename, listed.files if listed else ()), None, None
+        if existing.sha256 == digests["sha256"]:
+            return None, existing, None
+        if not self.overwrite:
+            what = (
+                f"{existing.filename} has different content"
+                if existing.filename.lower() == filename.lower() or existing.kind != KIND_SDIST
+                else f"this release has an sdist already, {existing.filename} (one "
+                "sdist per release, PEP 527)"
+            )
+            raise Conflict(
+                f"File already exists: {what} (start the server with --overwrite to "
+                "allow replacing files)"
+            )
+        if dist_extension(existing.filename) != dist_extension(filename):
+            # --overwrite with another sdist format: the new file is published under its own
+            # name, then the old one goes (one sdist per release).
+            return self.storage.beside(existing.path, filename), None, existing
+        return existing.path, existing, None
 
-        Identical bytes are a success. Checked outside the publish lock, without following
-        links or blocking on FIFOs, and only for a regular file of our size.
-        """
-        digest = ""
+    def _put(
+        self, content: TempFile, final: str, *, replace: bool, sidecars: dict[str, bytes | None]
+    ) -> bool:
+        """Publish the file and its sidecars; False when another writer took the name first.
+        On a failure, what this call put in place is taken back (a replaced file cannot be)."""
+        storage = self.storage
+        staged: list[tuple[TempFile, str]] = []
+        placed: list[str] = []
         try:
-            fd = os.open(final, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                if stat.S_ISREG(st.st_mode) and st.st_size == size:
-                    h = hashlib.sha256()
-                    left = size + 1  # never past what it should hold: it may be growing
-                    while left > 0 and (chunk := fh.read(min(1024 * 1024, left))):
-                        h.update(chunk)
-                        left -= len(chunk)
-                    digest = h.hexdigest()
-        except OSError:
-            pass
-        if digest == sha256:
+            # Sidecars are staged first and put in place only once the file itself is ours: a
+            # refused upload never touches another file's signature.
+            for ext, data in sidecars.items():
+                if data is not None:
+                    staged.append((storage.stage_bytes(final, data), final + ext))
+            if replace:
+                storage.replace(content, final)
+            elif not storage.create(content, final):
+                return False
+            for temp, dst in staged:
+                storage.replace(temp, dst)
+                placed.append(dst)
+            staged = []
+            if replace:
+                # New bytes: a signature of the old ones must not stay beside them.
+                for ext, data in sidecars.items():
+                    if data is None:
+                        storage.discard(final + ext)
+            storage.sync([final])
+        except OSError as exc:
+            if not replace:
+                storage.undo_create(final, content)
+                for dst in placed:
+                    storage.discard(dst)
+            raise _storage_error(exc) from None
+        finally:
+            for temp, _ in staged:
+                try:
+                    temp.discard()
+                except OSError:
+                    pass
+        return True
+
+    def _lost_race(self, final: str, filename: str, size: int, sha256: str) -> Outcome:
+        """Something (another upload, a copy) took the name between our check and our
+        publishing. Identical bytes are a success (checked outside the publish lock)."""
+        if self.storage.sha256_of(final, size) == sha256:
             return Outcome(200, f"{filename} already exists with identical content")
         raise Conflict(
             f"File already exists: {filename} was published a moment ago with other content"
         )
-
-    def _stage(self, directory: str, data: bytes) -> str:
-        """Write ``data`` to a flushed temp file in ``directory``; returns its path."""
-        fd, tmp = self.ops.open_temp(directory)
-        try:
-            self.ops.write(fd, data)
-            self.ops.fsync(fd)
-        except OSError:
-            self.ops.close(fd)
-            self._remove_quietly(tmp)
-            raise
-        self.ops.close(fd)
-        return tmp
-
-    def _remove_quietly(self, path: str, only_if_same_as: str | None = None) -> None:
-        try:
-            if only_if_same_as is not None:
-                # Only undo our own link (same inode as our temp file), never someone else's file.
-                if not os.path.samefile(path, only_if_same_as):
-                    return
-            os.unlink(path)
-            self.ops.untrack(path)
-        except OSError:
-            pass
 
     def _tell_catalog(
         self,
@@ -459,15 +419,11 @@ class Uploads:
         gone: list[str],
     ) -> None:
         """List the new file at once, complete with hashes and metadata."""
-        root = next(r for r in self.roots if path.startswith(r + os.sep))
-        relpath = path[len(root) + 1 :].replace(os.sep, "/")
+        relpath = self.storage.relpath(path)
         if self.upload_log is not None:
             self.upload_log.record(relpath, digests["sha256"], user)
         try:
-            st = os.stat(path)
-            described = describe(
-                root, relpath, st, self.extra_algos, known_sha256=digests["sha256"], known_meta=meta
-            )
+            described = self.storage.describe(path, self.extra_algos, digests["sha256"], meta)
         except (OSError, InvalidDistFilename) as exc:
             log.warning("published %s but could not list it yet: %s", relpath, exc)
             self.catalog.apply([], gone)
@@ -485,13 +441,13 @@ class Uploads:
             raise BadRequest("remove_pkg needs name and version")
         project = canonicalize_name(name)
         with self._publish_lock:
-            found = files_of(self.roots, project, version)
+            found = self.storage.files_of(project, version)
             if not found:
                 raise NotFound(f"{name[:100]} {version[:60]} is not hosted here")
             removed = []
             try:
                 for f in found:
-                    remove_distribution(f.path, self.ops.unlink)
+                    self.storage.remove(f.location)
                     removed.append(f)
             except OSError as exc:
                 raise _storage_error(exc) from None
@@ -501,15 +457,15 @@ class Uploads:
                     removals=[
                         f.relpath
                         for f in removed
-                        if (g := listed.get(f.relpath)) and g.path == f.path
+                        if (g := listed.get(f.relpath)) and g.path == f.location
                     ]
                 )
-            for directory in {os.path.dirname(f.path) for f in found}:
+            for f in found:
                 try:
-                    self.ops.fsync_dir(directory)
+                    self.storage.sync([f.location])
                 except OSError:
                     pass
-            left = {f.version for f in files_of(self.roots, project)}
+            left = {f.version for f in self.storage.files_of(project)}
             forget_yanks_of_removed(self.roots, project, [f.version for f in found], left)
         log.info("removed %s %s (%d files)", project, version, len(removed))
         return Outcome(200, f"OK: removed {len(removed)} files of {name} {version}")

@@ -1,0 +1,283 @@
+"""The storage interface: where distribution files and records live, and how the index
+learns what changed there.
+
+Three parts, each a Protocol with the package directories as its first implementation:
+- ``Storage``: what uploads (upload.py) and downloads need. Uploads reach the files only
+  through it: they stage the bytes, ask where a file goes, publish it create-only or as a
+  replacement, put its sidecars beside it, remove files, and read back a file a concurrent
+  writer put first. Downloads open a listed file through it. A location is what
+  ``DistFile.path`` holds: an absolute path for a directory, a key for an object store.
+  ``DirectoryStorage`` implements it through ``publish.FileOps`` (the system calls, which the
+  tests fail one at a time).
+- ``ChangeFeed``: keeps the catalog in step with the storage. For a directory it is the
+  ``Indexer`` (inotify and rescans, indexer.py).
+- ``Records``: small named records kept beside the files (yanks, upload log, hosted names).
+  For a directory, a ``records.RecordDir`` per root (the ``.pkgserver/`` folder).
+
+The rules of what is listed and what counts as the same file are in none of them: they are in
+distfile.py and the catalog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from typing import BinaryIO, NamedTuple, Protocol
+
+from .catalog import DistFile, FileStat
+from .fsutil import open_regular
+from .manage import files_of, remove_distribution
+from .metadata import CoreMetadata
+from .publish import FileOps, TempFile
+from .scan import describe
+
+__all__ = ["ChangeFeed", "DirectoryStorage", "Records", "Storage", "Stored"]
+
+
+class Stored(NamedTuple):
+    """A distribution file as the storage holds it (listed or not)."""
+
+    location: str
+    relpath: str
+    version: str
+
+
+class Storage(Protocol):
+    """What publishing needs of the place files live. Every method may raise OSError."""
+
+    def stage(self, limit: int) -> TempFile:
+        """A new staging file for an upload, hashed as written, refused past ``limit`` bytes;
+        never listed, removed by ``discard`` (or by ``remove_live`` at shutdown)."""
+        ...
+
+    def stage_bytes(self, beside: str, data: bytes) -> TempFile:
+        """``data`` staged (durably) where it can be put at ``beside``'s place."""
+        ...
+
+    def place(self, filename: str, project_files: Sequence[DistFile]) -> str:
+        """The location of a new file: where the project's files live, else the first root."""
+        ...
+
+    def beside(self, location: str, filename: str) -> str:
+        """The location of ``filename`` next to ``location``."""
+        ...
+
+    def create(self, staged: TempFile, location: str) -> bool:
+        """Publish ``staged`` at ``location`` unless something is there (then False): atomic,
+        create-only; readers see nothing or the whole file."""
+        ...
+
+    def replace(self, staged: TempFile, location: str) -> None:
+        """Publish ``staged`` at ``location`` in place of what is there, atomically."""
+        ...
+
+    def undo_create(self, location: str, staged: TempFile) -> None:
+        """Take back a ``create`` of ``staged`` (and only that: never another writer's file)."""
+        ...
+
+    def remove(self, location: str) -> bool:
+        """Remove a distribution and the files kept beside it; whether it was there."""
+        ...
+
+    def discard(self, location: str) -> None:
+        """Remove ``location`` if it is there; never raises."""
+        ...
+
+    def sync(self, locations: Iterable[str]) -> None:
+        """Make the changes at ``locations`` durable."""
+        ...
+
+    def sha256_of(self, location: str, size: int) -> str | None:
+        """The sha256 of the file at ``location`` if it is a plain file of ``size`` bytes."""
+        ...
+
+    def relpath(self, location: str) -> str:
+        """The name the index lists ``location`` under (what DistFile.relpath holds)."""
+        ...
+
+    def describe(
+        self, location: str, extra_algos: Sequence[str], sha256: str, meta: CoreMetadata
+    ) -> DistFile:
+        """The catalog entry of a file just published (hash and metadata already known)."""
+        ...
+
+    def files_of(self, project: str, version: str | None = None) -> list[Stored]:
+        """Every distribution file of ``project`` (of one ``version``) stored, listed or not."""
+        ...
+
+    def remove_live(self) -> int:
+        """Remove what uploads still in flight staged (at shutdown); how many."""
+        ...
+
+    def open(self, location: str) -> tuple[BinaryIO, FileStat]:
+        """A stored file for reading, and what identifies its version (size, mtime, inode or
+        its equivalent), to compare with the catalog's entry. Never blocks on anything but
+        the read; raises OSError when it is gone or not a plain file."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """Keeps a catalog in step with a storage: what appears, changes or goes."""
+
+    def start(self) -> None:
+        """The first scan (returns when what was found is listed or being hashed), then the
+        following of changes in the background."""
+        ...
+
+    def interrupt(self) -> None:
+        """Stop the first scan at its next file (a signal during the start)."""
+        ...
+
+    def ready(self) -> str | None:
+        """What is still pending from the start, for /health (None: everything is listed)."""
+        ...
+
+    def recheck(self, path: str, delay: float = 0.0) -> None:
+        """Look at ``path`` again (a download found it changed)."""
+        ...
+
+    def remember(self, f: DistFile) -> None:
+        """An upload listed ``f`` itself: keep it as if it had been read (the index cache)."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+class Records(Protocol):
+    """Small named records beside the files, read and written whole or appended to."""
+
+    def stamp(self, name: str) -> object:
+        """Changes whenever the record does (to reload only then)."""
+        ...
+
+    def read(self, name: str, limit: int = ...) -> bytes | None:
+        """The record (None when there is none); raises OSError when it cannot be trusted."""
+        ...
+
+    def append(self, name: str, data: bytes) -> None: ...
+
+    def replace(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        """The whole record, atomically."""
+        ...
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a record is read, changed and written back."""
+        ...
+
+
+class DirectoryStorage:
+    """The package directories: files are published by link (create-only) or rename (replace)
+    of a temp dot-file in the same directory, then the directory is fsynced."""
+
+    def __init__(self, roots: Sequence[str], ops: FileOps | None = None) -> None:
+        self.roots = list(roots)
+        self.ops = ops or FileOps()
+
+    def stage(self, limit: int) -> TempFile:
+        return TempFile(self.ops, self.roots[0], limit)
+
+    def stage_bytes(self, beside: str, data: bytes) -> TempFile:
+        staged = TempFile(self.ops, os.path.dirname(beside), len(data))
+        try:
+            staged.write(data)
+            staged.finish()
+        except OSError:
+            staged.discard()
+            raise
+        return staged
+
+    def place(self, filename: str, project_files: Sequence[DistFile]) -> str:
+        root = self.roots[0]
+        for f in reversed(project_files):
+            if f.path.startswith(root + os.sep) and "/" in f.relpath:
+                return os.path.join(os.path.dirname(f.path), filename)
+        return os.path.join(root, filename)
+
+    def beside(self, location: str, filename: str) -> str:
+        return os.path.join(os.path.dirname(location), filename)
+
+    def create(self, staged: TempFile, location: str) -> bool:
+        try:
+            self.ops.link(staged.path, location)  # never silently replaces a published file
+        except FileExistsError:
+            return False
+        return True
+
+    def replace(self, staged: TempFile, location: str) -> None:
+        self.ops.replace(staged.path, location)  # atomic: readers get old or new
+
+    def undo_create(self, location: str, staged: TempFile) -> None:
+        try:
+            # Only our own link (same inode as our temp file), never someone else's file.
+            if os.path.samefile(location, staged.path):
+                self.discard(location)
+        except OSError:
+            pass
+
+    def remove(self, location: str) -> bool:
+        return remove_distribution(location, self.ops.unlink)
+
+    def discard(self, location: str) -> None:
+        try:
+            os.unlink(location)
+            self.ops.untrack(location)
+        except OSError:
+            pass
+
+    def sync(self, locations: Iterable[str]) -> None:
+        for directory in sorted({os.path.dirname(loc) for loc in locations}):
+            self.ops.fsync_dir(directory)
+
+    def sha256_of(self, location: str, size: int) -> str | None:
+        # Without following links or blocking on FIFOs, and only for a regular file of our
+        # size; never past what it should hold (it may be growing).
+        try:
+            fd = os.open(location, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                    return None
+                h = hashlib.sha256()
+                left = size + 1
+                while left > 0 and (chunk := fh.read(min(1024 * 1024, left))):
+                    h.update(chunk)
+                    left -= len(chunk)
+                return h.hexdigest()
+        except OSError:
+            return None
+
+    def _root_of(self, location: str) -> str:
+        return next(r for r in self.roots if location.startswith(r + os.sep))
+
+    def relpath(self, location: str) -> str:
+        return location[len(self._root_of(location)) + 1 :].replace(os.sep, "/")
+
+    def describe(
+        self, location: str, extra_algos: Sequence[str], sha256: str, meta: CoreMetadata
+    ) -> DistFile:
+        root, relpath = self._root_of(location), self.relpath(location)
+        st = os.stat(location)
+        return describe(root, relpath, st, extra_algos, known_sha256=sha256, known_meta=meta)
+
+    def files_of(self, project: str, version: str | None = None) -> list[Stored]:
+        return [
+            Stored(os.path.join(f.root, *f.relpath.split("/")), f.relpath, f.version)
+            for f in files_of(self.roots, project, version)
+        ]
+
+    def remove_live(self) -> int:
+        return self.ops.remove_live()
+
+    def open(self, location: str) -> tuple[BinaryIO, FileStat]:
+        # Non-blocking, regular files only: a FIFO swapped in for a listed file must not hang
+        # a worker thread (16 of them stopped the server).
+        fh = os.fdopen(open_regular(location), "rb")
+        try:
+            st = os.fstat(fh.fileno())
+        except OSError:
+            fh.close()
+            raise
+        return fh, FileStat(st.st_size, st.st_mtime_ns, st.st_ino)

@@ -1,0 +1,187 @@
+"""pkgserver.storage: uploads reach the files only through the Storage interface.
+
+A Storage that records its calls (and delegates to the directory) shows which operations each
+kind of upload makes; a Storage that loses the create-only race shows the outcome."""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from builders import make_wheel
+from conftest import scan
+from forms import upload_form
+
+from pkgserver.catalog import Catalog
+from pkgserver.errors import Conflict
+from pkgserver.indexer import Indexer
+from pkgserver.publish import TempFile
+from pkgserver.records import RecordDir
+from pkgserver.storage import ChangeFeed, DirectoryStorage, Records, Storage
+from pkgserver.upload import Outcome, Uploads
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pkgserver"
+
+
+class Recording:
+    """A Storage recording the names of the calls made to it, done by a DirectoryStorage."""
+
+    def __init__(self, inner: DirectoryStorage) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def uploads_on(root: Path, storage: Storage, **kw: Any) -> Uploads:
+    return Uploads([str(root)], scan(root), storage=storage, **kw)
+
+
+def upload(uploads: Uploads, wheel: Path, **extra: str) -> Outcome:
+    body, ctype = upload_form(wheel, extra=list(extra.items()))
+    return uploads.handle(io.BytesIO(body), len(body), ctype, "alice")
+
+
+def test_the_directory_is_a_storage_a_change_feed_and_records(tmp_path: Path) -> None:
+    # The three interfaces and their directory implementations (checked by mypy too).
+    storage: Storage = DirectoryStorage([str(tmp_path)])
+    feed: ChangeFeed = Indexer([str(tmp_path)], Catalog(), watch=False)
+    records: Records = RecordDir(str(tmp_path))
+    assert storage.place("a-1.0.tar.gz", ()) == str(tmp_path / "a-1.0.tar.gz")
+    assert feed.ready() is not None  # not started
+    records.replace("note", b"kept")
+    assert records.read("note") == b"kept"
+
+
+def test_a_stored_file_opens_with_what_identifies_it(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "demo", "1.0")
+    fh, st = DirectoryStorage([str(tmp_path)]).open(str(wheel))
+    with fh:
+        assert fh.read() == wheel.read_bytes()
+    assert (st.st_size, st.st_ino) == (wheel.stat().st_size, wheel.stat().st_ino)
+    os.mkfifo(tmp_path / "fifo-1.0-py3-none-any.whl")
+    with pytest.raises(OSError):  # at once: a FIFO is not a plain file
+        DirectoryStorage([str(tmp_path)]).open(str(tmp_path / "fifo-1.0-py3-none-any.whl"))
+
+
+def test_an_upload_stages_creates_and_syncs(tmp_path: Path) -> None:
+    root, dist = tmp_path / "packages", tmp_path / "dist"
+    root.mkdir()
+    wheel = make_wheel(dist, "demo", "1.0")
+    rec = Recording(DirectoryStorage([str(root)]))
+    uploads = uploads_on(root, cast(Storage, rec))
+    assert upload(uploads, wheel).status == 200
+    assert rec.calls == ["stage", "place", "create", "sync", "relpath", "describe"]
+    assert (root / wheel.name).read_bytes() == wheel.read_bytes()
+    assert [p.name for p in root.iterdir()] == [wheel.name]  # nothing staged is left
+
+    rec.calls.clear()  # the same bytes again: nothing published
+    assert upload(uploads, wheel).status == 200
+    assert rec.calls == ["stage"]
+
+
+def test_a_signature_is_staged_first_and_put_beside_the_file(tmp_path: Path) -> None:
+    root, dist = tmp_path / "packages", tmp_path / "dist"
+    root.mkdir()
+    wheel = make_wheel(dist, "demo", "1.0")
+    rec = Recording(DirectoryStorage([str(root)]))
+    uploads = uploads_on(root, cast(Storage, rec))
+    signature = "-----BEGIN PGP SIGNATURE-----\nxx\n-----END PGP SIGNATURE-----\n"
+    assert upload(uploads, wheel, gpg_signature=signature).status == 200
+    assert rec.calls == [
+        "stage",
+        "place",
+        "stage_bytes",
+        "create",
+        "replace",
+        "sync",
+        "relpath",
+        "describe",
+    ]
+    assert (root / (wheel.name + ".asc")).read_text() == signature
+
+
+def test_an_overwrite_replaces_and_drops_the_old_signature(tmp_path: Path) -> None:
+    root, dist = tmp_path / "packages", tmp_path / "dist"
+    root.mkdir()
+    old = make_wheel(root, "demo", "1.0", summary="old")
+    (root / (old.name + ".asc")).write_text("old signature")
+    new = make_wheel(dist, "demo", "1.0", summary="new")
+    rec = Recording(DirectoryStorage([str(root)]))
+    uploads = uploads_on(root, cast(Storage, rec), overwrite=True)
+    assert upload(uploads, new).status == 200
+    assert rec.calls == ["stage", "replace", "discard", "discard", "sync", "relpath", "describe"]
+    assert (root / new.name).read_bytes() == new.read_bytes()
+    assert not (root / (old.name + ".asc")).exists()
+
+
+class Racing(DirectoryStorage):
+    """Another writer puts ``theirs`` at the location just before our create-only publish."""
+
+    def __init__(self, roots: list[str], theirs: bytes) -> None:
+        super().__init__(roots)
+        self.theirs = theirs
+
+    def create(self, staged: TempFile, location: str) -> bool:
+        Path(location).write_bytes(self.theirs)
+        return super().create(staged, location)
+
+
+def test_a_create_lost_to_other_bytes_is_a_conflict_and_keeps_theirs(tmp_path: Path) -> None:
+    root, dist = tmp_path / "packages", tmp_path / "dist"
+    root.mkdir()
+    wheel = make_wheel(dist, "demo", "1.0")
+    uploads = uploads_on(root, Racing([str(root)], b"their bytes"))
+    body, ctype = upload_form(wheel)
+    with pytest.raises(Conflict, match="a moment ago"):
+        uploads.handle(io.BytesIO(body), len(body), ctype, "alice")
+    assert (root / wheel.name).read_bytes() == b"their bytes"
+    assert [p.name for p in root.iterdir()] == [wheel.name]
+
+
+def test_a_create_lost_to_the_same_bytes_is_a_success(tmp_path: Path) -> None:
+    root, dist = tmp_path / "packages", tmp_path / "dist"
+    root.mkdir()
+    wheel = make_wheel(dist, "demo", "1.0")
+    uploads = uploads_on(root, Racing([str(root)], wheel.read_bytes()))
+    outcome = upload(uploads, wheel)
+    assert outcome.status == 200 and "identical content" in outcome.message
+
+
+def test_remove_pkg_finds_removes_and_syncs_through_the_storage(tmp_path: Path) -> None:
+    root = tmp_path / "packages"
+    make_wheel(root, "demo", "1.0")
+    make_wheel(root, "demo", "2.0")
+    rec = Recording(DirectoryStorage([str(root)]))
+    uploads = uploads_on(root, cast(Storage, rec))
+    body = b":action=remove_pkg&name=demo&version=1.0"
+    outcome = uploads.handle(
+        io.BytesIO(body), len(body), "application/x-www-form-urlencoded", "alice"
+    )
+    assert outcome.status == 200
+    assert rec.calls == ["files_of", "remove", "sync", "files_of"]
+    assert [p.name for p in root.iterdir()] == ["demo-2.0-py3-none-any.whl"]
+
+
+def test_uploads_touch_no_file_themselves() -> None:
+    # Every file operation of upload.py goes through its Storage: it imports neither os nor
+    # the system-call layer's functions.
+    tree = ast.parse((PACKAGE / "upload.py").read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert not imported & {"os", "shutil", "tempfile"}
