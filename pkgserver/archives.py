@@ -157,6 +157,9 @@ _CENTRAL = struct.Struct("<4s6H3L5H2L")  # central directory header, 46 bytes
 _LOCAL = struct.Struct("<4s5H3L2H")  # local file header, 30 bytes
 
 
+_Entry = tuple[int, int, int, int, int, int, bytes]  # flags, method, crc, sizes, offset, name
+
+
 def member_in_memory(data: bytes, select: Select) -> bytes | None:
     """The selected member of a plain zip held in memory, without zipfile's object per member.
 
@@ -166,6 +169,19 @@ def member_in_memory(data: bytes, select: Select) -> bytes | None:
     encrypted. Anything else returns None and goes through zipfile, so the outcome is the one
     zipfile (and pip) would give. Refusals follow the same bounds as ``zip_member``.
     """
+    found = _central_directory(data)
+    if found is None:
+        return None
+    names, where, cd_offset = found
+    chosen = select(names)
+    if chosen is None:
+        raise InvalidArchive("no single metadata file in the archive")
+    return _member_data(data, where[chosen], cd_offset)
+
+
+def _central_directory(data: bytes) -> tuple[list[str], dict[str, _Entry], int] | None:
+    """The member names in order, what the central directory says of each, and where it
+    starts; None for a shape left to zipfile."""
     if len(data) < _EOCD.size:
         return None
     sig, disk, cd_disk, _, entries, cd_size, cd_offset, comment = _EOCD.unpack_from(
@@ -181,7 +197,7 @@ def member_in_memory(data: bytes, select: Select) -> bytes | None:
     if cd_size > MAX_ZIP_DIRECTORY:
         raise InvalidArchive("zip central directory too large")
     names: list[str] = []
-    where: dict[str, tuple[int, int, int, int, int, int, bytes]] = {}
+    where: dict[str, _Entry] = {}
     pos = cd_offset
     for _ in range(entries):
         if pos + _CENTRAL.size > end:
@@ -224,10 +240,13 @@ def member_in_memory(data: bytes, select: Select) -> bytes | None:
         pos += _CENTRAL.size + nlen + xlen + clen
     if pos != end:
         return None
-    chosen = select(names)
-    if chosen is None:
-        raise InvalidArchive("no single metadata file in the archive")
-    flags, method, crc, csize, usize, local, raw_name = where[chosen]
+    return names, where, cd_offset
+
+
+def _member_data(data: bytes, entry: _Entry, cd_offset: int) -> bytes | None:
+    """A member's bytes, checked against its local header, size and CRC; None for what is
+    left to zipfile's verdict."""
+    flags, method, crc, csize, usize, local, raw_name = entry
     if flags & 0x61 or method not in (0, 8) or 0xFFFFFFFF in (csize, usize, local):
         return None  # encrypted or patched data, another method, or zip64 sizes
     if usize > MAX_METADATA_BYTES:

@@ -17,6 +17,7 @@ from typing import IO, NamedTuple
 
 from packaging.version import Version
 
+from .catalog import DistFile, FileStat
 from .distfile import (
     SIDECARS,
     InvalidDistFilename,
@@ -303,20 +304,7 @@ def check(
     err = sys.stderr
     if progress is None:
         progress = err.isatty()
-    cached: dict[tuple[int, str], tuple[tuple[int, int], str]] = {}
-    cache_note = "no index cache to compare with"
-    if cache_dir:
-        from .cache import DescriptionCache, check_location
-
-        path = DescriptionCache.path_for(cache_dir, roots)
-        if os.path.lexists(path):
-            try:
-                check_location(cache_dir, path)  # never a FIFO or a link where SQLite opens
-                cached = _cached_hashes(path)
-            except Exception as exc:  # a damaged or foreign cache is reported, not fatal
-                cache_note = f"the index cache {path} cannot be read ({exc})"
-            else:
-                cache_note = f"compared with the index cache {path} ({len(cached)} entries)"
+    cached, cache_note = _cache_for_check(roots, cache_dir)
     candidates = []
     others = []
     for index, root in enumerate(roots):
@@ -331,25 +319,8 @@ def check(
     real_roots = [os.path.realpath(r) for r in roots]
     for index, root, relpath, st in candidates:
         bar.step(relpath)
-        path = os.path.join(root, *relpath.split("/"))
-        shown = _shown(path)
-        # The index's own rules (indexer.Indexer._checked_path): what it skips is reported.
-        if not confined(path, real_roots):
-            problems.append(f"skipped by the index {shown}: a link that leaves the directory")
-            continue
-        if not _is_utf8(path):
-            problems.append(f"skipped by the index {shown}: the name is not UTF-8")
-            continue
-        try:
-            f = describe(root, relpath, st)
-        except InvalidDistFilename as exc:
-            problems.append(f"cannot attribute {path}: {exc}")
-            continue
-        except OSError as exc:
-            problems.append(f"cannot read {path}: {exc.strerror or exc}")
-            continue
-        except Exception as exc:  # one odd file must not end the check
-            problems.append(f"cannot read {path}: {exc!r}")
+        f, path = _check_one(root, relpath, st, real_roots, problems)
+        if f is None:
             continue
         entry = cached.get((index, relpath))
         if entry is not None:
@@ -382,6 +353,49 @@ def check(
         file=err,
     )
     return 1 if problems else 0
+
+
+def _cache_for_check(
+    roots: Sequence[str], cache_dir: str | None
+) -> tuple[dict[tuple[int, str], tuple[tuple[int, int], str]], str]:
+    """The index cache's hashes, to compare with, and a note saying what was compared."""
+    if not cache_dir:
+        return {}, "no index cache to compare with"
+    from .cache import DescriptionCache, check_location
+
+    path = DescriptionCache.path_for(cache_dir, roots)
+    if not os.path.lexists(path):
+        return {}, "no index cache to compare with"
+    try:
+        check_location(cache_dir, path)  # never a FIFO or a link where SQLite opens
+        cached = _cached_hashes(path)
+    except Exception as exc:  # a damaged or foreign cache is reported, not fatal
+        return {}, f"the index cache {path} cannot be read ({exc})"
+    return cached, f"compared with the index cache {path} ({len(cached)} entries)"
+
+
+def _check_one(
+    root: str, relpath: str, st: FileStat, real_roots: list[str], problems: list[str]
+) -> tuple[DistFile | None, str]:
+    """One file described as the index would (None, with the problem noted, if it cannot)."""
+    path = os.path.join(root, *relpath.split("/"))
+    shown = _shown(path)
+    # The index's own rules (indexer.Indexer._checked_path): what it skips is reported.
+    if not confined(path, real_roots):
+        problems.append(f"skipped by the index {shown}: a link that leaves the directory")
+        return None, path
+    if not _is_utf8(path):
+        problems.append(f"skipped by the index {shown}: the name is not UTF-8")
+        return None, path
+    try:
+        return describe(root, relpath, st), path
+    except InvalidDistFilename as exc:
+        problems.append(f"cannot attribute {path}: {exc}")
+    except OSError as exc:
+        problems.append(f"cannot read {path}: {exc.strerror or exc}")
+    except Exception as exc:  # one odd file must not end the check
+        problems.append(f"cannot read {path}: {exc!r}")
+    return None, path
 
 
 def _shown(path: str) -> str:

@@ -139,29 +139,7 @@ def describe(
     extras = [hashlib.new(a) for a in extra_algos]
     data: bytes | None = None
     if known_sha256 is None or extras:
-        if st.st_size <= READ_WHOLE:
-            # Most distributions are small: read once, hash and open the archive in memory.
-            # os.read: a buffered file object costs more than the read itself at this size.
-            data = _read_small(path, st.st_size)
-            sha.update(data)
-            for h in extras:
-                h.update(data)
-        else:
-            # Exactly the size that was checked (against --max-file-size too), and one byte
-            # more to see whether it grew: reading to the end let a file extended while it
-            # was read (truncate -s 8T) hold the reader for hours.
-            with os.fdopen(open_regular(path), "rb") as fh:
-                left = st.st_size
-                while left > 0:
-                    chunk = fh.read(min(CHUNK, left))
-                    if not chunk:
-                        raise FileChanged(path)  # shorter than it was
-                    left -= len(chunk)
-                    sha.update(chunk)
-                    for h in extras:
-                        h.update(chunk)
-                if fh.read(1):
-                    raise FileChanged(path)
+        data = _hash_file(path, st.st_size, [sha, *extras])
     requires_python = summary = display_name = metadata_sha256 = None
     meta: CoreMetadata | None = known_meta
     if meta is None:
@@ -203,6 +181,33 @@ def describe(
         summary=summary,
         display_name=display_name,
     )
+
+
+def _hash_file(path: str, size: int, hashes: list[Any]) -> bytes | None:
+    """Feed the file's ``size`` bytes to ``hashes``; its bytes when it is small enough to be
+    read whole (the archive is then opened in memory), else None. Raises FileChanged."""
+    if size <= READ_WHOLE:
+        # Most distributions are small: read once, hash and open the archive in memory.
+        # os.read: a buffered file object costs more than the read itself at this size.
+        data = _read_small(path, size)
+        for h in hashes:
+            h.update(data)
+        return data
+    # Exactly the size that was checked (against --max-file-size too), and one byte more to
+    # see whether it grew: reading to the end let a file extended while it was read
+    # (truncate -s 8T) hold the reader for hours.
+    with os.fdopen(open_regular(path), "rb") as fh:
+        left = size
+        while left > 0:
+            chunk = fh.read(min(CHUNK, left))
+            if not chunk:
+                raise FileChanged(path)  # shorter than it was
+            left -= len(chunk)
+            for h in hashes:
+                h.update(chunk)
+        if fh.read(1):
+            raise FileChanged(path)
+    return None
 
 
 def _read_small(path: str, expected: int) -> bytes:

@@ -90,19 +90,7 @@ def update(ns: argparse.Namespace, roots: Sequence[str]) -> int:
         raise UsageError(f"--index-url {index!r} is not an http(s) URL")
     index = index if index.endswith("/") else index + "/"
     ignored = _ignorelist(ns.ignorelist)
-    newest: dict[str, tuple[Version, str]] = {}  # project -> (newest version here, its folder)
-    for root in roots:
-        for relpath, _st in iter_dist_files(root):
-            try:
-                info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
-                version = Version(info.version)
-            except (InvalidDistFilename, InvalidVersion):
-                continue
-            if info.project in ignored:
-                continue
-            folder = os.path.dirname(os.path.join(root, *relpath.split("/")))
-            if info.project not in newest or version > newest[info.project][0]:
-                newest[info.project] = (version, folder)
+    newest = _newest_here(roots, ignored)
     # pypiserver's report: "checking N packages", a character per project (u: an update,
     # .: none, e: the upstream could not be read), then the commands.
     print(f"checking {len(newest)} packages for newer version")
@@ -165,6 +153,24 @@ def update(ns: argparse.Namespace, roots: Sequence[str]) -> int:
     if not newest:
         print(f"no projects found in {', '.join(roots)}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _newest_here(roots: Sequence[str], ignored: set[str]) -> dict[str, tuple[Version, str]]:
+    """Project -> (the newest version here, the folder of its file)."""
+    newest: dict[str, tuple[Version, str]] = {}
+    for root in roots:
+        for relpath, _st in iter_dist_files(root):
+            try:
+                info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
+                version = Version(info.version)
+            except (InvalidDistFilename, InvalidVersion):
+                continue
+            if info.project in ignored:
+                continue
+            folder = os.path.dirname(os.path.join(root, *relpath.split("/")))
+            if info.project not in newest or version > newest[info.project][0]:
+                newest[info.project] = (version, folder)
+    return newest
 
 
 def _ignorelist(path: str | None) -> set[str]:
