@@ -43,8 +43,6 @@ log = logging.getLogger("pkgserver")
 
 SUBCOMMANDS = _arguments.SUBCOMMANDS
 build_parser = _arguments.build_parser
-_normalize_argv = _arguments.normalize_argv
-_settings = settings_from
 
 # pypiserver options that pkgserver accepts and ignores (with a one-line notice at start): a
 # migrated command line keeps working.

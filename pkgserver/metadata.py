@@ -4,9 +4,7 @@ everything) and parsed, for installers (``CoreMetadata``) and for people (``Deta
 
 from __future__ import annotations
 
-import io
-import os
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 from .archives import (
     MAX_METADATA_BYTES,
@@ -18,16 +16,15 @@ from .archives import (
     zip_member,
 )
 from .distfile import KIND_WHEEL
-from .fsutil import open_regular
 
 __all__ = [
     "MAX_METADATA_BYTES",
     "CoreMetadata",
     "Details",
     "InvalidArchive",
+    "core_metadata_of",
     "parse_core_metadata",
     "parse_details",
-    "read_core_metadata",
 ]
 
 # Fields a METADATA may have; real ones have tens to a few hundred. Old metadata
@@ -140,32 +137,31 @@ def _first(fields: dict[str, list[str]], key: str) -> str | None:
     return values[0] if values else None
 
 
-def read_core_metadata(
-    path: str,
+def core_metadata_of(
+    fh: IO[bytes],
+    filename: str,
     kind: str,
     project: str | None = None,
-    filename: str | None = None,
     data: bytes | None = None,
 ) -> CoreMetadata:
-    """Read the core metadata of the distribution at ``path`` (or in ``data``, its bytes).
+    """The core metadata of the distribution open as ``fh`` (whose bytes ``data`` may also be,
+    for reading a small zip without zipfile).
 
-    ``kind`` is the distfile kind; ``project`` (normalized) picks the right ``.dist-info`` when a
-    wheel has several; ``filename`` names the format when ``path`` does not (a temp file).
-    Raises InvalidArchive.
+    ``filename`` names the format; ``kind`` is the distfile kind; ``project`` (normalized)
+    picks the right ``.dist-info`` when a wheel has several. Raises InvalidArchive, whatever
+    the bytes do.
     """
-    lower = (filename or path).lower()
+    lower = filename.lower()
     try:
-        # open_regular: a FIFO swapped in for the file must not hang the reader.
-        with io.BytesIO(data) if data is not None else os.fdopen(open_regular(path), "rb") as fh:
-            if kind == KIND_WHEEL:
-                raw = zip_member(fh, wheel_metadata_member(project), data)
-                return parse_core_metadata(raw, is_wheel=True)
-            if lower.endswith((".zip", ".egg")):
-                selector = egg_pkg_info if lower.endswith(".egg") else sdist_pkg_info
-                raw = zip_member(fh, selector, data)
-            else:
-                raw = tar_pkg_info(fh, lower)
-            return parse_core_metadata(raw, is_wheel=False)
+        if kind == KIND_WHEEL:
+            raw = zip_member(fh, wheel_metadata_member(project), data)
+            return parse_core_metadata(raw, is_wheel=True)
+        if lower.endswith((".zip", ".egg")):
+            selector = egg_pkg_info if lower.endswith(".egg") else sdist_pkg_info
+            raw = zip_member(fh, selector, data)
+        else:
+            raw = tar_pkg_info(fh, lower)
+        return parse_core_metadata(raw, is_wheel=False)
     except InvalidArchive:
         raise
     except Exception as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import itertools
 import logging
 import multiprocessing
@@ -32,7 +33,7 @@ from .distfile import (
     version_sort_key,
 )
 from .fsutil import open_regular
-from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
+from .metadata import CoreMetadata, InvalidArchive, core_metadata_of
 
 __all__ = [
     "CHANGED",
@@ -181,6 +182,27 @@ def describe(
         summary=summary,
         display_name=display_name,
     )
+
+
+def read_core_metadata(
+    path: str,
+    kind: str,
+    project: str | None = None,
+    filename: str | None = None,
+    data: bytes | None = None,
+) -> CoreMetadata:
+    """The core metadata of the distribution at ``path`` (or in ``data``, its bytes);
+    ``filename`` names the format when ``path`` does not (a temp file). Raises InvalidArchive,
+    also when the file cannot be opened (a FIFO put in its place is never waited for)."""
+    name = filename or path
+    if data is not None:
+        return core_metadata_of(io.BytesIO(data), name, kind, project, data)
+    try:
+        fh = os.fdopen(open_regular(path), "rb")
+    except OSError as exc:
+        raise InvalidArchive(f"unreadable archive: {type(exc).__name__}: {exc}") from None
+    with fh:
+        return core_metadata_of(fh, name, kind, project)
 
 
 def _hash_file(path: str, size: int, hashes: list[Any]) -> bytes | None:

@@ -42,7 +42,7 @@ from .errors import (
     TooLarge,
 )
 from .manage import forget_yanks_of_removed
-from .metadata import CoreMetadata, InvalidArchive, read_core_metadata
+from .metadata import CoreMetadata, InvalidArchive
 from .multipart import (
     Form,
     FormError,
@@ -54,6 +54,7 @@ from .multipart import (
 )
 from .publish import FileOps, TempFile, TooLargeError
 from .records import UploadLog
+from .scan import read_core_metadata
 from .storage import DirectoryStorage, Storage
 
 __all__ = ["InsufficientStorage", "Uploads"]

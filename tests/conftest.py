@@ -32,7 +32,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 def scan(*roots: Path, **settings_kw: Any) -> Catalog:
     """A catalog filled by one synchronous scan (no watcher, no thread)."""
     catalog = Catalog()
-    Indexer([str(r) for r in roots], catalog, watch=False, settle=0, **settings_kw)._rescan()
+    kw = {"workers": 1, **settings_kw}  # (many files are read in processes when workers > 1)
+    Indexer([str(r) for r in roots], catalog, watch=False, settle=0, **kw).initial_scan()
     return catalog
 
 

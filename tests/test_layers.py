@@ -47,11 +47,7 @@ ONLY = {
     "waitress": {"server"},
 }
 # Known exceptions, each with its reason. A new one needs a line here (and a reason).
-ALLOWED = {
-    # Reads an archive by path through the non-blocking regular-file open; it moves behind the
-    # storage interface when archives come from an object store too.
-    ("metadata", "fsutil"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def imports_of(source: str) -> set[str]:

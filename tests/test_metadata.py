@@ -11,7 +11,8 @@ from builders import make_sdist, make_wheel
 
 from pkgserver import archives, metadata
 from pkgserver.distfile import KIND_SDIST, KIND_WHEEL
-from pkgserver.metadata import InvalidArchive, parse_core_metadata, read_core_metadata
+from pkgserver.metadata import InvalidArchive, parse_core_metadata
+from pkgserver.scan import read_core_metadata
 
 
 def test_wheel_metadata_is_read_with_its_fields(tmp_path: Path) -> None:
@@ -261,7 +262,7 @@ def test_a_gzip_bomb_in_memory_is_decompressed_a_buffer_at_a_time(tmp_path: Path
     assert path.stat().st_size < 400_000
     probe = (
         "import resource, sys\n"
-        "from pkgserver.metadata import read_core_metadata\n"
+        "from pkgserver.scan import read_core_metadata\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "from pkgserver.metadata import InvalidArchive\n"
@@ -372,7 +373,7 @@ def test_a_zip_listing_too_many_members_is_refused_before_zipfile_reads_it(
 
     monkeypatch.setattr(zipfile, "ZipFile", no_zipfile)  # the module metadata reads zips with
     with pytest.raises(metadata.InvalidArchive, match="too many members"):
-        metadata.read_core_metadata(str(path), KIND_WHEEL, "demo")
+        read_core_metadata(str(path), KIND_WHEEL, "demo")
 
 
 def test_a_folded_header_is_joined_and_an_oversized_header_section_refused() -> None:

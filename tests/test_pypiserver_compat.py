@@ -21,6 +21,7 @@ from passlib.hash import bcrypt
 from server import Server, client_env, run_client, server_env, without_root_powers
 
 from pkgserver import cli
+from pkgserver.validate import settings_from
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 
@@ -41,7 +42,7 @@ or via the <a href="{{SIMPLE}}">simple</a> index.</p>
 
 def parse(argv: list[str]):  # type: ignore[no-untyped-def]
     ns = cli.parse_args(argv)
-    return ns, (cli._settings(ns) if ns.command == "run" else None)
+    return ns, (settings_from(ns) if ns.command == "run" else None)
 
 
 def pkgserver(*args: str | os.PathLike[str], cwd: Path | None = None, timeout: float = 30):  # type: ignore[no-untyped-def]

@@ -30,7 +30,8 @@ from pkgserver.distfile import (
     normalize,
     parse_dist_filename,
 )
-from pkgserver.metadata import parse_core_metadata, read_core_metadata
+from pkgserver.metadata import parse_core_metadata
+from pkgserver.scan import read_core_metadata
 from pkgserver.xmlrpc import InvalidXmlRpc, parse_call
 
 names = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,20}[A-Za-z0-9])?", fullmatch=True)
