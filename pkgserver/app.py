@@ -219,7 +219,7 @@ def create_app(
         settings,
         catalog,
         auth=auth or Authenticator(settings.password_file, settings.authenticate, settings.threads),
-        metadata=metadata or MetadataStore(),
+        metadata=metadata or MetadataStore(opener=uploads.storage.open),
         uploads=uploads,
         observer=observer,
         on_stale=on_stale,

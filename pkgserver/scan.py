@@ -21,7 +21,7 @@ import sys
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 from .catalog import DistFile, FileStat
 from .distfile import (
@@ -205,6 +205,18 @@ def read_core_metadata(
         return core_metadata_of(fh, name, kind, project)
 
 
+def open_stored(path: str) -> tuple[BinaryIO, FileStat]:
+    """A file of the package directories for reading, and its size, mtime and inode. Never
+    through a FIFO or a device (non-blocking, regular files only); raises OSError."""
+    fh = os.fdopen(open_regular(path), "rb")
+    try:
+        st = os.fstat(fh.fileno())
+    except OSError:
+        fh.close()
+        raise
+    return fh, FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def _hash_file(path: str, size: int, hashes: list[Any]) -> bytes | None:
     """Feed the file's ``size`` bytes to ``hashes``; its bytes when it is small enough to be
     read whole (the archive is then opened in memory), else None. Raises FileChanged."""
@@ -352,8 +364,13 @@ class MetadataStore:
     every request (a 279-byte bz2 bomb costs 0.65 s of CPU to give up on) would be a lever.
     """
 
-    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        max_bytes: int = 32 * 1024 * 1024,
+        opener: Callable[[str], tuple[BinaryIO, FileStat]] | None = None,
+    ) -> None:
         self.max_bytes = max_bytes
+        self.opener = opener or open_stored  # Storage.open
         self._items: OrderedDict[tuple[str, int, int], CoreMetadata | None] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -365,14 +382,18 @@ class MetadataStore:
                 self._items.move_to_end(key)
                 return self._items[key]
         try:
-            st = os.stat(f.path)
-            if not f.matches(st):
-                return None  # changed on disk; the indexer will catch up
-            meta: CoreMetadata | None = read_core_metadata(f.path, f.kind, f.project)
+            fh, st = self.opener(f.path)
         except OSError:
             return None  # gone, or not readable now: nothing to remember
-        except InvalidArchive:
-            meta = None
+        with fh:
+            if not f.matches(st):
+                return None  # changed on disk; the indexer will catch up
+            try:
+                meta: CoreMetadata | None = core_metadata_of(fh, f.filename, f.kind, f.project)
+            except InvalidArchive:
+                meta = None
+            except OSError:
+                return None  # a read failed: nothing to remember
         size = _ENTRY_BYTES + (len(meta.raw) if meta is not None else 0)
         if size <= self.max_bytes // 4:
             with self._lock:

@@ -121,7 +121,7 @@ class Service:
             settings,
             self.catalog,
             auth=Authenticator(settings.password_file, settings.authenticate, settings.threads),
-            metadata=MetadataStore(),
+            metadata=MetadataStore(opener=self.storage.open),
             on_stale=self.feed.recheck,
             on_published=self.feed.remember,
             hosted=self.hosted,

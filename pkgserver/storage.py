@@ -28,11 +28,10 @@ from collections.abc import Iterable, Sequence
 from typing import BinaryIO, NamedTuple, Protocol
 
 from .catalog import DistFile, FileStat
-from .fsutil import open_regular
 from .manage import files_of, remove_distribution
 from .metadata import CoreMetadata
 from .publish import FileOps, TempFile
-from .scan import describe
+from .scan import describe, open_stored
 
 __all__ = ["ChangeFeed", "DirectoryStorage", "Records", "Storage", "Stored"]
 
@@ -274,10 +273,4 @@ class DirectoryStorage:
     def open(self, location: str) -> tuple[BinaryIO, FileStat]:
         # Non-blocking, regular files only: a FIFO swapped in for a listed file must not hang
         # a worker thread (16 of them stopped the server).
-        fh = os.fdopen(open_regular(location), "rb")
-        try:
-            st = os.fstat(fh.fileno())
-        except OSError:
-            fh.close()
-            raise
-        return fh, FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+        return open_stored(location)

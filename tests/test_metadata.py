@@ -337,14 +337,14 @@ def test_an_unreadable_archive_is_read_once_not_per_request(
     (tmp_path / "bomb-1.0.tar.bz2").write_bytes(b"BZh91AY&SY" + b"\0" * 269)
     make_wheel(tmp_path, "fine", "1.0")
     reads: list[str] = []
-    original = read_core_metadata  # what scan calls
+    original = metadata.core_metadata_of  # what MetadataStore reads with (as scan imports it)
 
-    def counting(path: str, *args: Any, **kw: Any) -> object:
-        reads.append(path)
-        return original(path, *args, **kw)
+    def counting(fh: Any, filename: str, *args: Any, **kw: Any) -> object:
+        reads.append(filename)
+        return original(fh, filename, *args, **kw)
 
     app, _ = make_testapp([tmp_path])
-    monkeypatch.setattr(scan, "read_core_metadata", counting)
+    monkeypatch.setattr(scan, "core_metadata_of", counting)
     for i in range(3):
         # Another Host each time: the rendering, keyed by its base URL, is not reused.
         host = {"HTTP_HOST": f"mirror{i}.example"}
