@@ -762,8 +762,8 @@ class Indexer:
         """What to do with the n-th job's outcome: a DistFile, CHANGED, or a skip message."""
 
         def outcome(n: int, found: DistFile | str) -> None:
-            if not n % 1024:
-                self._check_interrupted()
+            if not n % BATCH:
+                self._check_interrupted()  # about once a batch, as the scan goes
             i = jobs[n]
             root_index, relpath, _, _ = todo[i]
             if found == CHANGED:

@@ -130,12 +130,19 @@ class TempFile:
             self.ops.close(self.fd)
 
     def discard(self) -> None:
-        self.close()
-        self.ops.untrack(self.path)
+        """Remove the staged file (after a rename into place it is gone already). Never raises:
+        the upload's outcome is decided; a file that cannot be removed now stays tracked, for
+        the shutdown (and the sweep of the next start)."""
         try:
-            self.ops.unlink(self.path)
-        except FileNotFoundError:
+            self.close()
+        except OSError:
             pass
+        try:
+            self.ops.unlink(self.path)  # (untracks it)
+        except FileNotFoundError:
+            self.ops.untrack(self.path)
+        except OSError as exc:
+            log.warning("cannot remove the temporary file %s: %s", self.path, exc)
 
     def digests(self) -> dict[str, str]:
         return {

@@ -317,7 +317,9 @@ class Uploads:
             final, existing, superseded = self._destination(filename, project, digests)
             if final is None:  # identical content is there already
                 return Outcome(200, f"{filename} already exists with identical content")
-            published = self._put(content, final, replace=existing is not None, sidecars=sidecars)
+            published, note = self._put(
+                content, final, replace=existing is not None, sidecars=sidecars
+            )
             if published:
                 gone = []
                 if superseded is not None:
@@ -330,7 +332,7 @@ class Uploads:
         if not published:
             return self._lost_race(final, filename, content.size, digests["sha256"])
         log.info("%s uploaded %r", user or "anonymous", filename)
-        return Outcome(200, f"OK: {filename} published")
+        return Outcome(200, f"OK: {filename} published{note}")
 
     def _destination(
         self, filename: str, project: str, digests: dict[str, str]
@@ -362,12 +364,18 @@ class Uploads:
 
     def _put(
         self, content: TempFile, final: str, *, replace: bool, sidecars: dict[str, bytes | None]
-    ) -> bool:
-        """Publish the file and its sidecars; False when another writer took the name first.
-        On a failure, what this call put in place is taken back (a replaced file cannot be)."""
+    ) -> tuple[bool, str]:
+        """Publish the file and its sidecars: (False, "") when another writer took the name
+        first, else (True, a note on what went wrong after the file itself was replaced).
+
+        A failure before the file is in place, or of a new name (create), leaves everything as
+        it was (HTTP 507 or 403). A replaced file cannot be taken back, as its old bytes are gone:
+        it stays published, without a sidecar that could not be stored (and never with the old
+        file's), and the note says so."""
         storage = self.storage
         staged: list[tuple[TempFile, str]] = []
         placed: list[str] = []
+        replaced = False
         try:
             # Sidecars are staged first and put in place only once the file itself is ours: a
             # refused upload never touches another file's signature.
@@ -376,8 +384,9 @@ class Uploads:
                     staged.append((storage.stage_bytes(final, data), final + ext))
             if replace:
                 storage.replace(content, final)
+                replaced = True
             elif not storage.create(content, final):
-                return False
+                return False, ""
             for temp, dst in staged:
                 storage.replace(temp, dst)
                 placed.append(dst)
@@ -389,18 +398,21 @@ class Uploads:
                         storage.discard(final + ext)
             storage.sync([final])
         except OSError as exc:
-            if not replace:
-                storage.undo_create(final, content)
-                for dst in placed:
-                    storage.discard(dst)
-            raise _storage_error(exc) from None
+            if not replaced:
+                if not replace:
+                    storage.undo_create(final, content)
+                    for dst in placed:
+                        storage.discard(dst)
+                raise _storage_error(exc) from None
+            log.error("replaced %s, but then: %s", final, exc)
+            for ext in sidecars:
+                if final + ext not in placed:
+                    storage.discard(final + ext)  # the old file's would be wrong beside it
+            return True, f" (but not all of it was stored: {exc.strerror or exc})"
         finally:
             for temp, _ in staged:
-                try:
-                    temp.discard()
-                except OSError:
-                    pass
-        return True
+                temp.discard()
+        return True, ""
 
     def _lost_race(self, final: str, filename: str, size: int, sha256: str) -> Outcome:
         """Something (another upload, a copy) took the name between our check and our

@@ -6,6 +6,8 @@ kind of upload makes; a Storage that loses the create-only race shows the outcom
 from __future__ import annotations
 
 import ast
+import errno
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -19,7 +21,7 @@ from forms import upload_form
 from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
 from pkgserver.indexer import Indexer
-from pkgserver.publish import TempFile
+from pkgserver.publish import FileOps, TempFile
 from pkgserver.records import RecordDir
 from pkgserver.storage import ChangeFeed, DirectoryStorage, Records, Storage
 from pkgserver.upload import Outcome, Uploads
@@ -185,3 +187,72 @@ def test_uploads_touch_no_file_themselves() -> None:
         for alias in node.names
     }
     assert not imported & {"os", "shutil", "tempfile"}
+
+
+# -- what fails after the file itself is in place --------------------------------------------------
+class Failing(FileOps):
+    """Fails the n-th call of one operation with EIO."""
+
+    def __init__(self, step: str, nth: int) -> None:
+        super().__init__()
+        self.step, self.nth, self.calls = step, nth, 0
+
+    def _count(self, step: str) -> None:
+        if step == self.step:
+            self.calls += 1
+            if self.calls == self.nth:
+                raise OSError(errno.EIO, "Input/output error")
+
+    def replace(self, src: str, dst: str) -> None:
+        self._count("replace")
+        super().replace(src, dst)
+
+    def unlink(self, path: str) -> None:
+        self._count("unlink")
+        super().unlink(path)
+
+    def fsync_dir(self, directory: str) -> None:
+        self._count("fsync_dir")
+        super().fsync_dir(directory)
+
+
+def test_a_temp_file_that_cannot_be_removed_does_not_fail_a_published_upload(
+    tmp_path: Path,
+) -> None:
+    # The upload is decided (published); a temp name that cannot be unlinked afterwards is left
+    # to the shutdown, never turned into a 500 for an upload that succeeded.
+    root, dist = tmp_path / "packages", tmp_path / "dist"
+    root.mkdir()
+    wheel = make_wheel(dist, "demo", "1.0")
+    storage = DirectoryStorage([str(root)], Failing("unlink", 1))
+    outcome = upload(uploads_on(root, storage), wheel)
+    assert outcome.status == 200 and outcome.message.endswith("published")
+    assert (root / wheel.name).read_bytes() == wheel.read_bytes()
+    assert storage.remove_live() == 1  # the one left, removed at shutdown
+    assert [p.name for p in root.iterdir()] == [wheel.name]
+
+
+@pytest.mark.parametrize(("step", "nth"), [("replace", 2), ("fsync_dir", 1)])
+def test_a_replaced_file_stays_published_when_its_sidecar_or_sync_fails(
+    tmp_path: Path, step: str, nth: int
+) -> None:
+    # After the rename the old bytes are gone: the answer says the new file is published, and
+    # no signature of the old file stays beside it.
+    root, dist = tmp_path / "packages", tmp_path / "dist"
+    root.mkdir()
+    old = make_wheel(root, "demo", "1.0", summary="old")
+    (root / (old.name + ".asc")).write_text("old signature")
+    new = make_wheel(dist, "demo", "1.0", summary="new")
+    storage = DirectoryStorage([str(root)], Failing(step, nth))
+    uploads = uploads_on(root, storage, overwrite=True)
+    signature = "-----BEGIN PGP SIGNATURE-----\nnew\n-----END PGP SIGNATURE-----\n"
+    outcome = upload(uploads, new, gpg_signature=signature)
+    assert outcome.status == 200 and "not all of it was stored" in outcome.message
+    assert (root / new.name).read_bytes() == new.read_bytes()
+    assert (
+        uploads.catalog.snapshot.files[new.name].sha256
+        == hashlib.sha256(new.read_bytes()).hexdigest()
+    )
+    sidecar = root / (new.name + ".asc")
+    assert not sidecar.exists() or sidecar.read_text() == signature
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".pkgserver-tmp")) == []
