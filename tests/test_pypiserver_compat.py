@@ -12,7 +12,9 @@ import os
 import subprocess
 import sys
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from builders import make_sdist, make_wheel
@@ -47,7 +49,7 @@ def parse(argv: list[str]):  # type: ignore[no-untyped-def]
 
 def pkgserver(*args: str | os.PathLike[str], cwd: Path | None = None, timeout: float = 30):  # type: ignore[no-untyped-def]
     return subprocess.run(
-        [sys.executable, "-m", "pkgserver", *map(os.fspath, args)],
+        [sys.executable, "-m", "pkgserver", *(os.fspath(a) for a in args)],
         capture_output=True,
         text=True,
         env=server_env(),
@@ -84,8 +86,8 @@ def packages(tmp_path: Path) -> Path:
     ],
 )
 def test_options_before_the_subcommand_and_the_old_forms(
-    packages: Path, argv: list[str], check
-) -> None:  # type: ignore[no-untyped-def]
+    packages: Path, argv: list[str], check: Callable[[Any], bool]
+) -> None:
     _, settings = parse([a.replace("{d}", str(packages)) for a in argv])
     assert check(settings), settings
 
