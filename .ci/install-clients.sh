@@ -98,6 +98,23 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 command -v chromium >/dev/null 2>&1 && summary+=("$(chromium --version 2>/dev/null | head -n 1)")
 
+# A real S3 server for the object-store tests (tests/test_s3.py): a single-node Ceph RADOS
+# Gateway from Debian's own packages, started by the workplace's ceph-s3-up.sh on 127.0.0.1.
+if ! command -v radosgw >/dev/null 2>&1; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "install-clients: installing Debian's ceph-mon, ceph-osd and radosgw"
+        if ! { apt-get install -y -qq --no-install-recommends ceph-mon ceph-osd radosgw \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                --no-install-recommends ceph-mon ceph-osd radosgw; }; } >"$DEST/ceph.log" 2>&1; then
+            tail -n 40 "$DEST/ceph.log" >&2
+            failed+=("radosgw")
+        fi
+    else
+        echo "install-clients: radosgw missing (apt-get install ceph-mon ceph-osd radosgw); object-store tests will skip" >&2
+    fi
+fi
+command -v radosgw >/dev/null 2>&1 && summary+=("$(radosgw --version 2>/dev/null | head -n 1)")
+
 for line in "${summary[@]}"; do
     echo "install-clients: $line"
 done

@@ -1,0 +1,250 @@
+"""An S3-compatible object store as a ``storage.Storage``: the second implementation of the
+interface, for several replicas over one bucket (issue 15; not yet offered by ``pkgserver
+run``: what is here is the publishing and reading half, tested against a real Ceph RGW).
+
+Locations are ``s3://BUCKET/PREFIX/RELPATH``. Uploads are staged in a local spool (the upload
+checks read the archive there) and published with one PUT:
+- ``create`` is ``PutObject`` with ``If-None-Match: *``: of two replicas publishing one name
+  at once, exactly one wins (the other gets 412 and answers 409 or, for the same bytes, 200);
+- ``replace`` is a plain ``PutObject``: readers get the old object or the new one.
+A single PUT holds up to 5 GB, above any upload limit pkgserver allows by default; multipart
+uploads (whose completion Ceph does not make conditional) are not used.
+
+boto3 is an optional dependency (``pip install 'pkgserver[s3]'``): the conventional client,
+with the AWS configuration users already have (endpoint, keys, region, profile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Any, BinaryIO
+
+from .catalog import DistFile, FileStat
+from .distfile import SIDECARS, InvalidDistFilename, parse_dist_filename, version_key
+from .metadata import CoreMetadata
+from .publish import FileOps, TempFile
+from .scan import describe
+from .storage import Stored
+
+__all__ = ["S3Storage", "parse_location"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_location(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` -> (bucket, prefix without slashes at either end)."""
+    if not url.startswith("s3://"):
+        raise ValueError(f"not an s3:// URL: {url!r}")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {url!r}")
+    return bucket, prefix.strip("/")
+
+
+def _stat_of(head: dict[str, Any]) -> FileStat:
+    """What identifies an object's version, as a FileStat: size, mtime, and the ETag's first
+    60 bits in place of an inode (a rewritten object of the same size and second differs)."""
+    etag = str(head.get("ETag", "")).strip('"')
+    try:
+        tag = int(etag[:15], 16)
+    except ValueError:
+        tag = 0
+    mtime = head.get("LastModified")
+    mtime_ns = int(mtime.timestamp() * 1e9) if mtime is not None else 0
+    return FileStat(int(head.get("ContentLength", 0)), mtime_ns, tag)
+
+
+class S3Storage:
+    """Distribution files in ``s3://bucket/prefix/``, flat (one key per file)."""
+
+    def __init__(self, url: str, client: Any = None, spool: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.bucket, self.prefix = parse_location(url)
+        if client is None:
+            import boto3  # optional: pip install 'pkgserver[s3]'
+            from botocore.config import Config
+
+            # Path-style addressing: Ceph RGW and MinIO serve buckets under the endpoint's path.
+            client = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
+        self.client = client
+        self.spool = spool or tempfile.mkdtemp(prefix="pkgserver-spool-")
+        self.ops = FileOps()
+
+    # -- keys ------------------------------------------------------------------------------------
+    def key(self, location: str) -> str:
+        if not location.startswith(self.url + "/"):
+            raise ValueError(f"{location!r} is not in {self.url}")
+        relpath = location[len(self.url) + 1 :]
+        return f"{self.prefix}/{relpath}" if self.prefix else relpath
+
+    def relpath(self, location: str) -> str:
+        return location[len(self.url) + 1 :]
+
+    def place(self, filename: str, project_files: Sequence[DistFile]) -> str:
+        return f"{self.url}/{filename}"
+
+    def beside(self, location: str, filename: str) -> str:
+        return posixpath.dirname(location) + "/" + filename
+
+    # -- staging ---------------------------------------------------------------------------------
+    def stage(self, limit: int) -> TempFile:
+        return TempFile(self.ops, self.spool, limit)
+
+    def stage_bytes(self, beside: str, data: bytes) -> TempFile:
+        staged = TempFile(self.ops, self.spool, len(data))
+        try:
+            staged.write(data)
+            staged.finish()
+        except OSError:
+            staged.discard()
+            raise
+        return staged
+
+    def remove_live(self) -> int:
+        return self.ops.remove_live()
+
+    # -- publishing ------------------------------------------------------------------------------
+    def _put(self, staged: TempFile, location: str, **conditions: str) -> None:
+        """PUT the staged bytes; once stored, the local copy goes (as a rename would)."""
+        with open(staged.path, "rb") as body:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.key(location), Body=body, **conditions
+            )
+        staged.discard()
+
+    def create(self, staged: TempFile, location: str) -> bool:
+        try:
+            self._put(staged, location, IfNoneMatch="*")
+        except Exception as exc:
+            if _status(exc) in (409, 412):  # another writer has the name (412; 409 in a race)
+                return False
+            raise _as_oserror(exc) from None
+        return True
+
+    def replace(self, staged: TempFile, location: str) -> None:
+        try:
+            self._put(staged, location)
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+
+    def undo_create(self, location: str, staged: TempFile) -> None:
+        # Only our own object: a single PUT's ETag is the MD5 of its bytes.
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(location))
+            if str(head.get("ETag", "")).strip('"') == staged.md5.hexdigest():
+                self.client.delete_object(Bucket=self.bucket, Key=self.key(location))
+        except Exception as exc:  # never raises: it runs on a failure path
+            log.warning("could not take back %s: %s", location, exc)
+
+    def remove(self, location: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(location))
+            found = True
+        except Exception as exc:
+            if _status(exc) != 404:
+                raise _as_oserror(exc) from None
+            found = False
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(location))
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        for ext in SIDECARS:
+            self.discard(location + ext)
+        return found
+
+    def discard(self, location: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(location))
+        except Exception as exc:
+            log.warning("could not remove %s: %s", location, exc)
+
+    def sync(self, locations: Iterable[str]) -> None:
+        """A PUT is durable when it is answered."""
+
+    # -- reading ---------------------------------------------------------------------------------
+    def open(self, location: str) -> tuple[BinaryIO, FileStat]:
+        """The object spooled to a local temp file (archive readers seek), and its version."""
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self.key(location))
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        fh = tempfile.TemporaryFile(dir=self.spool)
+        try:
+            for chunk in got["Body"].iter_chunks(1024 * 1024):
+                fh.write(chunk)
+            fh.seek(0)
+        except Exception as exc:
+            fh.close()
+            raise _as_oserror(exc) from None
+        return fh, _stat_of(got)
+
+    def sha256_of(self, location: str, size: int) -> str | None:
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self.key(location))
+        except Exception:
+            return None
+        if int(got.get("ContentLength", -1)) != size:
+            return None
+        h = hashlib.sha256()
+        for chunk in got["Body"].iter_chunks(1024 * 1024):
+            h.update(chunk)
+        return h.hexdigest()
+
+    def describe(
+        self, location: str, extra_algos: Sequence[str], sha256: str, meta: CoreMetadata
+    ) -> DistFile:
+        if extra_algos:
+            raise OSError("--hash-algo other than sha256 is not supported on an object store yet")
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(location))
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        return describe(
+            self.url, self.relpath(location), _stat_of(head), known_sha256=sha256, known_meta=meta
+        )
+
+    def files_of(self, project: str, version: str | None = None) -> list[Stored]:
+        wanted = version_key(version) if version is not None else None
+        found = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + "/" if self.prefix else ""
+        )
+        try:
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    relpath = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
+                    try:
+                        info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
+                    except InvalidDistFilename:
+                        continue
+                    if info.project != project:
+                        continue
+                    if wanted is not None and version_key(info.version) != wanted:
+                        continue
+                    found.append(Stored(f"{self.url}/{relpath}", relpath, info.version))
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        return found
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status of a botocore ClientError, else None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status is not None else None
+    return None
+
+
+def _as_oserror(exc: BaseException) -> OSError:
+    """A store's refusal or absence as the OSError the publisher turns into a 4xx/5xx."""
+    status = _status(exc)
+    if status == 404:
+        return FileNotFoundError(2, "no such object")
+    if status in (401, 403):
+        return PermissionError(13, f"the object store refused: {exc}")
+    return OSError(5, f"the object store failed: {exc}")

@@ -1,0 +1,206 @@
+"""pkgserver.s3: the object-store Storage, against a real S3 server (Ceph RADOS Gateway).
+
+The gateway is started once for the session by the workplace's ceph-s3-up.sh (Debian's
+ceph-mon, ceph-osd and radosgw, which .ci/install-clients.sh installs) on 127.0.0.1. Without it
+the tests skip, except when CI is set: there they fail rather than skip silently.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from builders import make_wheel
+from forms import upload_form
+
+from pkgserver.catalog import Catalog
+from pkgserver.errors import Conflict
+from pkgserver.s3 import S3Storage, parse_location
+from pkgserver.upload import Outcome, Uploads
+
+REPO = Path(__file__).resolve().parent.parent
+TOOL_PLACES = [
+    os.environ.get("PKGSERVER_CEPH_TOOL", ""),
+    str(REPO.parent / "shared" / "tools" / "ceph-s3-up.sh"),
+    "/work/shared/tools/ceph-s3-up.sh",
+]
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _unavailable(why: str) -> None:
+    if _in_ci():
+        pytest.fail(f"{why}; CI is set, so the object-store tests fail instead of skipping")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    tool = next((p for p in TOOL_PLACES if p and os.access(p, os.X_OK)), None)
+    if tool is None:
+        _unavailable("ceph-s3-up.sh not found (set PKGSERVER_CEPH_TOOL)")
+    if shutil.which("radosgw") is None:
+        _unavailable("radosgw is not installed (apt-get install ceph-mon ceph-osd radosgw)")
+    pytest.importorskip("boto3")
+    where = tmp_path_factory.mktemp("ceph") / "cluster"
+    done = subprocess.run(
+        [str(tool), str(where)], capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        _unavailable(f"the S3 server did not start: {done.stderr[-2000:]}")
+    env = dict(line.split("=", 1) for line in done.stdout.split() if "=" in line)
+    try:
+        yield env
+    finally:
+        subprocess.run([str(tool), "--down", str(where)], capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def bucket_url(s3_env: dict[str, str]) -> str:
+    """A new bucket (and a prefix in it) for each test."""
+    name = "t-" + uuid.uuid4().hex[:20]
+    _client(s3_env).create_bucket(Bucket=name)
+    return f"s3://{name}/packages"
+
+
+def _client(env: dict[str, str]) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["S3_ENDPOINT"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+def _storage(env: dict[str, str], url: str, tmp_path: Path) -> S3Storage:
+    spool = tmp_path / f"spool-{uuid.uuid4().hex[:6]}"
+    spool.mkdir()
+    return S3Storage(url, client=_client(env), spool=str(spool))
+
+
+def _upload(uploads: Uploads, wheel: Path, **extra: str) -> Outcome:
+    body, ctype = upload_form(wheel, extra=list(extra.items()))
+    return uploads.handle(io.BytesIO(body), len(body), ctype, "alice")
+
+
+def _objects(env: dict[str, str], url: str) -> dict[str, bytes]:
+    bucket, prefix = parse_location(url)
+    client = _client(env)
+    out = {}
+    for item in client.list_objects_v2(Bucket=bucket).get("Contents", ()):
+        key = item["Key"]
+        out[key[len(prefix) + 1 :]] = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return out
+
+
+def test_locations_name_a_bucket_and_a_prefix() -> None:
+    assert parse_location("s3://corp-index/pkgs/") == ("corp-index", "pkgs")
+    assert parse_location("s3://corp-index") == ("corp-index", "")
+    with pytest.raises(ValueError):
+        parse_location("/srv/packages")
+
+
+def test_an_upload_is_published_and_read_back(
+    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    storage = _storage(s3_env, bucket_url, tmp_path)
+    uploads = Uploads([str(tmp_path / "records")], Catalog(), storage=storage)
+    signature = "-----BEGIN PGP SIGNATURE-----\nxx\n-----END PGP SIGNATURE-----\n"
+    assert _upload(uploads, wheel, gpg_signature=signature).status == 200
+    assert _objects(s3_env, bucket_url) == {
+        wheel.name: wheel.read_bytes(),
+        wheel.name + ".asc": signature.encode(),
+    }
+    listed = uploads.catalog.snapshot.files[wheel.name]
+    assert listed.path == f"{bucket_url}/{wheel.name}" and listed.size == wheel.stat().st_size
+    fh, st = storage.open(listed.path)
+    with fh:
+        assert fh.read() == wheel.read_bytes()
+    assert listed.matches(st)  # the catalog's entry and the object agree on its version
+    assert not list(Path(storage.spool).iterdir())  # nothing staged is left
+    assert _upload(uploads, wheel).status == 200  # the same bytes again: accepted, unchanged
+
+
+def test_two_replicas_racing_for_one_name_give_one_winner(
+    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # Two replicas (two Uploads over the same bucket, each with its own catalog) publish one
+    # filename with different bytes at the same moment: If-None-Match makes exactly one win,
+    # and the stored bytes are the winner's. Several rounds, each a new name.
+    replicas = [
+        Uploads([str(tmp_path / "r1")], Catalog(), storage=_storage(s3_env, bucket_url, tmp_path)),
+        Uploads([str(tmp_path / "r2")], Catalog(), storage=_storage(s3_env, bucket_url, tmp_path)),
+    ]
+    expected: dict[str, bytes] = {}
+    for round_ in range(8):
+        version = f"1.{round_}"
+        wheels = [
+            make_wheel(tmp_path / f"{side}{round_}", "demo", version, summary=side)
+            for side in ("first", "second")
+        ]
+        results: dict[int, int] = {}
+        start = threading.Barrier(2)
+
+        def publish(
+            n: int,
+            wheel: Path,
+            results: dict[int, int] = results,
+            start: threading.Barrier = start,
+        ) -> None:
+            start.wait()
+            try:
+                results[n] = _upload(replicas[n], wheel).status
+            except Conflict:
+                results[n] = 409
+
+        threads = [threading.Thread(target=publish, args=(n, w)) for n, w in enumerate(wheels)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(results.values()) == [200, 409], (round_, results)
+        winner = wheels[0] if results[0] == 200 else wheels[1]
+        expected[winner.name] = winner.read_bytes()
+    assert _objects(s3_env, bucket_url) == expected
+
+
+def test_overwrite_replaces_and_remove_pkg_removes(
+    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    old = make_wheel(tmp_path / "old", "demo", "1.0", summary="old")
+    new = make_wheel(tmp_path / "new", "demo", "1.0", summary="new")
+    other = make_wheel(tmp_path / "other", "demo", "2.0")
+    storage = _storage(s3_env, bucket_url, tmp_path)
+    strict = Uploads([str(tmp_path / "records")], Catalog(), storage=storage)
+    assert _upload(strict, old).status == 200
+    with pytest.raises(Conflict):
+        _upload(strict, new)  # different bytes, no --overwrite: refused, nothing changed
+    assert _objects(s3_env, bucket_url) == {old.name: old.read_bytes()}
+    loose = Uploads([str(tmp_path / "records")], strict.catalog, storage=storage, overwrite=True)
+    assert _upload(loose, new).status == 200
+    assert _upload(loose, other).status == 200
+    assert _objects(s3_env, bucket_url) == {
+        new.name: new.read_bytes(),
+        other.name: other.read_bytes(),
+    }
+    body = b":action=remove_pkg&name=demo&version=1.0"
+    outcome = loose.handle(io.BytesIO(body), len(body), "application/x-www-form-urlencoded", None)
+    assert outcome.status == 200
+    assert _objects(s3_env, bucket_url) == {other.name: other.read_bytes()}
+    assert list(loose.catalog.snapshot.files) == [other.name]
