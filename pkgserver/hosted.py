@@ -18,9 +18,13 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from .fsutil import ChangeWatch
 from .records import HOSTED_FILE, STATE_DIR, RecordDir
+
+if TYPE_CHECKING:
+    from .storage import Records
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,18 @@ RELOAD_EVERY = 1.0
 class HostedNames:
     """A set of normalized project names, persisted in ``<root>/.pkgserver/hosted-projects``."""
 
-    def __init__(self, roots: Sequence[str], reload_every: float = RELOAD_EVERY) -> None:
-        self.folders = [RecordDir(root) for root in roots]
+    def __init__(
+        self,
+        roots: Sequence[str],
+        reload_every: float = RELOAD_EVERY,
+        *,
+        folders: Sequence[Records] | None = None,
+    ) -> None:
+        # Where the names are kept: each root's .pkgserver folder, or the records given (an
+        # object store's: storage.Records).
+        self.folders: list[Records] = (
+            list(folders) if folders is not None else [RecordDir(root) for root in roots]
+        )
         self.paths = [f.file(HOSTED_FILE) for f in self.folders]
         self._lock = threading.Lock()
         self._names: frozenset[str] = frozenset()
@@ -122,7 +136,7 @@ class HostedNames:
         return found
 
 
-def _read(folder: RecordDir, strict: bool = False) -> set[str] | None:
+def _read(folder: Records, strict: bool = False) -> set[str] | None:
     """The names in one folder's record (junk lines ignored); None when there is no record or
     it cannot be read (reported once), or (``strict``, for a command that rewrites it) raise."""
     try:

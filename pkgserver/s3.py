@@ -16,11 +16,15 @@ with the AWS configuration users already have (endpoint, keys, region, profile).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import posixpath
+import random
 import tempfile
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from .catalog import DistFile, FileStat
@@ -30,7 +34,7 @@ from .publish import FileOps, TempFile
 from .scan import describe
 from .storage import Stored
 
-__all__ = ["S3Storage", "parse_location"]
+__all__ = ["S3Records", "S3Storage", "parse_location"]
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +233,94 @@ class S3Storage:
         except Exception as exc:
             raise _as_oserror(exc) from None
         return found
+
+
+class S3Records:
+    """Small records (hosted names, yanks) as objects under ``PREFIX/.pkgserver/``: a
+    ``storage.Records`` that several replicas share.
+
+    An object store has no append: ``append`` reads the record and writes it back only if it
+    is still the version read (If-Match, or If-None-Match for a new one), and starts again when
+    another replica wrote in between, so no replica's lines are lost. Ceph honours If-Match
+    only with the ETag's quotes stripped, and some racing losers get 500 rather than 412:
+    both mean "read again" here (a bounded number of times).
+    """
+
+    ATTEMPTS = 50
+
+    def __init__(self, url: str, client: Any = None) -> None:
+        self.url = url.rstrip("/")
+        self.bucket, prefix = parse_location(url)
+        self.base = f"{prefix}/.pkgserver" if prefix else ".pkgserver"
+        if client is None:
+            client = S3Storage(url).client
+        self.client = client
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def file(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.base}/{name}"
+
+    def _get(self, name: str, limit: int) -> tuple[bytes, str] | None:
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=f"{self.base}/{name}")
+        except Exception as exc:
+            if _status(exc) == 404:
+                return None
+            raise _as_oserror(exc) from None
+        if int(got.get("ContentLength", 0)) > limit:
+            raise OSError(27, f"larger than {limit} bytes", self.file(name))
+        return got["Body"].read(limit + 1), str(got.get("ETag", "")).strip('"')
+
+    def stamp(self, name: str) -> object:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=f"{self.base}/{name}")
+        except Exception as exc:
+            return None if _status(exc) == 404 else ("unreadable", str(exc))
+        return head.get("ETag")
+
+    def read(self, name: str, limit: int = 16 * 1024 * 1024) -> bytes | None:
+        found = self._get(name, limit)
+        return found[0] if found is not None else None
+
+    def replace(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=f"{self.base}/{name}", Body=data)
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+
+    def append(self, name: str, data: bytes) -> None:
+        for attempt in range(self.ATTEMPTS):
+            found = self._get(name, 16 * 1024 * 1024)
+            body = (found[0] if found else b"") + data
+            condition = {"IfMatch": found[1]} if found else {"IfNoneMatch": "*"}
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=f"{self.base}/{name}", Body=body, **condition
+                )
+                return
+            except Exception as exc:
+                if _status(exc) not in (409, 412, 500, 503):
+                    raise _as_oserror(exc) from None
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # noqa: S311 (jitter, after another replica wrote)
+        raise OSError(11, f"the record kept changing; gave up after {self.ATTEMPTS} tries")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Within one process; between replicas, appends are conditional (see above)."""
+        with self._lock:
+            yield
+
+    def warn_once(self, consequence: str, exc: BaseException) -> None:
+        problem = str(exc)
+        with self._lock:
+            if problem in self._warned:
+                return
+            self._warned.add(problem)
+        log.warning("%s; %s", problem, consequence)
+
+    def all_well(self, name: str) -> None:
+        self._warned.clear()
 
 
 def _status(exc: BaseException) -> int | None:

@@ -148,6 +148,18 @@ class ChangeFeed(Protocol):
 class Records(Protocol):
     """Small named records beside the files, read and written whole or appended to."""
 
+    def file(self, name: str) -> str:
+        """Where the record is, for messages."""
+        ...
+
+    def warn_once(self, consequence: str, exc: BaseException) -> None:
+        """Log a problem with a record once (they are polled every second)."""
+        ...
+
+    def all_well(self, name: str) -> None:
+        """The record read fine: a problem with it that comes back is worth a line again."""
+        ...
+
     def stamp(self, name: str) -> object:
         """Changes whenever the record does (to reload only then)."""
         ...

@@ -23,7 +23,8 @@ from forms import upload_form
 
 from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
-from pkgserver.s3 import S3Storage, parse_location
+from pkgserver.hosted import HostedNames
+from pkgserver.s3 import S3Records, S3Storage, parse_location
 from pkgserver.upload import Outcome, Uploads
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,3 +205,43 @@ def test_overwrite_replaces_and_remove_pkg_removes(
     assert outcome.status == 200
     assert _objects(s3_env, bucket_url) == {other.name: other.read_bytes()}
     assert list(loose.catalog.snapshot.files) == [other.name]
+
+
+def test_records_are_objects_read_back_and_versioned(
+    s3_env: dict[str, str], bucket_url: str
+) -> None:
+    records = S3Records(bucket_url, client=_client(s3_env))
+    assert records.read("yanked.json") is None and records.stamp("yanked.json") is None
+    records.replace("yanked.json", b'{"yanked": {}}\n')
+    first = records.stamp("yanked.json")
+    assert records.read("yanked.json") == b'{"yanked": {}}\n' and first is not None
+    records.append("yanked.json", b"more\n")
+    assert records.read("yanked.json") == b'{"yanked": {}}\nmore\n'
+    assert records.stamp("yanked.json") != first  # what a replica polls to reload
+    assert records.file("x").startswith("s3://") and records.file("x").endswith("/.pkgserver/x")
+
+
+def test_two_replicas_claiming_names_at_once_lose_none(
+    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # Each replica claims 25 names of its own, one append each, at the same time as the other:
+    # the conditional append (If-Match) keeps every line, whoever wrote between read and write.
+    replicas = [
+        HostedNames([], folders=[S3Records(bucket_url, client=_client(s3_env))]) for _ in range(2)
+    ]
+    start = threading.Barrier(2)
+
+    def claim(n: int) -> None:
+        start.wait()
+        for i in range(25):
+            replicas[n].add([f"replica{n}-project{i}"])
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    fresh = HostedNames([], folders=[S3Records(bucket_url, client=_client(s3_env))])
+    assert fresh.names() == {f"replica{n}-project{i}" for n in range(2) for i in range(25)}
+    replicas[0].reload()  # and a running replica sees the other's claims
+    assert "replica1-project24" in replicas[0]
