@@ -30,10 +30,14 @@ import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
 from .fsutil import ChangeWatch
+
+if TYPE_CHECKING:
+    from .storage import Records
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +290,7 @@ class RecordDir:
 
 
 # -- yanks ---------------------------------------------------------------------------------------
-def _yanks_in(records: RecordDir) -> dict[str, dict[str, str]]:
+def _yanks_in(records: Records) -> dict[str, dict[str, str]]:
     """The yanks recorded in one folder; a missing file has none, a damaged one is reported."""
     try:
         data = records.read(YANKED_FILE)
@@ -311,7 +315,7 @@ def _yanks_in(records: RecordDir) -> dict[str, dict[str, str]]:
     return out
 
 
-def _merge_yanks(folders: Sequence[RecordDir]) -> dict[str, dict[str, str]]:
+def _merge_yanks(folders: Sequence[Records]) -> dict[str, dict[str, str]]:
     """Every folder's yanks together (the first root's reason wins when two differ)."""
     merged: dict[str, dict[str, str]] = {}
     for records in folders:
@@ -358,10 +362,13 @@ def set_yank(roots: Sequence[str], project: str, version: str, reason: str | Non
 
 
 class Yanks:
-    """The yanks of a set of roots, for a running server to poll."""
+    """The yanks of a set of roots (or of the records given, an object store's), for a running
+    server to poll."""
 
-    def __init__(self, roots: Sequence[str]) -> None:
-        self.folders = [RecordDir(r) for r in roots]
+    def __init__(self, roots: Sequence[str], *, folders: Sequence[Records] | None = None) -> None:
+        self.folders: list[Records] = (
+            list(folders) if folders is not None else [RecordDir(r) for r in roots]
+        )
         # Polled by the indexer's loop, which wakes at least once a second.
         self._watch = ChangeWatch(lambda: [f.stamp(YANKED_FILE) for f in self.folders], every=0)
 

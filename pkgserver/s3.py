@@ -18,23 +18,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import os
 import posixpath
 import random
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
-from .catalog import DistFile, FileStat
+from .catalog import Catalog, DistFile, FileStat
 from .distfile import SIDECARS, InvalidDistFilename, parse_dist_filename, version_key
 from .metadata import CoreMetadata
 from .publish import FileOps, TempFile
-from .scan import describe
+from .scan import describe, entry_from_fields, fields_of
 from .storage import Stored
 
-__all__ = ["S3Records", "S3Storage", "parse_location"]
+__all__ = ["S3Feed", "S3Records", "S3Storage", "parse_location"]
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,10 @@ def _stat_of(head: dict[str, Any]) -> FileStat:
     except ValueError:
         tag = 0
     mtime = head.get("LastModified")
-    mtime_ns = int(mtime.timestamp() * 1e9) if mtime is not None else 0
-    return FileStat(int(head.get("ContentLength", 0)), mtime_ns, tag)
+    # Whole seconds: a HEAD says no more, a listing says milliseconds; both must agree.
+    mtime_ns = int(mtime.timestamp()) * 1_000_000_000 if mtime is not None else 0
+    size = head["ContentLength"] if "ContentLength" in head else head.get("Size", 0)
+    return FileStat(int(size), mtime_ns, tag)
 
 
 class S3Storage:
@@ -321,6 +325,170 @@ class S3Records:
 
     def all_well(self, name: str) -> None:
         self._warned.clear()
+
+
+class S3Feed:
+    """The object store's ChangeFeed: the bucket's listing reconciled with the catalog at
+    start and every ``interval`` seconds (and at once when asked), so files put there by other
+    tools (aws s3 cp, rclone, a CI job) and by other replicas are listed.
+
+    A new object is read once, by the first replica that sees it: its hashes and metadata are
+    stored beside it (``PREFIX/.pkgserver/meta/RELPATH.json``, keyed by the object's version),
+    and every other replica, and every later start, takes them from there.
+    """
+
+    def __init__(
+        self,
+        storage: S3Storage,
+        catalog: Catalog,
+        *,
+        interval: float = 60.0,
+        on_claim: Callable[[Iterable[str]], None] | None = None,
+        max_file_size: int = 1024**3,
+    ) -> None:
+        self.storage, self.catalog = storage, catalog
+        self.interval, self.on_claim, self.max_file_size = interval, on_claim, max_file_size
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = False
+        self.described = 0  # objects read (not taken from their stored description)
+
+    # -- ChangeFeed ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.reconcile()
+        self._ready = True
+        self._thread = threading.Thread(target=self._run, name="pkgserver-s3-feed", daemon=True)
+        self._thread.start()
+
+    def interrupt(self) -> None:
+        self._stop.set()
+
+    def ready(self) -> str | None:
+        return None if self._ready else "starting: the bucket's first listing is not done"
+
+    def recheck(self, path: str, delay: float = 0.0) -> None:
+        self._wake.set()
+
+    def remember(self, f: DistFile) -> None:
+        self._store_description(f)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    # -- the reconcile ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.reconcile()
+            except Exception:  # the store may be away for a while: list again next time
+                log.exception("could not reconcile with %s", self.storage.url)
+
+    def reconcile(self) -> None:
+        """List the bucket; list what is new or changed, unlist what is gone."""
+        snap = self.catalog.snapshot
+        seen: set[str] = set()
+        claims: set[str] = set()
+        upserts: list[DistFile] = []
+        for relpath, st in self._listing():
+            try:
+                info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
+            except InvalidDistFilename:
+                continue
+            claims.add(info.project)
+            seen.add(relpath)
+            listed = snap.files.get(relpath)
+            if listed is not None and listed.matches(st):
+                continue
+            if st.st_size == 0 or st.st_size > self.max_file_size:
+                continue
+            found = self._stored_description(relpath, st) or self._describe(relpath, st)
+            if found is not None:
+                upserts.append(found)
+        if claims and self.on_claim is not None:
+            self.on_claim(claims)
+        removals = [r for r in snap.files if r not in seen]
+        if upserts or removals:
+            self.catalog.apply(upserts, removals)
+
+    def _listing(self) -> Iterator[tuple[str, FileStat]]:
+        storage = self.storage
+        prefix = storage.prefix + "/" if storage.prefix else ""
+        pages = storage.client.get_paginator("list_objects_v2").paginate(
+            Bucket=storage.bucket, Prefix=prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", ()):
+                relpath = item["Key"][len(prefix) :]
+                if any(part.startswith(".") for part in relpath.split("/")):
+                    continue  # records, descriptions, temp names
+                if relpath.endswith(SIDECARS):
+                    continue
+                yield relpath, _stat_of(item)
+
+    def _description_key(self, relpath: str) -> str:
+        storage = self.storage
+        base = f"{storage.prefix}/.pkgserver/meta" if storage.prefix else ".pkgserver/meta"
+        return f"{base}/{relpath}.json"
+
+    def _stored_description(self, relpath: str, st: FileStat) -> DistFile | None:
+        storage = self.storage
+        try:
+            got = storage.client.get_object(
+                Bucket=storage.bucket, Key=self._description_key(relpath)
+            )
+            doc = json.loads(got["Body"].read(1024 * 1024))
+        except Exception:
+            return None
+        if not isinstance(doc, dict) or doc.get("stamp") != list(st):
+            return None  # of another version of the object
+        fields = doc.get("fields")
+        if not isinstance(fields, list) or len(fields) != 9:
+            return None
+        fields[4] = tuple(tuple(pair) for pair in fields[4])  # extra hashes
+        return entry_from_fields(storage.url, relpath, st, tuple(fields))
+
+    def _describe(self, relpath: str, st: FileStat) -> DistFile | None:
+        """Read the object once: its hashes and metadata, then stored beside it."""
+        storage = self.storage
+        try:
+            fh, _ = storage.open(f"{storage.url}/{relpath}")
+        except OSError as exc:
+            log.warning("cannot read %s: %s", relpath, exc)
+            return None
+        name = relpath.rsplit("/", 1)[-1]
+        with tempfile.TemporaryDirectory(dir=storage.spool) as tmp, fh:
+            local = os.path.join(tmp, name)
+            with open(local, "wb") as out:
+                while chunk := fh.read(1024 * 1024):
+                    out.write(chunk)
+            try:
+                found = describe(tmp, name, os.stat(local))
+            except (InvalidDistFilename, OSError) as exc:
+                log.warning("cannot describe %s: %s", relpath, exc)
+                return None
+        self.described += 1
+        f = entry_from_fields(storage.url, relpath, st, fields_of(found))
+        self._store_description(f)
+        return f
+
+    def _store_description(self, f: DistFile) -> None:
+        doc = {"stamp": [f.size, f.mtime_ns, f.ino], "fields": list(fields_of(f))}
+        storage = self.storage
+        try:
+            storage.client.put_object(
+                Bucket=storage.bucket,
+                Key=self._description_key(f.relpath),
+                Body=json.dumps(doc).encode(),
+            )
+        except Exception as exc:  # the next replica reads the object itself instead
+            log.warning("cannot store the description of %s: %s", f.relpath, exc)
 
 
 def _status(exc: BaseException) -> int | None:

@@ -7,11 +7,14 @@ the tests skip, except when CI is set: there they fail rather than skip silently
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,8 @@ from forms import upload_form
 from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
 from pkgserver.hosted import HostedNames
-from pkgserver.s3 import S3Records, S3Storage, parse_location
+from pkgserver.records import YANKED_FILE, Yanks
+from pkgserver.s3 import S3Feed, S3Records, S3Storage, parse_location
 from pkgserver.upload import Outcome, Uploads
 
 REPO = Path(__file__).resolve().parent.parent
@@ -245,3 +249,74 @@ def test_two_replicas_claiming_names_at_once_lose_none(
     assert fresh.names() == {f"replica{n}-project{i}" for n in range(2) for i in range(25)}
     replicas[0].reload()  # and a running replica sees the other's claims
     assert "replica1-project24" in replicas[0]
+
+
+def test_files_put_by_other_tools_are_listed_once_read_and_removed_when_gone(
+    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # As `aws s3 cp` would: objects put straight into the bucket. The first replica reads each
+    # once and stores its description; a second replica (and a restart) takes it from there.
+    bucket, prefix = parse_location(bucket_url)
+    client = _client(s3_env)
+    wheel = make_wheel(tmp_path / "dist", "copied", "1.0", summary="Put there by a CI job")
+    client.put_object(Bucket=bucket, Key=f"{prefix}/{wheel.name}", Body=wheel.read_bytes())
+    client.put_object(Bucket=bucket, Key=f"{prefix}/notes.txt", Body=b"not a distribution")
+    claimed: list[str] = []
+    first = S3Feed(
+        _storage(s3_env, bucket_url, tmp_path), Catalog(), interval=3600, on_claim=claimed.extend
+    )
+    first.reconcile()
+    listed = first.catalog.snapshot.files[wheel.name]
+    assert listed.sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert listed.metadata_sha256 is not None and listed.summary == "Put there by a CI job"
+    assert first.described == 1 and claimed == ["copied"]
+    assert list(first.catalog.snapshot.files) == [wheel.name]
+
+    second = S3Feed(_storage(s3_env, bucket_url, tmp_path), Catalog(), interval=3600)
+    second.reconcile()
+    assert second.described == 0  # from the stored description: no replica reads it again
+    assert second.catalog.snapshot.files[wheel.name] == listed
+
+    first.reconcile()  # nothing changed: nothing read again
+    assert first.described == 1
+    client.delete_object(Bucket=bucket, Key=f"{prefix}/{wheel.name}")
+    first.reconcile()
+    assert wheel.name not in first.catalog.snapshot.files
+
+
+def test_an_upload_on_one_replica_is_listed_by_the_other(
+    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "shared", "1.0")
+    feed_a = S3Feed(_storage(s3_env, bucket_url, tmp_path), Catalog(), interval=3600)
+    uploads_a = Uploads(
+        [str(tmp_path / "a")], feed_a.catalog, storage=feed_a.storage, on_published=feed_a.remember
+    )
+    feed_b = S3Feed(_storage(s3_env, bucket_url, tmp_path), Catalog(), interval=0.2)
+    feed_b.start()
+    try:
+        assert _upload(uploads_a, wheel).status == 200
+        deadline = time.monotonic() + 5
+        while wheel.name not in feed_b.catalog.snapshot.files:
+            assert time.monotonic() < deadline, "replica b never listed the upload"
+            time.sleep(0.05)
+        took = 5 - (deadline - time.monotonic())
+        assert (
+            feed_b.catalog.snapshot.files[wheel.name] == feed_a.catalog.snapshot.files[wheel.name]
+        )
+        assert feed_b.described == 0  # the uploader stored the description
+        assert took < 2
+    finally:
+        feed_b.stop()
+
+
+def test_a_yank_on_one_replica_is_seen_by_the_other(
+    s3_env: dict[str, str], bucket_url: str
+) -> None:
+    writer = S3Records(bucket_url, client=_client(s3_env))
+    reader = Yanks([], folders=[S3Records(bucket_url, client=_client(s3_env))])
+    assert reader.poll() == {}
+    doc = {"yanked": {"demo": {"1.0": "broken build"}}}
+    writer.replace(YANKED_FILE, json.dumps(doc).encode())
+    assert reader.poll() == {"demo": {"1.0": "broken build"}}
+    assert reader.poll() is None  # nothing changed since
