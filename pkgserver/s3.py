@@ -345,9 +345,11 @@ class S3Feed:
         interval: float = 60.0,
         on_claim: Callable[[Iterable[str]], None] | None = None,
         max_file_size: int = 1024**3,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.storage, self.catalog = storage, catalog
         self.interval, self.on_claim, self.max_file_size = interval, on_claim, max_file_size
+        self.on_tick = on_tick  # after each reconcile (the service reloads the yanks)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = False
@@ -387,6 +389,8 @@ class S3Feed:
                 return
             try:
                 self.reconcile()
+                if self.on_tick is not None:
+                    self.on_tick()
             except Exception:  # the store may be away for a while: list again next time
                 log.exception("could not reconcile with %s", self.storage.url)
 

@@ -34,11 +34,13 @@ from .publish import sweep_temp_files
 from .records import UploadLog, Yanks
 from .scan import MetadataStore
 from .server import make_server, serve, stop
-from .storage import ChangeFeed, DirectoryStorage
+from .storage import ChangeFeed, DirectoryStorage, Storage
 
 __all__ = ["Service", "listening"]
 
 log = logging.getLogger("pkgserver")
+
+OBJECT_STORE_RESCAN = 60.0  # seconds between listings of a bucket (--rescan-interval)
 
 
 class Service:
@@ -46,6 +48,40 @@ class Service:
 
     def __init__(self, settings: Settings, access: AccessLog | None = None) -> None:
         self.settings = settings
+        self.stopping = False
+        self.server: Any = None
+        if settings.roots[0].startswith("s3://"):
+            self._object_store(access)
+        else:
+            self._directories(access)
+
+    def _object_store(self, access: AccessLog | None) -> None:
+        """s3://bucket/prefix: files, records and descriptions in the bucket; the bucket's
+        listing is the change feed (see s3.py). Uploaders are not recorded there yet."""
+        from .s3 import S3Feed, S3Records, S3Storage
+
+        settings = self.settings
+        url = settings.roots[0]
+        storage = S3Storage(url)
+        self.storage: Storage = storage
+        records = S3Records(url, client=storage.client)
+        self.hosted = HostedNames([], folders=[records])
+        self.catalog = Catalog(on_new_projects=self.hosted.add)
+        self.yanks = Yanks([], folders=[records])
+        self.catalog.set_yanks(self.yanks.poll() or {})
+        self.upload_log: UploadLog | None = None
+        self.feed: ChangeFeed = S3Feed(
+            storage,
+            self.catalog,
+            interval=settings.rescan_interval or OBJECT_STORE_RESCAN,
+            on_claim=self.hosted.add,
+            max_file_size=settings.file_size_limit,
+            on_tick=self.reload_yanks,
+        )
+        self.observer = Observer(self.catalog, access=access, health=settings.health_endpoint)
+
+    def _directories(self, access: AccessLog | None) -> None:
+        settings = self.settings
         sweep_temp_files(settings.roots)
         self.storage = DirectoryStorage(settings.roots)
         self.hosted = HostedNames(settings.roots)
@@ -69,9 +105,7 @@ class Service:
         self.observer = Observer(self.catalog, access=access, health=settings.health_endpoint)
         self.indexer.on_scan = self.observer.scan_done
         self.indexer.on_hash = self.observer.hash_done
-        self.feed: ChangeFeed = self.indexer  # the directory's change feed
-        self.stopping = False
-        self.server: Any = None
+        self.feed = self.indexer  # the directory's change feed
 
     def reload_yanks(self) -> None:
         found = self.yanks.poll()

@@ -31,6 +31,8 @@ def check_roots(given: Sequence[str], *, created: list[str] | None = None) -> li
     """DIR... as given, else ~/packages; each must be a readable folder. With ``created``
     (run), a folder that does not exist is made, and added to that list."""
     roots = list(given) or [os.path.expanduser("~/packages")]
+    if any(r.startswith("s3://") for r in roots):
+        return _object_store(roots)
     for root in roots:
         try:
             st = os.stat(root)
@@ -57,6 +59,25 @@ def check_roots(given: Sequence[str], *, created: list[str] | None = None) -> li
                 f"{st.st_mode & 0o7777:o})"
             )
     return roots
+
+
+def _object_store(roots: list[str]) -> list[str]:
+    """s3://bucket/prefix: one, alone, and the client installed (pkgserver[s3])."""
+    if len(roots) != 1:
+        raise UsageError("an s3:// location is served alone: give no other package directory")
+    from .s3 import parse_location
+
+    try:
+        parse_location(roots[0])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "serving from an object store needs boto3: pip install 'pkgserver[s3]'"
+        ) from None
+    return [roots[0].rstrip("/")]
 
 
 def _make_root(root: str) -> None:
@@ -94,7 +115,7 @@ def settings_from(ns: argparse.Namespace, *, created: list[str] | None = None) -
     _check_limits(ns)
     values = {option.field: getattr(ns, option.field) for option in OPTIONS if not option.ignored}
     values.update(
-        roots=tuple(os.path.abspath(r) for r in roots),
+        roots=tuple(r if r.startswith("s3://") else os.path.abspath(r) for r in roots),
         password_file=password_file,
         authenticate=authenticate,
         hash_algo=hash_algo,

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 from builders import make_wheel
 from forms import upload_form
+from server import Server, client_env, run_client
 
 from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
@@ -320,3 +322,91 @@ def test_a_yank_on_one_replica_is_seen_by_the_other(
     writer.replace(YANKED_FILE, json.dumps(doc).encode())
     assert reader.poll() == {"demo": {"1.0": "broken build"}}
     assert reader.poll() is None  # nothing changed since
+
+
+@pytest.mark.e2e
+def test_two_replicas_on_one_bucket_with_twine_pip_and_uv(
+    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # `pkgserver run s3://bucket/prefix` twice over one bucket: twine uploads to one replica,
+    # pip and uv install from the other; the credentials and endpoint come from the AWS
+    # environment, as on a real deployment.
+    aws = {
+        "AWS_ENDPOINT_URL": s3_env["S3_ENDPOINT"],
+        "AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    wheel = make_wheel(tmp_path / "dist", "bucketed", "1.0", module="bucketed")
+    args = (bucket_url, "--disable-fallback", "--rescan-interval", "0.3", "-P", ".", "-a", ".")
+    with Server(*args, env=aws) as one, Server(*args, env=aws) as two:
+        env = client_env(tmp_path)
+        twine = shutil.which("twine", path=os.path.dirname(sys.executable)) or "twine"
+        run_client(
+            [
+                twine,
+                "upload",
+                "--non-interactive",
+                "--repository-url",
+                one.url + "/",
+                "-u",
+                "anyone",
+                "-p",
+                "anything",
+                str(wheel),
+            ],
+            env,
+        )
+        deadline = time.monotonic() + 5
+        while (
+            two.project_json("bucketed").status != 200
+            or not two.project_json("bucketed").json()["files"]
+        ):
+            assert time.monotonic() < deadline, two.output
+            time.sleep(0.1)
+        target = tmp_path / "pip-target"
+        run_client(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--no-deps",
+                "--index-url",
+                two.url + "/simple/",
+                "--target",
+                str(target),
+                "bucketed==1.0",
+            ],
+            env,
+        )
+        assert (target / "bucketed").is_dir()
+        uv = shutil.which("uv", path=os.path.dirname(sys.executable)) or "uv"
+        run_client(
+            [
+                uv,
+                "pip",
+                "install",
+                "--no-deps",
+                "--index-url",
+                two.url + "/simple/",
+                "--target",
+                str(tmp_path / "uv-target"),
+                "bucketed==1.0",
+            ],
+            env,
+        )
+        assert (tmp_path / "uv-target" / "bucketed").is_dir()
+    assert "Traceback" not in one.output + two.output
+
+
+def test_an_s3_location_is_served_alone_and_kept_as_given(tmp_path: Path) -> None:
+    from pkgserver.cli import parse_run
+    from pkgserver.errors import UsageError
+
+    settings = parse_run(["run", "s3://corp-index/packages/"], environ={})
+    assert settings is not None and settings.roots == ("s3://corp-index/packages",)
+    with pytest.raises(UsageError, match="served alone"):
+        parse_run(["run", "s3://corp-index/packages", str(tmp_path)], environ={})
+    with pytest.raises(UsageError, match="no bucket"):
+        parse_run(["run", "s3:///packages"], environ={})
