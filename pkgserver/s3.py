@@ -1,6 +1,7 @@
-"""An S3-compatible object store as a ``storage.Storage``: the second implementation of the
-interface, for several replicas over one bucket (issue 15; not yet offered by ``pkgserver
-run``: what is here is the publishing and reading half, tested against a real Ceph RGW).
+"""An S3-compatible object store (``pkgserver run s3://BUCKET/PREFIX``, a preview): the second
+implementation of the storage interface, for several replicas over one bucket. ``S3Storage``
+holds the files, ``S3Feed`` lists the bucket into the catalog, ``S3Records`` keeps the records.
+Tested against a real Ceph RGW.
 
 Locations are ``s3://BUCKET/PREFIX/RELPATH``. Uploads are staged in a local spool (the upload
 checks read the archive there) and published with one PUT:
