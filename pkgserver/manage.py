@@ -95,17 +95,25 @@ def files_of(roots: Sequence[str], project: str, version: str | None = None) -> 
     found = []
     for root in roots:
         for relpath, _st in iter_dist_files(root):
-            try:
-                info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
-            except InvalidDistFilename:
-                continue
-            if info.project != project:
-                continue
-            if wanted is not None and version_key(info.version) != wanted:
-                continue
-            found.append(Found(root, relpath, info.version))
+            spelled = release_of(relpath, project, wanted)
+            if spelled is not None:
+                found.append(Found(root, relpath, spelled))
     found.sort(key=lambda f: (version_sort_key(f.version), f.relpath))
     return found
+
+
+def release_of(relpath: str, project: str, wanted: Version | str | None) -> str | None:
+    """The version of ``relpath`` as its filename spells it, if it is a distribution of
+    ``project`` (of the version whose ``version_key`` is ``wanted``, when one is)."""
+    try:
+        info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
+    except InvalidDistFilename:
+        return None
+    if info.project != project:
+        return None
+    if wanted is not None and version_key(info.version) != wanted:
+        return None
+    return info.version
 
 
 def _versions(roots: Sequence[str], project: str) -> list[str]:

@@ -110,6 +110,18 @@ class TempFile:
         self.blake2_256 = hashlib.blake2b(digest_size=32)
         self.closed = False
 
+    @classmethod
+    def holding(cls, ops: FileOps, directory: str, data: bytes) -> TempFile:
+        """A temp file in ``directory`` holding ``data``, flushed; nothing left on failure."""
+        staged = cls(ops, directory, len(data))
+        try:
+            staged.write(data)
+            staged.finish()
+        except OSError:
+            staged.discard()
+            raise
+        return staged
+
     def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limit:

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 
 from .catalog import Catalog, DistFile, FileStat
 from .distfile import SIDECARS, InvalidDistFilename, parse_dist_filename, version_key
+from .manage import release_of
 from .metadata import CoreMetadata
 from .publish import FileOps, TempFile
 from .scan import describe, entry_from_fields, fields_of
@@ -104,14 +105,7 @@ class S3Storage:
         return TempFile(self.ops, self.spool, limit)
 
     def stage_bytes(self, beside: str, data: bytes) -> TempFile:
-        staged = TempFile(self.ops, self.spool, len(data))
-        try:
-            staged.write(data)
-            staged.finish()
-        except OSError:
-            staged.discard()
-            raise
-        return staged
+        return TempFile.holding(self.ops, self.spool, data)
 
     def remove_live(self) -> int:
         return self.ops.remove_live()
@@ -177,19 +171,43 @@ class S3Storage:
     # -- reading ---------------------------------------------------------------------------------
     def open(self, location: str) -> tuple[BinaryIO, FileStat]:
         """The object spooled to a local temp file (archive readers seek), and its version."""
-        try:
-            got = self.client.get_object(Bucket=self.bucket, Key=self.key(location))
-        except Exception as exc:
-            raise _as_oserror(exc) from None
         fh = tempfile.TemporaryFile(dir=self.spool)
         try:
-            for chunk in got["Body"].iter_chunks(1024 * 1024):
-                fh.write(chunk)
-            fh.seek(0)
-        except Exception as exc:
+            st = self.fetch(location, fh)
+        except OSError:
             fh.close()
+            raise
+        fh.seek(0)
+        return fh, st
+
+    def fetch(self, location: str, out: BinaryIO) -> FileStat:
+        """Write the object to ``out``; its version."""
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self.key(location))
+            for chunk in got["Body"].iter_chunks(1024 * 1024):
+                out.write(chunk)
+        except Exception as exc:
             raise _as_oserror(exc) from None
-        return fh, _stat_of(got)
+        return _stat_of(got)
+
+    def listing(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(relpath, listing entry) of every object that may be a distribution: not under a
+        dot-name (records, descriptions, temp names), not a sidecar. Raises OSError."""
+        prefix = self.prefix + "/" if self.prefix else ""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    relpath = item["Key"][len(prefix) :]
+                    if any(part.startswith(".") for part in relpath.split("/")):
+                        continue
+                    if relpath.endswith(SIDECARS):
+                        continue
+                    yield relpath, item
+        except Exception as exc:
+            raise _as_oserror(exc) from None
 
     def sha256_of(self, location: str, size: int) -> str | None:
         try:
@@ -219,24 +237,10 @@ class S3Storage:
     def files_of(self, project: str, version: str | None = None) -> list[Stored]:
         wanted = version_key(version) if version is not None else None
         found = []
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + "/" if self.prefix else ""
-        )
-        try:
-            for page in pages:
-                for item in page.get("Contents", ()):
-                    relpath = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
-                    try:
-                        info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
-                    except InvalidDistFilename:
-                        continue
-                    if info.project != project:
-                        continue
-                    if wanted is not None and version_key(info.version) != wanted:
-                        continue
-                    found.append(Stored(f"{self.url}/{relpath}", relpath, info.version))
-        except Exception as exc:
-            raise _as_oserror(exc) from None
+        for relpath, _item in self.listing():
+            spelled = release_of(relpath, project, wanted)
+            if spelled is not None:
+                found.append(Stored(f"{self.url}/{relpath}", relpath, spelled))
         return found
 
 
@@ -401,7 +405,8 @@ class S3Feed:
         seen: set[str] = set()
         claims: set[str] = set()
         upserts: list[DistFile] = []
-        for relpath, st in self._listing():
+        for relpath, item in self.storage.listing():
+            st = _stat_of(item)
             try:
                 info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
             except InvalidDistFilename:
@@ -421,21 +426,6 @@ class S3Feed:
         removals = [r for r in snap.files if r not in seen]
         if upserts or removals:
             self.catalog.apply(upserts, removals)
-
-    def _listing(self) -> Iterator[tuple[str, FileStat]]:
-        storage = self.storage
-        prefix = storage.prefix + "/" if storage.prefix else ""
-        pages = storage.client.get_paginator("list_objects_v2").paginate(
-            Bucket=storage.bucket, Prefix=prefix
-        )
-        for page in pages:
-            for item in page.get("Contents", ()):
-                relpath = item["Key"][len(prefix) :]
-                if any(part.startswith(".") for part in relpath.split("/")):
-                    continue  # records, descriptions, temp names
-                if relpath.endswith(SIDECARS):
-                    continue
-                yield relpath, _stat_of(item)
 
     def _description_key(self, relpath: str) -> str:
         storage = self.storage
@@ -462,21 +452,15 @@ class S3Feed:
     def _describe(self, relpath: str, st: FileStat) -> DistFile | None:
         """Read the object once: its hashes and metadata, then stored beside it."""
         storage = self.storage
-        try:
-            fh, _ = storage.open(f"{storage.url}/{relpath}")
-        except OSError as exc:
-            log.warning("cannot read %s: %s", relpath, exc)
-            return None
         name = relpath.rsplit("/", 1)[-1]
-        with tempfile.TemporaryDirectory(dir=storage.spool) as tmp, fh:
-            local = os.path.join(tmp, name)
-            with open(local, "wb") as out:
-                while chunk := fh.read(1024 * 1024):
-                    out.write(chunk)
+        with tempfile.TemporaryDirectory(dir=storage.spool) as tmp:
+            local = os.path.join(tmp, name)  # named as the object: describe reads the name
             try:
+                with open(local, "wb") as out:
+                    storage.fetch(f"{storage.url}/{relpath}", out)
                 found = describe(tmp, name, os.stat(local))
             except (InvalidDistFilename, OSError) as exc:
-                log.warning("cannot describe %s: %s", relpath, exc)
+                log.warning("cannot read %s: %s", relpath, exc)
                 return None
         self.described += 1
         f = entry_from_fields(storage.url, relpath, st, fields_of(found))

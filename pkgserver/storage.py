@@ -191,14 +191,7 @@ class DirectoryStorage:
         return TempFile(self.ops, self.roots[0], limit)
 
     def stage_bytes(self, beside: str, data: bytes) -> TempFile:
-        staged = TempFile(self.ops, os.path.dirname(beside), len(data))
-        try:
-            staged.write(data)
-            staged.finish()
-        except OSError:
-            staged.discard()
-            raise
-        return staged
+        return TempFile.holding(self.ops, os.path.dirname(beside), data)
 
     def place(self, filename: str, project_files: Sequence[DistFile]) -> str:
         root = self.roots[0]
