@@ -34,7 +34,7 @@ from .publish import sweep_temp_files
 from .records import UploadLog, Yanks
 from .scan import MetadataStore
 from .server import make_server, serve, stop
-from .storage import ChangeFeed, DirectoryStorage, Storage
+from .storage import ChangeFeed, DirectoryStorage, Records, Storage
 
 __all__ = ["Service", "listening"]
 
@@ -50,48 +50,55 @@ class Service:
         self.settings = settings
         self.stopping = False
         self.server: Any = None
-        if settings.roots[0].startswith("s3://"):
-            self._object_store(access)
-        else:
-            self._directories(access)
+        bucket = settings.roots[0].startswith("s3://")
+        # Where records live: the bucket's (S3Records), else each root's .pkgserver folder.
+        records = self._object_store() if bucket else self._directories()
+        self.hosted = HostedNames(settings.roots, folders=records)
+        self.catalog = Catalog(on_new_projects=self.hosted.add)
+        self.yanks = Yanks(settings.roots, folders=records)
+        self.catalog.set_yanks(self.yanks.poll() or {})
+        self.observer = Observer(self.catalog, access=access, health=settings.health_endpoint)
+        self.feed: ChangeFeed = self._bucket_feed() if bucket else self._indexer()
 
-    def _object_store(self, access: AccessLog | None) -> None:
+    def _object_store(self) -> list[Records] | None:
         """s3://bucket/prefix: files, records and descriptions in the bucket; the bucket's
         listing is the change feed (see s3.py). Uploaders are not recorded there yet."""
-        from .s3 import S3Feed, S3Records, S3Storage
+        from .s3 import S3Records, S3Storage
 
-        settings = self.settings
-        url = settings.roots[0]
+        url = self.settings.roots[0]
         storage = S3Storage(url)
         self.storage: Storage = storage
-        records = S3Records(url, client=storage.client)
-        self.hosted = HostedNames([], folders=[records])
-        self.catalog = Catalog(on_new_projects=self.hosted.add)
-        self.yanks = Yanks([], folders=[records])
-        self.catalog.set_yanks(self.yanks.poll() or {})
         self.upload_log: UploadLog | None = None
-        self.feed: ChangeFeed = S3Feed(
-            storage,
+        return [S3Records(url, client=storage.client)]
+
+    def _directories(self) -> list[Records] | None:
+        """The package directories; records: None, each root's own .pkgserver folder."""
+        roots = self.settings.roots
+        sweep_temp_files(roots)
+        self.storage = DirectoryStorage(roots)
+        self.upload_log = UploadLog(roots)
+        return None
+
+    def _bucket_feed(self) -> ChangeFeed:
+        from .s3 import S3Feed, S3Storage
+
+        assert isinstance(self.storage, S3Storage)
+        settings = self.settings
+        return S3Feed(
+            self.storage,
             self.catalog,
             interval=settings.rescan_interval or OBJECT_STORE_RESCAN,
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,
             on_tick=self.reload_yanks,
         )
-        self.observer = Observer(self.catalog, access=access, health=settings.health_endpoint)
 
-    def _directories(self, access: AccessLog | None) -> None:
+    def _indexer(self) -> ChangeFeed:
+        """The directories' change feed: inotify and rescans, with the index cache."""
         settings = self.settings
-        sweep_temp_files(settings.roots)
-        self.storage = DirectoryStorage(settings.roots)
-        self.hosted = HostedNames(settings.roots)
-        self.catalog = Catalog(on_new_projects=self.hosted.add)
-        self.yanks = Yanks(settings.roots)
-        self.catalog.set_yanks(self.yanks.poll() or {})
-        self.upload_log = UploadLog(settings.roots)
         algo = settings.hash_algo
         cache_dir = settings.cache_dir
-        self.indexer = Indexer(
+        indexer = Indexer(
             settings.roots,
             self.catalog,
             cache=DescriptionCache.open(cache_dir, settings.roots) if cache_dir else None,
@@ -102,10 +109,9 @@ class Service:
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,
         )
-        self.observer = Observer(self.catalog, access=access, health=settings.health_endpoint)
-        self.indexer.on_scan = self.observer.scan_done
-        self.indexer.on_hash = self.observer.hash_done
-        self.feed = self.indexer  # the directory's change feed
+        indexer.on_scan = self.observer.scan_done
+        indexer.on_hash = self.observer.hash_done
+        return indexer
 
     def reload_yanks(self) -> None:
         found = self.yanks.poll()
