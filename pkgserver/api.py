@@ -19,6 +19,7 @@ from .answers import Answer, guarded, header
 from .distfile import is_valid_project_name, normalize
 from .errors import BadRequest, Forbidden, HTTPProblem, NotFound
 from .site import Claimed, Site
+from .storage import DirectoryStorage
 
 __all__ = ["InstallerAPI"]
 
@@ -34,7 +35,11 @@ class InstallerAPI:
         self.file_cache = site.file_cache
         # The fast path takes only what needs no credentials.
         self.page_fast = not site.auth.requires("list")
-        self.file_fast = not site.auth.requires("download")
+        # Files: read by path, so only from the package directories (an object store's
+        # locations are not paths; its downloads go through the route and Storage.open).
+        self.file_fast = not site.auth.requires("download") and isinstance(
+            site.uploads.storage, DirectoryStorage
+        )
 
     def install(self, app: bottle.Bottle) -> None:
         """Adds the routes to ``app``. The catch-all shortcuts come last: the index's own
