@@ -55,7 +55,20 @@ if client_name == "boto3":
 elif client_name == "obstore":
     import obstore
     from obstore.store import S3Store
-    import boto3_free_bucket_maker  # placeholder replaced below
+    # obstore cannot create a bucket: the driver makes one beforehand (_make_bucket).
+    bucket = os.environ["S3_BENCH_BUCKET"]
+    store = S3Store(bucket, endpoint=endpoint, access_key_id=key, secret_access_key=secret,
+                    region="us-east-1", client_options={"allow_http": True},
+                    virtual_hosted_style_request=False)
+    def put(k, data, create=False):
+        try:
+            obstore.put(store, k, data, mode="create" if create else "overwrite"); return True
+        except Exception as exc:
+            if "AlreadyExists" in type(exc).__name__ or "Precondition" in str(exc) or "already exists" in str(exc).lower():
+                return False
+            raise
+    def get(k): return bytes(obstore.get(store, k).bytes())
+    def listing(): return [o["path"] for chunk in obstore.list(store) for o in chunk]
 else:
     from minio import Minio
     from minio.error import S3Error
@@ -96,24 +109,6 @@ t = time.perf_counter()
 assert len([k for k in listing() if k.startswith("s/")]) == 300
 out["list_300_s"] = time.perf_counter() - t
 print(json.dumps(out))
-"""
-
-OBSTORE = r"""
-    # obstore has no bucket creation; the bucket is made with a signed request of our own? No:
-    # the driver makes it beforehand (see make_bucket in s3_clients.py) and passes its name.
-    bucket = os.environ["S3_BENCH_BUCKET"]
-    store = S3Store(bucket, endpoint=endpoint, access_key_id=key, secret_access_key=secret,
-                    region="us-east-1", client_options={"allow_http": True},
-                    virtual_hosted_style_request=False)
-    def put(k, data, create=False):
-        try:
-            obstore.put(store, k, data, mode="create" if create else "overwrite"); return True
-        except Exception as exc:
-            if "AlreadyExists" in type(exc).__name__ or "Precondition" in str(exc) or "already exists" in str(exc).lower():
-                return False
-            raise
-    def get(k): return bytes(obstore.get(store, k).bytes())
-    def listing(): return [o["path"] for chunk in obstore.list(store) for o in chunk]
 """
 
 
@@ -157,18 +152,14 @@ def _make_bucket(env: dict[str, str]) -> str:
 
 def trial(client: str, env: dict[str, str]) -> dict[str, object]:
     venv = _venv(client)
-    code = TRIAL
     extra_env = dict(os.environ)
     if client == "obstore":
-        code = code.replace(
-            "    import boto3_free_bucket_maker  # placeholder replaced below\n", OBSTORE
-        )
         extra_env["S3_BENCH_BUCKET"] = _make_bucket(env)
     done = subprocess.run(
         [
             str(venv / "bin" / "python"),
             "-c",
-            code,
+            TRIAL,
             client,
             env["S3_ENDPOINT"],
             env["AWS_ACCESS_KEY_ID"],
