@@ -19,26 +19,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
-import os
 import posixpath
 import random
+import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
+from urllib.parse import quote, unquote
 
-from .catalog import Catalog, DistFile, FileStat
-from .distfile import SIDECARS, InvalidDistFilename, parse_dist_filename, version_key
+from .catalog import DistFile, FileStat
+from .distfile import SIDECARS, version_key
 from .manage import release_of
 from .metadata import CoreMetadata
 from .publish import FileOps, TempFile
-from .scan import describe, entry_from_fields, fields_of
+from .scan import describe
 from .storage import Stored
 
-__all__ = ["S3Feed", "S3Records", "S3Storage", "parse_location"]
+__all__ = ["Journal", "S3Records", "S3Storage", "parse_location"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class S3Storage:
         self.client = client
         self.spool = spool or tempfile.mkdtemp(prefix="pkgserver-spool-")
         self.ops = FileOps()
+        self.journal = Journal(client, self.bucket, self.prefix)
+        self.meta = f"{self.prefix}/.pkgserver/meta" if self.prefix else ".pkgserver/meta"
 
     # -- keys ------------------------------------------------------------------------------------
     def key(self, location: str) -> str:
@@ -93,6 +95,10 @@ class S3Storage:
 
     def relpath(self, location: str) -> str:
         return location[len(self.url) + 1 :]
+
+    def description_key(self, relpath: str) -> str:
+        """Where an object's hashes and metadata are kept (see s3feed.S3Feed)."""
+        return f"{self.meta}/{relpath}.json"
 
     def place(self, filename: str, project_files: Sequence[DistFile]) -> str:
         return f"{self.url}/{filename}"
@@ -157,6 +163,10 @@ class S3Storage:
             raise _as_oserror(exc) from None
         for ext in SIDECARS:
             self.discard(location + ext)
+        relpath = self.relpath(location)
+        self.journal.note("gone", relpath)
+        with contextlib.suppress(Exception):  # a leftover description is swept later
+            self.client.delete_object(Bucket=self.bucket, Key=self.description_key(relpath))
         return found
 
     def discard(self, location: str) -> None:
@@ -244,6 +254,112 @@ class S3Storage:
         return found
 
 
+class Journal:
+    """Change notices shared by the replicas of one bucket: one empty object per change,
+    ``PREFIX/.pkgserver/changes/TIME-TOKEN-KIND-PATH``, so that a replica learns of another's
+    upload, removal or record change by listing one small prefix (a few times a second)
+    instead of the whole bucket, and reads nothing but the keys.
+
+    KIND is ``file`` (a distribution published or replaced: PATH is its relpath), ``gone`` (a
+    distribution removed) or ``record`` (a record rewritten: PATH is its name). TIME is the
+    writer's clock in nanoseconds, so keys list in about the order they were written; a reader
+    lists from ``WINDOW`` seconds before the newest notice it has seen and remembers the keys
+    it saw, so writers whose clocks differ by less than that lose nothing. Notices are kept
+    ``RETAIN`` seconds; anything a reader misses (a clock further off, a reader away longer
+    than that) the periodic listing of the whole bucket finds.
+    """
+
+    WINDOW = 30.0
+    RETAIN = 900.0
+    KINDS = ("file", "gone", "record")
+
+    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+        self.client, self.bucket = client, bucket
+        self.dir = f"{prefix}/.pkgserver/changes/" if prefix else ".pkgserver/changes/"
+        self._lock = threading.Lock()
+        self._mine: set[str] = set()  # notices written here (not applied again)
+        self._seen: set[str] = set()
+        self._newest = 0  # TIME of the newest notice seen
+
+    def note(self, kind: str, path: str) -> None:
+        """Tell the other replicas. Never raises: without the notice they learn of the change
+        at their next listing of the bucket."""
+        key = "%s%019d-%s-%s-%s" % (  # noqa: UP031 (one key, four parts)
+            self.dir,
+            time.time_ns(),
+            secrets.token_hex(4),
+            kind,
+            quote(path, safe=""),
+        )
+        with self._lock:
+            self._mine.add(key)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"")
+        except Exception as exc:
+            log.warning("could not tell the other replicas of %s %s: %s", kind, path, exc)
+
+    def _keys(self, start_after: str) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.dir, StartAfter=start_after
+        )
+        for page in pages:
+            for item in page.get("Contents", ()):
+                yield item["Key"]
+
+    def poll(self, since_ns: int | None = None) -> list[tuple[int, str, str]]:
+        """The notices written since the last poll by other writers, oldest first, as
+        (TIME, KIND, PATH). The first poll (or one given ``since_ns``) returns those written
+        since then. Raises OSError when the store cannot be listed."""
+        window = int(self.WINDOW * 1e9)
+        with self._lock:
+            if since_ns is not None:
+                self._newest = max(self._newest, since_ns)
+                start = since_ns
+            else:
+                start = max(self._newest - window, 0)
+        try:
+            keys = list(self._keys("%s%019d" % (self.dir, start)))  # noqa: UP031
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        found = []
+        with self._lock:
+            for key in keys:
+                if key in self._seen:
+                    continue
+                self._seen.add(key)
+                parsed = self._parse(key)
+                if parsed is None:
+                    continue
+                self._newest = max(self._newest, parsed[0])
+                if key not in self._mine:
+                    found.append(parsed)
+            # What lies before the next poll's start is not listed again: forget it.
+            horizon = "%s%019d" % (self.dir, max(self._newest - window, 0))  # noqa: UP031
+            self._seen = {k for k in self._seen if k >= horizon}
+            self._mine = {k for k in self._mine if k >= horizon}
+        return found
+
+    def _parse(self, key: str) -> tuple[int, str, str] | None:
+        parts = key[len(self.dir) :].split("-", 3)
+        if len(parts) != 4 or not parts[0].isdigit() or parts[2] not in self.KINDS:
+            return None
+        return int(parts[0]), parts[2], unquote(parts[3])
+
+    def sweep(self) -> int:
+        """Delete notices older than ``RETAIN`` (any replica may; racing deletes are
+        harmless); how many."""
+        horizon = "%s%019d" % (self.dir, time.time_ns() - int(self.RETAIN * 1e9))  # noqa: UP031
+        old = []
+        for key in self._keys(""):
+            if key >= horizon:
+                break
+            old.append(key)
+        for i in range(0, len(old), 1000):
+            batch = [{"Key": k} for k in old[i : i + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        return len(old)
+
+
 class S3Records:
     """Small records (hosted names, yanks) as objects under ``PREFIX/.pkgserver/``: a
     ``storage.Records`` that several replicas share.
@@ -264,6 +380,7 @@ class S3Records:
         if client is None:
             client = S3Storage(url).client
         self.client = client
+        self.journal = Journal(client, self.bucket, prefix)
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
@@ -297,6 +414,7 @@ class S3Records:
             self.client.put_object(Bucket=self.bucket, Key=f"{self.base}/{name}", Body=data)
         except Exception as exc:
             raise _as_oserror(exc) from None
+        self.journal.note("record", name)
 
     def append(self, name: str, data: bytes) -> None:
         for attempt in range(self.ATTEMPTS):
@@ -307,10 +425,12 @@ class S3Records:
                 self.client.put_object(
                     Bucket=self.bucket, Key=f"{self.base}/{name}", Body=body, **condition
                 )
-                return
             except Exception as exc:
                 if _status(exc) not in (409, 412, 500, 503):
                     raise _as_oserror(exc) from None
+            else:
+                self.journal.note("record", name)
+                return
             time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # noqa: S311 (jitter, after another replica wrote)
         raise OSError(11, f"the record kept changing; gave up after {self.ATTEMPTS} tries")
 
@@ -330,154 +450,6 @@ class S3Records:
 
     def all_well(self, name: str) -> None:
         self._warned.clear()
-
-
-class S3Feed:
-    """The object store's ChangeFeed: the bucket's listing reconciled with the catalog at
-    start and every ``interval`` seconds (and at once when asked), so files put there by other
-    tools (aws s3 cp, rclone, a CI job) and by other replicas are listed.
-
-    A new object is read once, by the first replica that sees it: its hashes and metadata are
-    stored beside it (``PREFIX/.pkgserver/meta/RELPATH.json``, keyed by the object's version),
-    and every other replica, and every later start, takes them from there.
-    """
-
-    def __init__(
-        self,
-        storage: S3Storage,
-        catalog: Catalog,
-        *,
-        interval: float = 60.0,
-        on_claim: Callable[[Iterable[str]], None] | None = None,
-        max_file_size: int = 1024**3,
-        on_tick: Callable[[], None] | None = None,
-    ) -> None:
-        self.storage, self.catalog = storage, catalog
-        self.interval, self.on_claim, self.max_file_size = interval, on_claim, max_file_size
-        self.on_tick = on_tick  # after each reconcile (the service reloads the yanks)
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._thread: threading.Thread | None = None
-        self._ready = False
-        self.described = 0  # objects read (not taken from their stored description)
-
-    # -- ChangeFeed ------------------------------------------------------------------------------
-    def start(self) -> None:
-        self.reconcile()
-        self._ready = True
-        self._thread = threading.Thread(target=self._run, name="pkgserver-s3-feed", daemon=True)
-        self._thread.start()
-
-    def interrupt(self) -> None:
-        self._stop.set()
-
-    def ready(self) -> str | None:
-        return None if self._ready else "starting: the bucket's first listing is not done"
-
-    def recheck(self, path: str, delay: float = 0.0) -> None:
-        self._wake.set()
-
-    def remember(self, f: DistFile) -> None:
-        self._store_description(f)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    # -- the reconcile ---------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.reconcile()
-                if self.on_tick is not None:
-                    self.on_tick()
-            except Exception:  # the store may be away for a while: list again next time
-                log.exception("could not reconcile with %s", self.storage.url)
-
-    def reconcile(self) -> None:
-        """List the bucket; list what is new or changed, unlist what is gone."""
-        snap = self.catalog.snapshot
-        seen: set[str] = set()
-        claims: set[str] = set()
-        upserts: list[DistFile] = []
-        for relpath, item in self.storage.listing():
-            st = _stat_of(item)
-            try:
-                info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
-            except InvalidDistFilename:
-                continue
-            claims.add(info.project)
-            seen.add(relpath)
-            listed = snap.files.get(relpath)
-            if listed is not None and listed.matches(st):
-                continue
-            if st.st_size == 0 or st.st_size > self.max_file_size:
-                continue
-            found = self._stored_description(relpath, st) or self._describe(relpath, st)
-            if found is not None:
-                upserts.append(found)
-        if claims and self.on_claim is not None:
-            self.on_claim(claims)
-        removals = [r for r in snap.files if r not in seen]
-        if upserts or removals:
-            self.catalog.apply(upserts, removals)
-
-    def _description_key(self, relpath: str) -> str:
-        storage = self.storage
-        base = f"{storage.prefix}/.pkgserver/meta" if storage.prefix else ".pkgserver/meta"
-        return f"{base}/{relpath}.json"
-
-    def _stored_description(self, relpath: str, st: FileStat) -> DistFile | None:
-        storage = self.storage
-        try:
-            got = storage.client.get_object(
-                Bucket=storage.bucket, Key=self._description_key(relpath)
-            )
-            doc = json.loads(got["Body"].read(1024 * 1024))
-        except Exception:
-            return None
-        if not isinstance(doc, dict) or doc.get("stamp") != list(st):
-            return None  # of another version of the object
-        fields = doc.get("fields")
-        if not isinstance(fields, list) or len(fields) != 9:
-            return None
-        fields[4] = tuple(tuple(pair) for pair in fields[4])  # extra hashes
-        return entry_from_fields(storage.url, relpath, st, tuple(fields))
-
-    def _describe(self, relpath: str, st: FileStat) -> DistFile | None:
-        """Read the object once: its hashes and metadata, then stored beside it."""
-        storage = self.storage
-        name = relpath.rsplit("/", 1)[-1]
-        with tempfile.TemporaryDirectory(dir=storage.spool) as tmp:
-            local = os.path.join(tmp, name)  # named as the object: describe reads the name
-            try:
-                with open(local, "wb") as out:
-                    storage.fetch(f"{storage.url}/{relpath}", out)
-                found = describe(tmp, name, os.stat(local))
-            except (InvalidDistFilename, OSError) as exc:
-                log.warning("cannot read %s: %s", relpath, exc)
-                return None
-        self.described += 1
-        f = entry_from_fields(storage.url, relpath, st, fields_of(found))
-        self._store_description(f)
-        return f
-
-    def _store_description(self, f: DistFile) -> None:
-        doc = {"stamp": [f.size, f.mtime_ns, f.ino], "fields": list(fields_of(f))}
-        storage = self.storage
-        try:
-            storage.client.put_object(
-                Bucket=storage.bucket,
-                Key=self._description_key(f.relpath),
-                Body=json.dumps(doc).encode(),
-            )
-        except Exception as exc:  # the next replica reads the object itself instead
-            log.warning("cannot store the description of %s: %s", f.relpath, exc)
 
 
 def _status(exc: BaseException) -> int | None:

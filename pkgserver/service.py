@@ -31,7 +31,7 @@ from .indexer import Indexer, ScanInterrupted
 from .observe import AccessLog, Observer
 from .options import SELECT_CONNECTIONS
 from .publish import sweep_temp_files
-from .records import UploadLog, Yanks
+from .records import HOSTED_FILE, YANKED_FILE, UploadLog, Yanks
 from .scan import MetadataStore
 from .server import make_server, serve, stop
 from .storage import ChangeFeed, DirectoryStorage, Records, Storage
@@ -80,7 +80,8 @@ class Service:
         return None
 
     def _bucket_feed(self) -> ChangeFeed:
-        from .s3 import S3Feed, S3Storage
+        from .s3 import S3Storage
+        from .s3feed import S3Feed
 
         assert isinstance(self.storage, S3Storage)
         settings = self.settings
@@ -91,6 +92,7 @@ class Service:
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,
             on_tick=self.reload_yanks,
+            on_records=self.records_changed,
         )
 
     def _indexer(self) -> ChangeFeed:
@@ -117,6 +119,13 @@ class Service:
         found = self.yanks.poll()
         if found is not None:
             self.catalog.set_yanks(found)
+
+    def records_changed(self, names: set[str]) -> None:
+        """Another replica rewrote these records (told through the bucket's journal)."""
+        if YANKED_FILE in names:
+            self.reload_yanks()
+        if HOSTED_FILE in names:
+            self.hosted.reload()
 
     def terminate(self, _signum: int, _frame: Any) -> None:
         """SIGTERM (docker stop, systemd) ends the server like Ctrl-C, from the first scan on

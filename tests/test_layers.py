@@ -26,8 +26,8 @@ LAYERS: dict[str, int] = {}
 for _layer, _names in enumerate(
     (
         "__init__ distfile archives metadata catalog render multipart xmlrpc config errors web",
-        "fsutil records cache inotify scan hasher indexer publish storage s3 upload auth observe manage"
-        " hosted update",
+        "fsutil records cache inotify scan hasher indexer publish storage s3 s3feed upload auth"
+        " observe manage hosted update",
         "answers site api pages app server",
         "cli arguments options validate service __main__",
     )

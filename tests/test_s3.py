@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
 from pkgserver.hosted import HostedNames
 from pkgserver.records import YANKED_FILE, Yanks
-from pkgserver.s3 import S3Feed, S3Records, S3Storage, parse_location
+from pkgserver.s3 import Journal, S3Records, S3Storage, parse_location
+from pkgserver.s3feed import S3Feed
 from pkgserver.upload import Outcome, Uploads
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def _client(env: dict[str, str]) -> Any:
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
+        config=Config(s3={"addressing_style": "path"}, max_pool_connections=32),
     )
 
 
@@ -111,6 +112,8 @@ def _objects(env: dict[str, str], url: str) -> dict[str, bytes]:
     out = {}
     for item in client.list_objects_v2(Bucket=bucket).get("Contents", ()):
         key = item["Key"]
+        if key.startswith(f"{prefix}/.pkgserver/"):
+            continue  # records, descriptions, change notices: not the files
         out[key[len(prefix) + 1 :]] = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     return out
 
@@ -294,22 +297,118 @@ def test_an_upload_on_one_replica_is_listed_by_the_other(
     uploads_a = Uploads(
         [str(tmp_path / "a")], feed_a.catalog, storage=feed_a.storage, on_published=feed_a.remember
     )
-    feed_b = S3Feed(_storage(s3_env, bucket_url, tmp_path), Catalog(), interval=0.2)
+    # Replica b lists the bucket once an hour: only the journal can tell it of the upload.
+    feed_b = S3Feed(_storage(s3_env, bucket_url, tmp_path), Catalog(), interval=3600)
     feed_b.start()
     try:
         assert _upload(uploads_a, wheel).status == 200
-        deadline = time.monotonic() + 5
-        while wheel.name not in feed_b.catalog.snapshot.files:
-            assert time.monotonic() < deadline, "replica b never listed the upload"
-            time.sleep(0.05)
-        took = 5 - (deadline - time.monotonic())
+        _wait_for(lambda: wheel.name in feed_b.catalog.snapshot.files, "b never listed it")
         assert (
             feed_b.catalog.snapshot.files[wheel.name] == feed_a.catalog.snapshot.files[wheel.name]
         )
         assert feed_b.described == 0  # the uploader stored the description
-        assert took < 2
+        # A removal on a: unlisted on b the same way (and its description goes with it).
+        uploads_a.remove("shared", "1.0")
+        _wait_for(lambda: wheel.name not in feed_b.catalog.snapshot.files, "b still lists it")
+        bucket, prefix = parse_location(bucket_url)
+        meta = _client(s3_env).list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/.pkgserver/meta/")
+        assert meta.get("KeyCount") == 0
     finally:
         feed_b.stop()
+
+
+def _wait_for(check: Callable[[], bool], why: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, why
+        time.sleep(0.05)
+
+
+def test_the_journal_tells_other_writers_changes_once_and_keeps_them_a_while(
+    s3_env: dict[str, str], bucket_url: str
+) -> None:
+    bucket, prefix = parse_location(bucket_url)
+    writer = Journal(_client(s3_env), bucket, prefix)
+    reader = Journal(_client(s3_env), bucket, prefix)
+    assert reader.poll(since_ns=0) == []
+    writer.note("file", "demo-1.0-py3-none-any.whl")
+    writer.note("record", "yanked.json")
+    writer.note("gone", "sub dir/odd-name-1.0.tar.gz")  # any relpath survives the key
+    got = reader.poll()
+    assert [(kind, path) for _, kind, path in got] == [
+        ("file", "demo-1.0-py3-none-any.whl"),
+        ("record", "yanked.json"),
+        ("gone", "sub dir/odd-name-1.0.tar.gz"),
+    ]
+    assert reader.poll() == []  # each notice once
+    assert writer.poll(since_ns=0) == []  # a writer's own notices are not news to it
+    # A writer whose clock is 10 s behind: its notice sorts before the newest seen, and is
+    # still found (the reader lists from WINDOW seconds before the newest).
+    late = time.time_ns() - 10 * 10**9
+    client = _client(s3_env)
+    client.put_object(
+        Bucket=bucket, Key=f"{reader.dir}{late:019d}-0badc10c-file-late.whl", Body=b""
+    )
+    assert [p for _, _, p in reader.poll()] == ["late.whl"]
+    client.put_object(Bucket=bucket, Key=f"{reader.dir}{late:019d}-junk", Body=b"")
+    assert reader.poll() == []  # keys of another shape are ignored
+    # Notices older than RETAIN are swept; newer ones stay.
+    old = time.time_ns() - int((Journal.RETAIN + 60) * 1e9)
+    client.put_object(Bucket=bucket, Key=f"{reader.dir}{old:019d}-00000000-gone-x.whl", Body=b"")
+    assert reader.sweep() == 1
+    left = client.list_objects_v2(Bucket=bucket, Prefix=reader.dir)["KeyCount"]
+    assert left == 5
+
+
+def test_a_replica_starts_from_the_snapshot_without_reading_any_distribution(
+    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    bucket, prefix = parse_location(bucket_url)
+    client = _client(s3_env)
+    wheels = [make_wheel(tmp_path / f"d{i}", f"snap{i % 7}", f"1.{i}") for i in range(40)]
+    for wheel in wheels:
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{wheel.name}", Body=wheel.read_bytes())
+    first = S3Feed(_storage(s3_env, bucket_url, tmp_path), Catalog(), interval=3600)
+    first.start()  # a cold bucket: every object read once, then the snapshot is stored
+    try:
+        assert first.described == 40 and not first.started_from_snapshot
+        _wait_for(lambda: first.snapshot.state() is not None, "no snapshot was stored", 30)
+        # After the snapshot: an upload on the first replica (journal), a file put there by
+        # another tool (no notice: the listing after the start finds it).
+        later = make_wheel(tmp_path / "later", "snap-late", "2.0")
+        uploads = Uploads(
+            [str(tmp_path / "r")], first.catalog, storage=first.storage, on_published=first.remember
+        )
+        assert _upload(uploads, later).status == 200
+        copied = make_wheel(tmp_path / "copied", "snap-copied", "3.0")
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{copied.name}", Body=copied.read_bytes())
+        gone = wheels[0].name  # removed by another tool: listed by the snapshot until then
+        client.delete_object(Bucket=bucket, Key=f"{prefix}/{gone}")
+    finally:
+        first.stop()
+
+    storage = _storage(s3_env, bucket_url, tmp_path)
+    reads: list[str] = []
+    storage.client.meta.events.register(
+        "before-parameter-build.s3.GetObject", lambda params, **_: reads.append(params["Key"])
+    )
+    claimed: list[str] = []
+    second = S3Feed(storage, Catalog(), interval=3600, on_claim=claimed.extend)
+    second.start()
+    try:
+        assert second.started_from_snapshot and second.described == 0
+        files = second.catalog.snapshot.files
+        assert later.name in files  # from the journal
+        assert all(w.name in files for w in wheels[1:])
+        # Read at start: the snapshot and the uploaded file's description, no distribution.
+        assert not [k for k in reads if k.endswith((".whl", ".tar.gz"))], reads
+        assert {f"snap{i}" for i in range(7)} <= set(claimed)
+        # The listing that follows a start from a snapshot: the copied file, the removal.
+        _wait_for(lambda: copied.name in second.catalog.snapshot.files, "copied not listed")
+        _wait_for(lambda: gone not in second.catalog.snapshot.files, "removed still listed")
+        assert second.described == 1  # the copied one, read once
+    finally:
+        second.stop()
 
 
 def test_a_yank_on_one_replica_is_seen_by_the_other(
@@ -338,7 +437,9 @@ def test_two_replicas_on_one_bucket_with_twine_pip_and_uv(
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     wheel = make_wheel(tmp_path / "dist", "bucketed", "1.0", module="bucketed")
-    args = (bucket_url, "--disable-fallback", "--rescan-interval", "0.3", "-P", ".", "-a", ".")
+    # The default listing interval (60 s): the other replica learns of the upload from the
+    # bucket's change journal.
+    args = (bucket_url, "--disable-fallback", "-P", ".", "-a", ".")
     with Server(*args, env=aws) as one, Server(*args, env=aws) as two:
         env = client_env(tmp_path)
         twine = shutil.which("twine", path=os.path.dirname(sys.executable)) or "twine"
