@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 POLL = 0.25  # seconds between listings of the journal
 WORKERS = 16  # objects described (or their descriptions read) at once
+SWEEP_EVERY = 3600.0  # seconds between sweeps of descriptions whose object is gone
 
 
 class IndexSnapshot:
@@ -145,6 +146,8 @@ class S3Feed:
         self._count_lock = threading.Lock()
         self.described = 0  # objects read (not taken from their stored description)
         self.started_from_snapshot = False
+        self._listed: set[str] | None = None  # the relpaths of the last whole listing
+        self._swept = time.monotonic()
 
     # -- ChangeFeed ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -273,6 +276,8 @@ class S3Feed:
                         self.on_tick()
                 self._keep_snapshot()
                 self.journal.sweep()
+                if time.monotonic() - self._swept > SWEEP_EVERY:
+                    self.sweep_descriptions()
             except Exception:  # the store may be away for a while: list again next time
                 log.exception("could not reconcile with %s", self.storage.url)
             first = False
@@ -298,12 +303,41 @@ class S3Feed:
             todo.append((relpath, st))
         if claims and self.on_claim is not None:
             self.on_claim(claims)
-        upserts = [f for f in self._pool.map(lambda t: self._learn(*t), todo) if f is not None]
+        # Many to read (a cold bucket): list which descriptions exist first, a thousand names
+        # a request, rather than ask for each of them.
+        stored = self._descriptions() if len(todo) > 100 else None
+        upserts = [f for f in self._pool.map(lambda t: self._learn(t[0], t[1], stored), todo) if f]
         # Unlisted: what was listed when the listing began and is not in it. (A file the
         # journal listed meanwhile was not in ``snap``; it stays.)
         removals = [r for r in snap.files if r not in seen]
+        self._listed = seen
         if upserts or removals:
             self.catalog.apply(upserts, removals)
+
+    def sweep_descriptions(self, older_than: float = 3600.0) -> int:
+        """Delete the descriptions of objects that are gone (removed by another tool; a
+        removal through pkgserver deletes its own) once they are ``older_than`` seconds old,
+        so a description stored just before its object is published stays. How many."""
+        self._swept = time.monotonic()
+        listed = self._listed
+        if listed is None:
+            return 0
+        s = self.storage
+        base = s.meta + "/"
+        horizon = time.time() - older_than
+        gone = []
+        pages = s.client.get_paginator("list_objects_v2").paginate(Bucket=s.bucket, Prefix=base)
+        for page in pages:
+            for item in page.get("Contents", ()):
+                relpath = item["Key"][len(base) : -len(".json")]
+                if relpath not in listed and item["LastModified"].timestamp() < horizon:
+                    gone.append(item["Key"])
+        for i in range(0, len(gone), 1000):
+            batch = [{"Key": k} for k in gone[i : i + 1000]]
+            s.client.delete_objects(Bucket=s.bucket, Delete={"Objects": batch, "Quiet": True})
+        if gone:
+            log.info("removed %d descriptions of objects no longer there", len(gone))
+        return len(gone)
 
     def _keep_snapshot(self) -> None:
         files = list(self.catalog.snapshot.files.values())
@@ -322,10 +356,25 @@ class S3Feed:
                 self.on_claim(names)
 
     # -- descriptions ----------------------------------------------------------------------------
-    def _learn(self, relpath: str, st: FileStat) -> DistFile | None:
+    def _learn(self, relpath: str, st: FileStat, stored: set[str] | None = None) -> DistFile | None:
         if st.st_size == 0 or st.st_size > self.max_file_size:
             return None
-        return self._stored_description(relpath, st) or self._describe(relpath, st)
+        if stored is None or relpath in stored:
+            found = self._stored_description(relpath, st)
+            if found is not None:
+                return found
+        return self._describe(relpath, st)
+
+    def _descriptions(self) -> set[str] | None:
+        """The relpaths that have a stored description, or None when it cannot be listed."""
+        s = self.storage
+        base = s.meta + "/"
+        try:
+            pages = s.client.get_paginator("list_objects_v2").paginate(Bucket=s.bucket, Prefix=base)
+            keys = [item["Key"] for page in pages for item in page.get("Contents", ())]
+        except Exception:
+            return None
+        return {k[len(base) : -len(".json")] for k in keys if k.endswith(".json")}
 
     def _stored_description(self, relpath: str, st: FileStat) -> DistFile | None:
         storage = self.storage

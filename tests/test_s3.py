@@ -287,6 +287,13 @@ def test_files_put_by_other_tools_are_listed_once_read_and_removed_when_gone(
     client.delete_object(Bucket=bucket, Key=f"{prefix}/{wheel.name}")
     first.reconcile()
     assert wheel.name not in first.catalog.snapshot.files
+    # Its description stays for a while (it might be an upload's, stored just before its
+    # object), then a sweep removes it.
+    meta = f"{prefix}/.pkgserver/meta/"
+    assert first.sweep_descriptions() == 0
+    assert client.list_objects_v2(Bucket=bucket, Prefix=meta)["KeyCount"] == 1
+    assert first.sweep_descriptions(older_than=0) == 1
+    assert client.list_objects_v2(Bucket=bucket, Prefix=meta)["KeyCount"] == 0
 
 
 def test_an_upload_on_one_replica_is_listed_by_the_other(
