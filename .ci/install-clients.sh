@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Install the publishing clients that tests/test_e2e_publish.py drives: poetry, pdm, hatch and flit,
+# and the AWS CLI that tests/test_s3.py migrates a directory into a bucket with (aws s3 sync),
 # each in its own virtualenv under .ci/.clients/<tool> (git-ignored), with their commands linked
 # into .ci/.clients/bin. twine and uv come from the test extras instead. Also Debian's chromium
 # for the browser tests, when run as root on Debian.
@@ -25,6 +26,7 @@ TOOLS=(
     "pdm|pdm[locked]|pdm"
     "hatch|hatch|hatch"
     "flit|flit|flit"
+    "aws|awscli|aws"
 )
 
 # The machine's /etc/pip.conf (certificates, mirrors) is fine for installing; a PIP_CONFIG_FILE

@@ -437,12 +437,7 @@ def test_two_replicas_on_one_bucket_with_twine_pip_and_uv(
     # `pkgserver run s3://bucket/prefix` twice over one bucket: twine uploads to one replica,
     # pip and uv install from the other; the credentials and endpoint come from the AWS
     # environment, as on a real deployment.
-    aws = {
-        "AWS_ENDPOINT_URL": s3_env["S3_ENDPOINT"],
-        "AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    aws = _aws_environment(s3_env)
     wheel = make_wheel(tmp_path / "dist", "bucketed", "1.0", module="bucketed")
     # The default listing interval (60 s): the other replica learns of the upload from the
     # bucket's change journal.
@@ -506,6 +501,70 @@ def test_two_replicas_on_one_bucket_with_twine_pip_and_uv(
         )
         assert (tmp_path / "uv-target" / "bucketed").is_dir()
     assert "Traceback" not in one.output + two.output
+
+
+@pytest.mark.e2e
+def test_a_directory_migrated_with_aws_s3_sync_is_served_from_the_bucket(
+    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # README "Moving a directory into a bucket": `aws s3 sync DIR s3://BUCKET/PREFIX` copies
+    # the files and the .pkgserver records, which the bucket keeps under the same names: the
+    # replicas list the files, keep the yanks and the claim on a name whose files are gone.
+    aws_cli = shutil.which("aws") or str(REPO / ".ci" / ".clients" / "bin" / "aws")
+    if not os.access(aws_cli, os.X_OK):
+        _unavailable("the AWS CLI is not installed (bash .ci/install-clients.sh)")
+    aws = _aws_environment(s3_env)
+    packages = tmp_path / "packages"
+    wheel = make_wheel(packages, "moved", "1.0", module="moved")
+    old = make_wheel(packages, "moved", "0.9", module="moved")
+    make_wheel(packages / "sub", "nested", "2.0")  # folders in the directory stay folders
+    records = packages / ".pkgserver"
+    records.mkdir()
+    (records / "yanked.json").write_text(json.dumps({"yanked": {"moved": {"0.9": "broken"}}}))
+    (records / "hosted-projects").write_text("moved\nnested\nretired\n")
+    synced = subprocess.run(
+        [aws_cli, "s3", "sync", str(packages), bucket_url, "--endpoint-url", s3_env["S3_ENDPOINT"]],
+        env={**os.environ, **aws},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert synced.returncode == 0, synced.stderr
+    with Server(bucket_url, env=aws) as server:
+        files = {f["filename"]: f for f in server.project_json("moved").json()["files"]}
+        assert set(files) == {wheel.name, old.name}
+        assert files[old.name]["yanked"] == "broken" and files[wheel.name]["yanked"] is False
+        assert server.get("/simple/nested/").status == 200
+        retired = server.project_json("retired")  # claimed: never sent to PyPI
+        assert retired.status == 200 and retired.json()["files"] == []
+        assert server.get("/simple/never-here/").status in (301, 302, 303)  # not claimed
+        target = tmp_path / "target"
+        run_client(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--no-deps",
+                "--index-url",
+                server.url + "/simple/",
+                "--target",
+                str(target),
+                "moved",
+            ],
+            client_env(tmp_path),
+        )
+        assert (target / "moved-1.0.dist-info").is_dir()
+
+
+def _aws_environment(s3_env: dict[str, str]) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": s3_env["S3_ENDPOINT"],
+        "AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
 
 
 def test_an_s3_location_is_served_alone_and_kept_as_given(tmp_path: Path) -> None:
