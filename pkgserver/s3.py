@@ -38,7 +38,7 @@ from .publish import FileOps, TempFile
 from .scan import describe
 from .storage import Stored
 
-__all__ = ["Journal", "S3Records", "S3Storage", "parse_location"]
+__all__ = ["Journal", "S3Records", "S3Storage", "listable", "parse_location"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ def parse_location(url: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"no bucket in {url!r}")
     return bucket, prefix.strip("/")
+
+
+def listable(relpath: str) -> bool:
+    """Whether an object's path may name a distribution: no empty or dot-name part (records,
+    descriptions, temp names, ``..``), not a sidecar."""
+    parts = relpath.split("/")
+    return all(p and not p.startswith(".") for p in parts) and not relpath.endswith(SIDECARS)
 
 
 def _stat_of(head: dict[str, Any]) -> FileStat:
@@ -211,11 +218,8 @@ class S3Storage:
             for page in pages:
                 for item in page.get("Contents", ()):
                     relpath = item["Key"][len(prefix) :]
-                    if any(part.startswith(".") for part in relpath.split("/")):
-                        continue
-                    if relpath.endswith(SIDECARS):
-                        continue
-                    yield relpath, item
+                    if listable(relpath):
+                        yield relpath, item
         except Exception as exc:
             raise _as_oserror(exc) from None
 

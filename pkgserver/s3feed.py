@@ -33,7 +33,7 @@ from typing import Literal
 
 from .catalog import Catalog, DistFile, FileStat
 from .distfile import InvalidDistFilename, parse_dist_filename
-from .s3 import S3Storage, _stat_of, _status
+from .s3 import S3Storage, _stat_of, _status, listable
 from .scan import describe, entry_from_fields, fields_of
 
 __all__ = ["IndexSnapshot", "S3Feed"]
@@ -104,6 +104,8 @@ class IndexSnapshot:
             files = []
             for row in doc["files"]:
                 relpath, size, mtime_ns, ino, *fields = row
+                if not listable(str(relpath)):
+                    continue
                 fields[4] = tuple(tuple(pair) for pair in fields[4])  # extra hashes
                 st = FileStat(int(size), int(mtime_ns), int(ino))
                 files.append(entry_from_fields(s.url, str(relpath), st, tuple(fields)))
@@ -239,6 +241,8 @@ class S3Feed:
     def _look(self, relpath: str) -> DistFile | Literal[False] | None:
         """The object's entry now: None when it is gone, False when it is not to be listed
         (or is listed as it is)."""
+        if not listable(relpath):
+            return False
         try:
             info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
         except InvalidDistFilename:

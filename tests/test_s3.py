@@ -30,7 +30,7 @@ from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
 from pkgserver.hosted import HostedNames
 from pkgserver.records import YANKED_FILE, Yanks
-from pkgserver.s3 import Journal, S3Records, S3Storage, parse_location
+from pkgserver.s3 import Journal, S3Records, S3Storage, listable, parse_location
 from pkgserver.s3feed import S3Feed
 from pkgserver.upload import Outcome, Uploads
 
@@ -116,6 +116,13 @@ def _objects(env: dict[str, str], url: str) -> dict[str, bytes]:
             continue  # records, descriptions, change notices: not the files
         out[key[len(prefix) + 1 :]] = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     return out
+
+
+def test_only_plain_paths_may_name_distributions() -> None:
+    assert listable("demo-1.0-py3-none-any.whl") and listable("team/demo-1.0.tar.gz")
+    for path in ("../demo-1.0.tar.gz", ".pkgserver/x.whl", "a//demo-1.0.tar.gz", "/x.whl"):
+        assert not listable(path), path
+    assert not listable("demo-1.0.tar.gz.asc")
 
 
 def test_locations_name_a_bucket_and_a_prefix() -> None:
