@@ -282,7 +282,9 @@ class S3Feed:
                 self.journal.sweep()
                 if time.monotonic() - self._swept > SWEEP_EVERY:
                     self.sweep_descriptions()
-            except Exception:  # the store may be away for a while: list again next time
+            except OSError as exc:  # the store away for a while: list again next time
+                log.warning("could not list %s: %s", self.storage.url, exc)
+            except Exception:
                 log.exception("could not reconcile with %s", self.storage.url)
             first = False
 
