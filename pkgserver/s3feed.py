@@ -33,7 +33,7 @@ from typing import Literal
 
 from .catalog import Catalog, DistFile, FileStat
 from .distfile import InvalidDistFilename, parse_dist_filename
-from .s3 import S3Storage, _stat_of, _status, listable
+from .s3 import S3Storage, _as_oserror, _stat_of, _status, listable
 from .scan import describe, entry_from_fields, fields_of
 
 __all__ = ["IndexSnapshot", "S3Feed"]
@@ -75,7 +75,7 @@ class IndexSnapshot:
         except Exception as exc:
             if _status(exc) == 404:
                 return None
-            raise
+            raise _as_oserror(exc) from None
         now = head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
         age = 0.0
         if now and head.get("LastModified") is not None:
@@ -88,7 +88,12 @@ class IndexSnapshot:
         rows = [[f.relpath, f.size, f.mtime_ns, f.ino, *fields_of(f)] for f in files]
         body = gzip.compress(json.dumps({"format": 1, "files": rows}).encode(), 5)
         s = self.storage
-        s.client.put_object(Bucket=s.bucket, Key=self.key, Body=body, Metadata={"digest": digest})
+        try:
+            s.client.put_object(
+                Bucket=s.bucket, Key=self.key, Body=body, Metadata={"digest": digest}
+            )
+        except Exception as exc:
+            raise _as_oserror(exc) from None
 
     def load(self) -> tuple[list[DistFile], float] | None:
         """The files of the stored snapshot and when it was written (epoch seconds), or None
@@ -332,15 +337,18 @@ class S3Feed:
         base = s.meta + "/"
         horizon = time.time() - older_than
         gone = []
-        pages = s.client.get_paginator("list_objects_v2").paginate(Bucket=s.bucket, Prefix=base)
-        for page in pages:
-            for item in page.get("Contents", ()):
-                relpath = item["Key"][len(base) : -len(".json")]
-                if relpath not in listed and item["LastModified"].timestamp() < horizon:
-                    gone.append(item["Key"])
-        for i in range(0, len(gone), 1000):
-            batch = [{"Key": k} for k in gone[i : i + 1000]]
-            s.client.delete_objects(Bucket=s.bucket, Delete={"Objects": batch, "Quiet": True})
+        try:
+            pages = s.client.get_paginator("list_objects_v2").paginate(Bucket=s.bucket, Prefix=base)
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    relpath = item["Key"][len(base) : -len(".json")]
+                    if relpath not in listed and item["LastModified"].timestamp() < horizon:
+                        gone.append(item["Key"])
+            for i in range(0, len(gone), 1000):
+                batch = [{"Key": k} for k in gone[i : i + 1000]]
+                s.client.delete_objects(Bucket=s.bucket, Delete={"Objects": batch, "Quiet": True})
+        except Exception as exc:
+            raise _as_oserror(exc) from None
         if gone:
             log.info("removed %d descriptions of objects no longer there", len(gone))
         return len(gone)
