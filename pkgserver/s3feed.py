@@ -223,11 +223,15 @@ class S3Feed:
                 self._away = None
 
     def apply(self, notices: Sequence[tuple[int, str, str]], also: Iterable[str] = ()) -> None:
-        """List, relist or unlist the objects the notices name (each looked at as it is now,
-        whatever the notice said), and pass on the records they name."""
+        """Pass on the records the notices name, and list, relist or unlist the objects they
+        name (each looked at as it is now, whatever the notice said)."""
         paths = dict.fromkeys(p for _, kind, p in notices if kind in ("file", "gone"))
         paths.update(dict.fromkeys(also))
         records = {p for _, kind, p in notices if kind == "record"}
+        # Records first: the hosted names another replica claimed are then known here, and
+        # the files below do not claim them a second time.
+        if records and self.on_records is not None:
+            self.on_records(records)
         if paths:
             snap = self.catalog.snapshot
             upserts: list[DistFile] = []
@@ -240,8 +244,6 @@ class S3Feed:
                     upserts.append(found)
             if upserts or removals:
                 self.catalog.apply(upserts, removals)
-        if records and self.on_records is not None:
-            self.on_records(records)
 
     def _look(self, relpath: str) -> DistFile | Literal[False] | None:
         """The object's entry now: None when it is gone, False when it is not to be listed

@@ -7,6 +7,8 @@ Who tells whom (each a plain callback, set here and nowhere else):
     indexer   on_claim        -> hosted.add         a name seen on disk, even unreadable
               (the indexer is the directory's ChangeFeed, see storage.py)
     indexer   on_tick         -> reload_yanks       yanks edited on disk reach the catalog
+    s3feed    on_tick         -> bucket_listed      (a bucket) yanks and hosted names re-read
+              on_records      -> records_changed    another replica changed a record
     indexer   on_scan/on_hash -> observer           scan and hash durations (metrics)
     app       on_stale        -> indexer.recheck    a download found its file changed
     app       on_published    -> indexer.remember   an upload goes into the index cache
@@ -16,6 +18,7 @@ Who tells whom (each a plain callback, set here and nowhere else):
 from __future__ import annotations
 
 import logging
+import math
 import signal
 from typing import Any
 
@@ -53,7 +56,12 @@ class Service:
         bucket = settings.roots[0].startswith("s3://")
         # Where records live: the bucket's (S3Records), else each root's .pkgserver folder.
         records = self._object_store() if bucket else self._directories()
-        self.hosted = HostedNames(settings.roots, folders=records)
+        # A bucket's hosted names are re-read when the journal says they changed and after
+        # each listing (records_changed, bucket_listed), never on a request's thread: a store
+        # that is away must not hold up answers served from memory.
+        self.hosted = HostedNames(
+            settings.roots, folders=records, **({"reload_every": math.inf} if bucket else {})
+        )
         self.catalog = Catalog(on_new_projects=self.hosted.add)
         self.yanks = Yanks(settings.roots, folders=records)
         self.catalog.set_yanks(self.yanks.poll() or {})
@@ -91,7 +99,7 @@ class Service:
             interval=settings.rescan_interval or OBJECT_STORE_RESCAN,
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,
-            on_tick=self.reload_yanks,
+            on_tick=self.bucket_listed,
             on_records=self.records_changed,
         )
 
@@ -119,6 +127,10 @@ class Service:
         found = self.yanks.poll()
         if found is not None:
             self.catalog.set_yanks(found)
+
+    def bucket_listed(self) -> None:
+        self.reload_yanks()
+        self.hosted.reload()
 
     def records_changed(self, names: set[str]) -> None:
         """Another replica rewrote these records (told through the bucket's journal)."""
