@@ -1,0 +1,342 @@
+"""Serving from a bucket, against a real Ceph RADOS Gateway: downloads redirected to presigned
+URLs (--redirect-downloads), a store that goes away and comes back (503, never 500), a store
+out of room (507), a server killed mid-upload (kill -9) and a 1 GB wheel.
+
+The session's gateway (conftest.py) serves most of them; the tests that stop the gateway get a
+cluster of their own, so that nothing else ever meets a gateway that is away.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from builders import big_wheel, make_wheel
+from ceph import Cluster, ceph_cluster
+from forms import upload_form
+from server import Response, Server, client_env, run_client
+
+from pkgserver.catalog import Catalog
+from pkgserver.storage import DirectoryStorage, StoreFull, StoreUnavailable
+from pkgserver.upload import Uploads
+
+OPEN = ("-P", ".", "-a", ".")
+QUIET = ("--rescan-interval", "3600")  # no listing of the bucket during the test
+
+
+# -- fixtures and helpers -------------------------------------------------------------------------
+def new_bucket(cluster: Cluster) -> str:
+    name = "t-" + uuid.uuid4().hex[:20]
+    cluster.client().create_bucket(Bucket=name)
+    return f"s3://{name}/packages"
+
+
+@pytest.fixture
+def bucket(s3_cluster: Cluster) -> str:
+    """A new bucket on the session's gateway (s3://NAME/packages)."""
+    return new_bucket(s3_cluster)
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster for one test, whose gateway the test may stop: it goes with the test."""
+    with ceph_cluster(tmp_path / "ceph") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def own_bucket(own_cluster: Cluster) -> str:
+    """A bucket on the test's own cluster."""
+    return new_bucket(own_cluster)
+
+
+def serve(cluster: Cluster, url: str, *args: str, env: dict[str, str] | None = None) -> Server:
+    return Server(url, "--disable-fallback", *args, env={**cluster.aws(), **(env or {})})
+
+
+def distributions(cluster: Cluster, url: str) -> dict[str, bytes]:
+    """The objects under the bucket's prefix, but for the server's own (.pkgserver/)."""
+    client, bucket, prefix = cluster.client(), *url[len("s3://") :].split("/", 1)
+    found = {}
+    for item in client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", ()):
+        relpath = item["Key"][len(prefix) + 1 :]
+        if not relpath.startswith("."):
+            found[relpath] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return found
+
+
+def post_upload(srv: Server, wheel: Path, auth: str | None = None) -> Response:
+    body, ctype = upload_form(wheel)
+    headers = {"Content-Type": ctype, **({"Authorization": auth} if auth else {})}
+    return srv.request("POST", "/", body=body, headers=headers, timeout=60)
+
+
+def twine(url: str, wheel: Path, env: dict[str, str], ok: bool = True) -> str:
+    found = shutil.which("twine", path=os.path.dirname(sys.executable)) or "twine"
+    cmd = [found, "upload", "--non-interactive", "--disable-progress-bar"]
+    cmd += ["--repository-url", url + "/", "-u", "anyone", "-p", "anything", str(wheel)]
+    res = run_client(cmd, env, ok=ok)
+    return res.stdout + res.stderr
+
+
+def pip_install(
+    index: str, requirement: str, target: Path, env: dict[str, str], ok: bool = True
+) -> str:
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-cache-dir"]
+    cmd += ["--index-url", index + "/simple/", "--target", str(target), requirement]
+    res = run_client(cmd, env, ok=ok)
+    return res.stdout + res.stderr
+
+
+def uv_install(
+    index: str, requirement: str, target: Path, env: dict[str, str], ok: bool = True
+) -> str:
+    uv = shutil.which("uv", path=os.path.dirname(sys.executable)) or "uv"
+    cmd = [uv, "pip", "install", "--no-deps", "--no-cache", "--index-url", index + "/simple/"]
+    res = run_client([*cmd, "--target", str(target), requirement], env, ok=ok)
+    return res.stdout + res.stderr
+
+
+def with_credentials(url: str, user: str = "alice", password: str = "s3cret") -> str:
+    return url.replace("http://", f"http://{user}:{password}@", 1)
+
+
+AUTH = "Basic YWxpY2U6czNjcmV0"  # alice:s3cret
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- how a store's refusal is answered (any storage) ------------------------------------------------
+class FailingStore(DirectoryStorage):
+    """A directory whose publishing fails as an object store's does."""
+
+    def __init__(self, root: Path, error: OSError) -> None:
+        super().__init__([str(root)])
+        self.error = error
+
+    def create(self, staged: Any, location: str) -> bool:
+        raise self.error
+
+    def files_of(self, project: str, version: str | None = None) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "words"),
+    [
+        (StoreUnavailable("the object store is unavailable (timed out)"), 503, "try again later"),
+        (StoreFull("the object store is out of room (QuotaExceeded)"), 507, "QuotaExceeded"),
+        (OSError(errno.EFBIG, "the object store takes no object this large"), 413, "this large"),
+    ],
+)
+def test_a_store_away_or_full_is_answered_as_such_and_nothing_is_stored(
+    tmp_path: Path, error: OSError, status: int, words: str
+) -> None:
+    from pkgserver.errors import HTTPProblem
+
+    root = tmp_path / "packages"
+    root.mkdir()
+    wheel = make_wheel(tmp_path / "dist", "refused", "1.0")
+    uploads = Uploads([str(root)], Catalog(), storage=FailingStore(root, error))
+    body, ctype = upload_form(wheel)
+    with pytest.raises(HTTPProblem) as raised:
+        uploads.handle(io.BytesIO(body), len(body), ctype, None)
+    assert raised.value.status == status and words in raised.value.message
+    assert "nothing was" in raised.value.message
+    if status == 503:
+        assert raised.value.headers == {"Retry-After": "5"}
+        removal = b":action=remove_pkg&name=refused&version=1.0"
+        with pytest.raises(HTTPProblem) as raised:
+            uploads.handle(
+                io.BytesIO(removal), len(removal), "application/x-www-form-urlencoded", None
+            )
+        assert raised.value.status == 503
+    assert list(root.iterdir()) == [] and not uploads.catalog.snapshot.files
+
+
+def test_the_store_errors_botocore_raises_are_told_apart() -> None:
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    from pkgserver.s3 import _as_oserror
+
+    def answer(status: int, code: str) -> ClientError:
+        response: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        return ClientError(response, "PutObject")
+
+    cases: list[tuple[Exception, type[OSError], int]] = [
+        (EndpointConnectionError(endpoint_url="http://s3"), StoreUnavailable, errno.EAGAIN),
+        (ConnectTimeoutError(endpoint_url="http://s3"), StoreUnavailable, errno.EAGAIN),
+        (ReadTimeoutError(endpoint_url="http://s3"), StoreUnavailable, errno.EAGAIN),
+        (ResponseStreamingError(error="reset"), StoreUnavailable, errno.EAGAIN),
+        (answer(503, "SlowDown"), StoreUnavailable, errno.EAGAIN),
+        (answer(500, "InternalError"), StoreUnavailable, errno.EAGAIN),
+        (answer(403, "QuotaExceeded"), StoreFull, errno.ENOSPC),  # Ceph's
+        (answer(507, "InsufficientCapacity"), StoreFull, errno.ENOSPC),
+        (answer(507, "XMinioStorageFull"), StoreFull, errno.ENOSPC),
+        (answer(400, "EntityTooLarge"), OSError, errno.EFBIG),
+        (answer(404, "NoSuchKey"), FileNotFoundError, errno.ENOENT),
+        (answer(403, "AccessDenied"), PermissionError, errno.EACCES),
+        (answer(400, "InvalidArgument"), OSError, errno.EIO),
+    ]
+    for exc, kind, code in cases:
+        got = _as_oserror(exc)
+        assert type(got) is kind and got.errno == code, (exc, got)
+
+
+# -- a store out of room ----------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_a_bucket_over_its_quota_answers_507_and_stores_nothing(
+    s3_cluster: Cluster, bucket: str, tmp_path: Path
+) -> None:
+    name = bucket[len("s3://") :].split("/", 1)[0]
+    s3_cluster.admin("quota", "set", "--quota-scope=bucket", f"--bucket={name}", "--max-size=1M")
+    s3_cluster.admin("quota", "enable", "--quota-scope=bucket", f"--bucket={name}")
+    heavy = big_wheel(tmp_path / "dist", "heavy", "1.0", 2 * 1024 * 1024)
+    with serve(s3_cluster, bucket, *OPEN, *QUIET) as srv:
+        res = post_upload(srv, heavy)
+        assert res.status == 507, res
+        assert res.text == "the object store is out of room (QuotaExceeded); nothing was stored\n"
+        assert srv.project_json("heavy").status == 404
+        assert distributions(s3_cluster, bucket) == {}
+        assert "Traceback" not in srv.output
+
+
+# -- the store away ---------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_while_the_store_is_away_changes_get_503_pages_stay_and_it_all_resumes(
+    own_cluster: Cluster, own_bucket: str, tmp_path: Path
+) -> None:
+    url = own_bucket
+    first = make_wheel(tmp_path / "dist", "steady", "1.0", module="steady")
+    later = make_wheel(tmp_path / "dist", "steady", "2.0", module="steady")
+    env = client_env(tmp_path)
+    with serve(own_cluster, url, *OPEN, *QUIET) as srv:
+        twine(srv.url, first, env)
+        own_cluster.stop_gateway()
+        try:
+            said = twine(srv.url, later, env, ok=False)
+            assert "503" in said and "the object store is unavailable" in said, said
+            res = post_upload(srv, later)
+            assert res.status == 503 and res.headers["retry-after"] == "5"
+            assert res.text == (
+                "the object store is unavailable (could not connect), try again later; "
+                "nothing was changed\n"
+            )
+            removal = b":action=remove_pkg&name=steady&version=1.0"
+            res = srv.request(
+                "POST",
+                "/",
+                body=removal,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert res.status == 503, res
+            download = srv.get(f"/packages/{first.name}")
+            assert download.status == 503 and download.headers["retry-after"] == "5"
+            # What is listed is served from memory: the pages, and /health.
+            assert srv.get("/simple/").status == 200
+            page = srv.project_json("steady")
+            assert page.status == 200
+            assert [f["filename"] for f in page.json()["files"]] == [first.name]
+            assert srv.get("/health").status == 200
+        finally:
+            own_cluster.start_gateway()
+        assert set(distributions(own_cluster, url)) == {first.name}
+        twine(srv.url, later, env)  # the same upload, once the store is back
+        pip_install(srv.url, "steady==2.0", tmp_path / "two", env)
+        pip_install(srv.url, "steady==1.0", tmp_path / "one", env)
+        assert "Traceback" not in srv.output
+
+
+@pytest.mark.e2e
+def test_under_load_the_store_going_away_and_back_gives_no_500_and_the_server_recovers(
+    own_cluster: Cluster, own_bucket: str, tmp_path: Path
+) -> None:
+    served = make_wheel(tmp_path / "dist", "busy", "1.0", module="busy")
+    with serve(own_cluster, own_bucket, *OPEN, *QUIET) as srv:
+        assert post_upload(srv, served).status == 200
+        seen: dict[str, Counter[int]] = {"download": Counter(), "upload": Counter()}
+        seen["page"] = Counter()
+        lock = threading.Lock()
+        stop = threading.Event()
+        counter = iter(range(2, 10_000))
+
+        def upload_one() -> int:
+            wheel = make_wheel(tmp_path / "more", "busy", f"{next(counter)}.0", module="busy")
+            return post_upload(srv, wheel).status
+
+        work: dict[str, Callable[[], int]] = {
+            "download": lambda: srv.get(f"/packages/{served.name}").status,
+            "upload": upload_one,
+            "page": lambda: srv.project_json("busy").status,
+        }
+
+        def run(kind: str) -> None:
+            while not stop.is_set():
+                try:
+                    status = work[kind]()
+                except OSError:
+                    status = 0  # no answer at all: counted, and refused below
+                with lock:
+                    seen[kind][status] += 1
+
+        def wait_for(condition: Callable[[], bool], what: str) -> None:
+            deadline = time.monotonic() + 120
+            while not condition():
+                assert time.monotonic() < deadline, f"{what}: {seen}\n{srv.output[-3000:]}"
+                time.sleep(0.05)
+
+        def count(kind: str, status: int) -> int:
+            with lock:
+                return seen[kind][status]
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in ("download",) * 2]
+        threads += [threading.Thread(target=run, args=(k,)) for k in ("upload", "page")]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: all(count(k, 200) for k in seen), "every kind of request served")
+            own_cluster.stop_gateway()
+            try:
+                wait_for(
+                    lambda: count("download", 503) >= 3 and count("upload", 503) >= 2,
+                    "downloads and uploads answered 503 while the store was away",
+                )
+            finally:
+                own_cluster.start_gateway()
+            back = {k: count(k, 200) for k in seen}
+            wait_for(
+                lambda: all(count(k, 200) > back[k] + 2 for k in seen), "served again once back"
+            )
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        print(f"STORE AWAY UNDER LOAD {dict(seen)}")
+        for kind, statuses in seen.items():
+            assert set(statuses) <= {200, 503}, (kind, statuses)
+        assert set(seen["page"]) == {200}  # pages never needed the store
+        assert "Traceback" not in srv.output
