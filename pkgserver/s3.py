@@ -33,9 +33,10 @@ from typing import Any, BinaryIO
 
 from .catalog import Catalog, DistFile, FileStat
 from .distfile import SIDECARS, InvalidDistFilename, parse_dist_filename, version_key
+from .errors import UsageError
 from .manage import release_of
 from .metadata import CoreMetadata
-from .publish import FileOps, TempFile
+from .publish import FileOps, Spool, TempFile
 from .scan import describe, entry_from_fields, fields_of
 from .storage import Stored, StoreFull, StoreUnavailable
 
@@ -82,6 +83,25 @@ def make_client() -> Any:
     return boto3.client("s3", config=config)
 
 
+def _claim_spool(base: str | None) -> Spool:
+    """This process's spool folder: under ``base``, else (or when ``base`` cannot serve, said
+    once in the log) under the system's temp folder, in a folder of this user's. Raises
+    UsageError when neither serves."""
+    fallback = os.path.join(tempfile.gettempdir(), f"pkgserver-spool-{os.geteuid()}")
+    if base is not None:
+        try:
+            return Spool.claim(base)
+        except OSError as exc:
+            log.warning("cannot stage uploads in %s (%s); staging them in %s", base, exc, fallback)
+    try:
+        return Spool.claim(fallback)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot stage uploads in {fallback} ({exc.strerror or exc}): give --cache-dir "
+            "a folder of this user's"
+        ) from None
+
+
 def _stat_of(head: dict[str, Any]) -> FileStat:
     """What identifies an object's version, as a FileStat: size, mtime, and the ETag's first
     60 bits in place of an inode (a rewritten object of the same size and second differs)."""
@@ -100,12 +120,31 @@ def _stat_of(head: dict[str, Any]) -> FileStat:
 class S3Storage:
     """Distribution files in ``s3://bucket/prefix/``, flat (one key per file)."""
 
-    def __init__(self, url: str, client: Any = None, spool: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        client: Any = None,
+        spool: str | None = None,
+        *,
+        spool_base: str | None = None,
+    ) -> None:
+        """``spool``: the folder uploads are staged in; by default one of this process's own
+        (``publish.Spool``) under ``spool_base`` (else under the system's temp folder), where
+        the folders of processes that died are removed."""
         self.url = url.rstrip("/")
         self.bucket, self.prefix = parse_location(url)
         self.client = client if client is not None else make_client()
-        self.spool = spool or tempfile.mkdtemp(prefix="pkgserver-spool-")
+        self._spool: Spool | None = None
+        if spool is None:
+            self._spool = _claim_spool(spool_base)
+            spool = self._spool.path
+        self.spool = spool
         self.ops = FileOps()
+
+    def close(self) -> None:
+        """At shutdown: the spool folder goes (what is left in it belongs to no upload)."""
+        if self._spool is not None:
+            self._spool.close()
 
     # -- keys ------------------------------------------------------------------------------------
     def key(self, location: str) -> str:

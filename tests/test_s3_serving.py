@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import io
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -25,10 +28,11 @@ from typing import Any
 import pytest
 from builders import big_wheel, make_wheel
 from ceph import Cluster, ceph_cluster
-from forms import upload_form
+from forms import streamed_form, upload_form
 from server import Response, Server, client_env, run_client
 
 from pkgserver.catalog import Catalog
+from pkgserver.publish import Spool
 from pkgserver.storage import DirectoryStorage, StoreFull, StoreUnavailable
 from pkgserver.upload import Uploads
 
@@ -122,6 +126,53 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# -- the spool --------------------------------------------------------------------------------------
+def test_a_spool_folder_is_swept_once_its_process_is_gone_never_while_it_lives(
+    tmp_path: Path,
+) -> None:
+    base = tmp_path / "spool"
+    mine = Spool.claim(str(base))
+    dead = base / "4242-dead"  # a process killed while it staged: its lock is free
+    dead.mkdir()
+    (dead / Spool.LOCK).touch()
+    (dead / "staged-upload").write_bytes(b"half a wheel")
+    unlocked = base / "4243-new"  # killed between making its folder and locking it
+    unlocked.mkdir()
+    alive = base / "4244-alive"  # another live process's (another container's, say)
+    alive.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.read()\n",
+            str(alive / Spool.LOCK),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        again = Spool.claim(str(base))
+        assert not dead.exists() and not unlocked.exists()
+        assert alive.is_dir() and Path(mine.path).is_dir()  # live ones stay
+        again.close()
+        assert not Path(again.path).exists()  # a clean shutdown takes its own away
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(10)
+        holder.stdout.close()
+        mine.close()
+    last = Spool.claim(str(base))
+    assert sorted(p.name for p in base.iterdir()) == sorted([Spool.LOCK, Path(last.path).name])
+    last.close()
 
 
 # -- how a store's refusal is answered (any storage) ------------------------------------------------
@@ -340,3 +391,62 @@ def test_under_load_the_store_going_away_and_back_gives_no_500_and_the_server_re
             assert set(statuses) <= {200, 503}, (kind, statuses)
         assert set(seen["page"]) == {200}  # pages never needed the store
         assert "Traceback" not in srv.output
+
+
+# -- kill -9 mid-upload -----------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_kill_9_mid_upload_leaves_nothing_in_the_bucket_and_its_spool_is_swept(
+    s3_cluster: Cluster, bucket: str, tmp_path: Path
+) -> None:
+    big = big_wheel(tmp_path / "dist", "killed", "1.0", 150 * 1024 * 1024)
+    cache = tmp_path / "cache"  # the spool is under --cache-dir, one folder per process
+    env = {"PKGSERVER_CACHE_DIR": str(cache)}
+    spool = cache / "spool"
+    srv = serve(s3_cluster, bucket, *OPEN, *QUIET, env=env)
+    srv.start()
+    try:
+        assert srv.proc is not None
+        (own,) = [p for p in spool.iterdir() if p.is_dir()]
+        assert own.name.startswith(f"{srv.proc.pid}-")
+        chunks, length, ctype = streamed_form(big)
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+
+        def send() -> None:
+            try:
+                conn.request(
+                    "POST",
+                    "/",
+                    body=chunks,
+                    headers={"Content-Type": ctype, "Content-Length": str(length)},
+                )
+                conn.getresponse().read()
+            except OSError:
+                pass  # the server is killed under it
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 60
+        while not [p for p in own.iterdir() if p.name != Spool.LOCK and p.stat().st_size]:
+            assert time.monotonic() < deadline, "the upload was never staged"
+            time.sleep(0.005)
+        os.kill(srv.proc.pid, signal.SIGKILL)
+        sender.join(30)
+        conn.close()
+    finally:
+        srv._kill()  # killed on purpose: no complaint about its exit status
+    assert [p.name for p in own.iterdir() if p.name != Spool.LOCK], "nothing was being staged"
+    name = bucket[len("s3://") :].split("/", 1)[0]
+    assert distributions(s3_cluster, bucket) == {}
+    assert "Uploads" not in s3_cluster.client().list_multipart_uploads(Bucket=name)
+    with serve(s3_cluster, bucket, *OPEN, *QUIET, env=env) as again:
+        assert not own.exists(), "the dead server's spool folder is still there"
+        assert [p.name for p in spool.iterdir() if p.is_dir()] != []
+        body, _length, ctype = streamed_form(big)
+        res = again.request(
+            "POST", "/", body=b"".join(body), headers={"Content-Type": ctype}, timeout=120
+        )
+        assert res.status == 200, res
+        again.wait_listed("killed", big.name)
+    assert not [p for p in spool.iterdir() if p.is_dir()], "a clean stop leaves its folder"
+    stored = distributions(s3_cluster, bucket)
+    assert hashlib.sha256(stored[big.name]).hexdigest() == sha256_of(big)
