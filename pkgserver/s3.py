@@ -242,6 +242,21 @@ class S3Storage:
         fh.seek(0)
         return fh, st
 
+    def url_for(self, location: str, expires: int, method: str = "GET") -> str:
+        """A presigned URL with which anyone may read the object at ``location`` (GET, or
+        HEAD) for ``expires`` seconds, at the endpoint this server uses. Signed here, without
+        a request to the store. Raises OSError (no credentials to sign with)."""
+        operation = "head_object" if method == "HEAD" else "get_object"
+        try:
+            url = self.client.generate_presigned_url(
+                operation,
+                Params={"Bucket": self.bucket, "Key": self.key(location)},
+                ExpiresIn=expires,
+            )
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        return str(url)
+
     def fetch(self, location: str, out: BinaryIO) -> FileStat:
         """Write the object to ``out``; its version."""
         try:

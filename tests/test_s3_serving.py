@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -256,6 +257,94 @@ def test_the_store_errors_botocore_raises_are_told_apart() -> None:
     for exc, kind, code in cases:
         got = _as_oserror(exc)
         assert type(got) is kind and got.errno == code, (exc, got)
+
+
+# -- --redirect-downloads -------------------------------------------------------------------------
+def test_redirect_downloads_is_for_an_object_store_only(tmp_path: Path) -> None:
+    from pkgserver.cli import parse_run
+    from pkgserver.errors import UsageError
+
+    with pytest.raises(UsageError, match="--redirect-downloads needs an s3:// location"):
+        parse_run(["run", "--redirect-downloads", str(tmp_path)], environ={})
+    settings = parse_run(["run", "s3://corp/packages"], {"PKGSERVER_REDIRECT_DOWNLOADS": "1"})
+    assert settings is not None and settings.redirect_downloads
+    settings = parse_run(["run", "s3://corp/packages"], environ={})
+    assert settings is not None and not settings.redirect_downloads
+
+
+@pytest.mark.e2e
+def test_two_replicas_send_pip_and_uv_to_presigned_urls_of_the_store(
+    s3_cluster: Cluster, bucket: str, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "redirected", "1.0", module="redirected")
+    args = ("--redirect-downloads", "--rescan-interval", "0.3", *OPEN)
+    with serve(s3_cluster, bucket, *args) as one, serve(s3_cluster, bucket, *args) as two:
+        env = client_env(tmp_path)
+        twine(one.url, wheel, env)
+        two.wait_listed("redirected", wheel.name)
+        res = two.get(f"/packages/{wheel.name}")
+        assert res.status == 302 and res.body == b""
+        location = res.headers["location"]
+        assert location.startswith(s3_cluster.env["S3_ENDPOINT"] + "/")
+        assert "X-Amz-Signature=" in location and "X-Amz-Expires=300" in location
+        # Never kept by a cache: the link expires, and was given after an access check.
+        assert res.headers["cache-control"] == "no-store"
+        with urllib.request.urlopen(location, timeout=30) as got:
+            assert got.read() == wheel.read_bytes()
+        head = two.request("HEAD", f"/packages/{wheel.name}")
+        assert head.status == 302  # signed as a HEAD: the store answers it
+        probe = urllib.request.Request(head.headers["location"], method="HEAD")
+        with urllib.request.urlopen(probe, timeout=30) as got:
+            assert int(got.headers["Content-Length"]) == wheel.stat().st_size
+        # The core metadata is not an object: it is still served by the replica itself.
+        meta = two.get(f"/packages/{wheel.name}.metadata")
+        assert meta.status == 200 and b"Name: redirected" in meta.body
+        pip_install(two.url, "redirected==1.0", tmp_path / "pip-target", env)
+        assert (tmp_path / "pip-target" / "redirected" / "__init__.py").is_file()
+        uv_install(two.url, "redirected==1.0", tmp_path / "uv-target", env)
+        assert (tmp_path / "uv-target" / "redirected" / "__init__.py").is_file()
+        # Both installers were sent to the store, not served by the replica: a GET and a
+        # HEAD above, pip's and uv's (the access log may come a moment after the answer).
+        redirected = f'/packages/{wheel.name} HTTP/1.1" 302 '
+        deadline = time.monotonic() + 10
+        while two.output.count(redirected) < 4:
+            assert time.monotonic() < deadline, two.output
+            time.sleep(0.05)
+        assert f'/packages/{wheel.name} HTTP/1.1" 200 ' not in two.output
+
+
+@pytest.mark.e2e
+def test_access_is_checked_before_redirecting_and_other_bytes_in_the_store_are_refused(
+    s3_cluster: Cluster, bucket: str, tmp_path: Path, htpasswd: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "guarded", "1.0", module="guarded")
+    args = ("--redirect-downloads", *QUIET, "-P", str(htpasswd), "-a", "update,download,list")
+    with serve(s3_cluster, bucket, *args) as srv:
+        assert post_upload(srv, wheel, AUTH).status == 200
+        path = f"/packages/{wheel.name}"
+        anonymous = srv.get(path)
+        assert anonymous.status == 401 and "location" not in anonymous.headers
+        assert b"Signature" not in anonymous.body and b"127.0.0.1" not in anonymous.body
+        wrong = srv.request("GET", path, headers={"Authorization": "Basic YWxpY2U6bm8="})
+        assert wrong.status == 403 and "location" not in wrong.headers
+        allowed = srv.request("GET", path, headers={"Authorization": AUTH})
+        assert allowed.status == 302 and "X-Amz-Signature=" in allowed.headers["location"]
+        env = client_env(tmp_path)
+        index = with_credentials(srv.url.rstrip("/"))
+        pip_install(index, "guarded==1.0", tmp_path / "first", env)
+        # Other bytes under the same name, put behind the server's back (not listed yet):
+        # the store serves them, and the installers refuse them by the index's sha256.
+        other = make_wheel(tmp_path / "other", "guarded", "1.0", module="guarded", summary="x")
+        bucket_name, prefix = bucket[len("s3://") :].split("/", 1)
+        s3_cluster.client().put_object(
+            Bucket=bucket_name, Key=f"{prefix}/{wheel.name}", Body=other.read_bytes()
+        )
+        said = pip_install(index, "guarded==1.0", tmp_path / "second", env, ok=False)
+        assert "DO NOT MATCH THE HASHES" in said, said
+        assert not (tmp_path / "second" / "guarded").exists()
+        said = uv_install(index, "guarded==1.0", tmp_path / "third", env, ok=False)
+        assert "Hash mismatch" in said, said
+        assert not (tmp_path / "third" / "guarded").exists()
 
 
 # -- a store out of room ----------------------------------------------------------------------------
