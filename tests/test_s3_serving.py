@@ -539,3 +539,61 @@ def test_kill_9_mid_upload_leaves_nothing_in_the_bucket_and_its_spool_is_swept(
     assert not [p for p in spool.iterdir() if p.is_dir()], "a clean stop leaves its folder"
     stored = distributions(s3_cluster, bucket)
     assert hashlib.sha256(stored[big.name]).hexdigest() == sha256_of(big)
+
+
+# -- a 1 GB wheel -----------------------------------------------------------------------------------
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError("VmHWM")
+
+
+@pytest.mark.e2e
+def test_a_1_gb_wheel_is_uploaded_and_downloaded_streamed_and_redirected_in_bounded_memory(
+    s3_cluster: Cluster, bucket: str, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    huge = big_wheel(tmp_path / "dist", "huge", "1.0", 1024**3)
+    expected = sha256_of(huge)
+    env = client_env(tmp_path)
+    args = (*OPEN, *QUIET, "--max-upload-size", "2G")
+    figures: dict[str, float] = {"build": time.monotonic() - started}
+    bucket_name, prefix = bucket[len("s3://") :].split("/", 1)
+    try:
+        with serve(s3_cluster, bucket, *args) as srv:
+            assert srv.proc is not None
+            warm = big_wheel(tmp_path / "warm", "warm", "1.0", 1024 * 1024)
+            twine(srv.url, warm, env)  # every code path once, before the measure
+            pip_download(srv.url, "warm==1.0", tmp_path / "warm-dl", env)
+            before = peak_rss_mb(srv.proc.pid)
+            figures["upload"] = timed(lambda: twine(srv.url, huge, env))
+            figures["streamed"] = timed(
+                lambda: pip_download(srv.url, "huge==1.0", tmp_path / "streamed", env)
+            )
+            figures["rss_before_mb"], figures["rss_peak_mb"] = before, peak_rss_mb(srv.proc.pid)
+        assert sha256_of(tmp_path / "streamed" / huge.name) == expected
+        with serve(s3_cluster, bucket, *args, "--redirect-downloads") as redirecting:
+            figures["redirected"] = timed(
+                lambda: pip_download(redirecting.url, "huge==1.0", tmp_path / "redirected", env)
+            )
+        assert sha256_of(tmp_path / "redirected" / huge.name) == expected
+    finally:
+        # The memstore keeps objects in memory: give the gigabyte back to the other tests.
+        s3_cluster.client().delete_object(Bucket=bucket_name, Key=f"{prefix}/{huge.name}")
+    figures["total"] = time.monotonic() - started
+    print("1 GB WHEEL " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
+    grew = figures["rss_peak_mb"] - figures["rss_before_mb"]
+    assert grew < 128, f"the server's peak RSS grew by {grew:.0f} MB for a 1 GB wheel"
+
+
+def pip_download(index: str, requirement: str, dest: Path, env: dict[str, str]) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir"]
+    cmd += ["--index-url", index + "/simple/", "-d", str(dest), requirement]
+    run_client(cmd, env, timeout=600)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.monotonic()
+    fn()
+    return time.monotonic() - started
