@@ -21,9 +21,10 @@ import bottle
 
 from . import render
 from .catalog import DistFile, FileStat, Project, RenderCache
-from .errors import BadRequest, HTTPProblem, NotFound
+from .errors import BadRequest, HTTPProblem, NotFound, Unavailable
 from .fsutil import confined, open_regular
 from .metadata import CoreMetadata
+from .storage import StoreUnavailable
 
 __all__ = [
     "LARGE_PAGE",
@@ -405,6 +406,8 @@ def send_file(
     asks; 404 when the bytes stored are not the ones listed. ``opener``: Storage.open."""
     try:
         fh, st = opener(f.path)
+    except StoreUnavailable as exc:
+        raise Unavailable(f"{exc.strerror}, try again later") from None
     except OSError:
         raise NotFound("file is gone") from None
     if not f.matches(st):

@@ -36,6 +36,7 @@ class Settings:
     server_base_url: str | None = None  # an absolute URL, or (pypiserver's form) a path
     trust_proxy: bool = False  # honour X-Forwarded-Host/-Proto/-Prefix (and -For, in the log)
     cache_control: int | None = None  # seconds: Cache-Control max-age on downloads
+    redirect_downloads: bool = False  # s3://: downloads redirected to a presigned URL
     show_uploaders: bool = False  # uploaders' names on project pages even when listing is open
     cache_dir: str | None = None  # None: no persistent index cache
     rescan_interval: float = 0.0  # 0: rely on inotify (a fallback interval applies without it)

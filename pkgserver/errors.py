@@ -18,6 +18,7 @@ __all__ = [
     "NotFound",
     "TooLarge",
     "Unauthorized",
+    "Unavailable",
     "UsageError",
 ]
 
@@ -82,3 +83,13 @@ class Busy(HTTPProblem):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, **{"Retry-After": "1"})
+
+
+class Unavailable(HTTPProblem):
+    """Where the files live cannot be reached for now (an object store away): nothing was
+    changed, and the same request may succeed later."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message, **{"Retry-After": str(retry_after)})

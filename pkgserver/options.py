@@ -269,6 +269,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="AGE",
     ),
     Option(
+        "redirect_downloads",
+        ("--redirect-downloads",),
+        "on an s3:// location: answer a file download with a redirect (302) to a link to the "
+        "object that the store itself serves, signed for 5 minutes; access is checked first",
+        default=False,
+        kind=ON,
+    ),
+    Option(
         "show_uploaders",
         ("--show-uploaders",),
         "show who uploaded each file on the project pages to everyone who may list "

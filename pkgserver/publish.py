@@ -7,14 +7,20 @@ reader sees the old file or the new one, never a part. ``FileOps`` is the seam t
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import logging
 import os
 import secrets
+import shutil
+import stat
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-__all__ = ["TEMP_PREFIX", "FileOps", "TempFile", "TooLargeError", "sweep_temp_files"]
+__all__ = ["TEMP_PREFIX", "FileOps", "Spool", "TempFile", "TooLargeError", "sweep_temp_files"]
 
 log = logging.getLogger(__name__)
 
@@ -184,3 +190,85 @@ def sweep_temp_files(roots: Sequence[str]) -> int:
     if removed:
         log.info("removed %d temporary files left by interrupted uploads", removed)
     return removed
+
+
+class Spool:
+    """A folder of this process's own, under a base folder that other pkgserver processes on
+    the machine may share, for uploads staged before they go elsewhere (to an object store).
+
+    A process killed while it stages (kill -9, the OOM killer) cannot clean up after itself;
+    its folder is removed by the next start that shares the base. To tell a dead process's
+    folder from a live one's, each folder holds a ``.lock`` file that its process keeps
+    locked (flock) for as long as it lives: the kernel lets go of the lock when the process
+    dies, however it dies. A lock, unlike a pid, is also seen from another container that
+    shares the folder. Making a folder and sweeping the dead ones happen under the base's own
+    lock, so a folder is never seen between its making and its locking.
+    """
+
+    LOCK = ".lock"
+
+    def __init__(self, path: str, lock_fd: int) -> None:
+        self.path = path
+        self._lock_fd: int | None = lock_fd
+
+    @classmethod
+    def claim(cls, base: str) -> Spool:
+        """A new folder in ``base`` (made 0700 if missing; it must be this user's and writable
+        by no one else), after removing those of processes that are gone. Raises OSError."""
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        st = os.lstat(base)
+        if not stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.ENOTDIR, "not a directory", base)
+        if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise OSError(errno.EPERM, "not a folder of this user's alone", base)
+        with _flocked(os.path.join(base, cls.LOCK)):
+            path = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base)
+            fd = os.open(os.path.join(path, cls.LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            spool = cls(path, fd)
+            removed = spool._sweep(base)
+        if removed:
+            log.info("removed %d spool folders of pkgserver processes that died", removed)
+        return spool
+
+    def _sweep(self, base: str) -> int:
+        removed = 0
+        for entry in os.scandir(base):
+            if entry.path == self.path or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                fd = os.open(os.path.join(entry.path, self.LOCK), os.O_RDWR | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                fd = None  # killed between its making and its locking
+            except OSError as exc:
+                log.warning("cannot tell whether %s is in use: %s", entry.path, exc)
+                continue
+            try:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live process's
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+        return removed
+
+    def close(self) -> None:
+        """Remove the folder and what is left in it (at shutdown)."""
+        if self._lock_fd is None:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+
+@contextlib.contextmanager
+def _flocked(path: str) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -18,8 +18,10 @@ with the AWS configuration users already have (endpoint, keys, region, profile).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
+import os
 import posixpath
 import random
 import secrets
@@ -32,13 +34,14 @@ from urllib.parse import quote, unquote
 
 from .catalog import DistFile, FileStat
 from .distfile import SIDECARS, version_key
+from .errors import UsageError
 from .manage import release_of
 from .metadata import CoreMetadata
-from .publish import FileOps, TempFile
+from .publish import FileOps, Spool, TempFile
 from .scan import describe
-from .storage import Stored
+from .storage import Stored, StoreFull, StoreUnavailable
 
-__all__ = ["Journal", "S3Records", "S3Storage", "listable", "parse_location"]
+__all__ = ["Journal", "S3Records", "S3Storage", "listable", "make_client", "parse_location"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,53 @@ def listable(relpath: str) -> bool:
     return all(p and not p.startswith(".") for p in parts) and not relpath.endswith(SIDECARS)
 
 
+# The client's bounds: a store that is away is known within seconds, never waited on for the
+# client's defaults (60 s per read, then more attempts); botocore's "standard" retries take
+# throttling and 5xx answers too, with a jittered back-off, and are capped here.
+CONNECT_TIMEOUT = 3.0  # seconds to connect
+READ_TIMEOUT = 30.0  # seconds without a byte from the store during an answer
+ATTEMPTS = 3  # the first try and two retries
+POOL = 50  # connections kept to the store: the worker threads, the feed, the records
+
+
+def make_client() -> Any:
+    """The boto3 S3 client every part of a bucketed server uses, with the AWS configuration
+    users already have (AWS_ENDPOINT_URL, keys, region, profile) and the bounds above."""
+    import boto3  # optional: pip install 'pkgserver[s3]'
+    from botocore.config import Config
+
+    config = Config(
+        # Path-style addressing: Ceph RGW and MinIO serve buckets under the endpoint's path.
+        s3={"addressing_style": "path"},
+        # botocore presigns with the old SigV2 unless told; AWS and current stores want v4.
+        signature_version="s3v4",
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
+        max_pool_connections=POOL,
+    )
+    return boto3.client("s3", config=config)
+
+
+def _claim_spool(base: str | None) -> Spool:
+    """This process's spool folder: under ``base``, else (or when ``base`` cannot serve, said
+    once in the log) under the system's temp folder, in a folder of this user's. Raises
+    UsageError when neither serves."""
+    fallback = os.path.join(tempfile.gettempdir(), f"pkgserver-spool-{os.geteuid()}")
+    if base is not None:
+        try:
+            return Spool.claim(base)
+        except OSError as exc:
+            log.warning("cannot stage uploads in %s (%s); staging them in %s", base, exc, fallback)
+    try:
+        return Spool.claim(fallback)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot stage uploads in {fallback} ({exc.strerror or exc}): give --cache-dir "
+            "a folder of this user's"
+        ) from None
+
+
 def _stat_of(head: dict[str, Any]) -> FileStat:
     """What identifies an object's version, as a FileStat: size, mtime, and the ETag's first
     60 bits in place of an inode (a rewritten object of the same size and second differs)."""
@@ -78,20 +128,33 @@ def _stat_of(head: dict[str, Any]) -> FileStat:
 class S3Storage:
     """Distribution files in ``s3://bucket/prefix/``, flat (one key per file)."""
 
-    def __init__(self, url: str, client: Any = None, spool: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        client: Any = None,
+        spool: str | None = None,
+        *,
+        spool_base: str | None = None,
+    ) -> None:
+        """``spool``: the folder uploads are staged in; by default one of this process's own
+        (``publish.Spool``) under ``spool_base`` (else under the system's temp folder), where
+        the folders of processes that died are removed."""
         self.url = url.rstrip("/")
         self.bucket, self.prefix = parse_location(url)
-        if client is None:
-            import boto3  # optional: pip install 'pkgserver[s3]'
-            from botocore.config import Config
-
-            # Path-style addressing: Ceph RGW and MinIO serve buckets under the endpoint's path.
-            client = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
-        self.client = client
-        self.spool = spool or tempfile.mkdtemp(prefix="pkgserver-spool-")
+        self.client = client if client is not None else make_client()
+        self._spool: Spool | None = None
+        if spool is None:
+            self._spool = _claim_spool(spool_base)
+            spool = self._spool.path
+        self.spool = spool
         self.ops = FileOps()
-        self.journal = Journal(client, self.bucket, self.prefix)
+        self.journal = Journal(self.client, self.bucket, self.prefix)
         self.meta = f"{self.prefix}/.pkgserver/meta" if self.prefix else ".pkgserver/meta"
+
+    def close(self) -> None:
+        """At shutdown: the spool folder goes (what is left in it belongs to no upload)."""
+        if self._spool is not None:
+            self._spool.close()
 
     # -- keys ------------------------------------------------------------------------------------
     def key(self, location: str) -> str:
@@ -196,6 +259,21 @@ class S3Storage:
             raise
         fh.seek(0)
         return fh, st
+
+    def url_for(self, location: str, expires: int, method: str = "GET") -> str:
+        """A presigned URL with which anyone may read the object at ``location`` (GET, or
+        HEAD) for ``expires`` seconds, at the endpoint this server uses. Signed here, without
+        a request to the store. Raises OSError (no credentials to sign with)."""
+        operation = "head_object" if method == "HEAD" else "get_object"
+        try:
+            url = self.client.generate_presigned_url(
+                operation,
+                Params={"Bucket": self.bucket, "Key": self.key(location)},
+                ExpiresIn=expires,
+            )
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        return str(url)
 
     def fetch(self, location: str, out: BinaryIO) -> FileStat:
         """Write the object to ``out``; its version."""
@@ -381,10 +459,8 @@ class S3Records:
         self.url = url.rstrip("/")
         self.bucket, prefix = parse_location(url)
         self.base = f"{prefix}/.pkgserver" if prefix else ".pkgserver"
-        if client is None:
-            client = S3Storage(url).client
-        self.client = client
-        self.journal = Journal(client, self.bucket, prefix)
+        self.client = client if client is not None else make_client()
+        self.journal = Journal(self.client, self.bucket, prefix)
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
@@ -465,11 +541,52 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
+def _code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError ("QuotaExceeded", "SlowDown"), else ""."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+# Answers that mean "later" (after the client's own retries), and those that mean "no room".
+_LATER = frozenset(
+    {"SlowDown", "ServiceUnavailable", "RequestTimeout", "Throttling", "ThrottlingException"}
+)
+_FULL = frozenset({"QuotaExceeded", "InsufficientCapacity", "XMinioStorageFull", "StorageFull"})
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """What kept the store from answering (connect, time out, cut), or None for an answer."""
+    try:
+        from botocore import exceptions
+    except ImportError:  # (not raised by boto3, then)
+        return None
+    if isinstance(exc, (exceptions.ConnectTimeoutError, exceptions.ReadTimeoutError)):
+        return "timed out"
+    if isinstance(exc, exceptions.ConnectionError):
+        return "could not connect"
+    if isinstance(exc, (exceptions.HTTPClientError, exceptions.IncompleteReadError)):
+        return "the connection broke"
+    return None
+
+
 def _as_oserror(exc: BaseException) -> OSError:
-    """A store's refusal or absence as the OSError the publisher turns into a 4xx/5xx."""
-    status = _status(exc)
+    """A store's refusal or absence as the OSError the publisher and the downloads turn into
+    a 4xx/5xx: StoreUnavailable (503) for a store away or answering "later", StoreFull (507)
+    for one out of room, EFBIG (413) for an object larger than it takes."""
+    status, code = _status(exc), _code(exc)
+    away = _unreachable(exc)
+    if away is not None:
+        return StoreUnavailable(f"the object store is unavailable ({away})")
+    if code in _FULL or status == 507:
+        return StoreFull(f"the object store is out of room ({code or status})")
+    if code == "EntityTooLarge":
+        return OSError(errno.EFBIG, "the object store takes no object this large")
     if status == 404:
-        return FileNotFoundError(2, "no such object")
+        return FileNotFoundError(errno.ENOENT, "no such object")
     if status in (401, 403):
-        return PermissionError(13, f"the object store refused: {exc}")
-    return OSError(5, f"the object store failed: {exc}")
+        return PermissionError(errno.EACCES, f"the object store refused: {exc}")
+    if code in _LATER or (status is not None and status >= 500):
+        return StoreUnavailable(f"the object store is unavailable ({code or status})")
+    return OSError(errno.EIO, f"the object store failed: {exc}")

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from . import __version__
@@ -53,6 +55,7 @@ class Service:
         self.settings = settings
         self.stopping = False
         self.server: Any = None
+        self.closing: list[Callable[[], None]] = []  # last, when the server has stopped
         bucket = settings.roots[0].startswith("s3://")
         # Where records live: the bucket's (S3Records), else each root's .pkgserver folder.
         records = self._object_store() if bucket else self._directories()
@@ -73,8 +76,9 @@ class Service:
         listing is the change feed (see s3.py). Uploaders are not recorded there yet."""
         from .s3 import S3Records, S3Storage
 
-        url = self.settings.roots[0]
-        storage = S3Storage(url)
+        url, cache_dir = self.settings.roots[0], self.settings.cache_dir
+        storage = S3Storage(url, spool_base=os.path.join(cache_dir, "spool") if cache_dir else None)
+        self.closing.append(storage.close)  # its spool folder, once nothing uses it
         self.storage: Storage = storage
         self.upload_log: UploadLog | None = None
         return [S3Records(url, client=storage.client)]
@@ -230,6 +234,8 @@ class Service:
             log.info("stopped before serving")
         self.storage.remove_live()  # uploads still running die with the process
         self.feed.stop()
+        for close in self.closing:
+            close()
 
 
 def listening(server: Any, host: str) -> str:

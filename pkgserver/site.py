@@ -24,7 +24,15 @@ from .auth import Authenticator
 from .catalog import Catalog, DistFile, Project, RenderCache
 from .config import Settings
 from .distfile import is_valid_project_name, normalize
-from .errors import Busy, Forbidden, HTTPProblem, NotAcceptable, NotFound, Unauthorized
+from .errors import (
+    Busy,
+    Forbidden,
+    HTTPProblem,
+    NotAcceptable,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from .hosted import HostedNames
 from .metadata import CoreMetadata
 from .observe import Observer
@@ -35,6 +43,10 @@ from .upload import Uploads
 __all__ = ["Claimed", "Site"]
 
 _HOST = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
+# --redirect-downloads: seconds a presigned link works. Enough to begin a download (one that
+# has begun goes on past it) with some clock skew between server and store; short enough
+# that a link copied out of a log or a proxy is soon useless.
+PRESIGNED_FOR = 300
 
 
 class Claimed(NamedTuple):
@@ -75,6 +87,10 @@ class Site:
         # --server-base-url as an absolute URL: every absolute link and Location uses it.
         self.base_override = absolute.rstrip("/") + "/" if absolute else None
         self.real_roots = [os.path.realpath(r) for r in settings.roots]
+        # --redirect-downloads: a storage that can hand out links to its files (S3Storage).
+        self.presign: Callable[[str, int, str], str] | None = (
+            getattr(uploads.storage, "url_for", None) if settings.redirect_downloads else None
+        )
         # --cache-control AGE (pypiserver's): on downloads, which never change under their name.
         self.file_cache = (
             f"public, max-age={settings.cache_control}"
@@ -164,12 +180,26 @@ class Site:
         return answers.as_response(found)
 
     def send_file(self, f: DistFile) -> bottle.HTTPResponse:
+        if self.presign is not None:
+            return self.redirect_file(f, self.presign)
         return answers.send_file(
             f,
             opener=self.uploads.storage.open,
             cache_control=self.file_cache,
             on_stale=self.on_stale,
         )
+
+    @staticmethod
+    def redirect_file(f: DistFile, presign: Callable[[str, int, str], str]) -> bottle.HTTPResponse:
+        """302 to a link that the store serves the file at for a few minutes. 302 rather than
+        303: the link names this same file, for this request's own method (a HEAD is signed
+        as one), as 302 keeps it in every client. Never stored by a cache: the link expires,
+        and it must not reach a request that was not checked for access."""
+        try:
+            url = presign(f.path, PRESIGNED_FOR, bottle.request.method)
+        except OSError as exc:
+            raise Unavailable(f"cannot link to the file now ({exc.strerror or exc})") from None
+        return bottle.HTTPResponse(status=302, Location=url, **{"Cache-Control": "no-store"})
 
     def release_metadata(self, project: Project, version: str) -> CoreMetadata | None:
         files = project.files_of(version)

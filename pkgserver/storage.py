@@ -21,6 +21,7 @@ distfile.py and the catalog.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -33,7 +34,33 @@ from .metadata import CoreMetadata
 from .publish import FileOps, TempFile
 from .scan import describe, open_stored
 
-__all__ = ["ChangeFeed", "DirectoryStorage", "Records", "Storage", "Stored"]
+__all__ = [
+    "ChangeFeed",
+    "DirectoryStorage",
+    "Records",
+    "Storage",
+    "StoreFull",
+    "StoreUnavailable",
+    "Stored",
+]
+
+
+class StoreUnavailable(OSError):
+    """The place files live cannot be reached now, or answers "later" (an object store that is
+    down, overloaded or throttling, after the client's own retries): nothing was changed, and
+    the same request may succeed in a moment. Uploads and downloads answer 503 for it, where
+    another OSError would be a 507 or a 404."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EAGAIN, message)
+
+
+class StoreFull(OSError):
+    """An object store refused a write for want of room: out of space, over a quota (507,
+    as a full disk is)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
 
 
 class Stored(NamedTuple):

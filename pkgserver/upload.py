@@ -40,6 +40,7 @@ from .errors import (
     LengthRequired,
     NotFound,
     TooLarge,
+    Unavailable,
 )
 from .manage import forget_yanks_of_removed
 from .metadata import CoreMetadata, InvalidArchive
@@ -55,7 +56,7 @@ from .multipart import (
 from .publish import FileOps, TempFile, TooLargeError
 from .records import UploadLog
 from .scan import read_core_metadata
-from .storage import DirectoryStorage, Storage
+from .storage import DirectoryStorage, Storage, StoreFull, StoreUnavailable
 
 __all__ = ["InsufficientStorage", "Uploads"]
 
@@ -454,7 +455,10 @@ class Uploads:
             raise BadRequest("remove_pkg needs name and version")
         project = canonicalize_name(name)
         with self._publish_lock:
-            found = self.storage.files_of(project, version)
+            try:
+                found = self.storage.files_of(project, version)
+            except OSError as exc:
+                raise _storage_error(exc) from None
             if not found:
                 raise NotFound(f"{name[:100]} {version[:60]} is not hosted here")
             removed = []
@@ -517,8 +521,15 @@ def check_filename(filename: str) -> None:
 
 def _storage_error(exc: OSError) -> HTTPProblem:
     log.error("storage error during upload: %s", exc)
+    if isinstance(exc, StoreUnavailable):
+        # Away, overloaded or throttling: a retry in a moment may well succeed.
+        return Unavailable(f"{exc.strerror}, try again later; nothing was changed")
+    if isinstance(exc, StoreFull):
+        return InsufficientStorage(f"{exc.strerror}; nothing was stored")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage("the index is out of disk space; nothing was stored")
+    if exc.errno == errno.EFBIG:
+        return TooLarge(f"{exc.strerror or exc}; nothing was stored")
     if exc.errno == errno.EROFS:
         # A volume mounted read-only (docker -v ...:ro) is how an index is made download-only.
         return Forbidden(

@@ -111,6 +111,11 @@ def settings_from(ns: argparse.Namespace, *, created: list[str] | None = None) -
             load_welcome(ns.welcome_file, counts_hidden="list" in parse_actions(ns.authenticate))
         except WelcomeError as exc:
             raise UsageError(str(exc)) from None
+    if ns.redirect_downloads and not roots[0].startswith("s3://"):
+        raise UsageError(
+            "--redirect-downloads needs an s3:// location: files in a package directory "
+            "have no other address than the server's own"
+        )
     health = _health_endpoint(ns.health_endpoint)
     _check_limits(ns)
     values = {option.field: getattr(ns, option.field) for option in OPTIONS if not option.ignored}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 from builders import make_sdist, make_wheel
+from ceph import Cluster, ceph_cluster
 from hypothesis import HealthCheck, settings
 from passlib.hash import bcrypt
 from webtest import TestApp
@@ -112,3 +114,16 @@ def write_htpasswd(tmp_path: Path) -> WriteHtpasswd:
 def htpasswd(write_htpasswd: WriteHtpasswd) -> Path:
     """An htpasswd file with one user: alice, password s3cret."""
     return write_htpasswd(alice="s3cret")
+
+
+@pytest.fixture(scope="session")
+def s3_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One Ceph RADOS Gateway for the session's object-store tests (see tests/ceph.py)."""
+    with ceph_cluster(tmp_path_factory.mktemp("ceph") / "cluster") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def s3_env(s3_cluster: Cluster) -> dict[str, str]:
+    """S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY of the session's gateway."""
+    return s3_cluster.env

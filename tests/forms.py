@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["Field", "multipart", "upload_form"]
+__all__ = ["Field", "multipart", "streamed_form", "upload_form"]
 
 Field = tuple[str, str]
 
@@ -63,3 +63,36 @@ def upload_form(
     fields.update(overrides)
     items = [(k, v) for k, v in fields.items() if k not in omit] + list(extra)
     return multipart(items, [("content", name, data)])
+
+
+def streamed_form(path: Path) -> tuple[Iterator[bytes], int, str]:
+    """A twine-like multipart body streamed from disk; (chunks, length, content type)."""
+    boundary = uuid.uuid4().hex
+    name, version = path.name.split("-")[:2]
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    head = b""
+    for key, value in (
+        (":action", "file_upload"),
+        ("name", name),
+        ("version", version),
+        ("filetype", "bdist_wheel"),
+        ("sha256_digest", sha.hexdigest()),
+    ):
+        head += f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; filename="{path.name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    length = len(head) + path.stat().st_size + len(tail)
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        with open(path, "rb") as fh:
+            yield from iter(lambda: fh.read(1 << 20), b"")
+        yield tail
+
+    return chunks(), length, f"multipart/form-data; boundary={boundary}"

@@ -1,8 +1,6 @@
 """pkgserver.s3: the object-store Storage, against a real S3 server (Ceph RADOS Gateway).
 
-The gateway is started once for the session by the workplace's ceph-s3-up.sh (Debian's
-ceph-mon, ceph-osd and radosgw, which .ci/install-clients.sh installs) on 127.0.0.1. Without it
-the tests skip, except when CI is set: there they fail rather than skip silently.
+The gateway is started once for the session (conftest.py's ``s3_env``, see tests/ceph.py).
 """
 
 from __future__ import annotations
@@ -17,12 +15,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from builders import make_wheel
+from ceph import REPO, unavailable
 from forms import upload_form
 from server import Server, client_env, run_client
 
@@ -33,44 +32,6 @@ from pkgserver.records import YANKED_FILE, Yanks
 from pkgserver.s3 import Journal, S3Records, S3Storage, listable, parse_location
 from pkgserver.s3feed import S3Feed
 from pkgserver.upload import Outcome, Uploads
-
-REPO = Path(__file__).resolve().parent.parent
-TOOL_PLACES = [
-    os.environ.get("PKGSERVER_CEPH_TOOL", ""),
-    str(REPO.parent / "shared" / "tools" / "ceph-s3-up.sh"),
-    "/work/shared/tools/ceph-s3-up.sh",
-]
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _unavailable(why: str) -> None:
-    if _in_ci():
-        pytest.fail(f"{why}; CI is set, so the object-store tests fail instead of skipping")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="session")
-def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    tool = next((p for p in TOOL_PLACES if p and os.access(p, os.X_OK)), None)
-    if tool is None:
-        _unavailable("ceph-s3-up.sh not found (set PKGSERVER_CEPH_TOOL)")
-    if shutil.which("radosgw") is None:
-        _unavailable("radosgw is not installed (apt-get install ceph-mon ceph-osd radosgw)")
-    pytest.importorskip("boto3")
-    where = tmp_path_factory.mktemp("ceph") / "cluster"
-    done = subprocess.run(
-        [str(tool), str(where)], capture_output=True, text=True, timeout=300, check=False
-    )
-    if done.returncode != 0:
-        _unavailable(f"the S3 server did not start: {done.stderr[-2000:]}")
-    env = dict(line.split("=", 1) for line in done.stdout.split() if "=" in line)
-    try:
-        yield env
-    finally:
-        subprocess.run([str(tool), "--down", str(where)], capture_output=True, timeout=120)
 
 
 @pytest.fixture
@@ -519,7 +480,7 @@ def test_a_directory_migrated_with_aws_s3_sync_is_served_from_the_bucket(
     # replicas list the files, keep the yanks and the claim on a name whose files are gone.
     aws_cli = shutil.which("aws") or str(REPO / ".ci" / ".clients" / "bin" / "aws")
     if not os.access(aws_cli, os.X_OK):
-        _unavailable("the AWS CLI is not installed (bash .ci/install-clients.sh)")
+        unavailable("the AWS CLI is not installed (bash .ci/install-clients.sh)")
     aws = _aws_environment(s3_env)
     packages = tmp_path / "packages"
     wheel = make_wheel(packages, "moved", "1.0", module="moved")

@@ -12,12 +12,12 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from builders import big_wheel
+from forms import streamed_form
 from server import Server, running_server
 
 from pkgserver.publish import TEMP_PREFIX
@@ -25,39 +25,6 @@ from pkgserver.publish import TEMP_PREFIX
 pytestmark = pytest.mark.e2e
 
 AUTH = "Basic " + base64.b64encode(b"alice:s3cret").decode()
-
-
-def streamed_form(path: Path) -> tuple[Iterator[bytes], int, str]:
-    """A twine-like multipart body streamed from disk; (chunks, length, content type)."""
-    boundary = uuid.uuid4().hex
-    name, version = path.name.split("-")[:2]
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(chunk)
-    head = b""
-    for key, value in (
-        (":action", "file_upload"),
-        ("name", name),
-        ("version", version),
-        ("filetype", "bdist_wheel"),
-        ("sha256_digest", sha.hexdigest()),
-    ):
-        head += f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
-    head += (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; filename="{path.name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    length = len(head) + path.stat().st_size + len(tail)
-
-    def chunks() -> Iterator[bytes]:
-        yield head
-        with open(path, "rb") as fh:
-            yield from iter(lambda: fh.read(1 << 20), b"")
-        yield tail
-
-    return chunks(), length, f"multipart/form-data; boundary={boundary}"
 
 
 def upload(srv: Server, path: Path, timeout: float = 120) -> tuple[int, str]:
