@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import logging
 import os
 import posixpath
@@ -250,15 +251,19 @@ class S3Storage:
 
     # -- reading ---------------------------------------------------------------------------------
     def open(self, location: str) -> tuple[BinaryIO, FileStat]:
-        """The object spooled to a local temp file (archive readers seek), and its version."""
-        fh = tempfile.TemporaryFile(dir=self.spool)
+        """The object as a file, and its version: a small one read whole, a larger one
+        streamed as it is read (``ObjectReader``: the first byte goes out at once, and reading
+        a wheel's metadata reads its end and one member, not all of it)."""
+        key = self.key(location)
         try:
-            st = self.fetch(location, fh)
-        except OSError:
-            fh.close()
-            raise
-        fh.seek(0)
-        return fh, st
+            got = self.client.get_object(Bucket=self.bucket, Key=key)
+            st = _stat_of(got)
+            if st.st_size <= WHOLE_READ:
+                return io.BytesIO(got["Body"].read()), st
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        raw = ObjectReader(self.client, self.bucket, key, st.st_size, got["Body"])
+        return io.BufferedReader(raw, CHUNK), st
 
     def url_for(self, location: str, expires: int, method: str = "GET") -> str:
         """A presigned URL with which anyone may read the object at ``location`` (GET, or
@@ -334,6 +339,89 @@ class S3Storage:
             if spelled is not None:
                 found.append(Stored(f"{self.url}/{relpath}", relpath, spelled))
         return found
+
+
+WHOLE_READ = 1024 * 1024  # objects up to this size are read in one go when opened
+CHUNK = 256 * 1024  # what a streamed object is read by
+
+
+class ObjectReader(io.RawIOBase):
+    """An object read as a seekable file without a local copy. Reads that follow each other
+    come from one GET's stream; a read elsewhere (after a seek) asks for a ``WINDOW`` from
+    there and keeps it, so an archive reader that reads the end, jumps about in it, then reads
+    one member costs a few small ranged GETs; reading on past a window streams the rest."""
+
+    WINDOW = 128 * 1024
+
+    def __init__(self, client: Any, bucket: str, key: str, size: int, body: Any) -> None:
+        super().__init__()
+        self._client, self._bucket, self._key, self._size = client, bucket, key, size
+        self._body: Any = body  # a GET's stream, at _stream_pos
+        self._stream_pos = 0
+        self._block: tuple[int, bytes] = (0, b"")  # the last window read: (start, bytes)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        pos = self._pos
+        want = min(len(buffer), self._size - pos)
+        if want <= 0:
+            return 0
+        start, block = self._block
+        try:
+            if start <= pos < start + len(block):
+                data = block[pos - start : pos - start + want]
+            else:
+                if self._body is not None and self._stream_pos != pos:
+                    self._drop()
+                if self._body is None and block and pos == start + len(block):
+                    self._body = self._get(f"bytes={pos}-")  # reading on: the rest
+                    self._stream_pos = pos
+                if self._body is None:
+                    end = min(pos + self.WINDOW, self._size) - 1
+                    block = self._get(f"bytes={pos}-{end}").read()
+                    self._block = (pos, block)
+                    data = block[:want]
+                else:
+                    data = self._body.read(want)
+                    self._stream_pos += len(data)
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        if not data:
+            raise OSError(errno.EIO, "the object store ended the object early")
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        return n
+
+    def _get(self, byte_range: str) -> Any:
+        got = self._client.get_object(Bucket=self._bucket, Key=self._key, Range=byte_range)
+        return got["Body"]
+
+    def _drop(self) -> None:
+        if self._body is not None:
+            with contextlib.suppress(Exception):
+                self._body.close()
+            self._body = None
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
 
 
 class Journal:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from builders import make_wheel
+from builders import big_wheel, make_wheel
 from ceph import REPO, unavailable
 from forms import upload_form
 from server import Server, client_env, run_client
@@ -28,8 +28,9 @@ from server import Server, client_env, run_client
 from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
 from pkgserver.hosted import HostedNames
+from pkgserver.metadata import core_metadata_of
 from pkgserver.records import YANKED_FILE, Yanks
-from pkgserver.s3 import Journal, S3Records, S3Storage, listable, parse_location
+from pkgserver.s3 import Journal, ObjectReader, S3Records, S3Storage, listable, parse_location
 from pkgserver.s3feed import S3Feed
 from pkgserver.upload import Outcome, Uploads
 
@@ -113,6 +114,56 @@ def test_an_upload_is_published_and_read_back(
     assert listed.matches(st)  # the catalog's entry and the object agree on its version
     assert not list(Path(storage.spool).iterdir())  # nothing staged is left
     assert _upload(uploads, wheel).status == 200  # the same bytes again: accepted, unchanged
+
+
+def test_a_large_object_is_read_as_a_stream_with_ranged_seeks(
+    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # Over 1 MiB, open() streams: no local copy, a seek asks for the range from there.
+    bucket, prefix = parse_location(bucket_url)
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    client = _client(s3_env)
+    client.put_object(Bucket=bucket, Key=f"{prefix}/blob-1.0.tar.gz", Body=data)
+    storage = _storage(s3_env, bucket_url, tmp_path)
+    ranges: list[str] = []
+    storage.client.meta.events.register(
+        "before-parameter-build.s3.GetObject",
+        lambda params, **_: ranges.append(params.get("Range", "whole")),
+    )
+    fh, st = storage.open(f"{bucket_url}/blob-1.0.tar.gz")
+    with fh:
+        assert st.st_size == len(data)
+        assert fh.read(1000) == data[:1000]
+        fh.seek(-100, io.SEEK_END)
+        assert fh.tell() == len(data) - 100 and fh.read() == data[-100:]
+        fh.seek(2_000_000)
+        assert fh.read(5) == data[2_000_000:2_000_005]
+        fh.seek(0)
+        assert hashlib.sha256(fh.read()).digest() == hashlib.sha256(data).digest()
+    size, window = len(data), ObjectReader.WINDOW
+    assert ranges == [
+        "whole",  # open(): read on from the start, and the first 1,000 bytes came from it
+        f"bytes={size - 100}-{size - 1}",  # a window at the end
+        f"bytes=2000000-{2000000 + window - 1}",  # a window there
+        f"bytes=0-{window - 1}",  # back to the start: a window, then...
+        f"bytes={window}-",  # ...reading on, the rest as a stream
+    ]
+    assert not list(Path(storage.spool).iterdir())  # nothing was copied to the disk
+    # A wheel's metadata is read from its end and one member: a fraction of the object.
+    wheel = big_wheel(tmp_path / "big", "bigmeta", "1.0", 8 * 1024 * 1024)
+    client.put_object(Bucket=bucket, Key=f"{prefix}/{wheel.name}", Body=wheel.read_bytes())
+    read: list[int] = []
+    storage.client.meta.events.register(
+        "after-call.s3.GetObject", lambda parsed, **_: read.append(parsed["ContentLength"])
+    )
+    fh, _st = storage.open(f"{bucket_url}/{wheel.name}")
+    ranges.clear()  # (open()'s own GET is dropped unread at the first seek)
+    read.clear()
+    with fh:
+        meta = core_metadata_of(fh, wheel.name, "bdist_wheel", "bigmeta")
+    assert b"Name: bigmeta" in meta.raw
+    assert len(ranges) == 2, ranges  # the end, then the member: two windows
+    assert sum(read) < 2 * ObjectReader.WINDOW  # of an 8 MiB object
 
 
 def test_two_replicas_racing_for_one_name_give_one_winner(
