@@ -51,7 +51,9 @@ __all__ = [
     "UploadLog",
     "Yanks",
     "load_yanks",
+    "merged_yanks",
     "set_yank",
+    "set_yank_in",
 ]
 
 STATE_DIR = ".pkgserver"
@@ -315,8 +317,8 @@ def _yanks_in(records: Records) -> dict[str, dict[str, str]]:
     return out
 
 
-def _merge_yanks(folders: Sequence[Records]) -> dict[str, dict[str, str]]:
-    """Every folder's yanks together (the first root's reason wins when two differ)."""
+def merged_yanks(folders: Sequence[Records]) -> dict[str, dict[str, str]]:
+    """Every folder's yanks together (the first folder's reason wins when two differ)."""
     merged: dict[str, dict[str, str]] = {}
     for records in folders:
         for project, versions in _yanks_in(records).items():
@@ -327,19 +329,23 @@ def _merge_yanks(folders: Sequence[Records]) -> dict[str, dict[str, str]]:
 
 
 def load_yanks(roots: Sequence[str]) -> dict[str, dict[str, str]]:
-    return _merge_yanks([RecordDir(r) for r in roots])
+    return merged_yanks([RecordDir(r) for r in roots])
 
 
 def set_yank(roots: Sequence[str], project: str, version: str, reason: str | None) -> bool:
+    """``set_yank_in`` the records of package directories."""
+    return set_yank_in([RecordDir(r) for r in roots], project, version, reason)
+
+
+def set_yank_in(folders: Sequence[Records], project: str, version: str, reason: str | None) -> bool:
     """Yank (``reason`` a string, maybe empty) or unyank (None) ``project`` ``version``.
 
-    A yank is written to the first root; an unyank removes the entry from every root. Returns
-    whether anything changed. Raises OSError when a record cannot be written.
+    A yank is written to the first folder; an unyank removes the entry from every folder.
+    Returns whether anything changed. Raises OSError when a record cannot be written.
     """
     changed = False
-    targets = roots[:1] if reason is not None else roots
-    for root in targets:
-        records = RecordDir(root)
+    targets = folders[:1] if reason is not None else folders
+    for records in targets:
         if reason is None and records.read(YANKED_FILE) is None:
             continue
         with records.locked():
@@ -376,7 +382,7 @@ class Yanks:
         """The current yanks if the records changed since the last poll, else None."""
         if not self._watch.changed():
             return None
-        return _merge_yanks(self.folders)
+        return merged_yanks(self.folders)
 
 
 # -- who uploaded what --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ with the AWS configuration users already have (endpoint, keys, region, profile).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -28,17 +29,30 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from .catalog import Catalog, DistFile, FileStat
-from .distfile import SIDECARS, InvalidDistFilename, parse_dist_filename, version_key
-from .manage import release_of
+from .distfile import (
+    SIDECARS,
+    InvalidDistFilename,
+    dist_extension,
+    parse_dist_filename,
+    version_key,
+)
+from .manage import Candidate, read_for_check, release_of, report_check
 from .metadata import CoreMetadata
 from .publish import FileOps, TempFile
 from .scan import describe, entry_from_fields, fields_of
 from .storage import Stored
 
-__all__ = ["S3Feed", "S3Records", "S3Storage", "parse_location"]
+__all__ = [
+    "S3Feed",
+    "S3Records",
+    "S3Storage",
+    "check_bucket",
+    "describe_object",
+    "parse_location",
+]
 
 log = logging.getLogger(__name__)
 
@@ -451,19 +465,12 @@ class S3Feed:
 
     def _describe(self, relpath: str, st: FileStat) -> DistFile | None:
         """Read the object once: its hashes and metadata, then stored beside it."""
-        storage = self.storage
-        name = relpath.rsplit("/", 1)[-1]
-        with tempfile.TemporaryDirectory(dir=storage.spool) as tmp:
-            local = os.path.join(tmp, name)  # named as the object: describe reads the name
-            try:
-                with open(local, "wb") as out:
-                    storage.fetch(f"{storage.url}/{relpath}", out)
-                found = describe(tmp, name, os.stat(local))
-            except (InvalidDistFilename, OSError) as exc:
-                log.warning("cannot read %s: %s", relpath, exc)
-                return None
+        try:
+            f = describe_object(self.storage, relpath)
+        except (InvalidDistFilename, OSError) as exc:
+            log.warning("cannot read %s: %s", relpath, exc)
+            return None
         self.described += 1
-        f = entry_from_fields(storage.url, relpath, st, fields_of(found))
         self._store_description(f)
         return f
 
@@ -497,3 +504,50 @@ def _as_oserror(exc: BaseException) -> OSError:
     if status in (401, 403):
         return PermissionError(13, f"the object store refused: {exc}")
     return OSError(5, f"the object store failed: {exc}")
+
+
+def describe_object(storage: S3Storage, relpath: str, extra_algos: Sequence[str] = ()) -> DistFile:
+    """An object read as the index reads a file (hashes, core metadata), with the version
+    that was read (a listing may be older). Raises InvalidDistFilename or OSError."""
+    name = relpath.rsplit("/", 1)[-1]
+    with tempfile.TemporaryDirectory(dir=storage.spool) as tmp:
+        local = os.path.join(tmp, name)  # named as the object: describe reads the name
+        with open(local, "wb") as out:
+            st = storage.fetch(f"{storage.url}/{relpath}", out)
+        found = describe(tmp, name, os.stat(local), extra_algos)
+    return entry_from_fields(storage.url, relpath, st, fields_of(found))
+
+
+# -- pkgserver check s3://... ---------------------------------------------------------------------
+def check_bucket(
+    storage: S3Storage, *, progress: bool | None = None, out: IO[str] | None = None
+) -> int:
+    """``pkgserver check`` of a bucket: every object read as a replica reads it, and compared
+    with the description stored beside it (which every replica serves instead of reading it)."""
+    feed = S3Feed(storage, Catalog())  # (only for reading the stored descriptions)
+    candidates, others = [], []
+    for relpath, _item in storage.listing():
+        location = f"{storage.url}/{relpath}"
+        if dist_extension(relpath.rsplit("/", 1)[-1]) is None:
+            others.append(location)
+            continue
+        read = functools.partial(_check_object, feed, relpath)
+        candidates.append(Candidate(relpath, location, read))
+    note = "compared with the descriptions stored in the bucket"
+    return report_check(candidates, others, note, progress=progress, out=out)
+
+
+def _check_object(feed: S3Feed, relpath: str, problems: list[str]) -> DistFile | None:
+    storage = feed.storage
+    location = f"{storage.url}/{relpath}"
+    f = read_for_check(location, problems, lambda: describe_object(storage, relpath))
+    if f is None:
+        return None
+    stored = feed._stored_description(relpath, FileStat(f.size, f.mtime_ns, f.ino))
+    if stored is not None and stored.sha256 != f.sha256:
+        problems.append(
+            f"hash mismatch {location}: the description stored in the bucket lists sha256 "
+            f"{stored.sha256} for this version of the object, which has {f.sha256} (every "
+            "replica serves the description: remove it, or the object, to have it read again)"
+        )
+    return f

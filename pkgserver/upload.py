@@ -53,7 +53,7 @@ from .multipart import (
     parse_urlencoded,
 )
 from .publish import FileOps, TempFile, TooLargeError
-from .records import UploadLog
+from .records import RecordDir, UploadLog
 from .scan import read_core_metadata
 from .storage import DirectoryStorage, Storage
 
@@ -479,7 +479,8 @@ class Uploads:
                 except OSError:
                     pass
             left = {f.version for f in self.storage.files_of(project)}
-            forget_yanks_of_removed(self.roots, project, [f.version for f in found], left)
+            folders = [RecordDir(r) for r in self.roots]
+            forget_yanks_of_removed(folders, project, [f.version for f in found], left)
         log.info("removed %s %s (%d files)", project, version, len(removed))
         return Outcome(200, f"OK: removed {len(removed)} files of {name} {version}")
 

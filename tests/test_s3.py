@@ -17,14 +17,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from builders import make_wheel
+from builders import make_sdist, make_wheel
 from forms import upload_form
-from server import Server, client_env, run_client
+from server import Server, client_env, run_client, server_env
 
 from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
@@ -78,6 +78,37 @@ def bucket_url(s3_env: dict[str, str]) -> str:
     name = "t-" + uuid.uuid4().hex[:20]
     _client(s3_env).create_bucket(Bucket=name)
     return f"s3://{name}/packages"
+
+
+@pytest.fixture
+def aws(s3_env: dict[str, str]) -> dict[str, str]:
+    """The AWS settings a pkgserver process finds the store with, as on a deployment."""
+    return {
+        "AWS_ENDPOINT_URL": s3_env["S3_ENDPOINT"],
+        "AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def _pkgserver(aws: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``pkgserver ARGS`` as an admin runs it, the store found through the AWS settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "pkgserver", *args],
+        env=server_env(aws),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _until(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    """Poll until ``predicate()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not true within {timeout}s: {what}"
+        time.sleep(0.1)
 
 
 def _client(env: dict[str, str]) -> Any:
@@ -326,17 +357,11 @@ def test_a_yank_on_one_replica_is_seen_by_the_other(
 
 @pytest.mark.e2e
 def test_two_replicas_on_one_bucket_with_twine_pip_and_uv(
-    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+    aws: dict[str, str], bucket_url: str, tmp_path: Path
 ) -> None:
     # `pkgserver run s3://bucket/prefix` twice over one bucket: twine uploads to one replica,
     # pip and uv install from the other; the credentials and endpoint come from the AWS
     # environment, as on a real deployment.
-    aws = {
-        "AWS_ENDPOINT_URL": s3_env["S3_ENDPOINT"],
-        "AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
     wheel = make_wheel(tmp_path / "dist", "bucketed", "1.0", module="bucketed")
     args = (bucket_url, "--disable-fallback", "--rescan-interval", "0.3", "-P", ".", "-a", ".")
     with Server(*args, env=aws) as one, Server(*args, env=aws) as two:
@@ -410,3 +435,172 @@ def test_an_s3_location_is_served_alone_and_kept_as_given(tmp_path: Path) -> Non
         parse_run(["run", "s3://corp-index/packages", str(tmp_path)], environ={})
     with pytest.raises(UsageError, match="no bucket"):
         parse_run(["run", "s3:///packages"], environ={})
+
+
+# -- the management commands on a bucket ------------------------------------------------------------
+def _yanked(srv: Server, project: str) -> dict[str, object]:
+    """filename -> the PEP 691 "yanked" value of each file a replica lists (none: 404)."""
+    res = srv.project_json(project)
+    return {f["filename"]: f["yanked"] for f in res.json()["files"]} if res.status == 200 else {}
+
+
+def _put_files(s3_env: dict[str, str], url: str, files: dict[str, bytes]) -> None:
+    """As ``aws s3 cp`` would: objects put straight into the bucket."""
+    bucket, prefix = parse_location(url)
+    client = _client(s3_env)
+    for relpath, data in files.items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{relpath}", Body=data)
+
+
+@pytest.mark.e2e
+def test_remove_yank_unyank_and_forget_on_a_bucket_reach_a_running_replica(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # The commands change the bucket through the server's own classes; a replica serving it
+    # (a listing every second here) shows each change at its next look, as a directory's
+    # server does within a second.
+    dist = tmp_path / "dist"
+    w10 = make_wheel(dist, "demo", "1.0")
+    w20 = make_wheel(dist, "demo", "2.0")
+    s20 = make_sdist(dist, "demo", "2.0")
+    other = make_wheel(dist, "other", "1.0")
+    _put_files(
+        s3_env,
+        bucket_url,
+        {
+            **{p.name: p.read_bytes() for p in (w10, w20, s20, other)},
+            f"{s20.name}.asc": b"-----BEGIN PGP SIGNATURE-----\n",
+        },
+    )
+    args = (bucket_url, "--disable-fallback", "--rescan-interval", "1", "-P", ".", "-a", ".")
+    with Server(*args, env=aws) as replica:
+        replica.wait_listed("demo", w10.name, w20.name, s20.name)
+
+        res = _pkgserver(aws, "yank", "demo", "1.0", bucket_url, "--reason", "broken build")
+        assert res.returncode == 0 and "yanked demo 1.0 (broken build)" in res.stderr, res
+        _until(lambda: _yanked(replica, "demo")[w10.name] == "broken build", "the yank shown")
+        stored = json.loads(_objects(s3_env, bucket_url)[".pkgserver/yanked.json"])
+        assert stored == {"yanked": {"demo": {"1.0": "broken build"}}}
+
+        res = _pkgserver(aws, "unyank", "demo", "1.0", bucket_url)
+        assert res.returncode == 0, res
+        _until(lambda: _yanked(replica, "demo")[w10.name] is False, "the unyank shown")
+
+        before = _objects(s3_env, bucket_url)
+        res = _pkgserver(aws, "remove", "--dry-run", "demo", "2.0", bucket_url)
+        assert res.returncode == 0, res
+        assert res.stdout.splitlines() == [
+            f"would remove {bucket_url}/{w20.name}",
+            f"would remove {bucket_url}/{s20.name}",
+        ]
+        assert _objects(s3_env, bucket_url) == before
+
+        res = _pkgserver(aws, "remove", "demo", "2.0", bucket_url)
+        assert res.returncode == 0, res
+        left = _objects(s3_env, bucket_url)
+        assert {w20.name, s20.name, f"{s20.name}.asc"}.isdisjoint(left)  # the signature too
+        assert {w10.name, other.name} <= set(left)
+        _until(lambda: list(_yanked(replica, "demo")) == [w10.name], "2.0 unlisted")
+
+        # The location may come from PKGSERVER_ROOTS, as for `run`.
+        from_env = {**aws, "PKGSERVER_ROOTS": bucket_url}
+        assert _pkgserver(from_env, "yank", "demo", "1.0").returncode == 0
+        res = _pkgserver(from_env, "remove", "demo")
+        assert res.returncode == 0 and "demo: 1 file(s) removed" in res.stderr, res
+        assert "stays claimed" in res.stderr
+        _until(lambda: replica.project_json("demo").json()["files"] == [], "demo unlisted")
+        # A version with no files left is no longer yanked; the name stays claimed.
+        stored = json.loads(_objects(s3_env, bucket_url)[".pkgserver/yanked.json"])
+        assert stored == {"yanked": {}}
+        assert replica.project_json("demo").status == 200
+
+        res = _pkgserver(aws, "forget", "other", bucket_url)
+        assert res.returncode == 2 and "still has files" in res.stderr, res
+        res = _pkgserver(aws, "forget", "demo", bucket_url)
+        assert res.returncode == 0, res
+        hosted = _objects(s3_env, bucket_url)[".pkgserver/hosted-projects"].split()
+        assert b"demo" not in hosted and b"other" in hosted
+        _until(lambda: replica.project_json("demo").status == 404, "demo forgotten")
+    assert "Traceback" not in replica.output
+
+
+def test_bad_commands_on_a_bucket_are_one_line_and_change_nothing(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    _put_files(s3_env, bucket_url, {wheel.name: wheel.read_bytes()})
+    before = _objects(s3_env, bucket_url)
+    bucket, _ = parse_location(bucket_url)
+    for args, message in [
+        (["remove", "demo", "2.0", bucket_url], f"demo has no version '2.0' in {bucket_url}"),
+        (["remove", "nothing", bucket_url], f"no project 'nothing' in {bucket_url}"),
+        (["yank", "demo", "3.0", bucket_url], f"demo has no version '3.0' in {bucket_url}"),
+        (["unyank", "demo", "1.0", bucket_url], f"demo 1.0 is not yanked in {bucket_url}"),
+        (["forget", "demo", bucket_url], "demo still has files"),
+        (["remove", "demo", f"s3://{bucket}-missing/x"], f"s3://{bucket}-missing/x: "),
+        (["remove", "demo", bucket_url, str(tmp_path)], "an s3:// location is served alone"),
+    ]:
+        res = _pkgserver(aws, *args)
+        assert res.returncode == 2, (args, res)
+        assert res.stdout == "" and res.stderr.startswith(f"pkgserver: error: {message}"), res
+        assert len(res.stderr.splitlines()) == 1, res
+    assert _objects(s3_env, bucket_url) == before
+
+
+def test_check_on_a_bucket_reads_every_object_and_compares_the_stored_descriptions(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    dist = tmp_path / "dist"
+    good = make_wheel(dist, "good", "1.0")
+    tampered = make_wheel(dist, "tampered", "1.0")
+    sdist = make_sdist(dist, "demo-pkg", "1.0")
+    zipped = make_sdist(dist / "zip", "demo-pkg", "1.0", fmt="zip")
+    _put_files(
+        s3_env,
+        bucket_url,
+        {
+            good.name: good.read_bytes(),
+            f"{good.name}.asc": b"sig\n",  # a sidecar: not a problem
+            tampered.name: tampered.read_bytes(),
+            sdist.name: sdist.read_bytes(),
+            zipped.name: zipped.read_bytes(),  # a second sdist of one release
+            "junk.whl": b"not a wheel",
+            "README.txt": b"read me\n",
+        },
+    )
+    clean = _pkgserver(aws, "check", bucket_url)
+    assert clean.returncode == 1, clean
+    # A replica reads each object once and stores its description; then one is damaged.
+    feed = S3Feed(_storage(s3_env, bucket_url, tmp_path), Catalog(), interval=3600)
+    feed.reconcile()
+    assert tampered.name in feed.catalog.snapshot.files
+    bucket, prefix = parse_location(bucket_url)
+    key = f"{prefix}/.pkgserver/meta/{tampered.name}.json"
+    client = _client(s3_env)
+    doc = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    doc["fields"][3] = "0" * 64  # the sha256 every replica would serve
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+    before = _objects(s3_env, bucket_url)
+
+    res = _pkgserver(aws, "check", "--progress", "never", bucket_url)
+    assert res.returncode == 1, res
+    problems = sorted(res.stdout.splitlines())
+    sha = hashlib.sha256(tampered.read_bytes()).hexdigest()
+    expected_dup = [
+        f"duplicate {bucket_url}/{b}: the same distribution as {bucket_url}/{a} once names "
+        "are normalized (an installer may take either)"
+        for a, b in ((sdist.name, zipped.name), (zipped.name, sdist.name))
+    ]
+    assert len(problems) == 4, res
+    assert problems[0] == (
+        f"cannot attribute {bucket_url}/README.txt: not a distribution file (ignored by the index)"
+    )
+    assert problems[1].startswith(f"cannot attribute {bucket_url}/junk.whl: Invalid wheel")
+    assert problems[2] in expected_dup
+    assert problems[3].startswith(
+        f"hash mismatch {bucket_url}/{tampered.name}: the description stored in the bucket "
+        f"lists sha256 {'0' * 64} for this version of the object, which has {sha}"
+    )
+    assert "checked 5 files" in res.stderr and "4 problem(s)" in res.stderr
+    assert "compared with the descriptions stored in the bucket" in res.stderr
+    assert _objects(s3_env, bucket_url) == before  # check reads, never writes
