@@ -53,6 +53,7 @@ class Service:
         bucket = settings.roots[0].startswith("s3://")
         # Where records live: the bucket's (S3Records), else each root's .pkgserver folder.
         records = self._object_store() if bucket else self._directories()
+        self.records = records
         self.hosted = HostedNames(settings.roots, folders=records)
         self.catalog = Catalog(on_new_projects=self.hosted.add)
         self.yanks = Yanks(settings.roots, folders=records)
@@ -166,6 +167,7 @@ class Service:
             on_published=self.feed.remember,
             hosted=self.hosted,
             upload_log=self.upload_log,
+            records=self.records,
             observer=self.observer,
             ready=self.feed.ready,
             storage=self.storage,

@@ -55,7 +55,7 @@ from .multipart import (
 from .publish import FileOps, TempFile, TooLargeError
 from .records import RecordDir, UploadLog
 from .scan import read_core_metadata
-from .storage import DirectoryStorage, Storage
+from .storage import DirectoryStorage, Records, Storage
 
 __all__ = ["InsufficientStorage", "Uploads"]
 
@@ -104,10 +104,13 @@ class Uploads:
         storage: Storage | None = None,
         on_published: Callable[[DistFile], None] | None = None,
         upload_log: UploadLog | None = None,
+        records: Sequence[Records] | None = None,
     ) -> None:
         self.on_published = on_published
         self.upload_log = upload_log  # who uploaded what, for the web pages
         self.roots = list(roots)
+        # Where the yanks are (a removal forgets them): each root's, unless given (a bucket's).
+        self.records = list(records) if records is not None else [RecordDir(r) for r in roots]
         self.catalog = catalog
         self.overwrite = overwrite
         self.max_size = max_size
@@ -479,8 +482,7 @@ class Uploads:
                 except OSError:
                     pass
             left = {f.version for f in self.storage.files_of(project)}
-            folders = [RecordDir(r) for r in self.roots]
-            forget_yanks_of_removed(folders, project, [f.version for f in found], left)
+            forget_yanks_of_removed(self.records, project, [f.version for f in found], left)
         log.info("removed %s %s (%d files)", project, version, len(removed))
         return Outcome(200, f"OK: removed {len(removed)} files of {name} {version}")
 

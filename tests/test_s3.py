@@ -524,6 +524,30 @@ def test_remove_yank_unyank_and_forget_on_a_bucket_reach_a_running_replica(
     assert "Traceback" not in replica.output
 
 
+@pytest.mark.e2e
+def test_remove_pkg_on_a_replica_forgets_the_yank_kept_in_the_bucket(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # As `pkgserver remove` does: a version whose files are all gone is no longer yanked.
+    wheels = [make_wheel(tmp_path / "dist", "demo", v) for v in ("1.0", "2.0")]
+    _put_files(s3_env, bucket_url, {w.name: w.read_bytes() for w in wheels})
+    args = (bucket_url, "--disable-fallback", "--rescan-interval", "1", "-P", ".", "-a", ".")
+    with Server(*args, env=aws) as replica:
+        replica.wait_listed("demo", *(w.name for w in wheels))
+        for version in ("1.0", "2.0"):
+            assert _pkgserver(aws, "yank", "demo", version, bucket_url).returncode == 0
+        res = replica.request(
+            "POST",
+            "/",
+            body=b":action=remove_pkg&name=demo&version=1.0",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert res.status == 200, res.text
+    stored = json.loads(_objects(s3_env, bucket_url)[".pkgserver/yanked.json"])
+    assert stored == {"yanked": {"demo": {"2.0": ""}}}
+    assert "Traceback" not in replica.output
+
+
 def test_bad_commands_on_a_bucket_are_one_line_and_change_nothing(
     s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
 ) -> None:
