@@ -203,16 +203,13 @@ def create_app(
     if observer is None:
         observer = Observer(catalog, health=settings.health_endpoint)
     if uploads is None:
-        extra = (
-            [settings.hash_algo] if settings.hash_algo and settings.hash_algo != "sha256" else []
-        )
         uploads = Uploads(
             settings.roots,
             catalog,
             overwrite=settings.overwrite,
             # A file the index would not list (--max-file-size) is not taken either.
             max_size=min(settings.max_upload_size, settings.file_size_limit),
-            extra_algos=extra,
+            extra_algos=settings.extra_algos,
             on_published=on_published,
             upload_log=upload_log,
             storage=storage,

@@ -28,7 +28,7 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, BinaryIO
 
 from .catalog import Catalog, DistFile, FileStat
@@ -236,17 +236,18 @@ class S3Storage:
         return h.hexdigest()
 
     def describe(
-        self, location: str, extra_algos: Sequence[str], sha256: str, meta: CoreMetadata
+        self,
+        location: str,
+        extra_algos: Sequence[str],
+        digests: Mapping[str, str],
+        meta: CoreMetadata,
     ) -> DistFile:
-        if extra_algos:
-            raise OSError("--hash-algo other than sha256 is not supported on an object store yet")
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key(location))
         except Exception as exc:
             raise _as_oserror(exc) from None
-        return describe(
-            self.url, self.relpath(location), _stat_of(head), known_sha256=sha256, known_meta=meta
-        )
+        st, relpath = _stat_of(head), self.relpath(location)
+        return describe(self.url, relpath, st, extra_algos, known_hashes=digests, known_meta=meta)
 
     def files_of(self, project: str, version: str | None = None) -> list[Stored]:
         wanted = version_key(version) if version is not None else None
@@ -365,8 +366,10 @@ class S3Feed:
         on_claim: Callable[[Iterable[str]], None] | None = None,
         max_file_size: int = 1024**3,
         on_tick: Callable[[], None] | None = None,
+        extra_algos: Sequence[str] = (),
     ) -> None:
         self.storage, self.catalog = storage, catalog
+        self.extra_algos = tuple(extra_algos)  # --hash-algo: hashed with the sha256
         self.interval, self.on_claim, self.max_file_size = interval, on_claim, max_file_size
         self.on_tick = on_tick  # after each reconcile (the service reloads the yanks)
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -460,13 +463,19 @@ class S3Feed:
         fields = doc.get("fields")
         if not isinstance(fields, list) or len(fields) != 9:
             return None
-        fields[4] = tuple(tuple(pair) for pair in fields[4])  # extra hashes
+        try:
+            known = dict(tuple(pair) for pair in fields[4])  # extra hashes (--hash-algo)
+        except (TypeError, ValueError):
+            return None
+        if any(a not in known for a in self.extra_algos):
+            return None  # described without a hash this replica links: read it again
+        fields[4] = tuple((a, known[a]) for a in self.extra_algos)
         return entry_from_fields(storage.url, relpath, st, tuple(fields))
 
     def _describe(self, relpath: str, st: FileStat) -> DistFile | None:
         """Read the object once: its hashes and metadata, then stored beside it."""
         try:
-            f = describe_object(self.storage, relpath)
+            f = describe_object(self.storage, relpath, self.extra_algos)
         except (InvalidDistFilename, OSError) as exc:
             log.warning("cannot read %s: %s", relpath, exc)
             return None

@@ -92,12 +92,12 @@ class Service:
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,
             on_tick=self.reload_yanks,
+            extra_algos=settings.extra_algos,
         )
 
     def _indexer(self) -> ChangeFeed:
         """The directories' change feed: inotify and rescans, with the index cache."""
         settings = self.settings
-        algo = settings.hash_algo
         cache_dir = settings.cache_dir
         indexer = Indexer(
             settings.roots,
@@ -105,7 +105,7 @@ class Service:
             cache=DescriptionCache.open(cache_dir, settings.roots) if cache_dir else None,
             rescan_interval=settings.rescan_interval,
             watch=settings.watch,
-            extra_algos=[algo] if algo and algo != "sha256" else [],
+            extra_algos=settings.extra_algos,
             on_tick=self.reload_yanks,
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,

@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import BinaryIO, NamedTuple, Protocol
 
 from .catalog import DistFile, FileStat
@@ -98,9 +98,14 @@ class Storage(Protocol):
         ...
 
     def describe(
-        self, location: str, extra_algos: Sequence[str], sha256: str, meta: CoreMetadata
+        self,
+        location: str,
+        extra_algos: Sequence[str],
+        digests: Mapping[str, str],
+        meta: CoreMetadata,
     ) -> DistFile:
-        """The catalog entry of a file just published (hash and metadata already known)."""
+        """The catalog entry of a file just published, its hashes (sha256 and each of
+        ``extra_algos``, for --hash-algo) and metadata known already: it is not read again."""
         ...
 
     def files_of(self, project: str, version: str | None = None) -> list[Stored]:
@@ -260,11 +265,15 @@ class DirectoryStorage:
         return location[len(self._root_of(location)) + 1 :].replace(os.sep, "/")
 
     def describe(
-        self, location: str, extra_algos: Sequence[str], sha256: str, meta: CoreMetadata
+        self,
+        location: str,
+        extra_algos: Sequence[str],
+        digests: Mapping[str, str],
+        meta: CoreMetadata,
     ) -> DistFile:
         root, relpath = self._root_of(location), self.relpath(location)
         st = os.stat(location)
-        return describe(root, relpath, st, extra_algos, known_sha256=sha256, known_meta=meta)
+        return describe(root, relpath, st, extra_algos, known_hashes=digests, known_meta=meta)
 
     def files_of(self, project: str, version: str | None = None) -> list[Stored]:
         return [

@@ -9,6 +9,7 @@ the temporary file, so the directory is exactly as it was and a retry can succee
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import hmac
 import logging
@@ -239,6 +240,9 @@ class Uploads:
             content.finish()
         except OSError as exc:
             raise _storage_error(exc) from None
+        for algo in self.extra_algos:  # --hash-algo: hashed here, not read back once stored
+            if algo not in digests:
+                digests[algo] = _file_digest(content.path, functools.partial(hashlib.new, algo))
         meta = self._check_archive(content.path, filename, info.kind, info.project, info.version)
         signature = form.blobs.get("gpg_signature")
         if signature is None and form.get("gpg_signature"):
@@ -439,7 +443,7 @@ class Uploads:
         if self.upload_log is not None:
             self.upload_log.record(relpath, digests["sha256"], user)
         try:
-            described = self.storage.describe(path, self.extra_algos, digests["sha256"], meta)
+            described = self.storage.describe(path, self.extra_algos, digests, meta)
         except (OSError, InvalidDistFilename) as exc:
             log.warning("published %s but could not list it yet: %s", relpath, exc)
             self.catalog.apply([], gone)

@@ -444,6 +444,10 @@ def _yanked(srv: Server, project: str) -> dict[str, object]:
     return {f["filename"]: f["yanked"] for f in res.json()["files"]} if res.status == 200 else {}
 
 
+# A replica that lists the bucket every second, open to all, with no fallback index.
+OPEN_REPLICA = ("--disable-fallback", "--rescan-interval", "1", "-P", ".", "-a", ".")
+
+
 def _put_files(s3_env: dict[str, str], url: str, files: dict[str, bytes]) -> None:
     """As ``aws s3 cp`` would: objects put straight into the bucket."""
     bucket, prefix = parse_location(url)
@@ -472,7 +476,7 @@ def test_remove_yank_unyank_and_forget_on_a_bucket_reach_a_running_replica(
             f"{s20.name}.asc": b"-----BEGIN PGP SIGNATURE-----\n",
         },
     )
-    args = (bucket_url, "--disable-fallback", "--rescan-interval", "1", "-P", ".", "-a", ".")
+    args = (bucket_url, *OPEN_REPLICA)
     with Server(*args, env=aws) as replica:
         replica.wait_listed("demo", w10.name, w20.name, s20.name)
 
@@ -531,7 +535,7 @@ def test_remove_pkg_on_a_replica_forgets_the_yank_kept_in_the_bucket(
     # As `pkgserver remove` does: a version whose files are all gone is no longer yanked.
     wheels = [make_wheel(tmp_path / "dist", "demo", v) for v in ("1.0", "2.0")]
     _put_files(s3_env, bucket_url, {w.name: w.read_bytes() for w in wheels})
-    args = (bucket_url, "--disable-fallback", "--rescan-interval", "1", "-P", ".", "-a", ".")
+    args = (bucket_url, *OPEN_REPLICA)
     with Server(*args, env=aws) as replica:
         replica.wait_listed("demo", *(w.name for w in wheels))
         for version in ("1.0", "2.0"):
@@ -628,3 +632,49 @@ def test_check_on_a_bucket_reads_every_object_and_compares_the_stored_descriptio
     assert "checked 5 files" in res.stderr and "4 problem(s)" in res.stderr
     assert "compared with the descriptions stored in the bucket" in res.stderr
     assert _objects(s3_env, bucket_url) == before  # check reads, never writes
+
+
+# -- --hash-algo ------------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_hash_algo_on_a_bucket_links_the_digest_hashed_at_upload_or_at_first_read(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # As on a directory: the HTML links carry #md5=, the JSON APIs carry it beside sha256. The
+    # upload hashes it as it receives the file; an object put by another tool is hashed when
+    # it is first read, and the digest is stored with its description for the other replicas.
+    dist = tmp_path / "dist"
+    uploaded = make_wheel(dist, "uploaded", "1.0")
+    copied = make_wheel(dist, "copied", "1.0")
+    _put_files(s3_env, bucket_url, {copied.name: copied.read_bytes()})
+    args = (bucket_url, *OPEN_REPLICA)
+
+    def digests(wheel: Path, *algos: str) -> dict[str, str]:
+        return {a: hashlib.new(a, wheel.read_bytes()).hexdigest() for a in ("sha256", *algos)}
+
+    def served(srv: Server, wheel: Path) -> tuple[str, dict[str, str]]:
+        project = wheel.name.split("-")[0]
+        srv.wait_listed(project, wheel.name)
+        (listed,) = srv.project_json(project).json()["files"]
+        return srv.get(f"/simple/{project}/").text, listed["hashes"]
+
+    with Server(*args, "--hash-algo", "md5", env=aws) as md5:
+        body, ctype = upload_form(uploaded)
+        res = md5.request("POST", "/", body=body, headers={"Content-Type": ctype})
+        assert res.status == 200, res.text
+        for wheel in (uploaded, copied):
+            page, hashes = served(md5, wheel)
+            assert f"#md5={digests(wheel, 'md5')['md5']}" in page and "#sha256=" not in page
+            assert hashes == digests(wheel, "md5")
+            json_api = md5.get(f"/pypi/{wheel.name.split('-')[0]}/json").json()
+            assert json_api["urls"][0]["digests"]["md5"] == hashes["md5"]
+    # Replicas with other settings take what suits them from the stored descriptions, and
+    # read an object again for a hash they lack.
+    with Server(*args, "--hash-algo", "sha512", env=aws) as sha512, Server(*args, env=aws) as plain:
+        for wheel in (uploaded, copied):
+            page, hashes = served(sha512, wheel)
+            assert f"#sha512={digests(wheel, 'sha512')['sha512']}" in page
+            assert hashes == digests(wheel, "sha512")
+            page, hashes = served(plain, wheel)
+            assert f"#sha256={digests(wheel)['sha256']}" in page and hashes == digests(wheel)
+    for srv in (md5, sha512, plain):
+        assert "Traceback" not in srv.output
