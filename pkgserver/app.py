@@ -26,10 +26,9 @@ from .config import Settings
 from .hosted import HostedNames
 from .observe import Observer
 from .pages import WELCOME_NAMES, Pages, WelcomeError, load_welcome
-from .records import UploadLog
 from .scan import MetadataStore
 from .site import Site
-from .storage import Records, Storage
+from .storage import Records, Storage, Uploaders
 from .upload import Uploads
 
 __all__ = ["WELCOME_NAMES", "WelcomeError", "create_app", "load_welcome"]
@@ -187,7 +186,7 @@ def create_app(
     on_stale: Callable[[str], None] | None = None,
     on_published: Callable[[DistFile], None] | None = None,
     hosted: HostedNames | None = None,
-    upload_log: UploadLog | None = None,
+    upload_log: Uploaders | None = None,
     records: Sequence[Records] | None = None,
     observer: Observer | None = None,
     ready: Callable[[], str | None] | None = None,

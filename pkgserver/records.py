@@ -30,7 +30,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from packaging.utils import canonicalize_name
 
@@ -48,6 +48,7 @@ __all__ = [
     "YANKED_FILE",
     "RecordDir",
     "UnsafeRecord",
+    "Upload",
     "UploadLog",
     "Yanks",
     "load_yanks",
@@ -386,6 +387,34 @@ class Yanks:
 
 
 # -- who uploaded what --------------------------------------------------------------------------
+class Upload(NamedTuple):
+    """An upload as the log records it (a line of ``uploads.jsonl``)."""
+
+    file: str  # relpath
+    sha256: str
+    user: str  # "" when not known (anonymous)
+    time: float  # seconds since 1970
+
+    def line(self) -> bytes:
+        doc = {"file": self.file, "sha256": self.sha256, "user": self.user or None}
+        return json.dumps({**doc, "time": self.time}, ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Upload | None:
+        """None for a line cut short by a crash, or edited by hand."""
+        try:
+            item = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(item, dict):
+            return None
+        name, digest, user, when = (item.get(k) for k in ("file", "sha256", "user", "time"))
+        if not isinstance(name, str) or not isinstance(digest, str):
+            return None
+        when = when if isinstance(when, (int, float)) and not isinstance(when, bool) else 0
+        return cls(name, digest, user if isinstance(user, str) else "", float(when))
+
+
 class UploadLog:
     """Who uploaded which file: appended to by the server, read for the web pages."""
 
@@ -401,13 +430,10 @@ class UploadLog:
     def record(self, relpath: str, sha256: str, user: str | None) -> None:
         """Append an upload to the first root's log. Never raises: the upload is published
         already, and only its attribution is lost when the log cannot be written."""
-        line = json.dumps(
-            {"file": relpath, "sha256": sha256, "user": user, "time": round(time.time(), 3)},
-            ensure_ascii=False,
-        )
+        line = Upload(relpath, sha256, user or "", round(time.time(), 3)).line()
         records = self.folders[0]
         try:
-            records.append(UPLOADS_FILE, line.encode() + b"\n")
+            records.append(UPLOADS_FILE, line)
         except OSError as exc:
             records.warn_once("uploaders are not recorded", exc)
         with self._lock:
@@ -450,15 +476,9 @@ class UploadLog:
             complete, _, _rest = data.rpartition(b"\n")  # a line being written waits
             self._read_to[index] = (st.st_ino, start + len(complete) + (1 if complete else 0))
             for raw in complete.splitlines():
-                try:
-                    item = json.loads(raw)
-                except (ValueError, RecursionError):
-                    continue  # a line cut short by a crash, or edited by hand
-                if not isinstance(item, dict):
-                    continue
-                name, digest, user = item.get("file"), item.get("sha256"), item.get("user")
-                if isinstance(name, str) and isinstance(digest, str):
-                    entries[name] = (digest, user if isinstance(user, str) else "")
-                    self._origin[name] = index
+                item = Upload.parse(raw)
+                if item is not None:
+                    entries[item.file] = (item.sha256, item.user)
+                    self._origin[item.file] = index
         with self._lock:
             self._entries = entries

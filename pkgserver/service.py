@@ -7,6 +7,8 @@ Who tells whom (each a plain callback, set here and nowhere else):
     indexer   on_claim        -> hosted.add         a name seen on disk, even unreadable
               (the indexer is the directory's ChangeFeed, see storage.py)
     indexer   on_tick         -> reload_yanks       yanks edited on disk reach the catalog
+    (bucket)  on_tick         -> reload_yanks, upload_log.refresh
+                                                    what other replicas recorded in the bucket
     indexer   on_scan/on_hash -> observer           scan and hash durations (metrics)
     app       on_stale        -> indexer.recheck    a download found its file changed
     app       on_published    -> indexer.remember   an upload goes into the index cache
@@ -34,7 +36,7 @@ from .publish import sweep_temp_files
 from .records import UploadLog, Yanks
 from .scan import MetadataStore
 from .server import make_server, serve, stop
-from .storage import ChangeFeed, DirectoryStorage, Records, Storage
+from .storage import ChangeFeed, DirectoryStorage, Records, Storage, Uploaders
 
 __all__ = ["Service", "listening"]
 
@@ -62,14 +64,16 @@ class Service:
         self.feed: ChangeFeed = self._bucket_feed() if bucket else self._indexer()
 
     def _object_store(self) -> list[Records] | None:
-        """s3://bucket/prefix: files, records and descriptions in the bucket; the bucket's
-        listing is the change feed (see s3.py). Uploaders are not recorded there yet."""
-        from .s3 import S3Records, S3Storage
+        """s3://bucket/prefix: files, records, descriptions and uploaders in the bucket; the
+        bucket's listing is the change feed (see s3.py)."""
+        from .s3 import S3Records, S3Storage, S3UploadLog
 
         url = self.settings.roots[0]
         storage = S3Storage(url)
         self.storage: Storage = storage
-        self.upload_log: UploadLog | None = None
+        uploads = S3UploadLog(url, client=storage.client)
+        uploads.refresh()  # then after each look at the bucket
+        self.upload_log: Uploaders | None = uploads
         return [S3Records(url, client=storage.client)]
 
     def _directories(self) -> list[Records] | None:
@@ -81,17 +85,23 @@ class Service:
         return None
 
     def _bucket_feed(self) -> ChangeFeed:
-        from .s3 import S3Feed, S3Storage
+        from .s3 import S3Feed, S3Storage, S3UploadLog
 
-        assert isinstance(self.storage, S3Storage)
+        assert isinstance(self.storage, S3Storage) and isinstance(self.upload_log, S3UploadLog)
         settings = self.settings
+        uploads = self.upload_log
+
+        def tick() -> None:  # after each look at the bucket: what other replicas recorded
+            self.reload_yanks()
+            uploads.refresh()
+
         return S3Feed(
             self.storage,
             self.catalog,
             interval=settings.rescan_interval or OBJECT_STORE_RESCAN,
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,
-            on_tick=self.reload_yanks,
+            on_tick=tick,
             extra_algos=settings.extra_algos,
         )
 

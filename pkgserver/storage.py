@@ -13,6 +13,8 @@ Three parts, each a Protocol with the package directories as its first implement
   ``Indexer`` (inotify and rescans, indexer.py).
 - ``Records``: small named records kept beside the files (yanks, upload log, hosted names).
   For a directory, a ``records.RecordDir`` per root (the ``.pkgserver/`` folder).
+- ``Uploaders``: who uploaded which file. For a directory, ``records.UploadLog`` (a file
+  appended to); a bucket has no append and keeps an object per upload (``s3.S3UploadLog``).
 
 The rules of what is listed and what counts as the same file are in none of them: they are in
 distfile.py and the catalog.
@@ -33,7 +35,7 @@ from .metadata import CoreMetadata
 from .publish import FileOps, TempFile
 from .scan import describe, open_stored
 
-__all__ = ["ChangeFeed", "DirectoryStorage", "Records", "Storage", "Stored"]
+__all__ = ["ChangeFeed", "DirectoryStorage", "Records", "Storage", "Stored", "Uploaders"]
 
 
 class Stored(NamedTuple):
@@ -181,6 +183,19 @@ class Records(Protocol):
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """Held while a record is read, changed and written back."""
+        ...
+
+
+class Uploaders(Protocol):
+    """Who uploaded which file, recorded by the upload, shown on the project pages."""
+
+    def record(self, relpath: str, sha256: str, user: str | None) -> None:
+        """Note an upload. Never raises: the file is published already, and only its
+        attribution is lost when the record cannot be written."""
+        ...
+
+    def uploader(self, relpath: str, sha256: str) -> str | None:
+        """The user who uploaded the file with these bytes, if known."""
         ...
 
 

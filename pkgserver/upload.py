@@ -54,9 +54,9 @@ from .multipart import (
     parse_urlencoded,
 )
 from .publish import FileOps, TempFile, TooLargeError
-from .records import RecordDir, UploadLog
+from .records import RecordDir
 from .scan import read_core_metadata
-from .storage import DirectoryStorage, Records, Storage
+from .storage import DirectoryStorage, Records, Storage, Uploaders
 
 __all__ = ["InsufficientStorage", "Uploads"]
 
@@ -104,7 +104,7 @@ class Uploads:
         ops: FileOps | None = None,
         storage: Storage | None = None,
         on_published: Callable[[DistFile], None] | None = None,
-        upload_log: UploadLog | None = None,
+        upload_log: Uploaders | None = None,
         records: Sequence[Records] | None = None,
     ) -> None:
         self.on_published = on_published

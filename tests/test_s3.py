@@ -30,7 +30,7 @@ from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
 from pkgserver.hosted import HostedNames
 from pkgserver.records import YANKED_FILE, Yanks
-from pkgserver.s3 import S3Feed, S3Records, S3Storage, parse_location
+from pkgserver.s3 import S3Feed, S3Records, S3Storage, S3UploadLog, parse_location
 from pkgserver.upload import Outcome, Uploads
 
 REPO = Path(__file__).resolve().parent.parent
@@ -678,3 +678,80 @@ def test_hash_algo_on_a_bucket_links_the_digest_hashed_at_upload_or_at_first_rea
             assert f"#sha256={digests(wheel)['sha256']}" in page and hashes == digests(wheel)
     for srv in (md5, sha512, plain):
         assert "Traceback" not in srv.output
+
+
+# -- who uploaded what ----------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_the_uploader_recorded_on_one_replica_is_shown_by_another(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    from passlib.hash import bcrypt
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("alice:" + bcrypt.using(rounds=4).hash("secret") + "\n")
+    wheel = make_wheel(tmp_path / "dist", "attributed", "1.0")
+    args = [bucket_url, "--disable-fallback", "--rescan-interval", "1", "--show-uploaders"]
+    args += ["-P", str(htpasswd)]
+    with Server(*args, env=aws) as a, Server(*args, env=aws) as b:
+        twine = shutil.which("twine", path=os.path.dirname(sys.executable)) or "twine"
+        command = [twine, "upload", "--non-interactive", "--repository-url", a.url + "/"]
+        run_client([*command, "-u", "alice", "-p", "secret", str(wheel)], client_env(tmp_path))
+        row = "<td>alice</td>"
+        assert row in a.get("/project/attributed/").text  # at once, where it was uploaded
+        b.wait_listed("attributed", wheel.name)
+        _until(lambda: row in b.get("/project/attributed/").text, "the uploader shown on b")
+        # The same upload time too: the object's, as a directory's server shows the file's.
+        (on_a,), (on_b,) = (s.project_json("attributed").json()["files"] for s in (a, b))
+        assert on_a["upload-time"] == on_b["upload-time"]
+    (record,) = [v for k, v in _objects(s3_env, bucket_url).items() if "/uploads/" in k]
+    assert json.loads(record)["user"] == "alice" and json.loads(record)["file"] == wheel.name
+    assert "Traceback" not in a.output + b.output
+
+
+def test_the_upload_log_folds_old_records_into_one_object_and_loses_none(
+    s3_env: dict[str, str], bucket_url: str
+) -> None:
+    bucket, prefix = parse_location(bucket_url)
+    client = _client(s3_env)
+    # A directory's log, copied into the bucket with the rest: read as the folded part.
+    copied = {"file": "old-1.0.tar.gz", "sha256": "a" * 64, "user": "carol", "time": 1.0}
+    client.put_object(
+        Bucket=bucket, Key=f"{prefix}/.pkgserver/uploads.jsonl", Body=json.dumps(copied) + "\n"
+    )
+    writer = S3UploadLog(bucket_url, client=_client(s3_env))
+    for i in range(6):
+        writer.record(f"demo-{i}.whl", f"{i:064x}", "alice")
+    writer.record("demo-0.whl", "f" * 64, "bob")  # replaced (--overwrite): the newest counts
+
+    def singles() -> list[str]:
+        return [k for k in _objects(s3_env, bucket_url) if k.startswith(".pkgserver/uploads/")]
+
+    assert len(singles()) == 7
+    # Two replicas that see enough settled records fold them at the same moment: one wins
+    # the conditional write, the other leaves them to it.
+    replicas = [S3UploadLog(bucket_url, client=_client(s3_env)) for _ in range(2)]
+    start = threading.Barrier(2)
+    for replica in replicas:
+        replica.COMPACT_AT, replica.SETTLED = 3, -60.0  # (every record counts as settled)
+
+    def look(replica: S3UploadLog) -> None:
+        start.wait()
+        replica.refresh()
+
+    threads = [threading.Thread(target=look, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert singles() == []
+    folded = _objects(s3_env, bucket_url)[".pkgserver/uploads.jsonl"].splitlines()
+    assert len(folded) == 7  # a line per file
+    writer.record("demo-9.whl", "9" * 64, "dave")  # after the fold: an object of its own
+    for log_ in (*replicas, S3UploadLog(bucket_url, client=_client(s3_env))):
+        log_.refresh()
+        assert log_.uploader("old-1.0.tar.gz", "a" * 64) == "carol"
+        assert log_.uploader("demo-0.whl", "f" * 64) == "bob"
+        assert log_.uploader("demo-0.whl", "0" * 64) is None  # not these bytes any more
+        assert log_.uploader("demo-5.whl", f"{5:064x}") == "alice"
+        assert log_.uploader("demo-9.whl", "9" * 64) == "dave"
+    assert len(singles()) == 1
