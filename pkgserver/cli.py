@@ -110,7 +110,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 print(f"update: ignoring run's options: {', '.join(given)}", file=sys.stderr)
             if not ns.index_url:
                 ns.index_url = env_value(BY_FIELD["fallback_url"], environ)
-            return update(ns, _roots(ns.roots, environ=environ))
+            roots = _roots(ns.roots, environ=environ)
+            bucket = _bucket(roots[0]) if roots[0].startswith("s3://") else None
+            try:
+                return update(ns, roots, bucket=bucket)
+            except OSError as exc:  # the bucket cannot be listed
+                raise UsageError(f"{roots[0]}: {exc.strerror or exc}") from None
         if ns.command == "passwd":
             return passwd(ns.file, ns.user, delete=ns.delete)
         return _manage(ns, environ)

@@ -552,6 +552,42 @@ def test_remove_pkg_on_a_replica_forgets_the_yank_kept_in_the_bucket(
     assert "Traceback" not in replica.output
 
 
+@pytest.mark.e2e
+def test_update_on_a_bucket_puts_newer_releases_beside_the_newest_file(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    upstream_dir = tmp_path / "upstream"
+    held = make_wheel(upstream_dir, "demo", "1.0")
+    newer = make_wheel(upstream_dir, "demo", "1.1")
+    _put_files(s3_env, bucket_url, {f"sub/{held.name}": held.read_bytes()})
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with (
+        Server("--disable-fallback", upstream_dir) as up,
+        Server(bucket_url, *OPEN_REPLICA, env=aws) as replica,
+    ):
+        index = up.url + "simple/"
+        res = _pkgserver(aws, "update", "--index-url", index, bucket_url)
+        assert res.returncode == 0, res
+        assert "# update demo from 1.0 to 1.1" in res.stdout
+        # Downloaded into the current folder, where a bucket has none of its own.
+        assert f"download --no-deps -i {index} -d {os.getcwd()} demo==1.1" in res.stdout
+        files = [k for k in _objects(s3_env, bucket_url) if not k.startswith(".pkgserver/")]
+        assert files == [f"sub/{held.name}"]  # printed only
+        env = {**aws, **client_env(tmp_path), "PIP_INDEX_URL": index}
+        res = _pkgserver(
+            env, "update", "-x", "-d", str(downloads), "--index-url", index, bucket_url
+        )
+        assert res.returncode == 0, res
+        assert f"# put {bucket_url}/sub/{newer.name}" in res.stdout
+        assert _objects(s3_env, bucket_url)[f"sub/{newer.name}"] == newer.read_bytes()
+        replica.wait_listed("demo", newer.name)
+        res = _pkgserver(
+            env, "update", "-x", "-d", str(downloads), "--index-url", index, bucket_url
+        )
+        assert res.returncode == 0 and "checking 1 packages" in res.stdout, res
+
+
 def test_bad_commands_on_a_bucket_are_one_line_and_change_nothing(
     s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
 ) -> None:
