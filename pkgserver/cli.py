@@ -103,19 +103,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             notices = [f"created the package directory {r!r}: it was missing" for r in created]
             return run(settings, notices=[*notices, *ignored_notices(ns)])
         if ns.command == "update":
-            from .update import update
-
             given = sorted(k[8:] for k, v in vars(ns).items() if k.startswith("ignored_") and v)
             if given:
                 print(f"update: ignoring run's options: {', '.join(given)}", file=sys.stderr)
             if not ns.index_url:
                 ns.index_url = env_value(BY_FIELD["fallback_url"], environ)
-            roots = _roots(ns.roots, environ=environ)
-            bucket = _bucket(roots[0]) if roots[0].startswith("s3://") else None
-            try:
-                return update(ns, roots, bucket=bucket)
-            except OSError as exc:  # the bucket cannot be listed
-                raise UsageError(f"{roots[0]}: {exc.strerror or exc}") from None
         if ns.command == "passwd":
             return passwd(ns.file, ns.user, delete=ns.delete)
         return _manage(ns, environ)
@@ -150,10 +142,10 @@ def _bucket(url: str) -> S3Storage:
 
 
 def _manage(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """forget, remove, yank, unyank, check: on the package directories or a bucket."""
+    """The commands on the package directories or a bucket."""
     from . import manage
 
-    if ns.command not in ("forget", "remove", "yank", "unyank", "check"):
+    if ns.command not in ("forget", "remove", "yank", "unyank", "check", "update"):
         build_parser().print_help(sys.stderr)
         return 2
     version = None
@@ -175,9 +167,14 @@ def _act(
 ) -> int:
     from . import manage
 
+    bucket = roots[0].startswith("s3://")
+    if ns.command == "update":
+        from .update import update
+
+        return update(ns, roots, bucket=_bucket(roots[0]) if bucket else None)
     if ns.command == "check":
         progress = {"auto": None, "always": True, "never": False}[ns.progress]
-        if roots[0].startswith("s3://"):
+        if bucket:
             from .s3 import check_bucket
 
             return check_bucket(_bucket(roots[0]), progress=progress)
