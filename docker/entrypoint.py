@@ -13,7 +13,9 @@ Before it starts a server it checks, and explains in one line without starting, 
 fail later: a password file that is missing, and, when uploads are possible (a password file, or
 ``-P . -a .``), an upload folder (the first package directory) the server's user cannot write; it
 never ``chown``s anything. An upload folder mounted read-only is taken as meant: the server
-starts, serves downloads and refuses uploads.
+starts, serves downloads and refuses uploads. A bucket (``s3://BUCKET/PREFIX``, as an argument
+or in ``PKGSERVER_ROOTS``) has no folder to check: the server finds it with the ``AWS_*``
+variables given to the container, which it passes on, as every other.
 
 Health check (``HEALTHCHECK CMD ... entrypoint.py healthcheck``): asks the running server's
 health URL, found from the server process's own arguments and environment, so that ``-p``,
@@ -92,8 +94,8 @@ def preflight(settings: Settings) -> str | None:
     """Uploads go to the first package directory, and only where someone may upload: with a
     password file, or with ``update`` not protected at all (``-P . -a .``)."""
     uploads = settings.password_file is not None or "update" not in settings.authenticate
-    if not uploads:
-        return None
+    if not uploads or settings.roots[0].startswith("s3://"):
+        return None  # (a bucket's store says what it refuses, and the server passes it on)
     return writable_problem(settings.roots[0])
 
 

@@ -96,6 +96,22 @@ user=$("$ENGINE" image inspect "$IMAGE" --format '{{.Config.User}}')
 hc=$("$ENGINE" image inspect "$IMAGE" --format '{{json .Config.Healthcheck}}')
 case "$hc" in *entrypoint.py*healthcheck*) ok "HEALTHCHECK set";; *) fail "no HEALTHCHECK: $hc";; esac
 
+# -- a bucket: PKGSERVER_ROOTS=s3://..., found with the AWS_* variables --------------------------------
+# No bucket here: a store that cannot be reached is said in one line, which shows that the image
+# has the s3 extra (boto3) and that the AWS settings reach pkgserver.
+set +e
+out=$("$ENGINE" run --rm --no-healthcheck -e PKGSERVER_ROOTS=s3://smoke-bucket/packages \
+  -e AWS_ENDPOINT_URL=http://127.0.0.1:9 -e AWS_ACCESS_KEY_ID=smoke -e AWS_SECRET_ACCESS_KEY=smoke \
+  -e AWS_DEFAULT_REGION=us-east-1 -e AWS_MAX_ATTEMPTS=1 "$IMAGE" check 2>&1)
+code=$?
+set -e
+if [ "$code" = 2 ] && [ "$(printf '%s\n' "$out" | grep -c .)" = 1 ] &&
+    printf '%s' "$out" | grep -q 's3://smoke-bucket/packages: .*http://127.0.0.1:9/smoke-bucket'; then
+  ok "a bucket in PKGSERVER_ROOTS is reached at AWS_ENDPOINT_URL (none there: exit 2, one line)"
+else
+  fail "check of a bucket in PKGSERVER_ROOTS: exit $code, output: $out"
+fi
+
 # -- the folder and the password file, as a user sets them up -----------------------------------------
 pypi="$work/pypi"
 mkdir -p "$pypi/packages" "$work/dist" "$work/home"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import bottle
@@ -26,10 +26,9 @@ from .config import Settings
 from .hosted import HostedNames
 from .observe import Observer
 from .pages import WELCOME_NAMES, Pages, WelcomeError, load_welcome
-from .records import UploadLog
 from .scan import MetadataStore
 from .site import Site
-from .storage import Storage
+from .storage import Records, Storage, Uploaders
 from .upload import Uploads
 
 __all__ = ["WELCOME_NAMES", "WelcomeError", "create_app", "load_welcome"]
@@ -187,7 +186,8 @@ def create_app(
     on_stale: Callable[[str], None] | None = None,
     on_published: Callable[[DistFile], None] | None = None,
     hosted: HostedNames | None = None,
-    upload_log: UploadLog | None = None,
+    upload_log: Uploaders | None = None,
+    records: Sequence[Records] | None = None,
     observer: Observer | None = None,
     ready: Callable[[], str | None] | None = None,
     fast_path: bool = True,
@@ -196,24 +196,23 @@ def create_app(
 
     ``ready()`` says what the server is still doing before it serves everything it found at
     start (None once it does); /health answers 503 until then. ``storage`` is where uploads
-    publish (the package directories when not given). ``fast_path=False`` leaves
-    every request to the routes (the tests compare both)."""
+    publish (the package directories when not given), ``records`` where its yanks are kept
+    (each directory's ``.pkgserver`` when not given). ``fast_path=False`` leaves every
+    request to the routes (the tests compare both)."""
     if observer is None:
         observer = Observer(catalog, health=settings.health_endpoint)
     if uploads is None:
-        extra = (
-            [settings.hash_algo] if settings.hash_algo and settings.hash_algo != "sha256" else []
-        )
         uploads = Uploads(
             settings.roots,
             catalog,
             overwrite=settings.overwrite,
             # A file the index would not list (--max-file-size) is not taken either.
             max_size=min(settings.max_upload_size, settings.file_size_limit),
-            extra_algos=extra,
+            extra_algos=settings.extra_algos,
             on_published=on_published,
             upload_log=upload_log,
             storage=storage,
+            records=records,
         )
     site = Site(
         settings,

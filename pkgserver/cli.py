@@ -14,9 +14,11 @@ import argparse
 import atexit
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import arguments as _arguments
 from .config import Settings
@@ -25,6 +27,10 @@ from .observe import AccessLog, JsonFormatter
 from .options import BY_FIELD, ENV_PREFIX, FALSE, OPTIONS, SELECT_CONNECTIONS, env_value
 from .options import roots as _given_roots
 from .validate import check_roots, settings_from
+
+if TYPE_CHECKING:
+    from .manage import Packages
+    from .s3 import S3Storage
 
 __all__ = [
     "ENV_PREFIX",
@@ -97,16 +103,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             notices = [f"created the package directory {r!r}: it was missing" for r in created]
             return run(settings, notices=[*notices, *ignored_notices(ns)])
         if ns.command == "update":
-            from .update import update
-
             given = sorted(k[8:] for k, v in vars(ns).items() if k.startswith("ignored_") and v)
             if given:
                 print(f"update: ignoring run's options: {', '.join(given)}", file=sys.stderr)
             if not ns.index_url:
                 ns.index_url = env_value(BY_FIELD["fallback_url"], environ)
-            return update(ns, _roots(ns.roots, environ=environ))
-        if ns.command == "forget":
-            return forget(ns.name, _roots(ns.roots, environ=environ))
         if ns.command == "passwd":
             return passwd(ns.file, ns.user, delete=ns.delete)
         return _manage(ns, environ)
@@ -115,18 +116,68 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
 
 
+def _packages(roots: list[str]) -> Packages:
+    """What the management commands act on: the package directories, or the bucket of an
+    ``s3://`` location, through the classes the server uses (so that it sees the change)."""
+    from .manage import Packages
+
+    if roots[0].startswith("s3://"):
+        from .s3 import S3Records
+
+        storage = _bucket(roots[0])
+        return Packages(roots[0], storage, [S3Records(roots[0], client=storage.client)])
+    from .records import RecordDir
+    from .storage import DirectoryStorage
+
+    return Packages(", ".join(roots), DirectoryStorage(roots), [RecordDir(r) for r in roots])
+
+
+def _bucket(url: str) -> S3Storage:
+    from .s3 import S3Storage
+
+    # Its spool (objects read back, for a check) goes with this process.
+    spool = tempfile.mkdtemp(prefix="pkgserver-spool-")
+    atexit.register(shutil.rmtree, spool, True)
+    return S3Storage(url, spool=spool)
+
+
 def _manage(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """The commands on the package directories or a bucket."""
     from . import manage
 
+    if ns.command not in ("forget", "remove", "yank", "unyank", "check", "update"):
+        build_parser().print_help(sys.stderr)
+        return 2
+    version = None
     if ns.command == "remove":
         version, dirs = manage.split_version_and_roots(ns.rest)
-        roots = _roots(dirs, environ=environ)
-        return manage.remove(ns.project, version, roots, dry_run=ns.dry_run)
-    if ns.command == "yank":
-        return manage.yank(ns.project, ns.version, _roots(ns.roots, environ=environ), ns.reason)
-    if ns.command == "unyank":
-        return manage.unyank(ns.project, ns.version, _roots(ns.roots, environ=environ))
+    else:
+        dirs = ns.roots
+    roots = _roots(dirs, environ=environ)
+    try:
+        return _act(ns, version, roots, environ)
+    except OSError as exc:
+        # An object store that cannot be reached, or refuses (each command reports the
+        # directories' own problems): one line, as for a bad argument.
+        raise UsageError(f"{roots[0]}: {exc.strerror or exc}") from None
+
+
+def _act(
+    ns: argparse.Namespace, version: str | None, roots: list[str], environ: Mapping[str, str]
+) -> int:
+    from . import manage
+
+    bucket = roots[0].startswith("s3://")
+    if ns.command == "update":
+        from .update import update
+
+        return update(ns, roots, bucket=_bucket(roots[0]) if bucket else None)
     if ns.command == "check":
+        progress = {"auto": None, "always": True, "never": False}[ns.progress]
+        if bucket:
+            from .s3feed import check_bucket
+
+            return check_bucket(_bucket(roots[0]), progress=progress)
         cache_dir = ns.cache_dir or env_value(BY_FIELD["cache_dir"], environ)
         if (cache_dir or "").lower() in FALSE:
             cache_dir = None
@@ -134,10 +185,15 @@ def _manage(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
             from .cache import default_cache_dir
 
             cache_dir = default_cache_dir()
-        progress = {"auto": None, "always": True, "never": False}[ns.progress]
-        return manage.check(_roots(ns.roots, environ=environ), cache_dir, progress=progress)
-    build_parser().print_help(sys.stderr)
-    return 2
+        return manage.check(roots, cache_dir, progress=progress)
+    packages = _packages(roots)
+    if ns.command == "forget":
+        return forget(ns.name, packages)
+    if ns.command == "remove":
+        return manage.remove(ns.project, version, packages, dry_run=ns.dry_run)
+    if ns.command == "yank":
+        return manage.yank(ns.project, ns.version, packages, ns.reason)
+    return manage.unyank(ns.project, ns.version, packages)
 
 
 def _setup_logging(settings: Settings) -> AccessLog | None:
@@ -220,22 +276,23 @@ def _warn_about_access(settings: Settings) -> None:
         )
 
 
-def forget(name: str, roots: Sequence[str]) -> int:
-    """Lift the claim on a project that is no longer hosted (see pkgserver.hosted)."""
+def forget(name: str, packages: Packages) -> int:
+    """Lift the claim on a project that is no longer hosted (see pkgserver.hosted), in the
+    records of ``packages``."""
     from .hosted import HostedNames
-    from .manage import files_of, project_name
+    from .manage import project_name
 
     project = project_name(name)
-    left = files_of(roots, project)
+    left = sorted(f.location for f in packages.storage.files_of(project))
     if left:
-        raise UsageError(f"{project} still has files ({left[0].path}): remove them first")
-    hosted = HostedNames(roots)
+        raise UsageError(f"{project} still has files ({left[0]}): remove them first")
+    hosted = HostedNames([], folders=packages.folders)
     try:
         found = hosted.forget(project)
     except OSError as exc:
         raise UsageError(f"cannot update {hosted.paths}: {exc.strerror or exc}") from None
     if not found:
-        raise UsageError(f"{project} is not among the projects hosted in {', '.join(roots)}")
+        raise UsageError(f"{project} is not among the projects hosted in {packages.where}")
     print(f"forgot {project}: it will be redirected to the fallback index again", file=sys.stderr)
     return 0
 

@@ -60,6 +60,12 @@ class Settings:
         return self.max_file_size if self.max_file_size is not None else self.max_upload_size
 
     @property
+    def extra_algos(self) -> tuple[str, ...]:
+        """The hash computed beside sha256 for the links (--hash-algo), if any."""
+        algo = self.hash_algo
+        return (algo,) if algo and algo != "sha256" else ()
+
+    @property
     def absolute_base_url(self) -> str | None:
         """--server-base-url when it is an absolute URL (a path only names the prefix)."""
         url = self.server_base_url

@@ -1,19 +1,22 @@
-"""The admin's commands on package directories: remove, yank, unyank, check.
+"""The admin's commands on package directories or a bucket: remove, yank, unyank, check.
 
-They work on the directories themselves, not through a server: a running server sees a removal
-through its watch on the directory and a yank through ``.pkgserver/yanked.json``, each within a
-second. Each function prints what it did, raises UsageError for a bad argument, and returns the
-exit status.
+They work on the stored files and records themselves, not through a server, and through the
+interfaces the server uses (``Packages``: a ``storage.Storage`` and its records), so that a
+running server sees the change as it sees its own: on directories, a removal through its watch
+and a yank through ``.pkgserver/yanked.json``, each within a second; on a bucket, every replica
+at its next look at the bucket. Each function prints what it did, raises UsageError for a bad
+argument, and returns the exit status.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from packaging.version import Version
 
@@ -31,20 +34,36 @@ from .distfile import (
 )
 from .errors import UsageError
 from .fsutil import confined
-from .records import MAX_REASON, load_yanks, set_yank
+from .records import MAX_REASON, merged_yanks, set_yank_in
 from .scan import describe, is_hidden, iter_dist_files
 
+if TYPE_CHECKING:
+    from .storage import Records, Storage, Stored
+
 __all__ = [
+    "Candidate",
+    "Packages",
     "check",
     "files_of",
     "forget_yanks_of_removed",
     "project_name",
+    "read_for_check",
     "remove",
     "remove_distribution",
+    "report_check",
     "split_version_and_roots",
     "unyank",
     "yank",
 ]
+
+
+class Packages(NamedTuple):
+    """What a command acts on: the files (``files_of``, ``remove``) and the records (yanks,
+    hosted names), the package directories' or a bucket's; the command line picks them."""
+
+    where: str  # for messages: the directories, or the s3:// location
+    storage: Storage
+    folders: Sequence[Records]
 
 
 class Found(NamedTuple):
@@ -116,16 +135,22 @@ def release_of(relpath: str, project: str, wanted: Version | str | None) -> str 
     return info.version
 
 
-def _versions(roots: Sequence[str], project: str) -> list[str]:
-    return list(dict.fromkeys(f.version for f in files_of(roots, project)))
+def _stored(packages: Packages, project: str, version: str | None = None) -> list[Stored]:
+    """The files of ``project`` (of ``version``) in the store, oldest version first."""
+    found = packages.storage.files_of(project, version)
+    return sorted(found, key=lambda f: (version_sort_key(f.version), f.relpath))
 
 
-def _the_version(roots: Sequence[str], project: str, version: str) -> tuple[str, list[Found]]:
+def _versions(packages: Packages, project: str) -> list[str]:
+    return list(dict.fromkeys(f.version for f in _stored(packages, project)))
+
+
+def _the_version(packages: Packages, project: str, version: str) -> tuple[str, list[Stored]]:
     """The version as its files spell it, and the files; UsageError when there are none."""
-    found = files_of(roots, project, version)
+    found = _stored(packages, project, version)
     if not found:
-        known = _versions(roots, project)
-        where = ", ".join(roots)
+        known = _versions(packages, project)
+        where = packages.where
         if not known:
             raise UsageError(f"no project {project!r} in {where}")
         shown = ", ".join(known[-10:])
@@ -177,7 +202,7 @@ def remove_distribution(path: str, unlink: Callable[[str], None] = os.unlink) ->
 
 
 def forget_yanks_of_removed(
-    roots: Sequence[str], project: str, removed: Iterable[str], left: Iterable[str]
+    folders: Sequence[Records], project: str, removed: Iterable[str], left: Iterable[str]
 ) -> None:
     """A version whose files are all gone is no longer yanked: uploaded again, it starts
     unyanked (PyPI does not allow a version back at all; we allow it, fresh). The rule of both
@@ -185,39 +210,39 @@ def forget_yanks_of_removed(
     gone = {version_key(v) for v in removed} - {version_key(v) for v in left}
     if not gone:
         return
-    for v in load_yanks(roots).get(project, {}):
+    for v in merged_yanks(folders).get(project, {}):
         if version_key(v) in gone:
             try:
-                set_yank(roots, project, v, None)
+                set_yank_in(folders, project, v, None)
             except OSError:
                 pass
 
 
-def remove(name: str, version: str | None, roots: Sequence[str], *, dry_run: bool = False) -> int:
+def remove(name: str, version: str | None, packages: Packages, *, dry_run: bool = False) -> int:
     project = project_name(name)
     if version is not None:
-        version, found = _the_version(roots, project, _version_arg(version))
+        version, found = _the_version(packages, project, _version_arg(version))
     else:
-        found = files_of(roots, project)
+        found = _stored(packages, project)
         if not found:
-            raise UsageError(f"no project {project!r} in {', '.join(roots)}")
+            raise UsageError(f"no project {project!r} in {packages.where}")
     verb = "would remove" if dry_run else "removed"
     failed = []
     for f in found:
         if not dry_run:
             try:
-                if not remove_distribution(f.path):
+                if not packages.storage.remove(f.location):
                     continue
             except OSError as exc:
-                failed.append(f"{f.path}: {exc.strerror or exc}")
+                failed.append(f"{f.location}: {exc.strerror or exc}")
                 continue
-        print(f"{verb} {_shown(f.path)}")
+        print(f"{verb} {_shown(f.location)}")
     if failed:
         raise UsageError("could not remove " + "; ".join(failed))
     if dry_run:
         return 0
-    forget_yanks_of_removed(roots, project, [f.version for f in found], _versions(roots, project))
-    left = _versions(roots, project)
+    left = _versions(packages, project)
+    forget_yanks_of_removed(packages.folders, project, [f.version for f in found], left)
     what = f"{project} {version}" if version else project
     print(f"{what}: {len(found)} file(s) removed", file=sys.stderr)
     if not left:
@@ -230,7 +255,7 @@ def remove(name: str, version: str | None, roots: Sequence[str], *, dry_run: boo
 
 
 # -- yank / unyank (PEP 592) --------------------------------------------------------------------
-def yank(name: str, version: str, roots: Sequence[str], reason: str = "") -> int:
+def yank(name: str, version: str, packages: Packages, reason: str = "") -> int:
     project = project_name(name)
     if not _is_utf8(reason):
         raise UsageError("the reason is not valid UTF-8")
@@ -239,9 +264,9 @@ def yank(name: str, version: str, roots: Sequence[str], reason: str = "") -> int
         raise UsageError(f"the reason is longer than {MAX_REASON} characters")
     if not _one_line(reason):
         raise UsageError("the reason must be one line of text, without control characters")
-    spelled, _found = _the_version(roots, project, _version_arg(version))
+    spelled, _found = _the_version(packages, project, _version_arg(version))
     try:
-        changed = set_yank(roots, project, spelled, reason)
+        changed = set_yank_in(packages.folders, project, spelled, reason)
     except OSError as exc:
         raise UsageError(f"cannot record the yank: {exc.strerror or exc}") from None
     suffix = f" ({reason})" if reason else ""
@@ -252,16 +277,16 @@ def yank(name: str, version: str, roots: Sequence[str], reason: str = "") -> int
     return 0
 
 
-def unyank(name: str, version: str, roots: Sequence[str]) -> int:
+def unyank(name: str, version: str, packages: Packages) -> int:
     project = project_name(name)
     version = _version_arg(version)
-    yanked = load_yanks(roots).get(project, {})
+    yanked = merged_yanks(packages.folders).get(project, {})
     wanted = version_key(version)
     spelled = next((v for v in yanked if version_key(v) == wanted), None)
     if spelled is None:
-        raise UsageError(f"{project} {version} is not yanked in {', '.join(roots)}")
+        raise UsageError(f"{project} {version} is not yanked in {packages.where}")
     try:
-        set_yank(roots, project, spelled, None)
+        set_yank_in(packages.folders, project, spelled, None)
     except OSError as exc:
         raise UsageError(f"cannot record the unyank: {exc.strerror or exc}") from None
     print(f"unyanked {project} {spelled}", file=sys.stderr)
@@ -300,6 +325,16 @@ class Progress:
             self.stream.flush()
 
 
+class Candidate(NamedTuple):
+    """A file for ``check`` to read: its name in the store (for the progress bar), where it is
+    (for messages), and how to describe it as the index would: None, with the problem noted in
+    the list given, when the index could not list it, or lists it otherwise."""
+
+    relpath: str
+    path: str
+    read: Callable[[list[str]], DistFile | None]
+
+
 def check(
     roots: Sequence[str],
     cache_dir: str | None,
@@ -308,36 +343,46 @@ def check(
     out: IO[str] | None = None,
 ) -> int:
     """Read every file and report what the index cannot serve as it should; 1 if anything."""
+    cached, cache_note = _cache_for_check(roots, cache_dir)
+    candidates = []
+    others = []
+    real_roots = [os.path.realpath(r) for r in roots]
+    for index, root in enumerate(roots):
+        for relpath, st in iter_dist_files(root):
+            path = os.path.join(root, *relpath.split("/"))
+            known = cached.get((index, relpath))
+            read = functools.partial(_check_one, root, relpath, st, real_roots, known)
+            candidates.append(Candidate(relpath, path, read))
+        others.extend(_other_files(root))
+    return report_check(candidates, others, cache_note, progress=progress, out=out)
+
+
+def report_check(
+    candidates: Sequence[Candidate],
+    others: Sequence[str],
+    note: str,
+    *,
+    progress: bool | None = None,
+    out: IO[str] | None = None,
+) -> int:
+    """Read the candidates, then report their problems, the duplicates among them (by the
+    rule uploads refuse by) and the ``others`` (not distributions); 1 if anything. ``note``
+    says what the hashes were compared with."""
     out = out or sys.stdout
     err = sys.stderr
     if progress is None:
         progress = err.isatty()
-    cached, cache_note = _cache_for_check(roots, cache_dir)
-    candidates = []
-    others = []
-    for index, root in enumerate(roots):
-        for relpath, st in iter_dist_files(root):
-            candidates.append((index, root, relpath, st))
-        others.extend(_other_files(root))
     problems: list[str] = []
     bar = Progress(len(candidates), err, progress)
     seen: dict[tuple[object, ...], str] = {}
     seen_names: dict[str, str] = {}
     started = time.monotonic()
-    real_roots = [os.path.realpath(r) for r in roots]
-    for index, root, relpath, st in candidates:
-        bar.step(relpath)
-        f, path = _check_one(root, relpath, st, real_roots, problems)
+    for candidate in candidates:
+        bar.step(candidate.relpath)
+        f = candidate.read(problems)
         if f is None:
             continue
-        entry = cached.get((index, relpath))
-        if entry is not None:
-            stamp, sha256 = entry
-            if stamp[:2] == (st.st_size, st.st_mtime_ns) and sha256 != f.sha256:
-                problems.append(
-                    f"hash mismatch {path}: the cache lists sha256 {sha256} for this size and "
-                    f"mtime, the file has {f.sha256} (changed in place, or damaged)"
-                )
+        path = candidate.path
         key = file_key(f.filename) or ("?", f.filename)
         lower = f.filename.lower()
         if lower in seen_names:
@@ -356,8 +401,7 @@ def check(
         print(_shown(line), file=out)
     elapsed = time.monotonic() - started
     print(
-        f"checked {len(candidates)} files in {elapsed:.1f}s ({cache_note}): "
-        f"{len(problems)} problem(s)",
+        f"checked {len(candidates)} files in {elapsed:.1f}s ({note}): {len(problems)} problem(s)",
         file=err,
     )
     return 1 if problems else 0
@@ -383,27 +427,46 @@ def _cache_for_check(
 
 
 def _check_one(
-    root: str, relpath: str, st: FileStat, real_roots: list[str], problems: list[str]
-) -> tuple[DistFile | None, str]:
-    """One file described as the index would (None, with the problem noted, if it cannot)."""
+    root: str,
+    relpath: str,
+    st: FileStat,
+    real_roots: list[str],
+    cached: tuple[tuple[int, int], str] | None,
+    problems: list[str],
+) -> DistFile | None:
+    """One file described as the index would (None, with the problem noted, if it cannot),
+    and compared with the index cache's entry for it."""
     path = os.path.join(root, *relpath.split("/"))
     shown = _shown(path)
     # The index's own rules (indexer.Indexer._checked_path): what it skips is reported.
     if not confined(path, real_roots):
         problems.append(f"skipped by the index {shown}: a link that leaves the directory")
-        return None, path
+        return None
     if not _is_utf8(path):
         problems.append(f"skipped by the index {shown}: the name is not UTF-8")
-        return None, path
+        return None
+    f = read_for_check(path, problems, lambda: describe(root, relpath, st))
+    if f is not None and cached is not None:
+        stamp, sha256 = cached
+        if stamp[:2] == (st.st_size, st.st_mtime_ns) and sha256 != f.sha256:
+            problems.append(
+                f"hash mismatch {path}: the cache lists sha256 {sha256} for this size and "
+                f"mtime, the file has {f.sha256} (changed in place, or damaged)"
+            )
+    return f
+
+
+def read_for_check(path: str, problems: list[str], read: Callable[[], DistFile]) -> DistFile | None:
+    """``read()``, or None with why it failed noted: one odd file must not end the check."""
     try:
-        return describe(root, relpath, st), path
+        return read()
     except InvalidDistFilename as exc:
         problems.append(f"cannot attribute {path}: {exc}")
     except OSError as exc:
         problems.append(f"cannot read {path}: {exc.strerror or exc}")
-    except Exception as exc:  # one odd file must not end the check
+    except Exception as exc:
         problems.append(f"cannot read {path}: {exc!r}")
-    return None, path
+    return None
 
 
 def _shown(path: str) -> str:

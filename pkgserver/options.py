@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -473,8 +474,9 @@ BY_FIELD = {option.field: option for option in OPTIONS}
 
 
 def roots(given: Sequence[str], environ: Mapping[str, str]) -> list[str]:
-    """DIR... as given, else PKGSERVER_ROOTS (separated by os.pathsep), else none."""
+    """DIR... as given, else PKGSERVER_ROOTS (separated by os.pathsep), else none. The colon
+    of an ``s3://`` location separates nothing."""
     if given:
         return list(given)
     text = env_value(ROOTS, environ) or ""
-    return [r for r in text.split(os.pathsep) if r]
+    return [r for r in re.split(re.escape(os.pathsep) + "(?!//)", text) if r]

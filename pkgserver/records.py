@@ -30,7 +30,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from packaging.utils import canonicalize_name
 
@@ -48,10 +48,13 @@ __all__ = [
     "YANKED_FILE",
     "RecordDir",
     "UnsafeRecord",
+    "Upload",
     "UploadLog",
     "Yanks",
     "load_yanks",
+    "merged_yanks",
     "set_yank",
+    "set_yank_in",
 ]
 
 STATE_DIR = ".pkgserver"
@@ -315,8 +318,8 @@ def _yanks_in(records: Records) -> dict[str, dict[str, str]]:
     return out
 
 
-def _merge_yanks(folders: Sequence[Records]) -> dict[str, dict[str, str]]:
-    """Every folder's yanks together (the first root's reason wins when two differ)."""
+def merged_yanks(folders: Sequence[Records]) -> dict[str, dict[str, str]]:
+    """Every folder's yanks together (the first folder's reason wins when two differ)."""
     merged: dict[str, dict[str, str]] = {}
     for records in folders:
         for project, versions in _yanks_in(records).items():
@@ -327,19 +330,23 @@ def _merge_yanks(folders: Sequence[Records]) -> dict[str, dict[str, str]]:
 
 
 def load_yanks(roots: Sequence[str]) -> dict[str, dict[str, str]]:
-    return _merge_yanks([RecordDir(r) for r in roots])
+    return merged_yanks([RecordDir(r) for r in roots])
 
 
 def set_yank(roots: Sequence[str], project: str, version: str, reason: str | None) -> bool:
+    """``set_yank_in`` the records of package directories."""
+    return set_yank_in([RecordDir(r) for r in roots], project, version, reason)
+
+
+def set_yank_in(folders: Sequence[Records], project: str, version: str, reason: str | None) -> bool:
     """Yank (``reason`` a string, maybe empty) or unyank (None) ``project`` ``version``.
 
-    A yank is written to the first root; an unyank removes the entry from every root. Returns
-    whether anything changed. Raises OSError when a record cannot be written.
+    A yank is written to the first folder; an unyank removes the entry from every folder.
+    Returns whether anything changed. Raises OSError when a record cannot be written.
     """
     changed = False
-    targets = roots[:1] if reason is not None else roots
-    for root in targets:
-        records = RecordDir(root)
+    targets = folders[:1] if reason is not None else folders
+    for records in targets:
         if reason is None and records.read(YANKED_FILE) is None:
             continue
         with records.locked():
@@ -376,10 +383,38 @@ class Yanks:
         """The current yanks if the records changed since the last poll, else None."""
         if not self._watch.changed():
             return None
-        return _merge_yanks(self.folders)
+        return merged_yanks(self.folders)
 
 
 # -- who uploaded what --------------------------------------------------------------------------
+class Upload(NamedTuple):
+    """An upload as the log records it (a line of ``uploads.jsonl``)."""
+
+    file: str  # relpath
+    sha256: str
+    user: str  # "" when not known (anonymous)
+    time: float  # seconds since 1970
+
+    def line(self) -> bytes:
+        doc = {"file": self.file, "sha256": self.sha256, "user": self.user or None}
+        return json.dumps({**doc, "time": self.time}, ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Upload | None:
+        """None for a line cut short by a crash, or edited by hand."""
+        try:
+            item = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(item, dict):
+            return None
+        name, digest, user, when = (item.get(k) for k in ("file", "sha256", "user", "time"))
+        if not isinstance(name, str) or not isinstance(digest, str):
+            return None
+        when = when if isinstance(when, (int, float)) and not isinstance(when, bool) else 0
+        return cls(name, digest, user if isinstance(user, str) else "", float(when))
+
+
 class UploadLog:
     """Who uploaded which file: appended to by the server, read for the web pages."""
 
@@ -395,13 +430,10 @@ class UploadLog:
     def record(self, relpath: str, sha256: str, user: str | None) -> None:
         """Append an upload to the first root's log. Never raises: the upload is published
         already, and only its attribution is lost when the log cannot be written."""
-        line = json.dumps(
-            {"file": relpath, "sha256": sha256, "user": user, "time": round(time.time(), 3)},
-            ensure_ascii=False,
-        )
+        line = Upload(relpath, sha256, user or "", round(time.time(), 3)).line()
         records = self.folders[0]
         try:
-            records.append(UPLOADS_FILE, line.encode() + b"\n")
+            records.append(UPLOADS_FILE, line)
         except OSError as exc:
             records.warn_once("uploaders are not recorded", exc)
         with self._lock:
@@ -444,15 +476,9 @@ class UploadLog:
             complete, _, _rest = data.rpartition(b"\n")  # a line being written waits
             self._read_to[index] = (st.st_ino, start + len(complete) + (1 if complete else 0))
             for raw in complete.splitlines():
-                try:
-                    item = json.loads(raw)
-                except (ValueError, RecursionError):
-                    continue  # a line cut short by a crash, or edited by hand
-                if not isinstance(item, dict):
-                    continue
-                name, digest, user = item.get("file"), item.get("sha256"), item.get("user")
-                if isinstance(name, str) and isinstance(digest, str):
-                    entries[name] = (digest, user if isinstance(user, str) else "")
-                    self._origin[name] = index
+                item = Upload.parse(raw)
+                if item is not None:
+                    entries[item.file] = (item.sha256, item.user)
+                    self._origin[item.file] = index
         with self._lock:
             self._entries = entries

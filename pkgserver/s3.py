@@ -29,7 +29,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote
 
@@ -39,10 +39,20 @@ from .errors import UsageError
 from .manage import release_of
 from .metadata import CoreMetadata
 from .publish import FileOps, Spool, TempFile
-from .scan import describe
+from .records import MAX_RECORD_BYTES, UPLOADS_FILE, Upload
+from .scan import describe, entry_from_fields, fields_of
 from .storage import Stored, StoreFull, StoreUnavailable
 
-__all__ = ["Journal", "S3Records", "S3Storage", "listable", "make_client", "parse_location"]
+__all__ = [
+    "Journal",
+    "S3Records",
+    "S3Storage",
+    "S3UploadLog",
+    "describe_object",
+    "listable",
+    "make_client",
+    "parse_location",
+]
 
 log = logging.getLogger(__name__)
 
@@ -319,17 +329,18 @@ class S3Storage:
         return h.hexdigest()
 
     def describe(
-        self, location: str, extra_algos: Sequence[str], sha256: str, meta: CoreMetadata
+        self,
+        location: str,
+        extra_algos: Sequence[str],
+        digests: Mapping[str, str],
+        meta: CoreMetadata,
     ) -> DistFile:
-        if extra_algos:
-            raise OSError("--hash-algo other than sha256 is not supported on an object store yet")
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key(location))
         except Exception as exc:
             raise _as_oserror(exc) from None
-        return describe(
-            self.url, self.relpath(location), _stat_of(head), known_sha256=sha256, known_meta=meta
-        )
+        st, relpath = _stat_of(head), self.relpath(location)
+        return describe(self.url, relpath, st, extra_algos, known_hashes=digests, known_meta=meta)
 
     def files_of(self, project: str, version: str | None = None) -> list[Stored]:
         wanted = version_key(version) if version is not None else None
@@ -678,3 +689,198 @@ def _as_oserror(exc: BaseException) -> OSError:
     if code in _LATER or (status is not None and status >= 500):
         return StoreUnavailable(f"the object store is unavailable ({code or status})")
     return OSError(errno.EIO, f"the object store failed: {exc}")
+
+
+def describe_object(storage: S3Storage, relpath: str, extra_algos: Sequence[str] = ()) -> DistFile:
+    """An object read as the index reads a file (hashes, core metadata), with the version
+    that was read (a listing may be older). Raises InvalidDistFilename or OSError."""
+    name = relpath.rsplit("/", 1)[-1]
+    with tempfile.TemporaryDirectory(dir=storage.spool) as tmp:
+        local = os.path.join(tmp, name)  # named as the object: describe reads the name
+        with open(local, "wb") as out:
+            st = storage.fetch(f"{storage.url}/{relpath}", out)
+        found = describe(tmp, name, os.stat(local), extra_algos)
+    return entry_from_fields(storage.url, relpath, st, fields_of(found))
+
+
+# -- who uploaded what ----------------------------------------------------------------------------
+class S3UploadLog:
+    """Who uploaded which file, kept in the bucket so that every replica shows it (the
+    directories' ``records.UploadLog``; a ``storage.Uploaders``).
+
+    An object store has no append, and a growing object rewritten by every upload would be a
+    read-modify-write race between replicas. So an upload writes an object of its own,
+    ``PREFIX/.pkgserver/uploads/<ms since 1970>-<random>.json`` (one JSON object, as a line of
+    the directories' ``uploads.jsonl``), and every replica reads the new ones at each look at
+    the bucket (``refresh``: one listing of that prefix, then one GET per new upload).
+
+    Bounded: once ``COMPACT_AT`` of them are older than ``SETTLED`` seconds, the replica that
+    sees it folds them into ``PREFIX/.pkgserver/uploads.jsonl`` (a line per file, the newest
+    upload of each), written only if nobody rewrote it since it was read (If-Match), then
+    deletes them. That object names the newest upload it holds (metadata ``through``); a
+    reader skips the objects up to it. Only uploads older than ``SETTLED`` are folded, so that
+    one whose PUT is still on its way, or written by a replica whose clock is behind by less
+    than that, is never skipped. At 100,000 uploads a look costs one or two listings of at
+    most ``COMPACT_AT`` keys and the 13 MB or so of ``uploads.jsonl`` are read once per
+    compaction; of a larger one, the newest 16 MB are read, as on a directory. A directory's
+    own ``.pkgserver/uploads.jsonl``, copied into the bucket, is read the same way.
+    """
+
+    COMPACT_AT = 1000
+    SETTLED = 600.0  # seconds
+    LIMIT = MAX_RECORD_BYTES
+
+    def __init__(self, url: str, client: Any = None) -> None:
+        self.bucket, prefix = parse_location(url)
+        base = f"{prefix}/.pkgserver" if prefix else ".pkgserver"
+        self.compacted_key = f"{base}/{UPLOADS_FILE}"
+        self.prefix = f"{base}/uploads/"
+        self.client = client if client is not None else S3Storage(url).client
+        self._lock = threading.Lock()  # one refresh at a time
+        self._compacted: dict[str, Upload] = {}  # relpath -> the newest upload folded
+        self._compacted_etag: str | None = None
+        self._through = ""  # the name of the newest upload folded
+        self._single: dict[str, Upload | None] = {}  # name -> what it records (None: junk)
+        self._unsaved: dict[str, Upload] = {}  # recorded here, not written
+        self._entries: dict[str, Upload] = {}  # what uploader() reads; replaced whole
+        self._warned: set[str] = set()
+
+    def record(self, relpath: str, sha256: str, user: str | None) -> None:
+        upload = Upload(relpath, sha256, user or "", round(time.time(), 3))
+        name = f"{int(upload.time * 1000):013d}-{secrets.token_hex(4)}.json"
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=upload.line())
+        except Exception as exc:
+            self._warn("uploaders are not recorded", exc)
+            with self._lock:
+                self._unsaved[relpath] = upload
+        with self._lock:
+            self._entries = {**self._entries, relpath: upload}
+
+    def uploader(self, relpath: str, sha256: str) -> str | None:
+        found = self._entries.get(relpath)
+        if found is None or found.sha256 != sha256 or not found.user:
+            return None
+        return found.user
+
+    def refresh(self) -> None:
+        """Read the uploads recorded since the last look, by any replica, and fold the old
+        ones when there are many. Never raises: what cannot be read now is read next time."""
+        with self._lock:
+            try:
+                self._refresh()
+            except Exception as exc:
+                self._warn("uploaders recorded since are not shown", exc)
+                return
+        self._warned.clear()
+
+    def _refresh(self) -> None:
+        compacted_etag, names = self._listing()
+        changed = compacted_etag != self._compacted_etag
+        if changed:
+            self._read_compacted()
+        names = [n for n in names if n > self._through]
+        for name in names:
+            if name not in self._single:
+                self._single[name] = self._read_one(name)
+                changed = True
+        for name in set(self._single) - set(names):  # folded, here or by another replica
+            del self._single[name]
+            changed = True
+        if changed:
+            entries = dict(self._compacted)
+            for name in sorted(self._single):
+                single = self._single[name]
+                if single is not None:
+                    entries[single.file] = single
+            self._entries = {**entries, **self._unsaved}
+        self._maybe_compact(sorted(self._single))
+
+    def _listing(self) -> tuple[str | None, list[str]]:
+        """The ETag of uploads.jsonl (None: there is none), and the names of the uploads."""
+        etag, names = None, []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix.rstrip("/")
+        )
+        for page in pages:
+            for item in page.get("Contents", ()):
+                key = item["Key"]
+                if key == self.compacted_key:
+                    etag = str(item.get("ETag", "")).strip('"')
+                elif key.startswith(self.prefix) and key.endswith(".json"):
+                    names.append(key[len(self.prefix) :])
+        return etag, names
+
+    def _read_compacted(self) -> None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.compacted_key)
+        except Exception as exc:
+            if _status(exc) != 404:
+                raise
+            self._compacted, self._compacted_etag, self._through = {}, None, ""
+            return
+        # Of a larger one, the newest part (its lines are in the order they were written).
+        large = int(head.get("ContentLength", 0)) > self.LIMIT
+        window = {"Range": f"bytes=-{self.LIMIT}"} if large else {}
+        got = self.client.get_object(Bucket=self.bucket, Key=self.compacted_key, **window)
+        data = got["Body"].read(self.LIMIT + 1)
+        if large:
+            data = data.partition(b"\n")[2]  # began mid-line
+        compacted = {}
+        for raw in data.splitlines():
+            upload = Upload.parse(raw)
+            if upload is not None:
+                compacted[upload.file] = upload
+        self._compacted = compacted
+        self._compacted_etag = str(got.get("ETag", "")).strip('"')
+        self._through = str(got.get("Metadata", {}).get("through", ""))
+
+    def _read_one(self, name: str) -> Upload | None:
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)
+        except Exception as exc:
+            if _status(exc) == 404:
+                return None  # folded meanwhile: the next look reads uploads.jsonl again
+            raise
+        return Upload.parse(got["Body"].read(64 * 1024))
+
+    def _maybe_compact(self, names: list[str]) -> None:
+        settled = f"{int((time.time() - self.SETTLED) * 1000):013d}"
+        old = [n for n in names if n < settled]
+        if len(old) < self.COMPACT_AT:
+            return
+        folded = dict(self._compacted)
+        for name in old:
+            single = self._single[name]
+            if single is not None:
+                folded[single.file] = single
+        if self._compacted_etag is None:
+            condition = {"IfNoneMatch": "*"}
+        else:
+            condition = {"IfMatch": self._compacted_etag}  # (Ceph: without the quotes)
+        try:
+            put = self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.compacted_key,
+                Body=b"".join(upload.line() for upload in folded.values()),
+                Metadata={"through": old[-1]},
+                **condition,
+            )
+        except Exception as exc:
+            if _status(exc) in (409, 412, 500, 503):
+                return  # another replica folded them first (Ceph: some losers get 500)
+            raise
+        self._compacted, self._through = folded, old[-1]
+        self._compacted_etag = str(put.get("ETag", "")).strip('"') or None
+        for start in range(0, len(old), 1000):  # DeleteObjects takes 1,000 keys at most
+            batch = [{"Key": self.prefix + n} for n in old[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        for name in old:
+            del self._single[name]
+        log.info("folded %d upload records into %s", len(old), self.compacted_key)
+
+    def _warn(self, consequence: str, exc: BaseException) -> None:
+        problem = f"s3://{self.bucket}/{self.prefix}: {exc}"
+        if problem not in self._warned:
+            self._warned.add(problem)
+            log.warning("%s; %s", problem, consequence)

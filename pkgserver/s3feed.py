@@ -19,24 +19,24 @@ and every other replica, and every later start, takes them from there.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import IO, Literal
 
 from .catalog import Catalog, DistFile, FileStat
-from .distfile import InvalidDistFilename, parse_dist_filename
-from .s3 import S3Storage, _as_oserror, _stat_of, _status, listable
-from .scan import describe, entry_from_fields, fields_of
+from .distfile import InvalidDistFilename, dist_extension, parse_dist_filename
+from .manage import Candidate, read_for_check, report_check
+from .s3 import S3Storage, _as_oserror, _stat_of, _status, describe_object, listable
+from .scan import entry_from_fields, fields_of
 
-__all__ = ["IndexSnapshot", "S3Feed"]
+__all__ = ["IndexSnapshot", "S3Feed", "check_bucket"]
 
 log = logging.getLogger(__name__)
 
@@ -95,30 +95,57 @@ class IndexSnapshot:
         except Exception as exc:
             raise _as_oserror(exc) from None
 
-    def load(self) -> tuple[list[DistFile], float] | None:
-        """The files of the stored snapshot and when it was written (epoch seconds), or None
-        when there is none or it cannot be read (then the bucket is listed instead)."""
+    def load(
+        self, extra_algos: Sequence[str] = ()
+    ) -> tuple[list[DistFile], list[tuple[str, FileStat, str]], float] | None:
+        """The files of the stored snapshot, those it describes without a hash this replica
+        links (--hash-algo; as (relpath, version, project), to be read again), and when it
+        was written (epoch seconds); None when there is none or it cannot be read (then the
+        bucket is listed instead)."""
         s = self.storage
+        files, lacking = [], []
         try:
             got = s.client.get_object(Bucket=s.bucket, Key=self.key)
             with gzip.GzipFile(fileobj=got["Body"]) as gz:
                 raw = gz.read(self.LIMIT + 1)
             if len(raw) > self.LIMIT:
                 raise ValueError(f"larger than {self.LIMIT} bytes")
-            doc = json.loads(raw)
-            files = []
-            for row in doc["files"]:
+            for row in json.loads(raw)["files"]:
                 relpath, size, mtime_ns, ino, *fields = row
                 if not listable(str(relpath)):
                     continue
-                fields[4] = tuple(tuple(pair) for pair in fields[4])  # extra hashes
                 st = FileStat(int(size), int(mtime_ns), int(ino))
-                files.append(entry_from_fields(s.url, str(relpath), st, tuple(fields)))
+                f = entry_of(s.url, str(relpath), st, fields, extra_algos)
+                if f is not None:
+                    files.append(f)
+                else:
+                    lacking.append((str(relpath), st, str(fields[0])))
         except Exception as exc:
             if _status(exc) != 404:
                 log.warning("cannot read the index snapshot %s: %s", self.key, exc)
             return None
-        return files, got["LastModified"].timestamp()
+        return files, lacking, got["LastModified"].timestamp()
+
+
+def entry_of(
+    url: str, relpath: str, st: FileStat, fields: object, extra_algos: Sequence[str]
+) -> DistFile | None:
+    """A catalog entry from stored fields (a description's or a snapshot row's), with the
+    extra hashes this replica links; None when the fields are not of the right shape or lack
+    one of those hashes (the object is then read again)."""
+    if not isinstance(fields, list) or len(fields) != 9:
+        return None
+    try:
+        known = dict(tuple(pair) for pair in fields[4])
+    except (TypeError, ValueError):
+        return None
+    if any(a not in known for a in extra_algos):
+        return None
+    fields = [*fields[:4], tuple((a, known[a]) for a in extra_algos), *fields[5:]]
+    try:
+        return entry_from_fields(url, relpath, st, tuple(fields))
+    except (TypeError, ValueError):
+        return None
 
 
 class S3Feed:
@@ -134,12 +161,16 @@ class S3Feed:
         max_file_size: int = 1024**3,
         on_tick: Callable[[], None] | None = None,
         on_records: Callable[[set[str]], None] | None = None,
+        on_files: Callable[[], None] | None = None,
+        extra_algos: Sequence[str] = (),
         poll: float = POLL,
     ) -> None:
         self.storage, self.catalog = storage, catalog
         self.interval, self.on_claim, self.max_file_size = interval, on_claim, max_file_size
         self.on_tick = on_tick  # after each reconcile (the service reloads the yanks)
         self.on_records = on_records  # records another replica changed (by name)
+        self.on_files = on_files  # files another replica published or removed (uploaders)
+        self.extra_algos = tuple(extra_algos)  # --hash-algo: hashed with the sha256
         self.poll = poll
         self.journal = storage.journal
         self.snapshot = IndexSnapshot(storage)
@@ -159,10 +190,15 @@ class S3Feed:
     # -- ChangeFeed ------------------------------------------------------------------------------
     def start(self) -> None:
         began = time.monotonic()
-        loaded = self.snapshot.load()
+        loaded = self.snapshot.load(self.extra_algos)
         if loaded is not None:
-            files, written = loaded
-            self._claim(files)
+            files, lacking, written = loaded
+            if self.on_claim is not None:
+                self.on_claim({f.project for f in files} | {p for _, _, p in lacking})
+            # Described without a hash this replica links (written by a replica with another
+            # --hash-algo): read again, before listening, as without a snapshot.
+            learnt = self._pool.map(lambda t: self._learn(t[0], t[1]), lacking)
+            files += [f for f in learnt if f is not None]
             self.catalog.apply(files)
             # The notices written since (a minute's margin for clocks), then the listing at
             # once in the background, for what the journal does not know.
@@ -244,6 +280,8 @@ class S3Feed:
                     upserts.append(found)
             if upserts or removals:
                 self.catalog.apply(upserts, removals)
+            if self.on_files is not None:
+                self.on_files()
 
     def _look(self, relpath: str) -> DistFile | Literal[False] | None:
         """The object's entry now: None when it is gone, False when it is not to be listed
@@ -365,12 +403,6 @@ class S3Feed:
         self.snapshot.save(files, digest)
         log.info("index snapshot of %d files stored in %.1fs", len(files), time.monotonic() - began)
 
-    def _claim(self, files: Iterable[DistFile]) -> None:
-        if self.on_claim is not None:
-            names = {f.project for f in files}
-            if names:
-                self.on_claim(names)
-
     # -- descriptions ----------------------------------------------------------------------------
     def _learn(self, relpath: str, st: FileStat, stored: set[str] | None = None) -> DistFile | None:
         if st.st_size == 0 or st.st_size > self.max_file_size:
@@ -403,30 +435,18 @@ class S3Feed:
             return None
         if not isinstance(doc, dict) or doc.get("stamp") != list(st):
             return None  # of another version of the object
-        fields = doc.get("fields")
-        if not isinstance(fields, list) or len(fields) != 9:
-            return None
-        fields[4] = tuple(tuple(pair) for pair in fields[4])  # extra hashes
-        return entry_from_fields(storage.url, relpath, st, tuple(fields))
+        return entry_of(storage.url, relpath, st, doc.get("fields"), self.extra_algos)
 
     def _describe(self, relpath: str, st: FileStat) -> DistFile | None:
-        """Read the object once: its hashes and metadata, then stored beside it."""
-        storage = self.storage
-        name = relpath.rsplit("/", 1)[-1]
-        with tempfile.TemporaryDirectory(dir=storage.spool) as tmp:
-            local = os.path.join(tmp, name)  # named as the object: describe reads the name
-            try:
-                with open(local, "wb") as out:
-                    got = storage.fetch(f"{storage.url}/{relpath}", out)
-                found = describe(tmp, name, os.stat(local))
-            except (InvalidDistFilename, OSError) as exc:
-                log.warning("cannot read %s: %s", relpath, exc)
-                return None
-        if tuple(got) != tuple(st):
-            st = got  # rewritten since it was listed: describe what was read
+        """Read the object once: its hashes and metadata, then stored beside it (with the
+        version that was read, which may be newer than the one listed)."""
+        try:
+            f = describe_object(self.storage, relpath, self.extra_algos)
+        except (InvalidDistFilename, OSError) as exc:
+            log.warning("cannot read %s: %s", relpath, exc)
+            return None
         with self._count_lock:
             self.described += 1
-        f = entry_from_fields(storage.url, relpath, st, fields_of(found))
         self._store_description(f)
         return f
 
@@ -446,3 +466,38 @@ class S3Feed:
 def _same(listed: DistFile | None, st: FileStat) -> bool:
     """Whether the catalog's entry is of this version of the object (size, second, ETag)."""
     return listed is not None and listed.matches(st) and listed.ino == st.st_ino
+
+
+# -- pkgserver check s3://... ---------------------------------------------------------------------
+def check_bucket(
+    storage: S3Storage, *, progress: bool | None = None, out: IO[str] | None = None
+) -> int:
+    """``pkgserver check`` of a bucket: every object read as a replica reads it, and compared
+    with the description stored beside it (which every replica serves instead of reading it)."""
+    feed = S3Feed(storage, Catalog())  # (only for reading the stored descriptions)
+    candidates, others = [], []
+    for relpath, _item in storage.listing():
+        location = f"{storage.url}/{relpath}"
+        if dist_extension(relpath.rsplit("/", 1)[-1]) is None:
+            others.append(location)
+            continue
+        read = functools.partial(_check_object, feed, relpath)
+        candidates.append(Candidate(relpath, location, read))
+    note = "compared with the descriptions stored in the bucket"
+    return report_check(candidates, others, note, progress=progress, out=out)
+
+
+def _check_object(feed: S3Feed, relpath: str, problems: list[str]) -> DistFile | None:
+    storage = feed.storage
+    location = f"{storage.url}/{relpath}"
+    f = read_for_check(location, problems, lambda: describe_object(storage, relpath))
+    if f is None:
+        return None
+    stored = feed._stored_description(relpath, FileStat(f.size, f.mtime_ns, f.ino))
+    if stored is not None and stored.sha256 != f.sha256:
+        problems.append(
+            f"hash mismatch {location}: the description stored in the bucket lists sha256 "
+            f"{stored.sha256} for this version of the object, which has {f.sha256} (every "
+            "replica serves the description: remove it, or the object, to have it read again)"
+        )
+    return f

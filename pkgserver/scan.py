@@ -20,7 +20,7 @@ import stat
 import sys
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from .catalog import DistFile, FileStat
@@ -126,20 +126,24 @@ def describe(
     st: os.stat_result | FileStat,
     extra_algos: Sequence[str] = (),
     *,
-    known_sha256: str | None = None,
+    known_hashes: Mapping[str, str] | None = None,
     known_meta: CoreMetadata | None = None,
 ) -> DistFile:
     """Hash and read the file once; raises InvalidDistFilename or OSError.
 
-    An upload passes what it computed while receiving the file, so it is not read twice.
+    An upload passes what it computed while receiving the file (``known_hashes``: sha256 and
+    each of ``extra_algos``), so it is not read twice.
     """
     filename = relpath.rsplit("/", 1)[-1]
     info = parse_dist_filename(filename)
     path = os.path.join(root, *relpath.split("/"))
+    known = known_hashes or {}
+    if not all(a in known for a in ("sha256", *extra_algos)):
+        known = {}
     sha = hashlib.sha256()
     extras = [hashlib.new(a) for a in extra_algos]
     data: bytes | None = None
-    if known_sha256 is None or extras:
+    if not known:
         data = _hash_file(path, st.st_size, [sha, *extras])
     requires_python = summary = display_name = metadata_sha256 = None
     meta: CoreMetadata | None = known_meta
@@ -175,8 +179,8 @@ def describe(
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
         ino=st.st_ino,
-        sha256=known_sha256 if known_sha256 and not extras else sha.hexdigest(),
-        extra_hashes=tuple((a, h.hexdigest()) for a, h in zip(extra_algos, extras)),
+        sha256=known.get("sha256") or sha.hexdigest(),
+        extra_hashes=tuple((a, known.get(a) or h.hexdigest()) for a, h in zip(extra_algos, extras)),
         requires_python=requires_python,
         metadata_sha256=metadata_sha256,
         summary=summary,

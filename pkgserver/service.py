@@ -7,8 +7,10 @@ Who tells whom (each a plain callback, set here and nowhere else):
     indexer   on_claim        -> hosted.add         a name seen on disk, even unreadable
               (the indexer is the directory's ChangeFeed, see storage.py)
     indexer   on_tick         -> reload_yanks       yanks edited on disk reach the catalog
-    s3feed    on_tick         -> bucket_listed      (a bucket) yanks and hosted names re-read
+    s3feed    on_tick         -> bucket_listed      (a bucket) yanks, hosted names, uploaders
+                                                    re-read after each listing
               on_records      -> records_changed    another replica changed a record
+              on_files        -> upload_log.refresh another replica published or removed files
     indexer   on_scan/on_hash -> observer           scan and hash durations (metrics)
     app       on_stale        -> indexer.recheck    a download found its file changed
     app       on_published    -> indexer.remember   an upload goes into the index cache
@@ -39,7 +41,7 @@ from .publish import sweep_temp_files
 from .records import HOSTED_FILE, YANKED_FILE, UploadLog, Yanks
 from .scan import MetadataStore
 from .server import make_server, serve, stop
-from .storage import ChangeFeed, DirectoryStorage, Records, Storage
+from .storage import ChangeFeed, DirectoryStorage, Records, Storage, Uploaders
 
 __all__ = ["Service", "listening"]
 
@@ -59,6 +61,7 @@ class Service:
         bucket = settings.roots[0].startswith("s3://")
         # Where records live: the bucket's (S3Records), else each root's .pkgserver folder.
         records = self._object_store() if bucket else self._directories()
+        self.records = records
         # A bucket's hosted names are re-read when the journal says they changed and after
         # each listing (records_changed, bucket_listed), never on a request's thread: a store
         # that is away must not hold up answers served from memory.
@@ -72,15 +75,17 @@ class Service:
         self.feed: ChangeFeed = self._bucket_feed() if bucket else self._indexer()
 
     def _object_store(self) -> list[Records] | None:
-        """s3://bucket/prefix: files, records and descriptions in the bucket; the bucket's
-        listing is the change feed (see s3.py). Uploaders are not recorded there yet."""
-        from .s3 import S3Records, S3Storage
+        """s3://bucket/prefix: files, records, descriptions and uploaders in the bucket; the
+        bucket's listing is the change feed (see s3.py)."""
+        from .s3 import S3Records, S3Storage, S3UploadLog
 
         url, cache_dir = self.settings.roots[0], self.settings.cache_dir
         storage = S3Storage(url, spool_base=os.path.join(cache_dir, "spool") if cache_dir else None)
         self.closing.append(storage.close)  # its spool folder, once nothing uses it
         self.storage: Storage = storage
-        self.upload_log: UploadLog | None = None
+        uploads = S3UploadLog(url, client=storage.client)
+        uploads.refresh()  # then after each look at the bucket
+        self.upload_log: Uploaders | None = uploads
         return [S3Records(url, client=storage.client)]
 
     def _directories(self) -> list[Records] | None:
@@ -92,11 +97,12 @@ class Service:
         return None
 
     def _bucket_feed(self) -> ChangeFeed:
-        from .s3 import S3Storage
+        from .s3 import S3Storage, S3UploadLog
         from .s3feed import S3Feed
 
-        assert isinstance(self.storage, S3Storage)
+        assert isinstance(self.storage, S3Storage) and isinstance(self.upload_log, S3UploadLog)
         settings = self.settings
+        uploads = self.upload_log
         return S3Feed(
             self.storage,
             self.catalog,
@@ -105,12 +111,13 @@ class Service:
             max_file_size=settings.file_size_limit,
             on_tick=self.bucket_listed,
             on_records=self.records_changed,
+            on_files=uploads.refresh,
+            extra_algos=settings.extra_algos,
         )
 
     def _indexer(self) -> ChangeFeed:
         """The directories' change feed: inotify and rescans, with the index cache."""
         settings = self.settings
-        algo = settings.hash_algo
         cache_dir = settings.cache_dir
         indexer = Indexer(
             settings.roots,
@@ -118,7 +125,7 @@ class Service:
             cache=DescriptionCache.open(cache_dir, settings.roots) if cache_dir else None,
             rescan_interval=settings.rescan_interval,
             watch=settings.watch,
-            extra_algos=[algo] if algo and algo != "sha256" else [],
+            extra_algos=settings.extra_algos,
             on_tick=self.reload_yanks,
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,
@@ -133,8 +140,13 @@ class Service:
             self.catalog.set_yanks(found)
 
     def bucket_listed(self) -> None:
+        """After each listing of a bucket: what other replicas recorded there."""
         self.reload_yanks()
         self.hosted.reload()
+        from .s3 import S3UploadLog
+
+        if isinstance(self.upload_log, S3UploadLog):
+            self.upload_log.refresh()
 
     def records_changed(self, names: set[str]) -> None:
         """Another replica rewrote these records (told through the bucket's journal)."""
@@ -191,6 +203,7 @@ class Service:
             on_published=self.feed.remember,
             hosted=self.hosted,
             upload_log=self.upload_log,
+            records=self.records,
             observer=self.observer,
             ready=self.feed.ready,
             storage=self.storage,

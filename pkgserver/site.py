@@ -36,8 +36,8 @@ from .errors import (
 from .hosted import HostedNames
 from .metadata import CoreMetadata
 from .observe import Observer
-from .records import UploadLog
 from .scan import MetadataStore
+from .storage import Uploaders
 from .upload import Uploads
 
 __all__ = ["Claimed", "Site"]
@@ -69,7 +69,7 @@ class Site:
         observer: Observer,
         on_stale: Callable[[str], None] | None = None,
         hosted: HostedNames | None = None,
-        upload_log: UploadLog | None = None,
+        upload_log: Uploaders | None = None,
         ready: Callable[[], str | None] | None = None,
     ) -> None:
         self.settings = settings

@@ -13,6 +13,8 @@ Three parts, each a Protocol with the package directories as its first implement
   ``Indexer`` (inotify and rescans, indexer.py).
 - ``Records``: small named records kept beside the files (yanks, upload log, hosted names).
   For a directory, a ``records.RecordDir`` per root (the ``.pkgserver/`` folder).
+- ``Uploaders``: who uploaded which file. For a directory, ``records.UploadLog`` (a file
+  appended to); a bucket has no append and keeps an object per upload (``s3.S3UploadLog``).
 
 The rules of what is listed and what counts as the same file are in none of them: they are in
 distfile.py and the catalog.
@@ -25,7 +27,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import BinaryIO, NamedTuple, Protocol
 
 from .catalog import DistFile, FileStat
@@ -42,6 +44,7 @@ __all__ = [
     "StoreFull",
     "StoreUnavailable",
     "Stored",
+    "Uploaders",
 ]
 
 
@@ -125,9 +128,14 @@ class Storage(Protocol):
         ...
 
     def describe(
-        self, location: str, extra_algos: Sequence[str], sha256: str, meta: CoreMetadata
+        self,
+        location: str,
+        extra_algos: Sequence[str],
+        digests: Mapping[str, str],
+        meta: CoreMetadata,
     ) -> DistFile:
-        """The catalog entry of a file just published (hash and metadata already known)."""
+        """The catalog entry of a file just published, its hashes (sha256 and each of
+        ``extra_algos``, for --hash-algo) and metadata known already: it is not read again."""
         ...
 
     def files_of(self, project: str, version: str | None = None) -> list[Stored]:
@@ -203,6 +211,19 @@ class Records(Protocol):
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """Held while a record is read, changed and written back."""
+        ...
+
+
+class Uploaders(Protocol):
+    """Who uploaded which file, recorded by the upload, shown on the project pages."""
+
+    def record(self, relpath: str, sha256: str, user: str | None) -> None:
+        """Note an upload. Never raises: the file is published already, and only its
+        attribution is lost when the record cannot be written."""
+        ...
+
+    def uploader(self, relpath: str, sha256: str) -> str | None:
+        """The user who uploaded the file with these bytes, if known."""
         ...
 
 
@@ -287,11 +308,15 @@ class DirectoryStorage:
         return location[len(self._root_of(location)) + 1 :].replace(os.sep, "/")
 
     def describe(
-        self, location: str, extra_algos: Sequence[str], sha256: str, meta: CoreMetadata
+        self,
+        location: str,
+        extra_algos: Sequence[str],
+        digests: Mapping[str, str],
+        meta: CoreMetadata,
     ) -> DistFile:
         root, relpath = self._root_of(location), self.relpath(location)
         st = os.stat(location)
-        return describe(root, relpath, st, extra_algos, known_sha256=sha256, known_meta=meta)
+        return describe(root, relpath, st, extra_algos, known_hashes=digests, known_meta=meta)
 
     def files_of(self, project: str, version: str | None = None) -> list[Stored]:
         return [

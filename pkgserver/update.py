@@ -4,7 +4,9 @@ pypiserver's ``update`` (``-U`` in 1.x), for a migrating admin's habits and scri
 project in the package directories, the newest version here is compared with the upstream's
 (PyPI's by default, read through its Simple API as PEP 691 JSON, HTML accepted); a newer
 release is printed as the ``pip download`` command that fetches it into the directory, and
-``-x`` runs those commands. Pre-releases count only with ``-u``; yanked releases never do.
+``-x`` runs those commands. Pre-releases count only with ``-u``; yanked releases never do. On a
+bucket, pip downloads into ``-d`` (default: the current folder), and ``-x`` then puts the new
+files into the bucket beside the project's newest one, create-only, through its Storage.
 
 The upstream's answers are untrusted input: bounded in size and time, parsed defensively.
 """
@@ -15,6 +17,7 @@ import argparse
 import html.parser
 import json
 import os
+import posixpath
 import shlex
 import shutil
 import subprocess
@@ -22,7 +25,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urljoin
 
 from packaging.version import InvalidVersion, Version
@@ -30,6 +34,10 @@ from packaging.version import InvalidVersion, Version
 from .distfile import InvalidDistFilename, normalize, parse_dist_filename
 from .errors import UsageError
 from .scan import iter_dist_files
+
+if TYPE_CHECKING:
+    from .s3 import S3Storage
+    from .storage import Storage
 
 __all__ = ["add_arguments", "update"]
 
@@ -84,17 +92,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", action="version", version=f"pkgserver {__version__}")
 
 
-def update(ns: argparse.Namespace, roots: Sequence[str]) -> int:
+def update(ns: argparse.Namespace, roots: Sequence[str], *, bucket: S3Storage | None = None) -> int:
+    """For the package directories ``roots``, or ``bucket`` (the location in ``roots``)."""
     index = ns.index_url or os.environ.get("PKGSERVER_FALLBACK_URL") or DEFAULT_INDEX
     if not index.startswith(("http://", "https://")):
         raise UsageError(f"--index-url {index!r} is not an http(s) URL")
     index = index if index.endswith("/") else index + "/"
     ignored = _ignorelist(ns.ignorelist)
-    newest = _newest_here(roots, ignored)
+    if bucket is None:
+        found = [
+            (relpath, os.path.dirname(os.path.join(root, *relpath.split("/"))))
+            for root in roots
+            for relpath, _st in iter_dist_files(root)
+        ]
+    else:
+        found = [(r, posixpath.dirname(f"{bucket.url}/{r}")) for r, _item in bucket.listing()]
+    newest = _newest_here(found, ignored)
     # pypiserver's report: "checking N packages", a character per project (u: an update,
     # .: none, e: the upstream could not be read), then the commands.
     print(f"checking {len(newest)} packages for newer version")
-    commands: list[tuple[str, list[str]]] = []
+    commands: list[tuple[str, list[str], str]] = []  # (comment, pip's arguments, folder)
     failures = 0
     unknown: list[str] = []
     private: list[str] = []
@@ -121,7 +138,8 @@ def update(ns: argparse.Namespace, roots: Sequence[str]) -> int:
             mark = "." if not candidates else "u"
             if candidates:
                 best = max(candidates)
-                dest = os.path.abspath(ns.download_directory or folder)
+                here_too = folder if bucket is None else "."  # (a bucket: then put there)
+                dest = os.path.abspath(ns.download_directory or here_too)
                 args = [
                     "-q",
                     "download",
@@ -132,7 +150,7 @@ def update(ns: argparse.Namespace, roots: Sequence[str]) -> int:
                     dest,
                     f"{project}=={best}",
                 ]
-                commands.append((f"# update {project} from {here} to {best}", args))
+                commands.append((f"# update {project} from {here} to {best}", args, folder))
         print(mark, end="\n" if n % 40 == 0 else "", flush=True)
     print()
     if unknown:
@@ -142,35 +160,69 @@ def update(ns: argparse.Namespace, roots: Sequence[str]) -> int:
             f"skipped (the version here is not on {index}: private projects, never "
             f"updated from it): {', '.join(private)}"
         )
-    for comment, args in commands:
+    for comment, args, _folder in commands:
         print(comment)
         print(shlex.join(["pip", *args]))
     if ns.execute:
-        pip = [found] if (found := shutil.which("pip")) else [sys.executable, "-m", "pip"]
-        for _, args in commands:
+        pip = [path] if (path := shutil.which("pip")) else [sys.executable, "-m", "pip"]
+        for _, args, folder in commands:
             if subprocess.run([*pip, *args]).returncode != 0:
                 failures += 1
+            elif bucket is not None:
+                failures += _put_release(bucket, args[-2], args[-1], folder)
     if not newest:
         print(f"no projects found in {', '.join(roots)}", file=sys.stderr)
     return 1 if failures else 0
 
 
-def _newest_here(roots: Sequence[str], ignored: set[str]) -> dict[str, tuple[Version, str]]:
-    """Project -> (the newest version here, the folder of its file)."""
+def _newest_here(
+    found: Iterable[tuple[str, str]], ignored: set[str]
+) -> dict[str, tuple[Version, str]]:
+    """Project -> (the newest version here, the folder of its file), of the files found
+    (relpath, its folder)."""
     newest: dict[str, tuple[Version, str]] = {}
-    for root in roots:
-        for relpath, _st in iter_dist_files(root):
-            try:
-                info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
-                version = Version(info.version)
-            except (InvalidDistFilename, InvalidVersion):
-                continue
-            if info.project in ignored:
-                continue
-            folder = os.path.dirname(os.path.join(root, *relpath.split("/")))
-            if info.project not in newest or version > newest[info.project][0]:
-                newest[info.project] = (version, folder)
+    for relpath, folder in found:
+        try:
+            info = parse_dist_filename(relpath.rsplit("/", 1)[-1])
+            version = Version(info.version)
+        except (InvalidDistFilename, InvalidVersion):
+            continue
+        if info.project in ignored:
+            continue
+        if info.project not in newest or version > newest[info.project][0]:
+            newest[info.project] = (version, folder)
     return newest
+
+
+def _put_release(storage: Storage, dest: str, wanted: str, folder: str) -> int:
+    """Put the files pip downloaded into ``dest`` for ``wanted`` (``project==version``) into
+    ``folder`` of the storage, create-only, as an upload publishes; the number that failed."""
+    project, _, version = wanted.partition("==")
+    failures = 0
+    for name in sorted(os.listdir(dest)):
+        try:
+            info = parse_dist_filename(name)
+            if info.project != project or Version(info.version) != Version(version):
+                continue
+        except (InvalidDistFilename, InvalidVersion):
+            continue
+        location = f"{folder}/{name}"
+        path = os.path.join(dest, name)
+        staged = storage.stage(os.path.getsize(path))
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1024 * 1024):
+                    staged.write(chunk)
+            staged.finish()
+            created = storage.create(staged, location)
+        except OSError as exc:
+            print(f"# cannot put {name} into {folder}: {exc.strerror or exc}", file=sys.stderr)
+            failures += 1
+            continue
+        finally:
+            staged.discard()
+        print(f"# put {location}" if created else f"# {location} is there already")
+    return failures
 
 
 def _ignorelist(path: str | None) -> set[str]:

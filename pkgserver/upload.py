@@ -9,6 +9,7 @@ the temporary file, so the directory is exactly as it was and a retry can succee
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import hmac
 import logging
@@ -54,9 +55,9 @@ from .multipart import (
     parse_urlencoded,
 )
 from .publish import FileOps, TempFile, TooLargeError
-from .records import UploadLog
+from .records import RecordDir
 from .scan import read_core_metadata
-from .storage import DirectoryStorage, Storage, StoreFull, StoreUnavailable
+from .storage import DirectoryStorage, Records, Storage, StoreFull, StoreUnavailable, Uploaders
 
 __all__ = ["InsufficientStorage", "Uploads"]
 
@@ -104,11 +105,14 @@ class Uploads:
         ops: FileOps | None = None,
         storage: Storage | None = None,
         on_published: Callable[[DistFile], None] | None = None,
-        upload_log: UploadLog | None = None,
+        upload_log: Uploaders | None = None,
+        records: Sequence[Records] | None = None,
     ) -> None:
         self.on_published = on_published
         self.upload_log = upload_log  # who uploaded what, for the web pages
         self.roots = list(roots)
+        # Where the yanks are (a removal forgets them): each root's, unless given (a bucket's).
+        self.records = list(records) if records is not None else [RecordDir(r) for r in roots]
         self.catalog = catalog
         self.overwrite = overwrite
         self.max_size = max_size
@@ -237,6 +241,9 @@ class Uploads:
             content.finish()
         except OSError as exc:
             raise _storage_error(exc) from None
+        for algo in self.extra_algos:  # --hash-algo: hashed here, not read back once stored
+            if algo not in digests:
+                digests[algo] = _file_digest(content.path, functools.partial(hashlib.new, algo))
         meta = self._check_archive(content.path, filename, info.kind, info.project, info.version)
         signature = form.blobs.get("gpg_signature")
         if signature is None and form.get("gpg_signature"):
@@ -437,7 +444,7 @@ class Uploads:
         if self.upload_log is not None:
             self.upload_log.record(relpath, digests["sha256"], user)
         try:
-            described = self.storage.describe(path, self.extra_algos, digests["sha256"], meta)
+            described = self.storage.describe(path, self.extra_algos, digests, meta)
         except (OSError, InvalidDistFilename) as exc:
             log.warning("published %s but could not list it yet: %s", relpath, exc)
             self.catalog.apply([], gone)
@@ -483,7 +490,7 @@ class Uploads:
                 except OSError:
                     pass
             left = {f.version for f in self.storage.files_of(project)}
-            forget_yanks_of_removed(self.roots, project, [f.version for f in found], left)
+            forget_yanks_of_removed(self.records, project, [f.version for f in found], left)
         log.info("removed %s %s (%d files)", project, version, len(removed))
         return Outcome(200, f"OK: removed {len(removed)} files of {name} {version}")
 

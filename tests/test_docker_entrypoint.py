@@ -66,6 +66,7 @@ def run_entrypoint(
         (["/bin/sh"], ("exec", ["/bin/sh"])),
         ([sys.executable, "-V"], ("exec", [sys.executable, "-V"])),
         (["no-such-program-here"], ("pkgserver", ["no-such-program-here"])),
+        (["s3://corp-index/packages"], ("pkgserver", ["s3://corp-index/packages"])),
     ],
 )
 def test_arguments_go_to_pkgserver_like_pypiservers_image(
@@ -152,6 +153,42 @@ def test_only_the_upload_folder_is_checked_and_only_when_uploads_are_possible(
     probed.clear()
     ep.preflight(Settings(roots=roots, password_file=None, authenticate=frozenset({"update"})))
     assert probed == []  # no password file: nobody can upload, a read-only folder is fine
+
+
+@pytest.mark.parametrize(
+    ("args", "roots"),
+    [
+        pytest.param(["-P", ".", "-a", "."], "s3://corp-index/packages", id="PKGSERVER_ROOTS"),
+        pytest.param(["-P", ".", "-a", ".", "s3://corp-index/packages"], None, id="argument"),
+    ],
+)
+def test_a_bucket_is_served_with_the_aws_settings_and_no_folder_probe(
+    args: list[str], roots: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docker run -e PKGSERVER_ROOTS=s3://... -e AWS_ENDPOINT_URL=... IMAGE -P . -a .: uploads
+    # are open, but there is no folder to probe; the AWS settings reach the server.
+    pytest.importorskip("boto3")
+    aws = {
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+        "AWS_ACCESS_KEY_ID": "key",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }
+    for key in [k for k in os.environ if k.startswith(("PKGSERVER_", "AWS_"))]:
+        monkeypatch.delenv(key)
+    for key, value in {**aws, **({"PKGSERVER_ROOTS": roots} if roots else {})}.items():
+        monkeypatch.setenv(key, value)
+    probed: list[str] = []
+    monkeypatch.setattr(ep, "writable_problem", probed.append)
+    started: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(ep.os, "execve", lambda exe, argv, env: started.append((argv, env)))
+    ep.entrypoint(args)
+    assert probed == []
+    ((argv, env),) = started
+    assert argv[1:] == args
+    assert {k: env[k] for k in aws} == aws
+    settings = ep.cli.parse_run(argv[1:], env)  # what the server (and the health check) reads
+    assert settings is not None and settings.roots == ("s3://corp-index/packages",)
 
 
 def test_writable_folder_passes_and_the_probe_leaves_nothing(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from pkgserver import cli
 from pkgserver.config import Settings
 from pkgserver.errors import UsageError
-from pkgserver.options import OPTIONS, ROOTS
+from pkgserver.options import OPTIONS, ROOTS, roots
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SETTINGS = [o for o in OPTIONS if not o.ignored]
@@ -114,6 +114,11 @@ def test_roots_from_the_environment_only_without_dirs(tmp_path: Path) -> None:
     environ = {"PKGSERVER_ROOTS": f"{a}{os.pathsep}{b}"}
     assert settings([], environ).roots == (str(a), str(b))
     assert settings([str(b)], environ).roots == (str(b),)
+
+
+def test_an_s3_location_in_the_environment_is_one_root() -> None:
+    assert roots([], {"PKGSERVER_ROOTS": "s3://corp-index/pkgs"}) == ["s3://corp-index/pkgs"]
+    assert roots([], {"PKGSERVER_ROOTS": "/a:s3://b/p:/c"}) == ["/a", "s3://b/p", "/c"]
 
 
 def test_a_bad_variable_is_refused_in_the_words_of_its_option(tmp_path: Path) -> None:

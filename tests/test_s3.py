@@ -20,17 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from builders import big_wheel, make_wheel
+from builders import big_wheel, make_sdist, make_wheel
 from ceph import REPO, unavailable
 from forms import upload_form
-from server import Server, client_env, run_client
+from server import Server, client_env, run_client, server_env
 
 from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
 from pkgserver.hosted import HostedNames
 from pkgserver.metadata import core_metadata_of
 from pkgserver.records import YANKED_FILE, Yanks
-from pkgserver.s3 import Journal, ObjectReader, S3Records, S3Storage, listable, parse_location
+from pkgserver.s3 import (
+    Journal,
+    ObjectReader,
+    S3Records,
+    S3Storage,
+    S3UploadLog,
+    listable,
+    parse_location,
+)
 from pkgserver.s3feed import S3Feed
 from pkgserver.upload import Outcome, Uploads
 
@@ -41,6 +49,37 @@ def bucket_url(s3_env: dict[str, str]) -> str:
     name = "t-" + uuid.uuid4().hex[:20]
     _client(s3_env).create_bucket(Bucket=name)
     return f"s3://{name}/packages"
+
+
+@pytest.fixture
+def aws(s3_env: dict[str, str]) -> dict[str, str]:
+    """The AWS settings a pkgserver process finds the store with, as on a deployment."""
+    return {
+        "AWS_ENDPOINT_URL": s3_env["S3_ENDPOINT"],
+        "AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def _pkgserver(aws: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``pkgserver ARGS`` as an admin runs it, the store found through the AWS settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "pkgserver", *args],
+        env=server_env(aws),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _until(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    """Poll until ``predicate()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not true within {timeout}s: {what}"
+        time.sleep(0.1)
 
 
 def _client(env: dict[str, str]) -> Any:
@@ -68,14 +107,18 @@ def _upload(uploads: Uploads, wheel: Path, **extra: str) -> Outcome:
     return uploads.handle(io.BytesIO(body), len(body), ctype, "alice")
 
 
+# What the change feed keeps in the bucket: change notices, descriptions, the index snapshot.
+OF_THE_FEED = ("changes/", "meta/", "snapshot.json.gz")
+
+
 def _objects(env: dict[str, str], url: str) -> dict[str, bytes]:
     bucket, prefix = parse_location(url)
     client = _client(env)
     out = {}
     for item in client.list_objects_v2(Bucket=bucket).get("Contents", ()):
         key = item["Key"]
-        if key.startswith(f"{prefix}/.pkgserver/"):
-            continue  # records, descriptions, change notices: not the files
+        if key.startswith(tuple(f"{prefix}/.pkgserver/{k}" for k in OF_THE_FEED)):
+            continue  # the replicas' own bookkeeping
         out[key[len(prefix) + 1 :]] = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     return out
 
@@ -451,12 +494,11 @@ def test_a_yank_on_one_replica_is_seen_by_the_other(
 
 @pytest.mark.e2e
 def test_two_replicas_on_one_bucket_with_twine_pip_and_uv(
-    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+    aws: dict[str, str], bucket_url: str, tmp_path: Path
 ) -> None:
     # `pkgserver run s3://bucket/prefix` twice over one bucket: twine uploads to one replica,
     # pip and uv install from the other; the credentials and endpoint come from the AWS
     # environment, as on a real deployment.
-    aws = _aws_environment(s3_env)
     wheel = make_wheel(tmp_path / "dist", "bucketed", "1.0", module="bucketed")
     # The default listing interval (60 s): the other replica learns of the upload from the
     # bucket's change journal.
@@ -524,7 +566,7 @@ def test_two_replicas_on_one_bucket_with_twine_pip_and_uv(
 
 @pytest.mark.e2e
 def test_a_directory_migrated_with_aws_s3_sync_is_served_from_the_bucket(
-    s3_env: dict[str, str], bucket_url: str, tmp_path: Path
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
 ) -> None:
     # README "Moving a directory into a bucket": `aws s3 sync DIR s3://BUCKET/PREFIX` copies
     # the files and the .pkgserver records, which the bucket keeps under the same names: the
@@ -532,7 +574,6 @@ def test_a_directory_migrated_with_aws_s3_sync_is_served_from_the_bucket(
     aws_cli = shutil.which("aws") or str(REPO / ".ci" / ".clients" / "bin" / "aws")
     if not os.access(aws_cli, os.X_OK):
         unavailable("the AWS CLI is not installed (bash .ci/install-clients.sh)")
-    aws = _aws_environment(s3_env)
     packages = tmp_path / "packages"
     wheel = make_wheel(packages, "moved", "1.0", module="moved")
     old = make_wheel(packages, "moved", "0.9", module="moved")
@@ -577,15 +618,6 @@ def test_a_directory_migrated_with_aws_s3_sync_is_served_from_the_bucket(
         assert (target / "moved-1.0.dist-info").is_dir()
 
 
-def _aws_environment(s3_env: dict[str, str]) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": s3_env["S3_ENDPOINT"],
-        "AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-
-
 def test_an_s3_location_is_served_alone_and_kept_as_given(tmp_path: Path) -> None:
     from pkgserver.cli import parse_run
     from pkgserver.errors import UsageError
@@ -596,3 +628,359 @@ def test_an_s3_location_is_served_alone_and_kept_as_given(tmp_path: Path) -> Non
         parse_run(["run", "s3://corp-index/packages", str(tmp_path)], environ={})
     with pytest.raises(UsageError, match="no bucket"):
         parse_run(["run", "s3:///packages"], environ={})
+
+
+# -- the management commands on a bucket ------------------------------------------------------------
+def _yanked(srv: Server, project: str) -> dict[str, object]:
+    """filename -> the PEP 691 "yanked" value of each file a replica lists (none: 404)."""
+    res = srv.project_json(project)
+    return {f["filename"]: f["yanked"] for f in res.json()["files"]} if res.status == 200 else {}
+
+
+# A replica that lists the bucket every second, open to all, with no fallback index.
+OPEN_REPLICA = ("--disable-fallback", "--rescan-interval", "1", "-P", ".", "-a", ".")
+
+
+def _put_files(s3_env: dict[str, str], url: str, files: dict[str, bytes]) -> None:
+    """As ``aws s3 cp`` would: objects put straight into the bucket."""
+    bucket, prefix = parse_location(url)
+    client = _client(s3_env)
+    for relpath, data in files.items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{relpath}", Body=data)
+
+
+@pytest.mark.e2e
+def test_remove_yank_unyank_and_forget_on_a_bucket_reach_a_running_replica(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # The commands change the bucket through the server's own classes; a replica serving it
+    # (a listing every second here) shows each change at its next look, as a directory's
+    # server does within a second.
+    dist = tmp_path / "dist"
+    w10 = make_wheel(dist, "demo", "1.0")
+    w20 = make_wheel(dist, "demo", "2.0")
+    s20 = make_sdist(dist, "demo", "2.0")
+    other = make_wheel(dist, "other", "1.0")
+    _put_files(
+        s3_env,
+        bucket_url,
+        {
+            **{p.name: p.read_bytes() for p in (w10, w20, s20, other)},
+            f"{s20.name}.asc": b"-----BEGIN PGP SIGNATURE-----\n",
+        },
+    )
+    args = (bucket_url, *OPEN_REPLICA)
+    with Server(*args, env=aws) as replica:
+        replica.wait_listed("demo", w10.name, w20.name, s20.name)
+
+        res = _pkgserver(aws, "yank", "demo", "1.0", bucket_url, "--reason", "broken build")
+        assert res.returncode == 0 and "yanked demo 1.0 (broken build)" in res.stderr, res
+        _until(lambda: _yanked(replica, "demo")[w10.name] == "broken build", "the yank shown")
+        stored = json.loads(_objects(s3_env, bucket_url)[".pkgserver/yanked.json"])
+        assert stored == {"yanked": {"demo": {"1.0": "broken build"}}}
+
+        res = _pkgserver(aws, "unyank", "demo", "1.0", bucket_url)
+        assert res.returncode == 0, res
+        _until(lambda: _yanked(replica, "demo")[w10.name] is False, "the unyank shown")
+
+        before = _objects(s3_env, bucket_url)
+        res = _pkgserver(aws, "remove", "--dry-run", "demo", "2.0", bucket_url)
+        assert res.returncode == 0, res
+        assert res.stdout.splitlines() == [
+            f"would remove {bucket_url}/{w20.name}",
+            f"would remove {bucket_url}/{s20.name}",
+        ]
+        assert _objects(s3_env, bucket_url) == before
+
+        res = _pkgserver(aws, "remove", "demo", "2.0", bucket_url)
+        assert res.returncode == 0, res
+        left = _objects(s3_env, bucket_url)
+        assert {w20.name, s20.name, f"{s20.name}.asc"}.isdisjoint(left)  # the signature too
+        assert {w10.name, other.name} <= set(left)
+        _until(lambda: list(_yanked(replica, "demo")) == [w10.name], "2.0 unlisted")
+
+        # The location may come from PKGSERVER_ROOTS, as for `run`.
+        from_env = {**aws, "PKGSERVER_ROOTS": bucket_url}
+        assert _pkgserver(from_env, "yank", "demo", "1.0").returncode == 0
+        res = _pkgserver(from_env, "remove", "demo")
+        assert res.returncode == 0 and "demo: 1 file(s) removed" in res.stderr, res
+        assert "stays claimed" in res.stderr
+        _until(lambda: replica.project_json("demo").json()["files"] == [], "demo unlisted")
+        # A version with no files left is no longer yanked; the name stays claimed.
+        stored = json.loads(_objects(s3_env, bucket_url)[".pkgserver/yanked.json"])
+        assert stored == {"yanked": {}}
+        assert replica.project_json("demo").status == 200
+
+        res = _pkgserver(aws, "forget", "other", bucket_url)
+        assert res.returncode == 2 and "still has files" in res.stderr, res
+        res = _pkgserver(aws, "forget", "demo", bucket_url)
+        assert res.returncode == 0, res
+        hosted = _objects(s3_env, bucket_url)[".pkgserver/hosted-projects"].split()
+        assert b"demo" not in hosted and b"other" in hosted
+        _until(lambda: replica.project_json("demo").status == 404, "demo forgotten")
+    assert "Traceback" not in replica.output
+
+
+@pytest.mark.e2e
+def test_remove_pkg_on_a_replica_forgets_the_yank_kept_in_the_bucket(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # As `pkgserver remove` does: a version whose files are all gone is no longer yanked.
+    wheels = [make_wheel(tmp_path / "dist", "demo", v) for v in ("1.0", "2.0")]
+    _put_files(s3_env, bucket_url, {w.name: w.read_bytes() for w in wheels})
+    args = (bucket_url, *OPEN_REPLICA)
+    with Server(*args, env=aws) as replica:
+        replica.wait_listed("demo", *(w.name for w in wheels))
+        for version in ("1.0", "2.0"):
+            assert _pkgserver(aws, "yank", "demo", version, bucket_url).returncode == 0
+        res = replica.request(
+            "POST",
+            "/",
+            body=b":action=remove_pkg&name=demo&version=1.0",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert res.status == 200, res.text
+    stored = json.loads(_objects(s3_env, bucket_url)[".pkgserver/yanked.json"])
+    assert stored == {"yanked": {"demo": {"2.0": ""}}}
+    assert "Traceback" not in replica.output
+
+
+@pytest.mark.e2e
+def test_update_on_a_bucket_puts_newer_releases_beside_the_newest_file(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    upstream_dir = tmp_path / "upstream"
+    held = make_wheel(upstream_dir, "demo", "1.0")
+    newer = make_wheel(upstream_dir, "demo", "1.1")
+    _put_files(s3_env, bucket_url, {f"sub/{held.name}": held.read_bytes()})
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with (
+        Server("--disable-fallback", upstream_dir) as up,
+        Server(bucket_url, *OPEN_REPLICA, env=aws) as replica,
+    ):
+        index = up.url + "simple/"
+        res = _pkgserver(aws, "update", "--index-url", index, bucket_url)
+        assert res.returncode == 0, res
+        assert "# update demo from 1.0 to 1.1" in res.stdout
+        # Downloaded into the current folder, where a bucket has none of its own.
+        assert f"download --no-deps -i {index} -d {os.getcwd()} demo==1.1" in res.stdout
+        files = [k for k in _objects(s3_env, bucket_url) if not k.startswith(".pkgserver/")]
+        assert files == [f"sub/{held.name}"]  # printed only
+        env = {**aws, **client_env(tmp_path), "PIP_INDEX_URL": index}
+        res = _pkgserver(
+            env, "update", "-x", "-d", str(downloads), "--index-url", index, bucket_url
+        )
+        assert res.returncode == 0, res
+        assert f"# put {bucket_url}/sub/{newer.name}" in res.stdout
+        assert _objects(s3_env, bucket_url)[f"sub/{newer.name}"] == newer.read_bytes()
+        replica.wait_listed("demo", newer.name)
+        res = _pkgserver(
+            env, "update", "-x", "-d", str(downloads), "--index-url", index, bucket_url
+        )
+        assert res.returncode == 0 and "checking 1 packages" in res.stdout, res
+
+
+def test_bad_commands_on_a_bucket_are_one_line_and_change_nothing(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    _put_files(s3_env, bucket_url, {wheel.name: wheel.read_bytes()})
+    before = _objects(s3_env, bucket_url)
+    bucket, _ = parse_location(bucket_url)
+    for args, message in [
+        (["remove", "demo", "2.0", bucket_url], f"demo has no version '2.0' in {bucket_url}"),
+        (["remove", "nothing", bucket_url], f"no project 'nothing' in {bucket_url}"),
+        (["yank", "demo", "3.0", bucket_url], f"demo has no version '3.0' in {bucket_url}"),
+        (["unyank", "demo", "1.0", bucket_url], f"demo 1.0 is not yanked in {bucket_url}"),
+        (["forget", "demo", bucket_url], "demo still has files"),
+        (["remove", "demo", f"s3://{bucket}-missing/x"], f"s3://{bucket}-missing/x: "),
+        (["remove", "demo", bucket_url, str(tmp_path)], "an s3:// location is served alone"),
+    ]:
+        res = _pkgserver(aws, *args)
+        assert res.returncode == 2, (args, res)
+        assert res.stdout == "" and res.stderr.startswith(f"pkgserver: error: {message}"), res
+        assert len(res.stderr.splitlines()) == 1, res
+    assert _objects(s3_env, bucket_url) == before
+
+
+def test_check_on_a_bucket_reads_every_object_and_compares_the_stored_descriptions(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    dist = tmp_path / "dist"
+    good = make_wheel(dist, "good", "1.0")
+    tampered = make_wheel(dist, "tampered", "1.0")
+    sdist = make_sdist(dist, "demo-pkg", "1.0")
+    zipped = make_sdist(dist / "zip", "demo-pkg", "1.0", fmt="zip")
+    _put_files(
+        s3_env,
+        bucket_url,
+        {
+            good.name: good.read_bytes(),
+            f"{good.name}.asc": b"sig\n",  # a sidecar: not a problem
+            tampered.name: tampered.read_bytes(),
+            sdist.name: sdist.read_bytes(),
+            zipped.name: zipped.read_bytes(),  # a second sdist of one release
+            "junk.whl": b"not a wheel",
+            "README.txt": b"read me\n",
+        },
+    )
+    clean = _pkgserver(aws, "check", bucket_url)
+    assert clean.returncode == 1, clean
+    # A replica reads each object once and stores its description; then one is damaged.
+    feed = S3Feed(_storage(s3_env, bucket_url, tmp_path), Catalog(), interval=3600)
+    feed.reconcile()
+    assert tampered.name in feed.catalog.snapshot.files
+    bucket, prefix = parse_location(bucket_url)
+    key = f"{prefix}/.pkgserver/meta/{tampered.name}.json"
+    client = _client(s3_env)
+    doc = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    doc["fields"][3] = "0" * 64  # the sha256 every replica would serve
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+    before = _objects(s3_env, bucket_url)
+
+    res = _pkgserver(aws, "check", "--progress", "never", bucket_url)
+    assert res.returncode == 1, res
+    problems = sorted(res.stdout.splitlines())
+    sha = hashlib.sha256(tampered.read_bytes()).hexdigest()
+    expected_dup = [
+        f"duplicate {bucket_url}/{b}: the same distribution as {bucket_url}/{a} once names "
+        "are normalized (an installer may take either)"
+        for a, b in ((sdist.name, zipped.name), (zipped.name, sdist.name))
+    ]
+    assert len(problems) == 4, res
+    assert problems[0] == (
+        f"cannot attribute {bucket_url}/README.txt: not a distribution file (ignored by the index)"
+    )
+    assert problems[1].startswith(f"cannot attribute {bucket_url}/junk.whl: Invalid wheel")
+    assert problems[2] in expected_dup
+    assert problems[3].startswith(
+        f"hash mismatch {bucket_url}/{tampered.name}: the description stored in the bucket "
+        f"lists sha256 {'0' * 64} for this version of the object, which has {sha}"
+    )
+    assert "checked 5 files" in res.stderr and "4 problem(s)" in res.stderr
+    assert "compared with the descriptions stored in the bucket" in res.stderr
+    assert _objects(s3_env, bucket_url) == before  # check reads, never writes
+
+
+# -- --hash-algo ------------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_hash_algo_on_a_bucket_links_the_digest_hashed_at_upload_or_at_first_read(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    # As on a directory: the HTML links carry #md5=, the JSON APIs carry it beside sha256. The
+    # upload hashes it as it receives the file; an object put by another tool is hashed when
+    # it is first read, and the digest is stored with its description for the other replicas.
+    dist = tmp_path / "dist"
+    uploaded = make_wheel(dist, "uploaded", "1.0")
+    copied = make_wheel(dist, "copied", "1.0")
+    _put_files(s3_env, bucket_url, {copied.name: copied.read_bytes()})
+    args = (bucket_url, *OPEN_REPLICA)
+
+    def digests(wheel: Path, *algos: str) -> dict[str, str]:
+        return {a: hashlib.new(a, wheel.read_bytes()).hexdigest() for a in ("sha256", *algos)}
+
+    def served(srv: Server, wheel: Path) -> tuple[str, dict[str, str]]:
+        project = wheel.name.split("-")[0]
+        srv.wait_listed(project, wheel.name)
+        (listed,) = srv.project_json(project).json()["files"]
+        return srv.get(f"/simple/{project}/").text, listed["hashes"]
+
+    with Server(*args, "--hash-algo", "md5", env=aws) as md5:
+        body, ctype = upload_form(uploaded)
+        res = md5.request("POST", "/", body=body, headers={"Content-Type": ctype})
+        assert res.status == 200, res.text
+        for wheel in (uploaded, copied):
+            page, hashes = served(md5, wheel)
+            assert f"#md5={digests(wheel, 'md5')['md5']}" in page and "#sha256=" not in page
+            assert hashes == digests(wheel, "md5")
+            json_api = md5.get(f"/pypi/{wheel.name.split('-')[0]}/json").json()
+            assert json_api["urls"][0]["digests"]["md5"] == hashes["md5"]
+    # Replicas with other settings take what suits them from the stored descriptions, and
+    # read an object again for a hash they lack.
+    with Server(*args, "--hash-algo", "sha512", env=aws) as sha512, Server(*args, env=aws) as plain:
+        for wheel in (uploaded, copied):
+            page, hashes = served(sha512, wheel)
+            assert f"#sha512={digests(wheel, 'sha512')['sha512']}" in page
+            assert hashes == digests(wheel, "sha512")
+            page, hashes = served(plain, wheel)
+            assert f"#sha256={digests(wheel)['sha256']}" in page and hashes == digests(wheel)
+    for srv in (md5, sha512, plain):
+        assert "Traceback" not in srv.output
+
+
+# -- who uploaded what ----------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_the_uploader_recorded_on_one_replica_is_shown_by_another(
+    s3_env: dict[str, str], aws: dict[str, str], bucket_url: str, tmp_path: Path
+) -> None:
+    from passlib.hash import bcrypt
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("alice:" + bcrypt.using(rounds=4).hash("secret") + "\n")
+    wheel = make_wheel(tmp_path / "dist", "attributed", "1.0")
+    args = [bucket_url, "--disable-fallback", "--rescan-interval", "1", "--show-uploaders"]
+    args += ["-P", str(htpasswd)]
+    with Server(*args, env=aws) as a, Server(*args, env=aws) as b:
+        twine = shutil.which("twine", path=os.path.dirname(sys.executable)) or "twine"
+        command = [twine, "upload", "--non-interactive", "--repository-url", a.url + "/"]
+        run_client([*command, "-u", "alice", "-p", "secret", str(wheel)], client_env(tmp_path))
+        row = "<td>alice</td>"
+        assert row in a.get("/project/attributed/").text  # at once, where it was uploaded
+        b.wait_listed("attributed", wheel.name)
+        _until(lambda: row in b.get("/project/attributed/").text, "the uploader shown on b")
+        # The same upload time too: the object's, as a directory's server shows the file's.
+        (on_a,), (on_b,) = (s.project_json("attributed").json()["files"] for s in (a, b))
+        assert on_a["upload-time"] == on_b["upload-time"]
+    (record,) = [v for k, v in _objects(s3_env, bucket_url).items() if "/uploads/" in k]
+    assert json.loads(record)["user"] == "alice" and json.loads(record)["file"] == wheel.name
+    assert "Traceback" not in a.output + b.output
+
+
+def test_the_upload_log_folds_old_records_into_one_object_and_loses_none(
+    s3_env: dict[str, str], bucket_url: str
+) -> None:
+    bucket, prefix = parse_location(bucket_url)
+    client = _client(s3_env)
+    # A directory's log, copied into the bucket with the rest: read as the folded part.
+    copied = {"file": "old-1.0.tar.gz", "sha256": "a" * 64, "user": "carol", "time": 1.0}
+    client.put_object(
+        Bucket=bucket, Key=f"{prefix}/.pkgserver/uploads.jsonl", Body=json.dumps(copied) + "\n"
+    )
+    writer = S3UploadLog(bucket_url, client=_client(s3_env))
+    for i in range(6):
+        writer.record(f"demo-{i}.whl", f"{i:064x}", "alice")
+    writer.record("demo-0.whl", "f" * 64, "bob")  # replaced (--overwrite): the newest counts
+
+    def singles() -> list[str]:
+        return [k for k in _objects(s3_env, bucket_url) if k.startswith(".pkgserver/uploads/")]
+
+    assert len(singles()) == 7
+    # Two replicas that see enough settled records fold them at the same moment: one wins
+    # the conditional write, the other leaves them to it.
+    replicas = [S3UploadLog(bucket_url, client=_client(s3_env)) for _ in range(2)]
+    start = threading.Barrier(2)
+    for replica in replicas:
+        replica.COMPACT_AT, replica.SETTLED = 3, -60.0  # (every record counts as settled)
+
+    def look(replica: S3UploadLog) -> None:
+        start.wait()
+        replica.refresh()
+
+    threads = [threading.Thread(target=look, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert singles() == []
+    folded = _objects(s3_env, bucket_url)[".pkgserver/uploads.jsonl"].splitlines()
+    assert len(folded) == 7  # a line per file
+    writer.record("demo-9.whl", "9" * 64, "dave")  # after the fold: an object of its own
+    for log_ in (*replicas, S3UploadLog(bucket_url, client=_client(s3_env))):
+        log_.refresh()
+        assert log_.uploader("old-1.0.tar.gz", "a" * 64) == "carol"
+        assert log_.uploader("demo-0.whl", "f" * 64) == "bob"
+        assert log_.uploader("demo-0.whl", "0" * 64) is None  # not these bytes any more
+        assert log_.uploader("demo-5.whl", f"{5:064x}") == "alice"
+        assert log_.uploader("demo-9.whl", "9" * 64) == "dave"
+    assert len(singles()) == 1
