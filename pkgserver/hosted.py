@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .fsutil import ChangeWatch
-from .records import HOSTED_FILE, STATE_DIR, RecordDir
+from .records import HOSTED_FILE, REWRITE_ATTEMPTS, STATE_DIR, RecordChanged, RecordDir
 
 if TYPE_CHECKING:
     from .storage import Records
@@ -120,20 +120,29 @@ class HostedNames:
             for folder in self.folders:
                 if name not in (_read(folder, strict=True) or ()):
                     continue  # (no lock file made where there is nothing to change)
-                with folder.locked():
-                    names = _read(folder, strict=True) or set()
-                    if name not in names:
-                        continue
-                    found = True
-                    names.discard(name)
-                    # Atomic: a server reading it meanwhile sees the old list or the new one.
-                    content = "".join(f"{n}\n" for n in sorted(names)).encode("ascii")
-                    folder.replace(HOSTED_FILE, content)
+                for attempt in range(REWRITE_ATTEMPTS):
+                    try:
+                        found |= _forget_in(folder, name)
+                        break
+                    except RecordChanged:  # another replica claimed a name meanwhile
+                        if attempt == REWRITE_ATTEMPTS - 1:
+                            raise
             for known in self._known:
                 known.discard(name)
             self._names = self._names - {name}
             self._unsaved.discard(name)
         return found
+
+
+def _forget_in(folder: Records, name: str) -> bool:
+    with folder.locked():
+        names = _read(folder, strict=True) or set()
+        if name not in names:
+            return False
+        names.discard(name)
+        # Atomic: a server reading it meanwhile sees the old list or the new one.
+        folder.replace(HOSTED_FILE, "".join(f"{n}\n" for n in sorted(names)).encode("ascii"))
+        return True
 
 
 def _read(folder: Records, strict: bool = False) -> set[str] | None:

@@ -338,6 +338,18 @@ def set_yank(roots: Sequence[str], project: str, version: str, reason: str | Non
     return set_yank_in([RecordDir(r) for r in roots], project, version, reason)
 
 
+class RecordChanged(OSError):
+    """A record was rewritten by another writer between this one's read and write, and
+    nothing was written (an object store's conditional write refused it): read it again.
+    Directories never raise it (their lock is a file lock, held across processes)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(errno.EAGAIN, f"{name} was changed by another writer meanwhile")
+
+
+REWRITE_ATTEMPTS = 10  # reads and rewrites of one record, when another writer keeps winning
+
+
 def set_yank_in(folders: Sequence[Records], project: str, version: str, reason: str | None) -> bool:
     """Yank (``reason`` a string, maybe empty) or unyank (None) ``project`` ``version``.
 
@@ -349,23 +361,33 @@ def set_yank_in(folders: Sequence[Records], project: str, version: str, reason: 
     for records in targets:
         if reason is None and records.read(YANKED_FILE) is None:
             continue
-        with records.locked():
-            table = _yanks_in(records)
-            versions = table.setdefault(project, {})
-            if reason is None:
-                if versions.pop(version, None) is None:
-                    continue
-                if not versions:
-                    del table[project]
-            else:
-                if versions.get(version) == reason:
-                    continue
-                versions[version] = reason
-            doc = {"yanked": {p: dict(sorted(v.items())) for p, v in sorted(table.items())}}
-            body = json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n"
-            records.replace(YANKED_FILE, body)
-            changed = True
+        for attempt in range(REWRITE_ATTEMPTS):
+            try:
+                changed |= _set_yank(records, project, version, reason)
+                break
+            except RecordChanged:
+                if attempt == REWRITE_ATTEMPTS - 1:
+                    raise
     return changed
+
+
+def _set_yank(records: Records, project: str, version: str, reason: str | None) -> bool:
+    with records.locked():
+        table = _yanks_in(records)
+        versions = table.setdefault(project, {})
+        if reason is None:
+            if versions.pop(version, None) is None:
+                return False
+            if not versions:
+                del table[project]
+        else:
+            if versions.get(version) == reason:
+                return False
+            versions[version] = reason
+        doc = {"yanked": {p: dict(sorted(v.items())) for p, v in sorted(table.items())}}
+        body = json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n"
+        records.replace(YANKED_FILE, body)
+        return True
 
 
 class Yanks:

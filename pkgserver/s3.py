@@ -39,7 +39,7 @@ from .errors import UsageError
 from .manage import release_of
 from .metadata import CoreMetadata
 from .publish import FileOps, Spool, TempFile
-from .records import MAX_RECORD_BYTES, UPLOADS_FILE, Upload
+from .records import MAX_RECORD_BYTES, UPLOADS_FILE, RecordChanged, Upload
 from .scan import describe, entry_from_fields, fields_of
 from .storage import Stored, StoreFull, StoreUnavailable
 
@@ -562,9 +562,16 @@ class S3Records:
         self.journal = Journal(self.client, self.bucket, prefix)
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+        # Within ``locked``: the thread holding it, and the versions of the records it read
+        # ("" for one that did not exist), which its ``replace`` writes over only if unchanged.
+        self._holder: int | None = None
+        self._read_versions: dict[str, str] = {}
 
     def file(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.base}/{name}"
+
+    def _holding(self) -> bool:
+        return self._holder == threading.get_ident()
 
     def _get(self, name: str, limit: int) -> tuple[bytes, str] | None:
         try:
@@ -586,12 +593,25 @@ class S3Records:
 
     def read(self, name: str, limit: int = 16 * 1024 * 1024) -> bytes | None:
         found = self._get(name, limit)
+        if self._holding():
+            self._read_versions[name] = found[1] if found is not None else ""
         return found[0] if found is not None else None
 
     def replace(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        """Write ``name`` whole. Within ``locked``, after reading it there: only if no other
+        writer rewrote it since (If-Match, If-None-Match), else RecordChanged."""
+        condition: dict[str, str] = {}
+        read = self._read_versions.get(name) if self._holding() else None
+        if read is not None:
+            condition = {"IfMatch": read} if read else {"IfNoneMatch": "*"}
         try:
-            self.client.put_object(Bucket=self.bucket, Key=f"{self.base}/{name}", Body=data)
+            self.client.put_object(
+                Bucket=self.bucket, Key=f"{self.base}/{name}", Body=data, **condition
+            )
         except Exception as exc:
+            # (Ceph answers some racing losers 500 rather than 412.)
+            if condition and _status(exc) in (409, 412, 500):
+                raise RecordChanged(self.file(name)) from None
             raise _as_oserror(exc) from None
         self.journal.note("record", name)
 
@@ -615,9 +635,14 @@ class S3Records:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Within one process; between replicas, appends are conditional (see above)."""
+        """One writer at a time within this process; between processes, a ``replace`` of a
+        record read here is conditional (RecordChanged: read again), and so is ``append``."""
         with self._lock:
-            yield
+            self._holder, self._read_versions = threading.get_ident(), {}
+            try:
+                yield
+            finally:
+                self._holder, self._read_versions = None, {}
 
     def warn_once(self, consequence: str, exc: BaseException) -> None:
         problem = str(exc)

@@ -29,7 +29,7 @@ from pkgserver.catalog import Catalog
 from pkgserver.errors import Conflict
 from pkgserver.hosted import HostedNames
 from pkgserver.metadata import core_metadata_of
-from pkgserver.records import YANKED_FILE, Yanks
+from pkgserver.records import YANKED_FILE, Yanks, set_yank_in
 from pkgserver.s3 import (
     Journal,
     ObjectReader,
@@ -478,6 +478,45 @@ def test_a_replica_starts_from_the_snapshot_without_reading_any_distribution(
         assert second.described == 1  # the copied one, read once
     finally:
         second.stop()
+
+
+def test_two_writers_yanking_at_once_lose_no_yank_and_forget_loses_no_claim(
+    s3_env: dict[str, str], bucket_url: str
+) -> None:
+    # Two admins (or replicas) rewrite yanked.json at the same moment, 15 times each: the
+    # rewrite is conditional on the version read, and read again when another won.
+    writers = [S3Records(bucket_url, client=_client(s3_env)) for _ in range(2)]
+    start = threading.Barrier(2)
+
+    def yank(n: int) -> None:
+        start.wait()
+        for i in range(15):
+            set_yank_in([writers[n]], f"p{n}", f"1.{i}", f"reason {i}")
+
+    threads = [threading.Thread(target=yank, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    table = json.loads(writers[0].read(YANKED_FILE) or b"{}")["yanked"]
+    assert {p: len(v) for p, v in table.items()} == {"p0": 15, "p1": 15}
+    # forget racing with claims: the claims made meanwhile are kept.
+    hosted = [HostedNames([], folders=[w]) for w in writers]
+    hosted[0].add(["retired"])
+    start = threading.Barrier(2)
+
+    def claim() -> None:
+        start.wait()
+        for i in range(10):
+            hosted[1].add([f"new{i}"])
+
+    claimer = threading.Thread(target=claim)
+    claimer.start()
+    start.wait()
+    assert hosted[0].forget("retired")
+    claimer.join(120)
+    fresh = HostedNames([], folders=[S3Records(bucket_url, client=_client(s3_env))])
+    assert fresh.names() == {f"new{i}" for i in range(10)}
 
 
 def test_a_yank_on_one_replica_is_seen_by_the_other(
