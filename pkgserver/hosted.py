@@ -14,6 +14,7 @@ read from every package directory; a running server re-reads it within a second 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .fsutil import ChangeWatch
-from .records import HOSTED_FILE, REWRITE_ATTEMPTS, STATE_DIR, RecordChanged, RecordDir
+from .records import HOSTED_FILE, STATE_DIR, RecordDir, rewriting
 
 if TYPE_CHECKING:
     from .storage import Records
@@ -120,13 +121,8 @@ class HostedNames:
             for folder in self.folders:
                 if name not in (_read(folder, strict=True) or ()):
                     continue  # (no lock file made where there is nothing to change)
-                for attempt in range(REWRITE_ATTEMPTS):
-                    try:
-                        found |= _forget_in(folder, name)
-                        break
-                    except RecordChanged:  # another replica claimed a name meanwhile
-                        if attempt == REWRITE_ATTEMPTS - 1:
-                            raise
+                # (again when another replica claimed a name meanwhile)
+                found |= rewriting(functools.partial(_forget_in, folder, name))
             for known in self._known:
                 known.discard(name)
             self._names = self._names - {name}

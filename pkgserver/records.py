@@ -22,14 +22,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
+import random
 import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from packaging.utils import canonicalize_name
@@ -347,7 +349,20 @@ class RecordChanged(OSError):
         super().__init__(errno.EAGAIN, f"{name} was changed by another writer meanwhile")
 
 
-REWRITE_ATTEMPTS = 10  # reads and rewrites of one record, when another writer keeps winning
+REWRITE_ATTEMPTS = 50  # reads and rewrites of one record, when another writer keeps winning
+
+
+def rewriting(change: Callable[[], bool]) -> bool:
+    """``change()`` (a read and rewrite of a record under its lock), again after a jittered
+    pause each time another writer rewrote the record in between (RecordChanged)."""
+    for attempt in range(REWRITE_ATTEMPTS):
+        try:
+            return change()
+        except RecordChanged:
+            if attempt == REWRITE_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # noqa: S311 (jitter)
+    raise AssertionError("unreachable")
 
 
 def set_yank_in(folders: Sequence[Records], project: str, version: str, reason: str | None) -> bool:
@@ -361,13 +376,7 @@ def set_yank_in(folders: Sequence[Records], project: str, version: str, reason: 
     for records in targets:
         if reason is None and records.read(YANKED_FILE) is None:
             continue
-        for attempt in range(REWRITE_ATTEMPTS):
-            try:
-                changed |= _set_yank(records, project, version, reason)
-                break
-            except RecordChanged:
-                if attempt == REWRITE_ATTEMPTS - 1:
-                    raise
+        changed |= rewriting(functools.partial(_set_yank, records, project, version, reason))
     return changed
 
 
