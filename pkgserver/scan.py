@@ -359,6 +359,39 @@ def describe_batch(
 _ENTRY_BYTES = 256  # what an entry costs besides its metadata: also bounds their number
 
 
+class _ReadWatch:
+    """An open file whose read and seek failures are remembered (``failed``): the archive
+    readers turn any error into InvalidArchive, which is remembered for good, but a failure
+    of the storage under them (an object store away) must not be."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self.failed = False
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._fh.read(n)
+        except OSError:
+            self.failed = True
+            raise
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self._fh.seek(offset, whence)
+        except OSError:
+            self.failed = True
+            raise
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
 class MetadataStore:
     """Core metadata of listed files, read from the archive on demand and kept in a bounded LRU.
 
@@ -392,9 +425,17 @@ class MetadataStore:
         with fh:
             if not f.matches(st):
                 return None  # changed on disk; the indexer will catch up
+            watched = _ReadWatch(fh)
             try:
-                meta: CoreMetadata | None = core_metadata_of(fh, f.filename, f.kind, f.project)
+                meta: CoreMetadata | None = core_metadata_of(
+                    watched,  # type: ignore[arg-type]
+                    f.filename,
+                    f.kind,
+                    f.project,
+                )
             except InvalidArchive:
+                if watched.failed:
+                    return None  # the storage failed (a store away), not the archive
                 meta = None
             except OSError:
                 return None  # a read failed: nothing to remember

@@ -356,6 +356,35 @@ def test_an_unreadable_archive_is_read_once_not_per_request(
     ]
 
 
+def test_a_storage_failure_while_reading_is_not_remembered_as_an_unreadable_archive(
+    tmp_path: Path,
+) -> None:
+    # An object store away mid-read: the archive reader sees an error and calls the archive
+    # unreadable, but the next request, with the store back, must read it.
+    from pkgserver.catalog import FileStat
+    from pkgserver.scan import MetadataStore, describe
+
+    wheel = make_wheel(tmp_path, "demo", "1.0")
+    f = describe(str(tmp_path), wheel.name, wheel.stat())
+    data = wheel.read_bytes()
+    store_away = [True]
+
+    class Flaky(io.BytesIO):
+        def read(self, n: int | None = -1) -> bytes:
+            if store_away[0] and self.tell() > 0:
+                raise OSError(5, "the object store failed: connection reset")
+            return super().read(n)
+
+    def opener(path: str) -> tuple[Any, FileStat]:
+        return Flaky(data), FileStat(f.size, f.mtime_ns, f.ino)
+
+    store = MetadataStore(opener=opener)
+    assert store.get(f) is None
+    store_away[0] = False
+    found = store.get(f)
+    assert found is not None and found.name == "demo"
+
+
 def test_a_zip_listing_too_many_members_is_refused_before_zipfile_reads_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
