@@ -22,7 +22,6 @@ import bottle
 from . import render
 from .catalog import DistFile, FileStat, Project, RenderCache
 from .errors import BadRequest, HTTPProblem, NotFound, Unavailable
-from .fsutil import confined, open_regular
 from .metadata import CoreMetadata
 from .storage import StoreUnavailable
 
@@ -455,20 +454,11 @@ def send_file(
     return bottle.HTTPResponse(HashedFile(fh, f.sha256, on_mismatch), **headers)
 
 
-def send_signature(f: DistFile, real_roots: list[str]) -> bottle.HTTPResponse:
-    """The detached signature uploaded with the file (twine --sign), stored beside it. Only a
-    regular file inside the package directories: never a link out, a FIFO or a device."""
-    path = f.path + ".asc"
-    if not confined(path, real_roots):
+def send_signature(data: bytes | None) -> bottle.HTTPResponse:
+    """The detached signature uploaded with a file (twine --sign), as Storage.signature read
+    it."""
+    if data is None:
         raise NotFound("no signature for this file")
-    try:
-        fd = open_regular(path)
-    except OSError:
-        raise NotFound("no signature for this file") from None
-    with os.fdopen(fd, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size > 64 * 1024:
-            raise NotFound("no signature for this file")
-        data = fh.read(64 * 1024)
     return bottle.HTTPResponse(
         data,
         **{"Content-Type": "application/pgp-signature", "X-Content-Type-Options": "nosniff"},

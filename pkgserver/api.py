@@ -17,9 +17,9 @@ import bottle
 from . import answers, render, xmlrpc
 from .answers import Answer, guarded, header
 from .distfile import is_valid_project_name, normalize
-from .errors import BadRequest, Forbidden, HTTPProblem, NotFound
+from .errors import BadRequest, Forbidden, HTTPProblem, NotFound, Unavailable
 from .site import Claimed, Site
-from .storage import DirectoryStorage
+from .storage import DirectoryStorage, StoreUnavailable
 
 __all__ = ["InstallerAPI"]
 
@@ -130,7 +130,11 @@ class InstallerAPI:
         if path.endswith(".asc"):
             f = snap.file(path[: -len(".asc")])
             if f is not None:
-                return answers.send_signature(f, site.real_roots)
+                try:
+                    signature = site.uploads.storage.signature(f.path)
+                except StoreUnavailable as exc:
+                    raise Unavailable(f"{exc.strerror}, try again later") from None
+                return answers.send_signature(signature)
         raise NotFound("no such file")
 
     def devpi_simple(self, name: str) -> Any:

@@ -41,7 +41,7 @@ from .metadata import CoreMetadata
 from .publish import FileOps, Spool, TempFile
 from .records import MAX_RECORD_BYTES, UPLOADS_FILE, RecordChanged, Upload
 from .scan import describe, entry_from_fields, fields_of
-from .storage import Stored, StoreFull, StoreUnavailable
+from .storage import SIGNATURE_LIMIT, Stored, StoreFull, StoreUnavailable
 
 __all__ = [
     "Journal",
@@ -274,6 +274,20 @@ class S3Storage:
             raise _as_oserror(exc) from None
         raw = ObjectReader(self.client, self.bucket, key, st.st_size, got["Body"])
         return io.BufferedReader(raw, CHUNK), st
+
+    def signature(self, location: str) -> bytes | None:
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self.key(location) + ".asc")
+            if int(got.get("ContentLength", 0)) > SIGNATURE_LIMIT:
+                return None
+            return bytes(got["Body"].read(SIGNATURE_LIMIT))
+        except Exception as exc:
+            if _status(exc) in (403, 404):
+                return None
+            error = _as_oserror(exc)
+            if isinstance(error, StoreUnavailable):
+                raise error from None
+            return None
 
     def url_for(self, location: str, expires: int, method: str = "GET") -> str:
         """A presigned URL with which anyone may read the object at ``location`` (GET, or

@@ -9,7 +9,6 @@ current request is bottle's thread-local one.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from collections.abc import Callable
@@ -86,7 +85,6 @@ class Site:
         absolute = settings.absolute_base_url
         # --server-base-url as an absolute URL: every absolute link and Location uses it.
         self.base_override = absolute.rstrip("/") + "/" if absolute else None
-        self.real_roots = [os.path.realpath(r) for r in settings.roots]
         # --redirect-downloads: a storage that can hand out links to its files (S3Storage).
         self.presign: Callable[[str, int, str], str] | None = (
             getattr(uploads.storage, "url_for", None) if settings.redirect_downloads else None

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import BinaryIO, NamedTuple, Protocol
 
 from .catalog import DistFile, FileStat
+from .fsutil import confined, open_regular
 from .manage import files_of, remove_distribution
 from .metadata import CoreMetadata
 from .publish import FileOps, TempFile
@@ -151,6 +152,14 @@ class Storage(Protocol):
         its equivalent), to compare with the catalog's entry. Never blocks on anything but
         the read; raises OSError when it is gone or not a plain file."""
         ...
+
+    def signature(self, location: str) -> bytes | None:
+        """The detached signature stored beside the file (``FILE.asc``, twine --sign), up to
+        ``SIGNATURE_LIMIT`` bytes; None when there is none (or it is not a plain file)."""
+        ...
+
+
+SIGNATURE_LIMIT = 64 * 1024
 
 
 class ChangeFeed(Protocol):
@@ -331,3 +340,18 @@ class DirectoryStorage:
         # Non-blocking, regular files only: a FIFO swapped in for a listed file must not hang
         # a worker thread (16 of them stopped the server).
         return open_stored(location)
+
+    def signature(self, location: str) -> bytes | None:
+        # Only a regular file inside the package directories: never a link out, a FIFO or a
+        # device.
+        path = location + ".asc"
+        if not confined(path, [os.path.realpath(r) for r in self.roots]):
+            return None
+        try:
+            fd = open_regular(path)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size > SIGNATURE_LIMIT:
+                return None
+            return fh.read(SIGNATURE_LIMIT)

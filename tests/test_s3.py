@@ -617,6 +617,8 @@ def test_a_directory_migrated_with_aws_s3_sync_is_served_from_the_bucket(
     wheel = make_wheel(packages, "moved", "1.0", module="moved")
     old = make_wheel(packages, "moved", "0.9", module="moved")
     make_wheel(packages / "sub", "nested", "2.0")  # folders in the directory stay folders
+    signature = b"-----BEGIN PGP SIGNATURE-----\nmoved\n-----END PGP SIGNATURE-----\n"
+    (packages / f"{wheel.name}.asc").write_bytes(signature)
     records = packages / ".pkgserver"
     records.mkdir()
     (records / "yanked.json").write_text(json.dumps({"yanked": {"moved": {"0.9": "broken"}}}))
@@ -638,6 +640,9 @@ def test_a_directory_migrated_with_aws_s3_sync_is_served_from_the_bucket(
         retired = server.project_json("retired")  # claimed: never sent to PyPI
         assert retired.status == 200 and retired.json()["files"] == []
         assert server.get("/simple/never-here/").status in (301, 302, 303)  # not claimed
+        served = server.get(f"/packages/{wheel.name}.asc")
+        assert served.status == 200 and served.body == signature
+        assert server.get(f"/packages/{old.name}.asc").status == 404
         target = tmp_path / "target"
         run_client(
             [
