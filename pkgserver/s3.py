@@ -563,7 +563,8 @@ class S3Records:
     is still the version read (If-Match, or If-None-Match for a new one), and starts again when
     another replica wrote in between, so no replica's lines are lost. Ceph honours If-Match
     only with the ETag's quotes stripped, and some racing losers get 500 rather than 412:
-    both mean "read again" here (a bounded number of times).
+    both mean "read again" here (a bounded number of times). A 503 (the store overloaded or
+    throttling, after the client's own retries) is not a race: it is raised at once.
     """
 
     ATTEMPTS = 50
@@ -639,7 +640,7 @@ class S3Records:
                     Bucket=self.bucket, Key=f"{self.base}/{name}", Body=body, **condition
                 )
             except Exception as exc:
-                if _status(exc) not in (409, 412, 500, 503):
+                if _status(exc) not in (409, 412, 500):
                     raise _as_oserror(exc) from None
             else:
                 self.journal.note("record", name)
