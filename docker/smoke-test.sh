@@ -106,7 +106,7 @@ out=$("$ENGINE" run --rm --no-healthcheck -e PKGSERVER_ROOTS=s3://smoke-bucket/p
 code=$?
 set -e
 if [ "$code" = 2 ] && [ "$(printf '%s\n' "$out" | grep -c .)" = 1 ] &&
-    printf '%s' "$out" | grep -q 's3://smoke-bucket/packages: .*http://127.0.0.1:9/smoke-bucket'; then
+    printf '%s' "$out" | grep -q 's3://smoke-bucket/packages: .* at http://127.0.0.1:9$'; then
   ok "a bucket in PKGSERVER_ROOTS is reached at AWS_ENDPOINT_URL (none there: exit 2, one line)"
 else
   fail "check of a bucket in PKGSERVER_ROOTS: exit $code, output: $out"

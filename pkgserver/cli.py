@@ -159,7 +159,9 @@ def _manage(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except OSError as exc:
         # An object store that cannot be reached, or refuses (each command reports the
         # directories' own problems): one line, as for a bad argument.
-        raise UsageError(f"{roots[0]}: {exc.strerror or exc}") from None
+        where = getattr(exc, "where", "")
+        said = f"{exc.strerror or exc}{f' at {where}' if where else ''}"
+        raise UsageError(f"{roots[0]}: {said}") from None
 
 
 def _act(

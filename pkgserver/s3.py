@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from .catalog import DistFile, FileStat
 from .distfile import SIDECARS, version_key
@@ -717,7 +717,10 @@ def _as_oserror(exc: BaseException) -> OSError:
     status, code = _status(exc), _code(exc)
     away = _unreachable(exc)
     if away is not None:
-        return StoreUnavailable(f"the object store is unavailable ({away})")
+        # Which endpoint it tried (scheme, host, port; no bucket, key or query).
+        parts = urlsplit(str(getattr(exc, "kwargs", {}).get("endpoint_url") or ""))
+        where = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+        return StoreUnavailable(f"the object store is unavailable ({away})", where)
     if code in _FULL or status == 507:
         return StoreFull(f"the object store is out of room ({code or status})")
     if code == "EntityTooLarge":

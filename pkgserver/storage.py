@@ -55,8 +55,11 @@ class StoreUnavailable(OSError):
     the same request may succeed in a moment. Uploads and downloads answer 503 for it, where
     another OSError would be a 507 or a 404."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, where: str = "") -> None:
         super().__init__(errno.EAGAIN, message)
+        # The endpoint it tried, for the operator (the log, the commands), never for an HTTP
+        # client: the store's address is the deployment's business.
+        self.where = where
 
 
 class StoreFull(OSError):

@@ -1028,3 +1028,30 @@ def test_the_upload_log_folds_old_records_into_one_object_and_loses_none(
         assert log_.uploader("demo-5.whl", f"{5:064x}") == "alice"
         assert log_.uploader("demo-9.whl", "9" * 64) == "dave"
     assert len(singles()) == 1
+
+
+def test_a_command_on_an_unreachable_store_names_the_endpoint_in_one_line() -> None:
+    # The operator learns which endpoint the settings named; an HTTP client never does (the
+    # 503 says only that the store is unavailable: tests/test_s3_serving.py).
+    pytest.importorskip("boto3")
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pkgserver", "check", "s3://nowhere/packages"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "pkgserver: error: s3://nowhere/packages: the object store is unavailable "
+        "(could not connect) at http://127.0.0.1:9\n"
+    )
