@@ -280,6 +280,18 @@ def settle(run: Running, limit: float = 300, idle: float = 0.1) -> float:
     return time.monotonic() - t0
 
 
+def idle_cpu(runs: dict[str, Running], seconds: float = 10) -> dict[str, float | None]:
+    """The CPUs each server uses when no one asks it anything (a replica follows the store)."""
+    before = {name: cpu_seconds(run.proc.pid) for name, run in runs.items()}
+    time.sleep(seconds)
+    out: dict[str, float | None] = {}
+    for name, run in runs.items():
+        now, then = cpu_seconds(run.proc.pid), before[name]
+        out[name] = None if now is None or then is None else (now - then) / seconds
+    log(f"CPU use when idle: {out}")
+    return out
+
+
 def file_path(base: str, project: str, filename: str) -> str:
     """The path of ``filename`` as the project page links it."""
     page = f"/simple/{project}/"
@@ -387,19 +399,26 @@ def one_round(
         redirect.pop("big_wheel")  # wrk follows no redirect: the 302 alone, measured above
         out["redirect"] = redirect
     if second is not None:
-        page = served["bucket"].loads["page_html"]
-        assert isinstance(page, loadgen.Load)
-        wait_quiet(None, args.wait_quiet)
-        both = pair_load(
-            [served["bucket"].run.base, second.base],
-            page,
-            duration=args.duration,
-            **load_options(args, ctx.logdir),
+        out["pair"] = _two_replicas(ctx, served["bucket"], second)
+        rates = " + ".join(f"{b['rps']:.0f}" for b in out["pair"]["each"])
+        log(
+            f"round {rnd + 1}: replica A alone {out['pair']['one']['rps']:.0f} req/s,"
+            f" A and B at once {rates} req/s"
         )
-        out["pair"] = {"each": both, "sum": sum(b["rps"] for b in both)}
-        rates = " + ".join(f"{b['rps']:.0f}" for b in both)
-        log(f"round {rnd + 1}: two replicas at once: {rates} req/s")
     return out
+
+
+def _two_replicas(ctx: Bench, a: Served, b: Running) -> dict[str, Any]:
+    """The project pages on replica A alone, then on A and B at once, back to back."""
+    args = ctx.args
+    page = a.loads["page_html"]
+    assert isinstance(page, loadgen.Load)
+    opts = {**load_options(args, ctx.logdir), "duration": args.duration}
+    wait_quiet(None, args.wait_quiet)
+    one = accounted_load(a.run.proc.pid, a.run.base, page, **opts)
+    wait_quiet(None, args.wait_quiet)
+    both = pair_load([(a.run.proc.pid, a.run.base), (b.proc.pid, b.base)], page, **opts)
+    return {"one": one, "each": both, "sum": sum(r["rps"] for r in both)}
 
 
 def _served(ctx: Bench, server: Server, run: Running, corpus: Corpus, sample: list[str]) -> Served:
@@ -522,6 +541,7 @@ def load_part(ctx: Bench, stack: contextlib.ExitStack) -> None:
         # It lists the upload project too: one project more on /simple/.
         uploaded = dataclasses.replace(corpus, files=corpus.files + PER_PROJECT)
         served["redirect"] = with_big(ctx, _served(ctx, wanted[1][0], started[1], uploaded, sample))
+    res["idle_cpu"] = idle_cpu({"directory": d, "bucket": a})
     for rnd in range(args.rounds):
         res["rounds"].append(one_round(ctx, rnd, served, b))
         write(ctx.results, args)
@@ -567,7 +587,11 @@ def _timed_start(
     except RuntimeError as exc:
         log(f"{server.name}: {exc}")
         return {"seconds": None, "error": str(exc)}
-    out = {"seconds": run.ready_seconds, "rss_mib": run.ready_rss.get("VmRSS")}
+    out = {
+        "seconds": run.ready_seconds,
+        "rss_mib": run.ready_rss.get("VmRSS"),
+        "other_cpu": run.ready_other_cpu,
+    }
     if settles:
         out["settled"] = settle(run)
         log(f"{server.name}: settled {out['settled']:.1f}s after it was ready")

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import loadgen
 from builders import make_wheel
 from common import UPLOAD_NAME
+from endpoints import accounted_load
 from uploads import raw_upload
 
 MAX_HOPS = 3
@@ -126,10 +127,13 @@ def follow_load(
     }
 
 
-def pair_load(bases: list[str], load: loadgen.Load, **options: Any) -> list[dict[str, Any]]:
-    """The same load on each of ``bases`` at once (one load generator each)."""
-    with ThreadPoolExecutor(len(bases)) as pool:
-        return list(pool.map(lambda base: loadgen.run(base, load, **options), bases))
+def pair_load(
+    servers: list[tuple[int, str]], load: loadgen.Load, **options: Any
+) -> list[dict[str, Any]]:
+    """The same load on each of ``servers`` ((pid, base URL)) at once, one load generator
+    each; with each server's CPU use (others' CPU is not told apart here)."""
+    with ThreadPoolExecutor(len(servers)) as pool:
+        return list(pool.map(lambda s: accounted_load(s[0], s[1], load, **options), servers))
 
 
 def small_wheels(directory: Path, versions: list[str]) -> list[tuple[Path, str]]:

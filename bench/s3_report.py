@@ -20,6 +20,17 @@ def _get(key: str, field: str) -> Getter:
     return get
 
 
+def _cpu_per_request(key: str) -> Getter:
+    """The server's CPU time per answer, in ms: steadier than a rate on a shared machine."""
+
+    def get(r: dict[str, Any]) -> float | None:
+        v = r.get(key, {})
+        cpu, rps = v.get("server_cpu"), v.get("rps")
+        return cpu / rps * 1e3 if isinstance(cpu, (int, float)) and rps else None
+
+    return get
+
+
 def _figures(settings: dict[str, Any]) -> list[tuple[str, str, Getter, str]]:
     """(label, unit, getter of one backend's round, target) of each load figure."""
     mb, big_c = settings["big_mb"], settings["big_connections"]
@@ -27,7 +38,10 @@ def _figures(settings: dict[str, Any]) -> list[tuple[str, str, Getter, str]]:
     return [
         ("`/simple/<p>/` HTML", "req/s", _get("page_html", "rps"), "≥ 0.8"),
         ("`/simple/<p>/` JSON", "req/s", _get("page_json", "rps"), "≥ 0.8"),
+        ("server CPU per HTML page", "ms", _cpu_per_request("page_html"), ""),
+        ("server CPU per JSON page", "ms", _cpu_per_request("page_json"), ""),
         ("wheel (~1 KB), streamed, wrk", "req/s", _get("wheel", "rps"), ""),
+        ("server CPU per small wheel", "ms", _cpu_per_request("wheel"), ""),
         (
             f"wheel ({mb} MiB), streamed, wrk, {big_c} conn.",
             "MB/s",
@@ -77,7 +91,7 @@ def _header(results: dict[str, Any]) -> list[str]:
         "",
         f"- machine: {env.get('machine')}: the servers, the load generator and Ceph share its"
         " CPUs, so every figure is noisy (±20% between runs is usual here)",
-        f"- pkgserver {env.get('pkgserver')}, measured as of {env.get('commit')}",
+        f"- pkgserver {env.get('pkgserver')} measured: {env.get('commit')}",
         f"- S3: {env.get('ceph')} (single node, memstore, 127.0.0.1); boto3 {env.get('boto3')}",
         f"- {env.get('python')}, waitress {env.get('waitress')}, {env.get('wrk')}",
         f"- loads: {tool}, {s['wrk_threads']} thread, {s['connections']} connections,"
@@ -142,6 +156,10 @@ def _load_tables(results: dict[str, Any]) -> list[str]:
         f"| upload of the {s['big_mb']} MiB wheel (once) | {fmt_s(d_up)} | {fmt_s(b_up)}"
         f" | {_ratio(b_up, d_up)} | |"
     )
+    idle = load.get("idle_cpu", {})
+    if idle:
+        d_idle, b_idle = idle.get("directory"), idle.get("bucket")
+        out.append(f"| server CPUs when idle (10 s) | {_num(d_idle)} | {_num(b_idle)} | | |")
     ready = load.get("ready", {})
     out.append(
         f"| ready at {load['files']:,} files, first start | "
@@ -196,14 +214,23 @@ def _redirect(load: dict[str, Any], s: dict[str, Any]) -> list[str]:
 
 
 def _replicas(load: dict[str, Any], s: dict[str, Any]) -> list[str]:
-    one = _median([_get("page_html", "rps")(r) for r in _rounds(load, "bucket")])
-    both = _median([r.get("pair", {}).get("sum") for r in load["rounds"]])
+    pairs = [r.get("pair", {}) for r in load["rounds"]]
+    one = _median([_get("one", "rps")(p) for p in pairs])
+    both = _median([p.get("sum") for p in pairs])
+    cpu_one = _median([_get("one", "server_cpu")(p) for p in pairs])
+    cpu_both = _median(
+        [sum(e.get("server_cpu") or 0 for e in p["each"]) if p.get("each") else None for p in pairs]
+    )
     out = [
         "### Two replicas",
         "",
-        "| `/simple/<p>/` HTML | one replica (A) | A and B at once (sum) | sum / one |",
+        "Replica A alone, then A and B at once (a wrk each, the same load), back to back in each"
+        " round:",
+        "",
+        "| `/simple/<p>/` HTML | A alone | A and B at once (sum) | sum / one |",
         "|---|---:|---:|---:|",
         f"| req/s | {_num(one)} | {_num(both)} | {_ratio(both, one)} |",
+        f"| servers' CPUs | {_num(cpu_one)} | {_num(cpu_both)} | |",
         "",
         f"Coherence: uploads to replica A at {s['per_minute']:g}/min for"
         f" {s['coherence_seconds']:g} s, then {s['burst']} back to back; a poller asks replica"
@@ -229,7 +256,7 @@ def _replicas(load: dict[str, Any], s: dict[str, Any]) -> list[str]:
 def _each_round(load: dict[str, Any], s: dict[str, Any]) -> list[str]:
     n = len(load["rounds"])
     out = [
-        "### Each round (directory / bucket)",
+        "### Each round (directory / bucket, and the ratio)",
         "",
         "| figure | " + " | ".join(f"round {i + 1}" for i in range(n)) + " |",
         "|---|" + "---:|" * n,
@@ -238,10 +265,14 @@ def _each_round(load: dict[str, Any], s: dict[str, Any]) -> list[str]:
         cells = []
         for r in load["rounds"]:
             d, b = get(r.get("directory", {})), get(r.get("bucket", {}))
-            cells.append(f"{_num(d)} / {_num(b)}")
+            cells.append(f"{_num(d)} / {_num(b)} ({_ratio(b, d)})")
         out.append(f"| {label}, {unit} | " + " | ".join(cells) + " |")
-    pairs = [f"{_num(r.get('pair', {}).get('sum'))}" for r in load["rounds"]]
-    out.append("| two replicas at once, sum, req/s | " + " | ".join(pairs) + " |")
+    pairs = []
+    for r in load["rounds"]:
+        p = r.get("pair", {})
+        one, both = _get("one", "rps")(p), p.get("sum")
+        pairs.append(f"{_num(one)} / {_num(both)} ({_ratio(both, one)})")
+    out.append("| pages: replica A alone / A and B at once, req/s | " + " | ".join(pairs) + " |")
     return [*out, ""]
 
 
@@ -308,7 +339,9 @@ def _start_table(results: dict[str, Any]) -> list[str]:
         if r.get("seconds") is None:
             return f"not ready ({r.get('error', '?')[:80]})"
         rss = f", RSS {r['rss_mib']:.0f} MiB" if r.get("rss_mib") else ""
-        return f"{fmt_s(r['seconds'])}{rss}"
+        other = r.get("other_cpu")
+        busy = f", others' CPU {other:.2f}" if other is not None else ""
+        return f"{fmt_s(r['seconds'])}{rss}{busy}"
 
     out.append(
         f"| first (directory: no index cache; bucket: cold) | {cell('directory_first')}"
