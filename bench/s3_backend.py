@@ -345,16 +345,19 @@ def _follow(ctx: Bench, s: Served, files: list[tuple[str, int]], connections: in
     return r
 
 
-def _downloads(ctx: Bench, s: Served, out: dict[str, Any]) -> None:
-    """The big wheel with wrk (MB/s), then both wheels with the redirect-following client."""
+def _downloads(ctx: Bench, s: Served, out: dict[str, Any], streamed: bool = True) -> None:
+    """The big wheel with wrk (MB/s) when ``streamed`` (wrk follows no redirect), then both
+    wheels with the redirect-following client."""
     path, size = s.big
-    load = loadgen.Load([(path, {})], expect=200, check="length", want=size)
-    r = _wrk(ctx, s, load, ctx.args.big_connections)
-    r["mb_per_s"] = r["rps"] * size / 1e6
-    log(
-        f"{s.server.name}: {ctx.args.big_mb} MiB wheel: {r['mb_per_s']:.0f} MB/s, wrong {r['wrong']}"
-    )
-    out["big_wheel"] = r
+    if streamed:
+        load = loadgen.Load([(path, {})], expect=200, check="length", want=size)
+        r = _wrk(ctx, s, load, ctx.args.big_connections)
+        r["mb_per_s"] = r["rps"] * size / 1e6
+        log(
+            f"{s.server.name}: {ctx.args.big_mb} MiB wheel: {r['mb_per_s']:.0f} MB/s,"
+            f" wrong {r['wrong']}"
+        )
+        out["big_wheel"] = r
     out["follow_small"] = _follow(ctx, s, s.files, ctx.args.follow_connections)
     out["follow_big"] = _follow(ctx, s, [s.big], ctx.args.big_connections)
 
@@ -395,8 +398,7 @@ def one_round(
         found = dataclasses.replace(wheel, expect=302)
         redirect = {"wheel_302": _wrk(ctx, r, found, args.connections)}
         log(f"redirect: 302 answers: {redirect['wheel_302']['rps']:.0f}/s")
-        _downloads(ctx, r, redirect)
-        redirect.pop("big_wheel")  # wrk follows no redirect: the 302 alone, measured above
+        _downloads(ctx, r, redirect, streamed=False)
         out["redirect"] = redirect
     if second is not None:
         out["pair"] = _two_replicas(ctx, served["bucket"], second)
@@ -421,17 +423,45 @@ def _two_replicas(ctx: Bench, a: Served, b: Running) -> dict[str, Any]:
     return {"one": one, "each": both, "sum": sum(r["rps"] for r in both)}
 
 
-def _served(ctx: Bench, server: Server, run: Running, corpus: Corpus, sample: list[str]) -> Served:
+def _served(
+    ctx: Bench,
+    server: Server,
+    run: Running,
+    corpus: Corpus,
+    sample: list[str],
+    redirects: bool = False,
+) -> Served:
     """What ``run`` is asked: prepared (and checked) as bench/run.py does, and the big wheel
-    once it has been uploaded (``with_big``)."""
+    once it has been uploaded (``with_big``). A server that ``redirects`` downloads is checked
+    for that instead: a 302 whose target serves the file's bytes."""
     checks: list[str] = ctx.results["load"]["checks"]
-    loads = prepare_loads(run.base, server, corpus, sample, checks)
+    found: list[str] = []
+    loads = prepare_loads(run.base, server, corpus, sample, found)
     wheel = loads["wheel"]
     files = []
     if isinstance(wheel, loadgen.Load):
         for path, _h in wheel.requests:
             files.append((path, (corpus.path / path.rsplit("/", 1)[-1]).stat().st_size))
+        if redirects:
+            found = [c for c in found if not c.startswith(wheel.requests[0][0])]
+            found += _redirected(run.base, wheel.requests[0][0], corpus)
+    checks += found
     return Served(server, run, loads, files, ("", 0))
+
+
+def _redirected(base: str, path: str, corpus: Corpus) -> list[str]:
+    """What is wrong with the redirect of ``path`` (nothing: [])."""
+    a = fetch(base, path)
+    target = a.headers.get("location")
+    if a.status != 302 or not target:
+        return [f"{path}: HTTP {a.status}, want a 302 with a Location"]
+    parts = urlsplit(urljoin(base + path, target))
+    origin = f"{parts.scheme}://{parts.netloc}"
+    got = fetch(origin, parts.path + (f"?{parts.query}" if parts.query else ""))
+    want = (corpus.path / path.rsplit("/", 1)[-1]).read_bytes()
+    if got.status != 200 or got.body != want:
+        return [f"{path}: its redirect answers {got.status} with {len(got.body)} other bytes"]
+    return []
 
 
 def with_big(ctx: Bench, s: Served) -> Served:
@@ -540,7 +570,9 @@ def load_part(ctx: Bench, stack: contextlib.ExitStack) -> None:
     if redirect:
         # It lists the upload project too: one project more on /simple/.
         uploaded = dataclasses.replace(corpus, files=corpus.files + PER_PROJECT)
-        served["redirect"] = with_big(ctx, _served(ctx, wanted[1][0], started[1], uploaded, sample))
+        served["redirect"] = with_big(
+            ctx, _served(ctx, wanted[1][0], started[1], uploaded, sample, redirects=True)
+        )
     res["idle_cpu"] = idle_cpu({"directory": d, "bucket": a})
     for rnd in range(args.rounds):
         res["rounds"].append(one_round(ctx, rnd, served, b))
