@@ -369,7 +369,8 @@ def _uploads(ctx: Bench, s: Served, rnd: int, out: dict[str, Any]) -> None:
     for key, clients, mode in (("upload_1", 1, 0), ("upload_n", args.upload_clients, 1)):
         versions = [f"{rnd + 1}.{mode}.{i}" for i in range(args.uploads)]
         wait_quiet(s.run.proc.pid, args.wait_quiet)
-        r = upload_rate(s.run.base, small_wheels(wheel_dir, versions), clients, args.timeout)
+        wheels = small_wheels(wheel_dir, versions)
+        r = upload_rate(s.run.base, wheels, clients, args.timeout, s.run.proc.pid)
         log(f"{s.server.name}: {r['ok']} uploads from {clients} client(s): {r['rate']:.1f}/s")
         out[key] = r
 

@@ -20,6 +20,7 @@ import loadgen
 from builders import make_wheel
 from common import UPLOAD_NAME
 from endpoints import accounted_load
+from machine import cpu_seconds
 from uploads import raw_upload
 
 MAX_HOPS = 3
@@ -148,22 +149,27 @@ def small_wheels(directory: Path, versions: list[str]) -> list[tuple[Path, str]]
 
 
 def upload_rate(
-    base: str, wheels: list[tuple[Path, str]], clients: int, timeout: float
+    base: str, wheels: list[tuple[Path, str]], clients: int, timeout: float, pid: int
 ) -> dict[str, Any]:
     """``wheels`` uploaded from ``clients`` at once (a new connection each, as raw multipart
-    POSTs with the bench user's password): uploads/s and the latency of one."""
+    POSTs with the bench user's password) to the server ``pid``: uploads/s, the latency of
+    one, and the server's CPU time per upload."""
+    cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         done = list(pool.map(lambda w: raw_upload(base, w[0], w[1], timeout), wheels))
     seconds = time.perf_counter() - t0
+    cpu1 = cpu_seconds(pid)
     ok = [d["seconds"] for d in done if d["ok"]]
     failed = [d for d in done if not d["ok"]]
+    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
     return {
         "uploads": len(wheels),
         "ok": len(ok),
         "clients": clients,
         "seconds": seconds,
         "rate": len(ok) / seconds if seconds else 0.0,
+        "server_cpu_ms": cpu / len(ok) * 1e3 if cpu is not None and ok else None,
         **latencies(ok),
         "failed": f"{failed[0].get('status')} {failed[0].get('detail')}" if failed else "",
     }

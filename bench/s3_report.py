@@ -149,6 +149,12 @@ def _load_tables(results: dict[str, Any]) -> list[str]:
         out.append(
             f"| small upload, p50 latency, {unit} | {fmt_ms(d)} | {fmt_ms(b)} | {_ratio(b, d)} | |"
         )
+        d = _median([_get(key, "server_cpu_ms")(r) for r in _rounds(load, "directory")])
+        b = _median([_get(key, "server_cpu_ms")(r) for r in _rounds(load, "bucket")])
+        out.append(
+            f"| server CPU per small upload, {unit} | {fmt_ms(d)} | {fmt_ms(b)}"
+            f" | {_ratio(b, d)} | |"
+        )
     big = load.get("big_wheel", {})
     ups = big.get("upload", {})
     d_up, b_up = (ups.get(k, {}).get("seconds") for k in ("directory", "bucket"))
