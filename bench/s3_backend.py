@@ -128,6 +128,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add("--wrk-threads", type=int, default=1)
     add("--threads", type=int, default=16, help="waitress threads of every pkgserver")
+    add("--pin", metavar="CPUS", help="run every pkgserver on these CPUs (taskset -c CPUS)")
     add("--sample", type=int, default=1000, help="projects the page and wheel loads draw from")
     add("--python-load", action="store_true", help="the Python load generator even with wrk")
     add("--timeout", type=float, default=60, help="load client timeout, seconds")
@@ -174,7 +175,9 @@ class Bench:
     buckets: list[str] = field(default_factory=list)
 
     def server(self, name: str, root: str | None = None, extra: tuple[str, ...] = ()) -> Server:
-        return pkgserver(
+        """pkgserver serving the corpus or ``root``, uploads for the bench user; with --pin,
+        held to those CPUs (taskset)."""
+        server = pkgserver(
             name,
             self.python,
             self.args.threads,
@@ -185,6 +188,10 @@ class Bench:
             authenticate="update",
             extra=extra,
         )
+        if self.args.pin:
+            argv, cpus = server.argv, self.args.pin
+            server.argv = lambda port, corpus: ["taskset", "-c", cpus, *argv(port, corpus)]
+        return server
 
     def start(
         self,

@@ -99,6 +99,8 @@ def _header(results: dict[str, Any]) -> list[str]:
         f" {s['threads']} threads; **{s['rounds']} round(s)**, directory and bucket in turn"
         " (order swapped each round); the tables give medians",
     ]
+    if s.get("pin"):
+        out.append(f"- every pkgserver held to CPU(s) {s['pin']} (`--pin`, taskset)")
     if results.get("sources_end") and results["sources_end"] != env.get("sources"):
         out.append(
             "- pkgserver's sources changed during the run: the snapshot taken at the start ran"
