@@ -50,7 +50,7 @@ def _commit(env: dict[str, str], sources_rev: str | None) -> str:
     )
 
 
-def _machine() -> str:
+def machine_summary() -> str:
     cpu = "?"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -102,5 +102,5 @@ def environment(
     env["pip"] = version_of([py, "-m", "pip", "--version"]).split(" from ")[0]
     env["uv"] = version_of([tools["uv"], "--version"])
     env["twine"] = version_of([tools["twine"], "--version"]).split(" (")[0]
-    env["machine"] = _machine()
+    env["machine"] = machine_summary()
     return env

@@ -17,14 +17,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-TOOL = os.environ.get("PKGSERVER_CEPH_TOOL") or next(
-    (str(p) for p in (HERE.parent.parent / "shared/tools/ceph-s3-up.sh",) if p.exists()),
-    "/work/shared/tools/ceph-s3-up.sh",
-)
+from ceph import gateway
+from common import HERE
+
 CLIENTS = {"boto3": "boto3", "obstore": "obstore", "minio": "minio"}
 SMALL, LARGE = 4 * 1024, 8 * 1024 * 1024
 
@@ -201,14 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", default=",".join(CLIENTS))
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="s3-bench-") as tmp:
-        where = Path(tmp) / "ceph"
-        up = subprocess.run([TOOL, str(where)], capture_output=True, text=True, check=True)
-        env = dict(line.split("=", 1) for line in up.stdout.split() if "=" in line)
-        try:
-            results = [trial(c.strip(), env) for c in args.clients.split(",") if c.strip()]
-        finally:
-            subprocess.run([TOOL, "--down", str(where)], capture_output=True, check=False)
+    with gateway() as env:
+        results = [trial(c.strip(), env) for c in args.clients.split(",") if c.strip()]
     text = report(results)
     print(text)
     if args.out:

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,9 +177,19 @@ def ensure_pypiserver(venvs: Path, python: str) -> Path:
 
 
 def pkgserver(
-    name: str, python: str, threads: int, snapshot: Path | None, label: str = "pkgserver"
+    name: str,
+    python: str,
+    threads: int,
+    snapshot: Path | None,
+    label: str = "pkgserver",
+    *,
+    root: str | None = None,
+    passwords: str = ".",
+    authenticate: str = ".",
+    extra: Sequence[str] = (),
 ) -> Server:
-    """pkgserver as the venv's ``python`` runs it, from ``snapshot`` (on PYTHONPATH) if given."""
+    """pkgserver as the venv's ``python`` runs it, from ``snapshot`` (on PYTHONPATH) if given,
+    serving the corpus (or ``root``: an s3:// location), with ``extra`` options."""
     return Server(
         name,
         label,
@@ -193,15 +203,16 @@ def pkgserver(
             "-i",
             "127.0.0.1",
             "-P",
-            ".",
+            passwords,
             "-a",
-            ".",
+            authenticate,
             "--disable-fallback",
             "--threads",
             str(threads),
             "--log-stream",
             "stderr",
-            str(c),
+            *extra,
+            root or str(c),
         ],
         measure_restart=True,
         drop_cache=True,
