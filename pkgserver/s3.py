@@ -367,7 +367,7 @@ class S3Storage:
 
 
 WHOLE_READ = 1024 * 1024  # objects up to this size are read in one go when opened
-CHUNK = 256 * 1024  # what a streamed object is read by
+CHUNK = 1024 * 1024  # what a streamed object is read by
 
 
 class ObjectReader(io.RawIOBase):
