@@ -25,7 +25,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pkgserver"
 LAYERS: dict[str, int] = {}
 for _layer, _names in enumerate(
     (
-        "__init__ distfile archives metadata catalog render multipart xmlrpc config errors web",
+        "__init__ distfile archives metadata catalog render multipart xmlrpc config errors web"
+        " rights",
         "fsutil records cache inotify scan hasher indexer publish storage s3 s3feed upload auth"
         " observe manage hosted update",
         "answers site api pages app server",
