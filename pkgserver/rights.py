@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from .distfile import normalize
 
-__all__ = ["ACTIONS", "Publisher", "pattern_covers", "project_matches"]
+__all__ = ["ACTIONS", "BUILTIN_ISSUERS", "Issuer", "Publisher", "pattern_covers", "project_matches"]
 
 ACTIONS = ("upload", "remove", "download", "list")
 
@@ -85,3 +85,20 @@ class Publisher:
 
     def covers(self, project: str) -> bool:
         return any(project_matches(p, project) for p in self.projects)
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """An OIDC issuer whose tokens trusted publishing accepts (``[issuers.NAME]``)."""
+
+    name: str  # what a publisher's ``issuer`` names: "github", "gitlab", or the table's name
+    kind: str  # "github" | "gitlab": which claims name the repository, workflow, environment
+    url: str  # the ``iss`` claim, exactly; keys from URL/.well-known/openid-configuration
+    jwks_file: str | None = None  # pinned keys (a JWKS JSON file) for networks without the issuer
+
+
+# Known without configuration; a rights file may override either (e.g. pinned keys).
+BUILTIN_ISSUERS = (
+    Issuer("github", "github", "https://token.actions.githubusercontent.com"),
+    Issuer("gitlab", "gitlab", "https://gitlab.com"),
+)
