@@ -10,14 +10,14 @@ else, which the routes then decide.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import bottle
 
 from . import answers, render, xmlrpc
 from .answers import Answer, guarded, header
-from .distfile import is_valid_project_name, normalize
-from .errors import BadRequest, Forbidden, HTTPProblem, NotFound, Unavailable
+from .catalog import Snapshot
+from .distfile import InvalidDistFilename, is_valid_project_name, normalize, parse_dist_filename
+from .errors import BadRequest, HTTPProblem, NotFound, Unavailable
 from .site import Claimed, Site
 from .storage import DirectoryStorage, StoreUnavailable
 
@@ -96,7 +96,7 @@ class InstallerAPI:
     def simple_index(self) -> Any:
         site = self.site
         site.require("list")
-        snap, media = site.catalog.snapshot, site.negotiated()
+        snap, media = site.listing(), site.negotiated()
         return site.send_rendered(render.render_index(snap, media), snap.cache, ("index", media))
 
     def simple_project_no_slash(self, name: str) -> Any:
@@ -106,6 +106,12 @@ class InstallerAPI:
         site = self.site
         site.require("list")
         media = site.negotiated()
+        # A hosted name the credentials may not list is refused (a redirect to the fallback
+        # would install someone else's project of that name); others go to the fallback as
+        # for anyone, so that the dependencies from the public index still install.
+        hosted = normalize(name[:200])
+        if site.is_hosted(hosted):
+            site.permit("list", hosted)
         found = site.hosted_or_redirect(name)
         if isinstance(found, bottle.HTTPResponse):
             return found
@@ -118,8 +124,9 @@ class InstallerAPI:
 
     def package_file(self, path: str) -> Any:
         site = self.site
-        site.require("download")
         snap = site.catalog.snapshot
+        if site.require("download") is not None:
+            site.permit("download", self.project_of(snap, path))
         f = snap.file(path)
         if f is not None:
             return site.send_file(f)
@@ -137,11 +144,29 @@ class InstallerAPI:
                 return answers.send_signature(signature)
         raise NotFound("no such file")
 
+    @staticmethod
+    def project_of(snap: Snapshot, path: str) -> str:
+        """The project a download path belongs to, for the per-project right: from the file
+        name where it parses (so that the answer does not tell whether the file exists),
+        else the listed file's; NotFound when neither says."""
+        for suffix in (".metadata", ".asc"):
+            if path.endswith(suffix):
+                path = path[: -len(suffix)]
+                break
+        try:
+            return parse_dist_filename(path.rsplit("/", 1)[-1]).project
+        except InvalidDistFilename:
+            pass
+        f = snap.file(path)
+        if f is None:
+            raise NotFound("no such file")
+        return f.project
+
     def devpi_simple(self, name: str) -> Any:
         # hatch publish reads <upload URL>/+simple/<project>/ (devpi's layout) to skip files
         # that exist; no fallback here, an unknown project simply has no files.
         site = self.site
-        site.require("list")
+        site.require("list", normalize(name[:200]))
         project = site.catalog.snapshot.project(normalize(name))
         if project is None:
             raise NotFound("not hosted here")
@@ -151,14 +176,14 @@ class InstallerAPI:
         # pypiserver's listing of every file: `pip install --find-links URL/packages/` reads it.
         site = self.site
         site.require("list")
-        snap = site.catalog.snapshot
+        snap = site.listing()
         page = render.render_file_list(snap, self.hash_algo)
         return site.send_rendered(page, snap.cache, ("files", self.hash_algo))
 
     # -- the JSON API ------------------------------------------------------------------------------
     def json_api(self, name: str, version: str | None = None) -> Any:
         site = self.site
-        site.require("list")
+        site.require("list", normalize(name[:200]))
         project = site.catalog.snapshot.project(normalize(name))
         if project is None:
             raise NotFound(f"project {name!r} is not hosted here")
@@ -202,7 +227,7 @@ class InstallerAPI:
                 str(k): [str(t)[:100] for t in (v if isinstance(v, list) else [v])][:10]
                 for k, v in list(spec.items())[:4]
             }
-            found = render.search(self.site.catalog.snapshot, terms, operator)
+            found = render.search(self.site.listing(), terms, operator)
             out = xmlrpc.dump_response(found)
         return bottle.HTTPResponse(out, **{"Content-Type": "text/xml"})
 
@@ -217,7 +242,7 @@ class InstallerAPI:
         site = self.site
         observer = site.observer
         try:
-            self.refuse_cross_site()
+            self.site.refuse_cross_site()
             user = site.require("update")
         except HTTPProblem as exc:
             observer.upload_done(exc.status, exc.message)
@@ -228,7 +253,9 @@ class InstallerAPI:
         except ValueError:
             length = -1
         try:
-            outcome = site.uploads.handle(env["wsgi.input"], length, env.get("CONTENT_TYPE"), user)
+            outcome = site.uploads.handle(
+                env["wsgi.input"], length, env.get("CONTENT_TYPE"), user, permit=site.permit
+            )
         except HTTPProblem as exc:
             observer.upload_done(exc.status, exc.message)
             raise
@@ -238,19 +265,6 @@ class InstallerAPI:
             status=f"{outcome.status} {answers.reason(outcome.message)}",
             **{"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"},
         )
-
-    def refuse_cross_site(self) -> None:
-        """Browsers resend Basic credentials: a page on another site must not upload or delete."""
-        if (header("Sec-Fetch-Site") or "").lower() == "cross-site":
-            raise Forbidden("cross-site requests may not change the index")
-        origin = header("Origin")
-        if origin:
-            origin_host = urlsplit(origin).netloc.lower()
-            allowed = {(header("Host") or "").lower()}
-            if self.site.base_override:
-                allowed.add(urlsplit(self.site.base_override).netloc.lower())
-            if origin == "null" or origin_host not in allowed:
-                raise Forbidden("cross-site requests may not change the index")
 
     # -- pypiserver's shortcuts --------------------------------------------------------------------
     def bare_project(self, name: str) -> Any:

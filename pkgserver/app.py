@@ -10,6 +10,7 @@ works behind a path-prefix proxy and a spoofed ``Host`` cannot steer them.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -20,15 +21,17 @@ import bottle
 from . import answers
 from .answers import Answer
 from .api import InstallerAPI
-from .auth import Authenticator
+from .auth import Authenticator, RightsFile
 from .catalog import Catalog, DistFile
 from .config import Settings
 from .hosted import HostedNames
 from .observe import Observer
 from .pages import WELCOME_NAMES, Pages, WelcomeError, load_welcome
+from .records import RecordDir
 from .scan import MetadataStore
 from .site import Site
 from .storage import Records, Storage, Uploaders
+from .tokens import RECHECK, TokenStore
 from .upload import Uploads
 
 __all__ = ["WELCOME_NAMES", "WelcomeError", "create_app", "load_welcome"]
@@ -175,6 +178,26 @@ _PROXY_HEADERS = tuple(
 )
 
 
+def default_auth(
+    settings: Settings, records: Sequence[Records] | None, observer: Observer | None = None
+) -> Authenticator:
+    """The htpasswd file, the rights file and the tokens kept in the first records folder (a
+    bucket's, given as ``records``, is re-read when the service is told it changed)."""
+    bucket = records is not None and not isinstance(records[0], RecordDir)
+    tokens = TokenStore(
+        records[0] if records else RecordDir(settings.roots[0]),
+        reload_every=math.inf if bucket else RECHECK,
+    )
+    return Authenticator(
+        settings.password_file,
+        settings.authenticate,
+        settings.threads,
+        rights=RightsFile(settings.rights_file),
+        tokens=tokens,
+        on_decision=observer.access_decision if observer is not None else None,
+    )
+
+
 def create_app(
     settings: Settings,
     catalog: Catalog,
@@ -217,7 +240,7 @@ def create_app(
     site = Site(
         settings,
         catalog,
-        auth=auth or Authenticator(settings.password_file, settings.authenticate, settings.threads),
+        auth=auth or default_auth(settings, records, observer),
         metadata=metadata or MetadataStore(opener=uploads.storage.open),
         uploads=uploads,
         observer=observer,

@@ -206,6 +206,14 @@ class Observer:
             ["reason"],
             registry=r,
         )
+        self.decisions = Counter(
+            "pkgserver_access_decisions",
+            "Tokens and rights at work: token used/unknown/expired/no-owner/refused (its "
+            "scope lacks the action), token created/revoked/minted, rights refused (a "
+            "per-project right missing), oidc granted/refused",
+            ["what", "outcome"],
+            registry=r,
+        )
         self.scans = Histogram(
             "pkgserver_scan_duration_seconds",
             "Scans of the package directories (initial: at start; rescan: later)",
@@ -248,6 +256,9 @@ class Observer:
 
     def auth_failed(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
+
+    def access_decision(self, what: str, outcome: str) -> None:
+        self.decisions.labels(what, outcome).inc()
 
     # -- per request --
     def wrap(self, start_response: Callable[..., Any], box: list[Any]) -> Callable[..., Any]:

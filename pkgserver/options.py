@@ -278,6 +278,14 @@ OPTIONS: tuple[Option, ...] = (
         kind=ON,
     ),
     Option(
+        "rights_file",
+        ("--rights",),
+        "who may do what to which project, and trusted publishers: a TOML file (README, "
+        "'Tokens, rights and trusted publishing'), re-read within a second of a change. "
+        "Without it every htpasswd user may do every protected action",
+        metavar="FILE",
+    ),
+    Option(
         "show_uploaders",
         ("--show-uploaders",),
         "show who uploaded each file on the project pages to everyone who may list "
