@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 import bottle
@@ -38,6 +38,9 @@ from .observe import Observer
 from .scan import MetadataStore
 from .storage import Uploaders
 from .upload import Uploads
+
+if TYPE_CHECKING:  # (oidc needs the [oidc] extra: imported only where it is configured)
+    from .oidc import TrustedPublishing
 
 __all__ = ["Claimed", "Site"]
 
@@ -81,6 +84,8 @@ class Site:
         self.hosted = hosted
         self.upload_log = upload_log
         self.ready = ready
+        # Trusted publishing (/_/oidc/...), set by whoever configures it; None: 404 there.
+        self.trusted: TrustedPublishing | None = None
         self.fallback = settings.fallback
         absolute = settings.absolute_base_url
         # --server-base-url as an absolute URL: every absolute link and Location uses it.
