@@ -11,6 +11,7 @@ import email.utils
 import functools
 import hashlib
 import io
+import json
 import os
 import re
 import stat
@@ -260,9 +261,15 @@ STATUS_LINES = {200: "200 OK", 304: "304 Not Modified"}
 
 # -- errors ---------------------------------------------------------------------------------------
 def problem(exc: HTTPProblem) -> bottle.HTTPResponse:
-    """A typed error as a plain-text answer: every route's failures end here."""
-    res = bottle.HTTPResponse(exc.message + "\n", status=f"{exc.status} {reason(exc.message)}")
-    res.set_header("Content-Type", "text/plain; charset=utf-8")
+    """A typed error as a plain-text answer (or JSON, for the errors whose clients read JSON):
+    every route's failures end here."""
+    document = exc.json_body()
+    if document is None:
+        body, media = exc.message + "\n", "text/plain; charset=utf-8"
+    else:
+        body, media = json.dumps(document) + "\n", "application/json"
+    res = bottle.HTTPResponse(body, status=f"{exc.status} {reason(exc.message)}")
+    res.set_header("Content-Type", media)
     # Messages echo what the client sent: never let a browser take them for HTML.
     res.set_header("X-Content-Type-Options", "nosniff")
     res.set_header("Vary", "Accept")

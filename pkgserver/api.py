@@ -9,6 +9,7 @@ else, which the routes then decide.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import bottle
@@ -64,6 +65,13 @@ class InstallerAPI:
         get("/packages/", callback=guarded(self.file_list))
         get("/packages", callback=lambda: self.site.redirect("/packages/"))
         get("/pypi/", callback=guarded(self.not_a_project))
+        # Trusted publishing (PyPI's paths; gh-action-pypi-publish before v1.12 posts to the
+        # GitHub one). uv and the action ask https://HOST[:PORT]/_/oidc/..., the publish URL's
+        # authority without its path: these answer at the root, whatever the upload URL.
+        get("/_/oidc/audience", callback=guarded(self.oidc_audience))
+        for path in ("/_/oidc/mint-token", "/_/oidc/github/mint-token"):
+            post(path, callback=guarded(self.oidc_mint_token))
+        post("/_/oidc/burn-token", callback=guarded(self.oidc_burn_token))
 
     def install_shortcuts(self, app: bottle.Bottle) -> None:
         """pypiserver's /<project>/ and /<project>/json: after every other route."""
@@ -266,6 +274,43 @@ class InstallerAPI:
             **{"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"},
         )
 
+    # -- trusted publishing ------------------------------------------------------------------------
+    def oidc_audience(self) -> Any:
+        trusted = self.site.trusted
+        if trusted is None:
+            raise NotFound("trusted publishing is not configured")
+        return _json(trusted.audience_doc())
+
+    def oidc_mint_token(self) -> Any:
+        """A CI's OIDC token for an API token: no credentials, only the token in the body."""
+        trusted = self.site.trusted
+        if trusted is None:
+            raise NotFound("trusted publishing is not configured")
+        self.site.refuse_cross_site()
+        return _json(trusted.exchange(self._bounded_body(trusted.max_body)))
+
+    def oidc_burn_token(self) -> Any:
+        """A minted token handed back after its upload (uv does), to be revoked at once."""
+        trusted = self.site.trusted
+        if trusted is None or trusted.burn is None:
+            raise NotFound("revoking minted tokens is not configured")
+        self.site.refuse_cross_site()
+        trusted.burn_token(self._bounded_body(trusted.max_body))
+        return _json({}, status=202)
+
+    @staticmethod
+    def _bounded_body(bound: int) -> bytes:
+        """The request body, or its first ``bound + 1`` bytes: one more than the bound, for
+        the reader to refuse as too large; the rest is never read."""
+        env = bottle.request.environ
+        try:
+            length = int(env.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        limit = bound + 1
+        data: bytes = env["wsgi.input"].read(min(length, limit) if length >= 0 else limit)
+        return data
+
     # -- pypiserver's shortcuts --------------------------------------------------------------------
     def bare_project(self, name: str) -> Any:
         # pypiserver compatibility: --extra-index-url http://host:port (without /simple).
@@ -318,3 +363,11 @@ class InstallerAPI:
         if f.size > answers.SMALL_FILE:
             return None
         return answers.small_file(f, self.file_cache)  # None: the route reports it
+
+
+def _json(document: dict[str, Any], status: int = 200) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(
+        json.dumps(document) + "\n",
+        status=status,
+        **{"Content-Type": "application/json", "Cache-Control": "no-store"},
+    )

@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bottle
 
@@ -33,6 +33,9 @@ from .site import Site
 from .storage import Records, Storage, Uploaders
 from .tokens import RECHECK, TokenStore
 from .upload import Uploads
+
+if TYPE_CHECKING:  # (oidc needs the [oidc] extra)
+    from .oidc import TrustedPublishing
 
 __all__ = ["WELCOME_NAMES", "WelcomeError", "create_app", "load_welcome"]
 
@@ -213,6 +216,7 @@ def create_app(
     records: Sequence[Records] | None = None,
     observer: Observer | None = None,
     ready: Callable[[], str | None] | None = None,
+    trusted: TrustedPublishing | None = None,
     fast_path: bool = True,
 ) -> bottle.Bottle:
     """Build the WSGI app. Everything it needs is passed in; nothing is global.
@@ -220,7 +224,8 @@ def create_app(
     ``ready()`` says what the server is still doing before it serves everything it found at
     start (None once it does); /health answers 503 until then. ``storage`` is where uploads
     publish (the package directories when not given), ``records`` where its yanks are kept
-    (each directory's ``.pkgserver`` when not given). ``fast_path=False`` leaves every
+    (each directory's ``.pkgserver`` when not given). ``trusted`` answers /_/oidc/ (trusted
+    publishing; 404 there without). ``fast_path=False`` leaves every
     request to the routes (the tests compare both)."""
     if observer is None:
         observer = Observer(catalog, health=settings.health_endpoint)
@@ -249,6 +254,7 @@ def create_app(
         upload_log=upload_log,
         ready=ready,
     )
+    site.trusted = trusted
     app = _App()
     app.prefix = settings.base_path
     app.trust_proxy = settings.trust_proxy

@@ -13,7 +13,7 @@ import posixpath
 import re
 import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import quote, urlsplit
 
 import bottle
@@ -39,6 +39,9 @@ from .observe import Observer
 from .scan import MetadataStore
 from .storage import Uploaders
 from .upload import Uploads
+
+if TYPE_CHECKING:  # (oidc needs the [oidc] extra: imported only where it is configured)
+    from .oidc import TrustedPublishing
 
 __all__ = ["Claimed", "Site"]
 
@@ -86,6 +89,8 @@ class Site:
         self.hosted = hosted
         self.upload_log = upload_log
         self.ready = ready
+        # Trusted publishing (/_/oidc/...), set by whoever configures it; None: 404 there.
+        self.trusted: TrustedPublishing | None = None
         self.fallback = settings.fallback
         absolute = settings.absolute_base_url
         # --server-base-url as an absolute URL: every absolute link and Location uses it.
