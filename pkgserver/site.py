@@ -39,13 +39,25 @@ from .scan import MetadataStore
 from .storage import Uploaders
 from .upload import Uploads
 
-__all__ = ["Claimed", "Site"]
+__all__ = ["Claimed", "Site", "file_cache_control"]
 
 _HOST = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
 # --redirect-downloads: seconds a presigned link works. Enough to begin a download (one that
 # has begun goes on past it) with some clock skew between server and store; short enough
 # that a link copied out of a log or a proxy is soon useless.
 PRESIGNED_FOR = 300
+
+
+def file_cache_control(settings: Settings) -> str:
+    """Cache-Control of a distribution file (and of its .metadata and .asc).
+
+    ``--cache-control AGE`` (pypiserver's) when given. Otherwise a file can never change under
+    its name (uploads are create-only, a copy with other bytes is refused), so it may be kept
+    for a year without asking; with ``--overwrite`` it can be replaced, so a client must ask
+    again (its sha256 ETag, answered 304 while the bytes are the same)."""
+    if settings.cache_control is not None:
+        return f"public, max-age={settings.cache_control}"
+    return answers.REVALIDATE if settings.overwrite else answers.FOREVER
 
 
 class Claimed(NamedTuple):
@@ -89,12 +101,7 @@ class Site:
         self.presign: Callable[[str, int, str], str] | None = (
             getattr(uploads.storage, "url_for", None) if settings.redirect_downloads else None
         )
-        # --cache-control AGE (pypiserver's): on downloads, which never change under their name.
-        self.file_cache = (
-            f"public, max-age={settings.cache_control}"
-            if settings.cache_control is not None
-            else None
-        )
+        self.file_cache = file_cache_control(settings)
 
     # -- who may do what ---------------------------------------------------------------------------
     def require(self, action: str) -> str | None:
@@ -197,7 +204,7 @@ class Site:
             url = presign(f.path, PRESIGNED_FOR, bottle.request.method)
         except OSError as exc:
             raise Unavailable(f"cannot link to the file now ({exc.strerror or exc})") from None
-        return bottle.HTTPResponse(status=302, Location=url, **{"Cache-Control": "no-store"})
+        return bottle.HTTPResponse(status=302, Location=url, **{"Cache-Control": answers.NO_STORE})
 
     def release_metadata(self, project: Project, version: str) -> CoreMetadata | None:
         files = project.files_of(version)
@@ -223,8 +230,14 @@ class Site:
                 return self.redirect(f"/simple/{name}/")
             return Claimed(name)
         if self.fallback and is_valid_project_name(raw_name):
-            # Straight to the canonical name upstream: one hop fewer for the client.
+            # Straight to the canonical name upstream: one hop fewer for the client. Never
+            # stored: the name may be uploaded here in a minute, and a kept redirect would
+            # send installs upstream (dependency confusion). pip does not store a 303 anyway;
+            # uv keeps the upstream's page under this URL, by the upstream's headers (README
+            # "Caching").
             return bottle.HTTPResponse(
-                status=303, Location=self.fallback + quote(name) + "/", **{"Vary": "Accept"}
+                status=303,
+                Location=self.fallback + quote(name) + "/",
+                **{"Vary": "Accept", "Cache-Control": answers.NO_STORE},
             )
         raise NotFound(f"project {raw_name!r} is not hosted here")
