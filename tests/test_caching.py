@@ -48,7 +48,7 @@ def revalidates(app: webtest.TestApp, path: str, method: str, **headers: str) ->
     assert again.headers["Cache-Control"] == REVALIDATE
     assert again.headers["ETag"] == etag
     assert again.body == b""
-    return etag
+    return str(etag)
 
 
 # -- pages: revalidated every time -----------------------------------------------------------------
