@@ -54,7 +54,8 @@ class Clients:
         venv = self.tmp / f"venv-{self.count}"
         if self.name == "uv":
             run_client([_uv(), "venv", "--python", PY, venv], self.env)
-            cmd = [_uv(), "pip", "install", "--python", venv / "bin" / "python", "--no-build"]
+            cmd: list[str | os.PathLike[str]] = [_uv(), "pip", "install", "--no-build"]
+            cmd += ["--python", venv / "bin" / "python"]
         else:
             run_client([PY, "-m", "venv", "--without-pip", venv], self.env)
             cmd = [PY, "-m", "pip", "--python", venv / "bin" / "python", "install"]
@@ -275,7 +276,8 @@ def test_uv_asks_again_with_the_index_cache_control_setting(
         def install(n: int) -> Path:
             venv = tmp_path / f"venv-{n}"
             run_client([_uv(), "venv", "--python", PY, venv], uv.env)
-            cmd = [_uv(), "pip", "install", "--config-file", config, "--no-build"]
+            cmd: list[str | os.PathLike[str]] = [_uv(), "pip", "install", "--no-build"]
+            cmd += ["--config-file", config]
             cmd += ["--python", venv / "bin" / "python", "--cache-dir", uv.cache, "corp-thing"]
             run_client(cmd, uv.env)
             return venv / "bin" / "python"
