@@ -85,7 +85,9 @@ class InstallerAPI:
         self.site.require("list")
         self.site.require("metrics")
         body, content_type = self.site.observer.exposition()
-        return bottle.HTTPResponse(body, **{"Content-Type": content_type})
+        return bottle.HTTPResponse(
+            body, **{"Content-Type": content_type, "Cache-Control": answers.NO_STORE}
+        )
 
     def health(self) -> Any:
         # pypiserver's body, "Ok"; 503 until everything found at start is listed, so that a
@@ -96,9 +98,15 @@ class InstallerAPI:
             return bottle.HTTPResponse(
                 waiting + "\n",
                 status=503,
-                **{"Content-Type": "text/plain; charset=utf-8", "Retry-After": "1"},
+                **{
+                    "Content-Type": "text/plain; charset=utf-8",
+                    "Retry-After": "1",
+                    "Cache-Control": answers.NO_STORE,
+                },
             )
-        return bottle.HTTPResponse("Ok", **{"Content-Type": "text/plain; charset=utf-8"})
+        return bottle.HTTPResponse(
+            "Ok", **{"Content-Type": "text/plain; charset=utf-8", "Cache-Control": answers.NO_STORE}
+        )
 
     # -- the simple API ----------------------------------------------------------------------------
     def simple_index(self) -> Any:
@@ -141,7 +149,7 @@ class InstallerAPI:
         if path.endswith(".metadata"):
             f = snap.file(path[: -len(".metadata")])
             if f is not None and f.metadata_sha256:
-                return answers.send_metadata(f, site.metadata.get(f))
+                return answers.send_metadata(f, site.metadata.get(f), site.file_cache)
         if path.endswith(".asc"):
             f = snap.file(path[: -len(".asc")])
             if f is not None:
@@ -149,7 +157,7 @@ class InstallerAPI:
                     signature = site.uploads.storage.signature(f.path)
                 except StoreUnavailable as exc:
                     raise Unavailable(f"{exc.strerror}, try again later") from None
-                return answers.send_signature(signature)
+                return answers.send_signature(signature, site.file_cache)
         raise NotFound("no such file")
 
     @staticmethod
@@ -201,13 +209,16 @@ class InstallerAPI:
             raise NotFound(f"{project.name} has no version {version!r}")
         base = site.base_url()
         key = ("pypi-json", version, base)
-        body = project.cache.get(key)  # dies with the project's snapshot, like every rendering
-        if body is None:
+        page = project.cache.get(key)  # dies with the project's snapshot, like every rendering
+        if page is None:
             meta = site.release_metadata(project, version)
             body = render.render_project_json_api(project, version, meta, base, releases=True)
+            page = render.Rendered(body, "application/json", render.etag_of(body))
             if len(project.cache) < 64:  # the base URL comes from the Host header
-                project.cache[key] = body
-        return bottle.HTTPResponse(body, **{"Content-Type": "application/json"})
+                project.cache[key] = page
+        # Revalidated like the simple pages (ETag, 304, gzip): it changes with every upload.
+        cache = project.cache if key in project.cache else None
+        return site.send_rendered(page, cache, key)
 
     def not_a_project(self) -> Any:
         raise NotFound("not found")

@@ -265,7 +265,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "cache_control",
         ("--cache-control",),
-        "add 'Cache-Control: public, max-age=AGE' to downloads (as pypiserver)",
+        "'Cache-Control: public, max-age=AGE' on downloads, as pypiserver (default: a year, "
+        "immutable; with --overwrite, revalidated)",
         parse=_seconds,
         metavar="AGE",
     ),

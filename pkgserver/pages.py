@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import bottle
 
 from . import __version__, web
-from .answers import etag_matches, guarded, header, reason
+from .answers import NO_STORE, etag_matches, guarded, header, reason
 from .catalog import Project
 from .distfile import is_prerelease, normalize
 from .errors import BadRequest, Forbidden, HTTPProblem, NotFound, Unavailable
@@ -31,6 +31,8 @@ from .tokens import TokenStore, parse_duration
 __all__ = ["WELCOME_NAMES", "Pages", "WelcomeError", "load_welcome"]
 
 log = logging.getLogger(__name__)
+
+NO_CACHE = "no-cache"  # the web pages: kept, but asked for again before each use
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 STATIC = os.path.join(os.path.dirname(__file__), "static")
@@ -171,6 +173,9 @@ class Pages:
                 "Content-Security-Policy": _CSP,
                 "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "same-origin",
+                # Pages change with every upload and differ by credentials: a browser may keep
+                # one but asks again before showing it; an error page is not kept at all.
+                "Cache-Control": NO_CACHE if status < 400 else NO_STORE,
             },
         )
 
@@ -238,7 +243,9 @@ class Pages:
                 self.welcome_failed = True
                 log.exception("the --welcome template failed; showing the built-in page")
             return None
-        return bottle.HTTPResponse(body, **{"Content-Type": "text/html; charset=utf-8"})
+        return bottle.HTTPResponse(
+            body, **{"Content-Type": "text/html; charset=utf-8", "Cache-Control": NO_CACHE}
+        )
 
     def static_asset(self, name: str) -> Any:
         found = self.assets.files.get(name)

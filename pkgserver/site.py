@@ -43,7 +43,7 @@ from .upload import Uploads
 if TYPE_CHECKING:  # (oidc needs the [oidc] extra: imported only where it is configured)
     from .oidc import TrustedPublishing
 
-__all__ = ["Claimed", "Site"]
+__all__ = ["Claimed", "Site", "file_cache_control"]
 
 _HOST = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
 # --redirect-downloads: seconds a presigned link works. Enough to begin a download (one that
@@ -52,6 +52,18 @@ _HOST = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
 PRESIGNED_FOR = 300
 _T = TypeVar("_T")
 PRINCIPAL = "pkgserver.principal"  # the request's Principal, in the WSGI environ
+
+
+def file_cache_control(settings: Settings) -> str:
+    """Cache-Control of a distribution file (and of its .metadata and .asc).
+
+    ``--cache-control AGE`` (pypiserver's) when given. Otherwise a file can never change under
+    its name (uploads are create-only, a copy with other bytes is refused), so it may be kept
+    for a year without asking; with ``--overwrite`` it can be replaced, so a client must ask
+    again (its sha256 ETag, answered 304 while the bytes are the same)."""
+    if settings.cache_control is not None:
+        return f"public, max-age={settings.cache_control}"
+    return answers.REVALIDATE if settings.overwrite else answers.FOREVER
 
 
 class Claimed(NamedTuple):
@@ -99,12 +111,7 @@ class Site:
         self.presign: Callable[[str, int, str], str] | None = (
             getattr(uploads.storage, "url_for", None) if settings.redirect_downloads else None
         )
-        # --cache-control AGE (pypiserver's): on downloads, which never change under their name.
-        self.file_cache = (
-            f"public, max-age={settings.cache_control}"
-            if settings.cache_control is not None
-            else None
-        )
+        self.file_cache = file_cache_control(settings)
 
     # -- who may do what ---------------------------------------------------------------------------
     def require(self, action: str, project: str | None = None) -> str | None:
@@ -265,7 +272,7 @@ class Site:
             url = presign(f.path, PRESIGNED_FOR, bottle.request.method)
         except OSError as exc:
             raise Unavailable(f"cannot link to the file now ({exc.strerror or exc})") from None
-        return bottle.HTTPResponse(status=302, Location=url, **{"Cache-Control": "no-store"})
+        return bottle.HTTPResponse(status=302, Location=url, **{"Cache-Control": answers.NO_STORE})
 
     def release_metadata(self, project: Project, version: str) -> CoreMetadata | None:
         files = project.files_of(version)
@@ -297,8 +304,14 @@ class Site:
                 return self.redirect(f"/simple/{name}/")
             return Claimed(name)
         if self.fallback and is_valid_project_name(raw_name):
-            # Straight to the canonical name upstream: one hop fewer for the client.
+            # Straight to the canonical name upstream: one hop fewer for the client. Never
+            # stored: the name may be uploaded here in a minute, and a kept redirect would
+            # send installs upstream (dependency confusion). pip does not store a 303 anyway;
+            # uv keeps the upstream's page under this URL, by the upstream's headers (README
+            # "Caching").
             return bottle.HTTPResponse(
-                status=303, Location=self.fallback + quote(name) + "/", **{"Vary": "Accept"}
+                status=303,
+                Location=self.fallback + quote(name) + "/",
+                **{"Vary": "Accept", "Cache-Control": answers.NO_STORE},
             )
         raise NotFound(f"project {raw_name!r} is not hosted here")
