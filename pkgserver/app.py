@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import bottle
@@ -28,6 +28,7 @@ from .hosted import HostedNames
 from .observe import Observer
 from .pages import WELCOME_NAMES, Pages, WelcomeError, load_welcome
 from .records import RecordDir
+from .rights import Publisher
 from .scan import MetadataStore
 from .site import Site
 from .storage import Records, Storage, Uploaders
@@ -201,6 +202,61 @@ def default_auth(
     )
 
 
+MINTED_FOR = 900.0  # seconds a token minted by trusted publishing works (PyPI's 15 minutes)
+
+
+def default_trusted(
+    auth: Authenticator,
+    records: Sequence[Records] | None,
+    settings: Settings,
+    observer: Observer | None = None,
+) -> TrustedPublishing | None:
+    """Trusted publishing over ``auth``'s tokens and rights file, when PyJWT is installed
+    (the [oidc] extra; without it /_/oidc/ answers 404 and says so). Publishers and issuers
+    are read from the rights file at each exchange; the audience at start."""
+    from . import oidc
+
+    store = auth.tokens
+    if not oidc.HAVE_JWT or store is None:
+        return None
+    rights = auth.rights
+
+    def mint(
+        publisher: Publisher, projects: tuple[str, ...], claims: Mapping[str, Any]
+    ) -> tuple[str, float]:
+        expires = time.time() + MINTED_FOR
+        run = claims.get("run_id") or claims.get("pipeline_id") or "?"
+        ref = claims.get("ref") or claims.get("ref_path") or "?"
+        secret, token = store.create(
+            f"trusted-publisher:{publisher.kind}:{publisher.repository}",
+            ["upload"],
+            projects,
+            expires=expires,
+            description=f"{publisher.workflow} run {run} on {ref}",
+            kind="oidc",
+        )
+        if observer is not None:
+            observer.access_decision("token", "minted")
+        log.info("trusted publishing: minted token %s for %s", token.id, ", ".join(projects))
+        return secret, expires
+
+    def burn(secret: str) -> None:
+        token = store.verify(secret)
+        if token is not None and token.kind == "oidc":
+            store.revoke(token.id)
+            log.info("trusted publishing: token %s handed back, revoked", token.id)
+
+    return oidc.TrustedPublishing(
+        rights.current.audience,
+        issuers=lambda: rights.current.issuers,
+        publishers=lambda: rights.current.publishers,
+        records=records[0] if records else RecordDir(settings.roots[0]),
+        mint=mint,
+        on_outcome=observer.trusted_publishing_done if observer is not None else None,
+        burn=burn,
+    )
+
+
 def create_app(
     settings: Settings,
     catalog: Catalog,
@@ -254,7 +310,9 @@ def create_app(
         upload_log=upload_log,
         ready=ready,
     )
-    site.trusted = trusted
+    site.trusted = (
+        trusted if trusted is not None else default_trusted(site.auth, records, settings, observer)
+    )
     app = _App()
     app.prefix = settings.base_path
     app.trust_proxy = settings.trust_proxy
