@@ -178,8 +178,10 @@ def test_status_set_while_serving_reaches_pip_uv_and_twine(tmp_path: Path) -> No
         venv = tmp_path / "venv"
         run([uv, "venv", "--python", PY, venv], env)
         python = venv / "bin" / "python"
-        pip_cmd = [PY, "-m", "pip", "--python", python, "install", "--only-binary=:all:"]
-        uv_cmd = [uv, "pip", "install", "--python", python, "--no-build"]
+        pip_cmd: list[str | os.PathLike[str]] = [PY, "-m", "pip", "--python", python, "install"]
+        pip_cmd.append("--only-binary=:all:")
+        uv_cmd: list[str | os.PathLike[str]] = [uv, "pip", "install", "--python", python]
+        uv_cmd.append("--no-build")
 
         res = run([*pip_cmd, "--index-url", simple, "bad-pkg"], env, ok=False)
         assert "No matching distribution found for bad-pkg" in output(res), output(res)

@@ -294,7 +294,8 @@ def test_record_round_trip_and_active_clears(pkgs: Path) -> None:
 
 def test_two_roots_first_wins_and_setting_moves_the_entry(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
+    a.mkdir()
+    b.mkdir()
     folders = [RecordDir(str(a)), RecordDir(str(b))]
     set_status_in(folders[1:], "p", ProjectStatus("deprecated", "in b"))
     assert merged_statuses(folders) == {"p": ProjectStatus("deprecated", "in b")}
@@ -445,3 +446,18 @@ def test_a_directory_named_like_a_status_must_be_spelled_as_a_path(
     assert "write ./archived for the directory" in res.stderr
     res = cmd("status", "demo-pkg", "./archived", cwd=tmp_path)
     assert (res.returncode, res.stdout) == (0, "active\n")
+
+
+def test_claimed_name_without_files_still_shows_its_status() -> None:
+    """A quarantined project whose files were all removed keeps its marker on the page of the
+    claimed name (never sent to the fallback index)."""
+    from pkgserver.render import render_claimed
+
+    status = ProjectStatus("quarantined", "gone <bad>")
+    doc = json.loads(render_claimed("gone", JSON_V1, status).body)
+    assert doc["project-status"] == {"status": "quarantined", "reason": "gone <bad>"}
+    assert doc["files"] == []
+    page = render_claimed("gone", HTML, status).body.decode()
+    assert meta_tags(page)["pypi:project-status-reason"] == "gone <bad>"
+    assert "<bad>" not in page
+    assert "project-status" not in json.loads(render_claimed("gone", JSON_V1).body)
