@@ -23,6 +23,7 @@ __all__ = [
     "JSON_V1",
     "Rendered",
     "esc",
+    "etag_of",
     "file_url",
     "negotiate",
     "render_file_list",
@@ -99,7 +100,8 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _etag(body: bytes) -> str:
+def etag_of(body: bytes) -> str:
+    """The quoted strong ETag of a rendering."""
     return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
@@ -218,7 +220,7 @@ def render_index(snapshot: Snapshot, media_type: str) -> Rendered:
         )
         out.append(_TAIL)
         body = "".join(out).encode()
-    rendered = Rendered(body, media_type, _etag(body))
+    rendered = Rendered(body, media_type, etag_of(body))
     snapshot.cache[key] = rendered
     return rendered
 
@@ -243,7 +245,7 @@ def render_file_list(snapshot: Snapshot, hash_algo: str | None = "sha256") -> Re
     )
     out.append(_TAIL)
     body = "".join(out).encode()
-    rendered = Rendered(body, HTML, _etag(body))
+    rendered = Rendered(body, HTML, etag_of(body))
     snapshot.cache[key] = rendered
     return rendered
 
@@ -258,7 +260,7 @@ def render_project(project: Project, media_type: str, hash_algo: str | None = "s
         body = _project_json(project, hash_algo)
     else:
         body = _project_html(project, hash_algo)
-    rendered = Rendered(body, media_type, _etag(body))
+    rendered = Rendered(body, media_type, etag_of(body))
     project.cache[key] = rendered
     return rendered
 
@@ -335,7 +337,7 @@ def render_claimed(name: str, media_type: str, status: ProjectStatus | None = No
             + "    <!-- hosted here before; no files now, and never redirected elsewhere -->\n"
             + _TAIL
         ).encode()
-    return Rendered(body, media_type, _etag(body))
+    return Rendered(body, media_type, etag_of(body))
 
 
 # -- warehouse JSON (/pypi/<project>/json) ------------------------------------------------------
