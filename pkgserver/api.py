@@ -132,7 +132,8 @@ class InstallerAPI:
         if isinstance(found, bottle.HTTPResponse):
             return found
         if isinstance(found, Claimed):
-            return site.send_rendered(render.render_claimed(found.name, media))
+            status = site.catalog.status_of(found.name)
+            return site.send_rendered(render.render_claimed(found.name, media, status))
         page = answers.project_page(
             found, media, self.hash_algo, header("Accept-Encoding"), header("If-None-Match")
         )
@@ -211,7 +212,8 @@ class InstallerAPI:
         key = ("pypi-json", version, base)
         page = project.cache.get(key)  # dies with the project's snapshot, like every rendering
         if page is None:
-            meta = site.release_metadata(project, version)
+            # (A quarantined project's files are not read, nor offered.)
+            meta = site.release_metadata(project, version) if project.offered else None
             body = render.render_project_json_api(project, version, meta, base, releases=True)
             page = render.Rendered(body, "application/json", render.etag_of(body))
             if len(project.cache) < 64:  # the base URL comes from the Host header
@@ -362,9 +364,10 @@ class InstallerAPI:
     def _fast_file(self, environ: dict[str, Any], relpath: str) -> Answer | None:
         if any(k in environ for k in answers.CONDITIONAL_KEYS):
             return None
-        f = self.catalog.snapshot.files.get(relpath)
-        if f is None:
-            return None
+        snap = self.catalog.snapshot
+        f = snap.files.get(relpath)
+        if f is None or not snap.offers(f):
+            return None  # the route answers (a quarantined project's file: 404)
         inm = environ.get("HTTP_IF_NONE_MATCH")
         if inm is not None:
             # A revalidation (pip's HTTP cache): answered from the catalog and one stat.

@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     "remove",
     "yank",
     "unyank",
+    "status",
     "check",
     "token",
 )
@@ -153,7 +154,7 @@ def _add_token_parsers(sub: Any) -> None:
 
 
 def _add_management_parsers(sub: Any) -> None:
-    """remove, yank, unyank, check (pkgserver.manage)."""
+    """remove, yank, unyank, status, check (pkgserver.manage)."""
     rm = sub.add_parser(
         "remove",
         help="delete a project's files, or one version's",
@@ -186,6 +187,21 @@ def _add_management_parsers(sub: Any) -> None:
     uy.add_argument("project", metavar="PROJECT")
     uy.add_argument("version", metavar="VERSION")
     uy.add_argument("roots", metavar="DIR", nargs="*", help=_DIRS_HELP)
+    st = sub.add_parser(
+        "status",
+        help="show or set a project's status: active, archived, quarantined, deprecated (PEP 792)",
+        usage="pkgserver status [-h] [--reason TEXT] PROJECT [STATUS] [DIR ...]",
+        description="Without STATUS, print PROJECT's status (and its reason, after a tab). "
+        "With one, record it: 'archived' and 'quarantined' refuse uploads, 'quarantined' also "
+        "offers none of the project's files (not listed, not downloadable), 'deprecated' only "
+        "marks it; 'active' clears the record. Installers see the status on the simple API "
+        "pages. A running server applies it within a second.",
+    )
+    st.add_argument("project", metavar="PROJECT")
+    st.add_argument("rest", metavar="[STATUS] DIR", nargs="*", help=_DIRS_HELP)
+    st.add_argument(
+        "--reason", default=None, metavar="TEXT", help="why (one line, shown to installers)"
+    )
     ck = sub.add_parser(
         "check",
         help="read every file and report what the index cannot serve as it should",
@@ -257,7 +273,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
     go after it; pypiserver 1.x's ``-U`` means ``update``."""
     if not argv:
         return ["run"]
-    if argv[0] in ("remove", "yank", "unyank", "check"):
+    if argv[0] in ("remove", "yank", "unyank", "status", "check"):
         return [argv[0], *_options_first(argv[1:])]
     if argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help", "--version"):
         return argv

@@ -16,7 +16,16 @@ from typing import Any, NamedTuple
 
 from .distfile import is_prerelease, version_key, version_sort_key
 
-__all__ = ["Catalog", "DistFile", "Project", "RenderBudget", "RenderCache", "Snapshot"]
+__all__ = [
+    "STATUSES",
+    "Catalog",
+    "DistFile",
+    "Project",
+    "ProjectStatus",
+    "RenderBudget",
+    "RenderCache",
+    "Snapshot",
+]
 
 RENDER_BUDGET_BYTES = 32 * 1024 * 1024
 _ENTRY_OVERHEAD = 200  # the key, the Rendered tuple, the ETag string, the LRU's own entry
@@ -178,6 +187,27 @@ class DistFile(NamedTuple):
 
 _NOT_YANKED: Mapping[str, str] = {}
 
+# PEP 792's project status markers. "active" is the default, never recorded.
+ACTIVE, ARCHIVED, QUARANTINED, DEPRECATED = "active", "archived", "quarantined", "deprecated"
+STATUSES = (ACTIVE, ARCHIVED, QUARANTINED, DEPRECATED)
+
+
+class ProjectStatus(NamedTuple):
+    """A project's status marker other than ``active`` (PEP 792), and why ("" for no reason)."""
+
+    status: str  # one of STATUSES but "active"
+    reason: str = ""
+
+    @property
+    def refuses_uploads(self) -> bool:
+        """archived and quarantined: the index MUST NOT allow uploads of new distributions."""
+        return self.status in (ARCHIVED, QUARANTINED)
+
+    @property
+    def withholds_files(self) -> bool:
+        """quarantined: the index MUST NOT offer any distribution for download."""
+        return self.status == QUARANTINED
+
 
 class Project:
     """A project and its files, oldest version first. Immutable apart from its render cache
@@ -192,6 +222,7 @@ class Project:
         "files",
         "latest",
         "name",
+        "status",
         "yanked",
     )
 
@@ -201,6 +232,7 @@ class Project:
         files: Iterable[DistFile],
         yanked: Mapping[str, str] | None = None,
         budget: RenderBudget | None = None,
+        status: ProjectStatus | None = None,
     ) -> None:
         self.name = name
         self.files: tuple[DistFile, ...] = tuple(sorted(files, key=lambda f: f.sort_key))
@@ -213,7 +245,17 @@ class Project:
         self.yanked: Mapping[str, str] = (
             _resolve_yanks(self.versions, yanked) if yanked else _NOT_YANKED
         )
+        # Its PEP 792 status marker; None when active (the default).
+        self.status = status
         self.cache = RenderCache(budget)  # filled lazily by the renderers
+
+    @property
+    def offered(self) -> tuple[DistFile, ...]:
+        """The files offered to installers and people: none while quarantined. ``files`` stays
+        whole: it is what the store holds, which the indexer and uploads keep in step with."""
+        if self.status is not None and self.status.withholds_files:
+            return ()
+        return self.files
 
     def yank_of(self, version: str) -> str | None:
         """The yank reason of ``version`` ("" when given none), or None if it is not yanked."""
@@ -279,7 +321,15 @@ class Snapshot:
         return self.projects.get(name)
 
     def file(self, relpath: str) -> DistFile | None:
-        return self.files.get(relpath) or self.by_filename.get(relpath.lower())
+        """The file served at ``relpath`` (or under that filename): None for one that is not
+        offered (its project quarantined)."""
+        f = self.files.get(relpath) or self.by_filename.get(relpath.lower())
+        return f if f is not None and self.offers(f) else None
+
+    def offers(self, f: DistFile) -> bool:
+        """Whether ``f`` may be downloaded: not while its project is quarantined (PEP 792)."""
+        project = self.projects.get(f.project)
+        return project is None or project.status is None or not project.status.withholds_files
 
     @property
     def file_count(self) -> int:
@@ -299,6 +349,9 @@ class Catalog:
         self.snapshot = Snapshot({}, {}, {}, 0, self.budget)
         self._lock = threading.Lock()
         self._yanks: Mapping[str, Mapping[str, str]] = {}
+        # Project status markers (PEP 792), replaced whole: read without the lock (uploads ask
+        # for projects that may have no files yet).
+        self._statuses: Mapping[str, ProjectStatus] = {}
         # Told the names of projects that appear (every change goes through apply): the
         # hosted-names record that keeps them from ever being redirected to the fallback.
         self.on_new_projects = on_new_projects
@@ -346,7 +399,13 @@ class Catalog:
                     if files.get(f.relpath) is f:
                         members[f.relpath] = f
                 if members:
-                    project = Project(name, members.values(), self._yanks.get(name), self.budget)
+                    project = Project(
+                        name,
+                        members.values(),
+                        self._yanks.get(name),
+                        self.budget,
+                        self._statuses.get(name),
+                    )
                     projects[name] = project
                     for f in project.files:
                         by_filename.setdefault(f.filename.lower(), f)
@@ -377,13 +436,45 @@ class Catalog:
                 return old
             projects = dict(old.projects)
             for name in touched:
-                projects[name] = Project(
-                    name, old.projects[name].files, self._yanks.get(name), self.budget
-                )
+                projects[name] = self._rebuilt(old.projects[name])
             new = Snapshot(projects, old.files, old.by_filename, old.generation + 1, self.budget)
             self.snapshot = new
         _drop_renderings(old, new, touched)
         return new
+
+    def status_of(self, name: str) -> ProjectStatus | None:
+        """The status marker of project ``name`` (normalized), None when active; known for
+        names with no files too (an upload to a quarantined name is refused)."""
+        return self._statuses.get(name)
+
+    def set_statuses(self, statuses: Mapping[str, ProjectStatus]) -> Snapshot:
+        """Replace the project status markers (project -> status, active ones left out); the
+        projects whose status changed are rebuilt, so their cached pages go with the old ones."""
+        with self._lock:
+            old = self.snapshot
+            before = self._statuses
+            self._statuses = {p: s for p, s in statuses.items() if s.status != ACTIVE}
+            touched = {
+                name
+                for name in set(before) | set(self._statuses)
+                if before.get(name) != self._statuses.get(name) and name in old.projects
+            }
+            if not touched:
+                return old
+            projects = dict(old.projects)
+            for name in touched:
+                projects[name] = self._rebuilt(old.projects[name])
+            new = Snapshot(projects, old.files, old.by_filename, old.generation + 1, self.budget)
+            self.snapshot = new
+        _drop_renderings(old, new, touched)
+        return new
+
+    def _rebuilt(self, project: Project) -> Project:
+        """``project`` again with the current yanks and status (under the lock)."""
+        name = project.name
+        return Project(
+            name, project.files, self._yanks.get(name), self.budget, self._statuses.get(name)
+        )
 
 
 def _drop_renderings(old: Snapshot, new: Snapshot, touched: Iterable[str]) -> None:

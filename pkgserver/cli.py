@@ -239,12 +239,14 @@ def _manage(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """The commands on the package directories or a bucket."""
     from . import manage
 
-    if ns.command not in ("forget", "remove", "yank", "unyank", "check", "update"):
+    if ns.command not in ("forget", "remove", "yank", "unyank", "status", "check", "update"):
         build_parser().print_help(sys.stderr)
         return 2
     version = None
     if ns.command == "remove":
         version, dirs = manage.split_version_and_roots(ns.rest)
+    elif ns.command == "status":
+        version, dirs = manage.split_status_and_roots(ns.rest)  # (the STATUS, here)
     else:
         dirs = ns.roots
     roots = _roots(dirs, environ=environ)
@@ -289,6 +291,8 @@ def _act(
         return manage.remove(ns.project, version, packages, dry_run=ns.dry_run)
     if ns.command == "yank":
         return manage.yank(ns.project, ns.version, packages, ns.reason)
+    if ns.command == "status":
+        return manage.status(ns.project, version, packages, ns.reason)
     return manage.unyank(ns.project, ns.version, packages)
 
 

@@ -1,9 +1,10 @@
-"""The admin's commands on package directories or a bucket: remove, yank, unyank, check.
+"""The admin's commands on package directories or a bucket: remove, yank, unyank, status, check.
 
 They work on the stored files and records themselves, not through a server, and through the
 interfaces the server uses (``Packages``: a ``storage.Storage`` and its records), so that a
 running server sees the change as it sees its own: on directories, a removal through its watch
-and a yank through ``.pkgserver/yanked.json``, each within a second; on a bucket, every replica
+and a yank or a project status through ``.pkgserver/yanked.json`` or ``project-status.json``,
+each within a second; on a bucket, every replica
 at its next look at the bucket. Each function prints what it did, raises UsageError for a bad
 argument, and returns the exit status.
 """
@@ -20,7 +21,7 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 
 from packaging.version import Version
 
-from .catalog import DistFile, FileStat
+from .catalog import ACTIVE, STATUSES, DistFile, FileStat, ProjectStatus
 from .distfile import (
     SIDECARS,
     InvalidDistFilename,
@@ -34,7 +35,7 @@ from .distfile import (
 )
 from .errors import UsageError
 from .fsutil import confined
-from .records import MAX_REASON, merged_yanks, set_yank_in
+from .records import MAX_REASON, merged_statuses, merged_yanks, set_status_in, set_yank_in
 from .scan import describe, is_hidden, iter_dist_files
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ __all__ = [
     "remove",
     "remove_distribution",
     "report_check",
+    "split_status_and_roots",
     "split_version_and_roots",
+    "status",
     "unyank",
     "yank",
 ]
@@ -254,9 +257,8 @@ def remove(name: str, version: str | None, packages: Packages, *, dry_run: bool 
     return 0
 
 
-# -- yank / unyank (PEP 592) --------------------------------------------------------------------
-def yank(name: str, version: str, packages: Packages, reason: str = "") -> int:
-    project = project_name(name)
+def _reason_arg(reason: str) -> str:
+    """A yank's or a status's reason, checked: one line of printable UTF-8, bounded."""
     if not _is_utf8(reason):
         raise UsageError("the reason is not valid UTF-8")
     reason = reason.strip()
@@ -264,6 +266,13 @@ def yank(name: str, version: str, packages: Packages, reason: str = "") -> int:
         raise UsageError(f"the reason is longer than {MAX_REASON} characters")
     if not _one_line(reason):
         raise UsageError("the reason must be one line of text, without control characters")
+    return reason
+
+
+# -- yank / unyank (PEP 592) --------------------------------------------------------------------
+def yank(name: str, version: str, packages: Packages, reason: str = "") -> int:
+    project = project_name(name)
+    reason = _reason_arg(reason)
     spelled, _found = _the_version(packages, project, _version_arg(version))
     try:
         changed = set_yank_in(packages.folders, project, spelled, reason)
@@ -290,6 +299,58 @@ def unyank(name: str, version: str, packages: Packages) -> int:
     except OSError as exc:
         raise UsageError(f"cannot record the unyank: {exc.strerror or exc}") from None
     print(f"unyanked {project} {spelled}", file=sys.stderr)
+    return 0
+
+
+# -- status (PEP 792) ---------------------------------------------------------------------------
+def split_status_and_roots(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``[STATUS] DIR...`` -> (status or None, dirs): the first argument is a STATUS when it
+    is one of the four words; one that is also a directory is refused rather than guessed."""
+    if not args:
+        return None, []
+    first = args[0]
+    if first not in STATUSES:
+        if "/" not in first and not first.startswith((".", "~")) and not os.path.exists(first):
+            raise UsageError(
+                f"{first!r} is neither a status ({', '.join(STATUSES)}) nor a package directory"
+            )
+        return None, list(args)
+    if os.path.isdir(first):
+        raise UsageError(
+            f"{first!r} is both a directory and a status: write ./{first} for the directory"
+        )
+    return first, list(args[1:])
+
+
+def status(name: str, wanted: str | None, packages: Packages, reason: str | None = None) -> int:
+    """Print ``name``'s status (``wanted`` None), or set it: ``active`` clears the record."""
+    project = project_name(name)
+    current = merged_statuses(packages.folders).get(project)
+    if wanted is None:
+        if reason is not None:
+            raise UsageError("--reason is given with a STATUS to set")
+        if current is None and not _stored(packages, project):
+            raise UsageError(f"no project {project!r} in {packages.where}")
+        shown = current or ProjectStatus(ACTIVE)
+        print(shown.status + (f"\t{shown.reason}" if shown.reason else ""))
+        return 0
+    if wanted not in STATUSES:
+        raise UsageError(f"invalid status {wanted!r}: one of {', '.join(STATUSES)}")
+    if wanted == ACTIVE and reason:
+        raise UsageError("an active project has no reason (active clears the record)")
+    record = ProjectStatus(wanted, _reason_arg(reason or ""))
+    if wanted != ACTIVE and current is None and not _stored(packages, project):
+        # (A record for a name with no files is refused too: a typo would mark nothing.)
+        raise UsageError(f"no project {project!r} in {packages.where}")
+    try:
+        changed = set_status_in(packages.folders, project, record)
+    except OSError as exc:
+        raise UsageError(f"cannot record the status: {exc.strerror or exc}") from None
+    suffix = f" ({record.reason})" if record.reason else ""
+    if changed:
+        print(f"{project} is now {wanted}{suffix}", file=sys.stderr)
+    else:
+        print(f"{project} was {wanted} already{suffix}", file=sys.stderr)
     return 0
 
 

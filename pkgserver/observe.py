@@ -36,7 +36,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .catalog import Catalog, Snapshot
+from .catalog import STATUSES, Catalog, Snapshot
 
 __all__ = ["ACCESS_LOGGER", "AccessLog", "JsonFormatter", "Observer", "route_of"]
 
@@ -104,21 +104,33 @@ class _CatalogCollector(Collector):
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._totals: tuple[Snapshot, int, int] | None = None
+        self._totals: tuple[Snapshot, int, int, dict[str, int]] | None = None
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         snap = self.catalog.snapshot
         if self._totals is None or self._totals[0] is not snap:
             size = sum(f.size for f in snap.files.values())
             yanked = sum(len(p.yanked) for p in snap.projects.values() if p.yanked)
-            self._totals = (snap, size, yanked)
-        _, size, yanked = self._totals
+            marked = dict.fromkeys(STATUSES[1:], 0)  # PEP 792's, but the default (active)
+            for p in snap.projects.values():
+                if p.status is not None:
+                    marked[p.status.status] += 1
+            self._totals = (snap, size, yanked, marked)
+        _, size, yanked, marked = self._totals
         yield GaugeMetricFamily("pkgserver_projects", "Projects hosted", value=len(snap.projects))
         yield GaugeMetricFamily(
             "pkgserver_files", "Distribution files listed", value=len(snap.files)
         )
         yield GaugeMetricFamily("pkgserver_files_bytes", "Bytes of the files listed", value=size)
         yield GaugeMetricFamily("pkgserver_yanked_releases", "Releases yanked", value=yanked)
+        statuses = GaugeMetricFamily(
+            "pkgserver_projects_marked",
+            "Projects hosted with a PEP 792 status other than active",
+            labels=["status"],
+        )
+        for status, count in marked.items():
+            statuses.add_metric([status], count)
+        yield statuses
 
 
 class JsonFormatter(logging.Formatter):

@@ -344,7 +344,10 @@ class Pages:
             if same is None:
                 raise NotFound(f"{project.display_name} has no version {version}")
             return site.redirect(f"/project/{project.name}/{same}/")
-        details, description = self.release_details(project, version)
+        if project.offered:
+            details, description = self.release_details(project, version)
+        else:  # quarantined (PEP 792): its files are neither offered nor read for the page
+            details, description = None, ""
         history = list(reversed(project.versions))
         shown = history[: web.MAX_RELEASES]
         if version not in shown:
@@ -357,7 +360,7 @@ class Pages:
             yank=project.yank_of(version),
             details=details,
             description=description,
-            install=self.install_command(project, version),
+            install=self.install_command(project, version) if project.offered else None,
             shown=shown,
             older=[v for v in history[web.MAX_RELEASES :] if v != version],
             uploader=self.uploader_of(),

@@ -7,6 +7,9 @@ must travel with them (backups, volumes), unlike the index cache.
 - ``.pkgserver/yanked.json``: ``{"yanked": {project: {version: reason}}}`` (PEP 592; the reason
   may be empty). Written whole, atomically, by ``pkgserver yank`` / ``unyank``; the server
   reads every root's file and re-reads it within a second of a change.
+- ``.pkgserver/project-status.json``: ``{"project-status": {project: {"status": ..., "reason":
+  ...}}}`` (PEP 792: archived, quarantined or deprecated; an active project has no entry).
+  Written whole by ``pkgserver status``, read and re-read as the yanks are.
 - ``.pkgserver/uploads.jsonl``: one JSON object per upload (``file``, ``sha256``, ``user``,
   ``time``), appended by the server with one ``write`` per line. An entry counts only while the
   file still has the recorded sha256: a file replaced by other means has no known uploader.
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from packaging.utils import canonicalize_name
 
+from .catalog import ACTIVE, STATUSES, ProjectStatus
 from .fsutil import ChangeWatch
 
 if TYPE_CHECKING:
@@ -46,15 +50,20 @@ log = logging.getLogger(__name__)
 __all__ = [
     "HOSTED_FILE",
     "STATE_DIR",
+    "STATUS_FILE",
     "UPLOADS_FILE",
     "YANKED_FILE",
     "RecordDir",
+    "Statuses",
     "UnsafeRecord",
     "Upload",
     "UploadLog",
     "Yanks",
+    "load_statuses",
     "load_yanks",
+    "merged_statuses",
     "merged_yanks",
+    "set_status_in",
     "set_yank",
     "set_yank_in",
 ]
@@ -62,6 +71,7 @@ __all__ = [
 STATE_DIR = ".pkgserver"
 HOSTED_FILE = "hosted-projects"
 YANKED_FILE = "yanked.json"
+STATUS_FILE = "project-status.json"
 UPLOADS_FILE = "uploads.jsonl"
 LOCK_FILE = "lock"
 MAX_REASON = 500  # characters: a line of text, not a document
@@ -415,6 +425,99 @@ class Yanks:
         if not self._watch.changed():
             return None
         return merged_yanks(self.folders)
+
+
+# -- project status markers (PEP 792) ------------------------------------------------------------
+def _statuses_in(records: Records) -> dict[str, ProjectStatus]:
+    """The statuses recorded in one folder; a missing file has none, a damaged one is reported
+    (and its entries that are not a known status are skipped)."""
+    try:
+        data = records.read(STATUS_FILE)
+        if data is None:
+            return {}
+        doc = json.loads(data)
+    except (OSError, ValueError, RecursionError) as exc:
+        records.warn_once("its project statuses are not applied", exc)
+        return {}
+    records.all_well(STATUS_FILE)
+    out: dict[str, ProjectStatus] = {}
+    table = doc.get("project-status") if isinstance(doc, dict) else None
+    if not isinstance(table, dict):
+        return out
+    for name, entry in table.items():
+        if not isinstance(name, str) or not isinstance(entry, dict):
+            continue
+        status, reason = entry.get("status"), entry.get("reason", "")
+        if status not in STATUSES or status == ACTIVE:
+            continue
+        reason = reason if isinstance(reason, str) else ""
+        # A hand-edited record may spell the name otherwise, or hold a reason of many lines.
+        reason = "".join(c for c in " ".join(reason.split()) if c.isprintable())[:MAX_REASON]
+        out[canonicalize_name(name)] = ProjectStatus(status, reason)
+    return out
+
+
+def merged_statuses(folders: Sequence[Records]) -> dict[str, ProjectStatus]:
+    """Every folder's statuses together (the first folder's wins for a project in several)."""
+    merged: dict[str, ProjectStatus] = {}
+    for records in folders:
+        for project, status in _statuses_in(records).items():
+            merged.setdefault(project, status)
+    return merged
+
+
+def load_statuses(roots: Sequence[str]) -> dict[str, ProjectStatus]:
+    return merged_statuses([RecordDir(r) for r in roots])
+
+
+def set_status_in(folders: Sequence[Records], project: str, status: ProjectStatus) -> bool:
+    """Record ``project``'s status: written to the first folder and removed from the others
+    (where it would only mislead); ``active`` removes the entry from every folder. Returns
+    whether anything changed. Raises OSError when a record cannot be written."""
+    changed = False
+    for index, records in enumerate(folders):
+        entry = status if index == 0 and status.status != ACTIVE else None
+        if entry is None and records.read(STATUS_FILE) is None:
+            continue
+        changed |= rewriting(functools.partial(_set_status, records, project, entry))
+    return changed
+
+
+def _set_status(records: Records, project: str, status: ProjectStatus | None) -> bool:
+    with records.locked():
+        table = _statuses_in(records)
+        if table.get(project) == status:
+            return False
+        if status is None:
+            del table[project]
+        else:
+            table[project] = status
+        doc = {
+            "project-status": {
+                p: {"status": s.status, **({"reason": s.reason} if s.reason else {})}
+                for p, s in sorted(table.items())
+            }
+        }
+        body = json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n"
+        records.replace(STATUS_FILE, body)
+        return True
+
+
+class Statuses:
+    """The project statuses of a set of roots (or of the records given, an object store's),
+    for a running server to poll, as :class:`Yanks`."""
+
+    def __init__(self, roots: Sequence[str], *, folders: Sequence[Records] | None = None) -> None:
+        self.folders: list[Records] = (
+            list(folders) if folders is not None else [RecordDir(r) for r in roots]
+        )
+        self._watch = ChangeWatch(lambda: [f.stamp(STATUS_FILE) for f in self.folders], every=0)
+
+    def poll(self) -> dict[str, ProjectStatus] | None:
+        """The current statuses if the records changed since the last poll, else None."""
+        if not self._watch.changed():
+            return None
+        return merged_statuses(self.folders)
 
 
 # -- who uploaded what --------------------------------------------------------------------------

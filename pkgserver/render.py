@@ -14,7 +14,7 @@ import json
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from .catalog import DistFile, Project, RenderCache, Snapshot
+from .catalog import DistFile, Project, ProjectStatus, RenderCache, Snapshot
 from .metadata import CoreMetadata
 
 __all__ = [
@@ -175,9 +175,28 @@ def _hash_fragment(f: DistFile, hash_algo: str | None) -> str:
 
 _HEAD = (
     "<!DOCTYPE html>\n<html>\n  <head>\n"
-    '    <meta name="pypi:repository-version" content="1.1">\n'
+    '    <meta name="pypi:repository-version" content="1.1">\n{meta}'
     "    <title>{title}</title>\n  </head>\n  <body>\n"
 )
+
+
+def _head(title: str, status: ProjectStatus | None = None) -> str:
+    """The head of a page (``title`` escaped already), with a project's PEP 792 status marker
+    and reason as meta tags. An active project has none (the PEP lets an index omit them)."""
+    meta = ""
+    if status is not None:
+        meta = f'    <meta name="pypi:project-status" content="{esc(status.status)}">\n'
+        if status.reason:
+            meta += f'    <meta name="pypi:project-status-reason" content="{esc(status.reason)}">\n'
+    return _HEAD.format(title=title, meta=meta)
+
+
+def _status_json(status: ProjectStatus) -> dict[str, str]:
+    """PEP 792's JSON "project-status": "status", and "reason" only when one was given. (The
+    PEP's prose names the first key "state"; its example, PyPI and uv use "status".)"""
+    return {"status": status.status, **({"reason": status.reason} if status.reason else {})}
+
+
 _TAIL = "  </body>\n</html>\n"
 
 
@@ -195,7 +214,7 @@ def render_index(snapshot: Snapshot, media_type: str) -> Rendered:
         }
         body = json.dumps(doc, separators=(",", ":")).encode()
     else:
-        out = [_HEAD.format(title="Simple index"), "    <h1>Simple index</h1>\n"]
+        out = [_head("Simple index"), "    <h1>Simple index</h1>\n"]
         out.extend(
             f'    <a href="{esc(quote(p.name))}/">{esc(p.display_name)}</a><br>\n' for p in projects
         )
@@ -214,8 +233,11 @@ def render_file_list(snapshot: Snapshot, hash_algo: str | None = "sha256") -> Re
     cached = snapshot.cache.get(key)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    files = sorted(snapshot.files.values(), key=lambda f: (f.project, f.sort_key, f.relpath))
-    out = [_HEAD.format(title="Index of packages"), "    <h1>Index of packages</h1>\n"]
+    files = sorted(
+        (f for f in snapshot.files.values() if snapshot.offers(f)),
+        key=lambda f: (f.project, f.sort_key, f.relpath),
+    )
+    out = [_head("Index of packages"), "    <h1>Index of packages</h1>\n"]
     out.extend(
         f'    <a href="{esc(file_url(f, "") + _hash_fragment(f, hash_algo))}">'
         f"{esc(f.filename)}</a><br>\n"
@@ -245,8 +267,8 @@ def render_project(project: Project, media_type: str, hash_algo: str | None = "s
 
 def _project_html(project: Project, hash_algo: str | None) -> bytes:
     title = f"Links for {project.display_name}"
-    out = [_HEAD.format(title=esc(title)), f"    <h1>{esc(title)}</h1>\n"]
-    for f in project.files:
+    out = [_head(esc(title), project.status), f"    <h1>{esc(title)}</h1>\n"]
+    for f in project.offered:  # none while quarantined
         attrs = [f'href="{esc(file_url(f) + _hash_fragment(f, hash_algo))}"']
         if f.requires_python:
             attrs.append(f'data-requires-python="{esc(f.requires_python)}"')
@@ -265,7 +287,7 @@ def _project_html(project: Project, hash_algo: str | None) -> bytes:
 
 def _project_json(project: Project, hash_algo: str | None) -> bytes:
     files = []
-    for f in project.files:
+    for f in project.offered:  # none while quarantined
         hashes = {"sha256": f.sha256}
         hashes.update(f.extra_hashes)
         entry: dict[str, Any] = {
@@ -282,12 +304,12 @@ def _project_json(project: Project, hash_algo: str | None) -> bytes:
         # PEP 714: "core-metadata" only; never "dist-info-metadata" in JSON.
         entry["core-metadata"] = {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
         files.append(entry)
-    doc = {
-        "meta": {"api-version": API_VERSION},
-        "name": project.name,
-        "versions": project.versions,
-        "files": files,
-    }
+    doc: dict[str, Any] = {"meta": {"api-version": API_VERSION}, "name": project.name}
+    if project.status is not None:
+        doc["project-status"] = _status_json(project.status)
+    # A quarantined project keeps its versions (as PEP 792's example does), with no files.
+    doc["versions"] = project.versions
+    doc["files"] = files
     del hash_algo  # JSON always carries sha256 (and any extra algorithm)
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -298,16 +320,19 @@ def _yank_value(reason: str | None) -> bool | str:
     return reason or True
 
 
-def render_claimed(name: str, media_type: str) -> Rendered:
+def render_claimed(name: str, media_type: str, status: ProjectStatus | None = None) -> Rendered:
     """The page of a project that was hosted here and has no files any more: no links, and
     no redirect to the fallback index (see pkgserver.hosted). Not cached: it is rare."""
     if media_type == JSON_V1:
-        doc = {"meta": {"api-version": API_VERSION}, "name": name, "versions": [], "files": []}
+        doc: dict[str, Any] = {"meta": {"api-version": API_VERSION}, "name": name}
+        if status is not None:
+            doc["project-status"] = _status_json(status)
+        doc.update(versions=[], files=[])
         body = json.dumps(doc, separators=(",", ":")).encode()
     else:
         title = f"Links for {name}"
         body = (
-            _HEAD.format(title=esc(title))
+            _head(esc(title), status)
             + f"    <h1>{esc(title)}</h1>\n"
             + "    <!-- hosted here before; no files now, and never redirected elsewhere -->\n"
             + _TAIL
@@ -341,14 +366,16 @@ def render_project_json_api(
     base_url: str,
     releases: bool = True,
 ) -> bytes:
-    """``version`` must be one of the project's versions (the latest for /pypi/<p>/json)."""
-    files = project.files_of(version)
+    """``version`` must be one of the project's versions (the latest for /pypi/<p>/json).
+    A quarantined project's files are left out (``urls`` and ``releases`` list none)."""
+    every = project.files_of(version)
+    files = every if project.offered else []
     yank = project.yank_of(version)
     info: dict[str, Any] = {
         "name": (metadata.name if metadata and metadata.name else project.display_name),
         "version": version,
         "summary": metadata.summary if metadata else project.summary,
-        "requires_python": metadata.requires_python if metadata else files[-1].requires_python,
+        "requires_python": metadata.requires_python if metadata else every[-1].requires_python,
         "requires_dist": list(metadata.requires_dist)
         if metadata and metadata.requires_dist
         else None,
@@ -361,7 +388,7 @@ def render_project_json_api(
     doc: dict[str, Any] = {"info": info, "urls": [_release_file(f, base_url, yank) for f in files]}
     if releases:
         by_version: dict[str, list[dict[str, Any]]] = {}
-        for f in project.files:
+        for f in project.offered:
             by_version.setdefault(f.version, []).append(
                 _release_file(f, base_url, project.yank_of(f.version))
             )

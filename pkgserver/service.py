@@ -6,9 +6,10 @@ Who tells whom (each a plain callback, set here and nowhere else):
     catalog   on_new_projects -> hosted.add         a name that appears is claimed for good
     indexer   on_claim        -> hosted.add         a name seen on disk, even unreadable
               (the indexer is the directory's ChangeFeed, see storage.py)
-    indexer   on_tick         -> reload_yanks       yanks edited on disk reach the catalog
-    s3feed    on_tick         -> bucket_listed      (a bucket) yanks, hosted names, uploaders
-                                                    re-read after each listing
+    indexer   on_tick         -> reload_records     yanks and project statuses edited on disk
+                                                    reach the catalog
+    s3feed    on_tick         -> bucket_listed      (a bucket) yanks, statuses, hosted names,
+                                                    uploaders re-read after each listing
               on_records      -> records_changed    another replica changed a record
               on_files        -> upload_log.refresh another replica published or removed files
     indexer   on_scan/on_hash -> observer           scan and hash durations (metrics)
@@ -38,7 +39,7 @@ from .indexer import Indexer, ScanInterrupted
 from .observe import AccessLog, Observer
 from .options import SELECT_CONNECTIONS
 from .publish import sweep_temp_files
-from .records import HOSTED_FILE, YANKED_FILE, UploadLog, Yanks
+from .records import HOSTED_FILE, STATUS_FILE, YANKED_FILE, Statuses, UploadLog, Yanks
 from .scan import MetadataStore
 from .server import make_server, serve, stop
 from .storage import ChangeFeed, DirectoryStorage, Records, Storage, Uploaders
@@ -73,6 +74,9 @@ class Service:
         self.catalog = Catalog(on_new_projects=self.hosted.add)
         self.yanks = Yanks(settings.roots, folders=records)
         self.catalog.set_yanks(self.yanks.poll() or {})
+        self.statuses = Statuses(settings.roots, folders=records)
+        self.status_seen = self.statuses.poll() or {}  # (a change is logged)
+        self.catalog.set_statuses(self.status_seen)
         self.observer = Observer(self.catalog, access=access, health=settings.health_endpoint)
         self.feed: ChangeFeed = self._bucket_feed() if bucket else self._indexer()
 
@@ -128,7 +132,7 @@ class Service:
             rescan_interval=settings.rescan_interval,
             watch=settings.watch,
             extra_algos=settings.extra_algos,
-            on_tick=self.reload_yanks,
+            on_tick=self.reload_records,
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,
         )
@@ -144,9 +148,27 @@ class Service:
         if auth is not None and auth.tokens is not None:
             auth.tokens.flush_uses()  # when tokens were last used, now and then
 
+    def reload_statuses(self) -> None:
+        found = self.statuses.poll()
+        if found is None:
+            return
+        self.catalog.set_statuses(found)
+        before, self.status_seen = self.status_seen, found
+        for project in sorted(before.keys() | found.keys()):
+            now = found.get(project)
+            if now != before.get(project):
+                what = now.status if now is not None else "active"
+                why = f" ({now.reason})" if now is not None and now.reason else ""
+                log.info("project %s is now %s%s", project, what, why)
+
+    def reload_records(self) -> None:
+        """The records a running server re-reads within a second of a change."""
+        self.reload_yanks()
+        self.reload_statuses()
+
     def bucket_listed(self) -> None:
         """After each listing of a bucket: what other replicas recorded there."""
-        self.reload_yanks()
+        self.reload_records()
         self.hosted.reload()
         from .s3 import S3UploadLog
 
@@ -157,6 +179,8 @@ class Service:
         """Another replica rewrote these records (told through the bucket's journal)."""
         if YANKED_FILE in names:
             self.reload_yanks()
+        if STATUS_FILE in names:
+            self.reload_statuses()
         if HOSTED_FILE in names:
             self.hosted.reload()
         if TOKENS_FILE in names and self.auth is not None and self.auth.tokens is not None:

@@ -239,6 +239,7 @@ class Uploads:
                 raise BadRequest(f"filename {filename!r} does not match filetype {filetype!r}")
         elif not filename.lower().endswith(DIST_EXTENSIONS):
             raise BadRequest(f"unsupported file extension in {filename!r}")
+        self._refuse_closed(info.project)  # before reading the file: the clearest answer
         name = form.get("name")
         if name and canonicalize_name(name) != info.project:
             raise BadRequest(f"name {name[:100]!r} does not match the filename {filename!r}")
@@ -318,6 +319,14 @@ class Uploads:
             )
         return meta
 
+    def _refuse_closed(self, project: str) -> None:
+        """PEP 792: an archived or quarantined project takes no uploads (not even of bytes
+        it has already: the answer does not depend on what was there)."""
+        status = self.catalog.status_of(project)
+        if status is not None and status.refuses_uploads:
+            why = f" ({status.reason})" if status.reason else ""
+            raise Forbidden(f"project {project} is {status.status}{why}: it takes no uploads")
+
     # -- publishing --
     def _existing(self, filename: str) -> DistFile | None:
         key = file_key(filename)
@@ -346,6 +355,7 @@ class Uploads:
             ".attestations.json": attestations.encode() if attestations.strip() else None,
         }
         with self._publish_lock:
+            self._refuse_closed(project)  # (again: it may have changed while the file came)
             final, existing, superseded = self._destination(filename, project, digests)
             if final is None:  # identical content is there already
                 return Outcome(200, f"{filename} already exists with identical content")

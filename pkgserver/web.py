@@ -114,7 +114,8 @@ def recent_releases(snapshot: Snapshot, count: int = 10) -> list[Release]:
         wanted = count * 8
         while True:
             newest.clear()
-            top = heapq.nlargest(wanted, snapshot.files.values(), key=lambda f: f.mtime_ns)
+            offered = (f for f in snapshot.files.values() if snapshot.offers(f))
+            top = heapq.nlargest(wanted, offered, key=lambda f: f.mtime_ns)
             for f in top:
                 newest.setdefault((f.project, f.version), f)  # the newest file comes first
             if len(newest) >= count or len(top) < wanted:

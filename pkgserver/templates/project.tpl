@@ -1,6 +1,19 @@
 % rebase('layout', L=L)
 <div class="project-head">
   <h1>{{project.display_name}} <span class="version">{{version}}</span></h1>
+  % marker = project.status
+  % if marker is not None:
+  % why = ': ' + marker.reason if marker.reason else ''
+  <p class="banner status {{marker.status}}" id="project-status">
+  % if marker.status == 'quarantined':
+  This project is <strong>quarantined</strong>{{why}}. None of its files is offered for download, and it takes no uploads.
+  % elif marker.status == 'archived':
+  This project is <strong>archived</strong>{{why}}. It takes no new uploads; its files stay available.
+  % else:
+  This project is <strong>{{marker.status}}</strong>{{why}}.
+  % end
+  </p>
+  % end
   % if yank is not None:
   <p class="banner yanked">This release is yanked{{': ' + yank if yank else ''}}. Installers skip it unless it is pinned with <code>==</code>.</p>
   % elif version != project.current:
@@ -9,9 +22,11 @@
   % if details and details.summary:
   <p class="summary">{{details.summary}}</p>
   % end
+  % if install:
   <div class="install">
     % include('snippet', id='install-cmd', text=install)
   </div>
+  % end
 </div>
 <div class="project">
 <aside>
@@ -77,7 +92,7 @@
     <div class="table"><table>
       <thead><tr><th>File</th><th>Size</th><th>Uploaded</th>{{!'<th>By</th>' if uploader else ''}}<th>sha256</th></tr></thead>
       <tbody>
-      % for f in project.files_of(v):
+      % for f in (project.files_of(v) if project.offered else ()):
       <tr>
         <td><a href="{{L['root']}}packages/{{q(f.relpath)}}">{{f.filename}}</a>
         % if f.requires_python:

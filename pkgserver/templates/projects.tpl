@@ -12,6 +12,9 @@ All {{total}} projects
   <li>
     <a class="name" href="{{L['root']}}project/{{p.name}}/">{{p.display_name}}</a>
     <span class="version">{{p.current}}</span>
+    % if p.status is not None:
+    <span class="badge status {{p.status.status}}">{{p.status.status}}</span>
+    % end
     % if p.summary:
     <span class="summary">{{p.summary}}</span>
     % end
