@@ -29,6 +29,7 @@ from .distfile import (
 )
 from .fsutil import confined
 from .hasher import Hasher
+from .records import SHA_PREFIX, UPLOAD_TIMES_FILE, TimeEntry, UploadTimes
 from .scan import (
     CHANGED,
     FileChanged,
@@ -63,6 +64,8 @@ BATCH = 500  # files per job sent to a worker process
 # (or a sparse one, which is large without taking disk space) never holds up the indexer.
 BACKGROUND_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_FILE_SIZE = 1024**3  # files larger than this are not listed (--max-file-size)
+# Lines of an upload-times record beyond twice the files listed before it is rewritten.
+COMPACT_SLACK = 1000
 
 
 class ScanInterrupted(Exception):
@@ -86,8 +89,17 @@ class Indexer:
         on_tick: Callable[[], None] | None = None,
         on_claim: Callable[[set[str]], None] | None = None,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        upload_times: Sequence[UploadTimes] | None = None,
     ) -> None:
         self.settle = settle
+        # Each root's record of when its files were published or first seen (in the order of
+        # ``roots``); None: no record, the files' mtimes are served (--upload-time mtime).
+        self.upload_times = list(upload_times) if upload_times is not None else None
+        # Per root: relpath -> (sha256 prefix, ns) of recorded files that are not listed (not
+        # read yet, or gone: a file that comes back with the same bytes keeps its time). The
+        # listed files' times are in the catalog.
+        self._recorded: list[dict[str, TimeEntry]] = [{} for _ in roots]
+        self._times_lock = threading.Lock()  # the worker and uploads (remember) both record
         # Told the names of projects that have a file here, listed or not (unreadable, a link
         # out, too large, still settling): a name with any file here is never sent to the
         # fallback index (dependency confusion), from the moment the file is seen.
@@ -150,7 +162,10 @@ class Indexer:
         """
         started = time.monotonic()
         self._reused = 0
+        if self.upload_times is not None:
+            self._recorded = [times.load() for times in self.upload_times]
         self._rescan(first=True)
+        self._compact_times()
         if self.on_scan is not None:
             self.on_scan("initial", time.monotonic() - started)
         snap = self.catalog.snapshot
@@ -259,6 +274,12 @@ class Indexer:
         located = self.root_of(f.path)
         if self.cache is not None and located is not None:
             self.cache.store([(located[0], f)])
+        if self.upload_times is not None and located is not None:
+            # Published now: its time is the moment its bytes were stored (its mtime, what
+            # the catalog serves for it until the next start, which reads it from here).
+            with self._times_lock:
+                self._recorded[located[0]].pop(f.relpath, None)
+                self.upload_times[located[0]].add([(f.relpath, f.sha256, f.upload_time_ns)])
 
     def recheck(self, path: str, delay: float = 0.0) -> None:
         """Ask the worker to read and hash ``path`` again (thread-safe; from request threads
@@ -306,6 +327,7 @@ class Indexer:
                 if next_rescan is not None and time.monotonic() >= next_rescan:
                     started = time.monotonic()
                     self._rescan()
+                    self._compact_times()
                     if self.on_scan is not None:
                         self.on_scan("rescan", time.monotonic() - started)
                     next_rescan = time.monotonic() + self.rescan_interval
@@ -782,9 +804,85 @@ class Indexer:
         removals = [r for r in removals if r not in up]
         old = self.catalog.snapshot.files
         gone = [old[r] for r in removals if r in old]
+        if self.upload_times is not None:
+            upserts = self._timed(upserts, gone)
         self.catalog.apply(upserts, removals)
         if self.cache is not None and remember:
             self.cache.store(
                 [(loc[0], f) for f in upserts if (loc := self.root_of(f.path)) is not None],
                 [(loc[0], f.relpath) for f in gone if (loc := self.root_of(f.path)) is not None],
             )
+
+    # -- upload times --------------------------------------------------------------------------
+    def _timed(self, upserts: list[DistFile], gone: list[DistFile]) -> list[DistFile]:
+        """``upserts`` with their upload times: the listed entry's for the same file with the
+        same bytes, else the recorded one, else now (first seen), recorded in one write per
+        root. The times of ``gone`` files are kept, for a return with the same bytes."""
+        listed = self.catalog.snapshot.files
+        now = time.time_ns() // 1000 * 1000  # the record keeps microseconds
+        new: dict[int, list[tuple[str, str, int]]] = {}
+        out: list[DistFile] = []
+        with self._times_lock:
+            for f in gone:
+                located = self.root_of(f.path)
+                if located is not None:
+                    entry = (f.sha256[:SHA_PREFIX], f.upload_time_ns)
+                    self._recorded[located[0]][f.relpath] = entry
+            for f in upserts:
+                located = self.root_of(f.path)
+                if located is None:
+                    out.append(f)
+                    continue
+                root_index = located[0]
+                prev = listed.get(f.relpath)
+                known = self._recorded[root_index].pop(f.relpath, None)
+                if prev is not None and prev.path == f.path and prev.sha256 == f.sha256:
+                    when = prev.upload_time_ns  # the same bytes, touched or read again
+                elif known is not None and known[0] == f.sha256[:SHA_PREFIX]:
+                    when = known[1]  # recorded before (a start, or a return)
+                else:
+                    when = now  # first seen, or other bytes under the name
+                    new.setdefault(root_index, []).append((f.relpath, f.sha256, when))
+                out.append(f._replace(upload_ns=when))
+            assert self.upload_times is not None
+            for root_index, entries in new.items():
+                self.upload_times[root_index].add(entries)
+        return out
+
+    def _compact_times(self) -> None:
+        """Rewrite a root's record with only the files still there once most of its lines
+        are of files gone or replaced (checked at start and after each rescan), so that it
+        stays about the size of what is listed."""
+        if self.upload_times is None:
+            return
+        files = self.catalog.snapshot.files
+        if all(t.lines <= 2 * len(files) + COMPACT_SLACK for t in self.upload_times):
+            return  # the common case, at the cost of a few comparisons
+        for root_index, times in enumerate(self.upload_times):
+            root = self.roots[root_index]
+            live = [
+                f for f in files.values() if (loc := self.root_of(f.path)) and loc[0] == root_index
+            ]
+            if times.lines <= 2 * len(live) + COMPACT_SLACK:
+                continue
+            with self._times_lock:
+                # Recorded files that are not listed stay while they are on disk (being
+                # hashed, unreadable, shadowed by an earlier root); the others are forgotten.
+                kept = {
+                    rel: entry
+                    for rel, entry in self._recorded[root_index].items()
+                    if os.path.lexists(root + "/" + rel)
+                }
+                self._recorded[root_index] = kept
+                if times.lines <= 2 * (len(live) + len(kept)) + COMPACT_SLACK:
+                    continue
+                entries = [(f.relpath, f.sha256, f.upload_time_ns) for f in live]
+                entries.extend((rel, sha, ns) for rel, (sha, ns) in kept.items())
+                before = times.lines
+                if times.rewrite(entries):
+                    log.info(
+                        "compacted %s: %d lines, of %d",
+                        times.records.file(UPLOAD_TIMES_FILE),
+                        times.lines,
+                        before,
+                    )

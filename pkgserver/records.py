@@ -10,6 +10,9 @@ must travel with them (backups, volumes), unlike the index cache.
 - ``.pkgserver/uploads.jsonl``: one JSON object per upload (``file``, ``sha256``, ``user``,
   ``time``), appended by the server with one ``write`` per line. An entry counts only while the
   file still has the recorded sha256: a file replaced by other means has no known uploader.
+- ``.pkgserver/upload-times.jsonl``: when each file was published or first seen, under its
+  name with its bytes (see :class:`UploadTimes`): a JSON array per line, appended a batch at a
+  time, rewritten whole when it holds many lines of files that are gone.
 
 Anyone who can copy files into the package directory can also put things where these records
 are expected: a FIFO, a link to ``/dev/zero`` or to another file, a linked or foreign folder.
@@ -31,7 +34,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from packaging.utils import canonicalize_name
@@ -47,11 +50,13 @@ __all__ = [
     "HOSTED_FILE",
     "STATE_DIR",
     "UPLOADS_FILE",
+    "UPLOAD_TIMES_FILE",
     "YANKED_FILE",
     "RecordDir",
     "UnsafeRecord",
     "Upload",
     "UploadLog",
+    "UploadTimes",
     "Yanks",
     "load_yanks",
     "merged_yanks",
@@ -63,6 +68,7 @@ STATE_DIR = ".pkgserver"
 HOSTED_FILE = "hosted-projects"
 YANKED_FILE = "yanked.json"
 UPLOADS_FILE = "uploads.jsonl"
+UPLOAD_TIMES_FILE = "upload-times.jsonl"
 LOCK_FILE = "lock"
 MAX_REASON = 500  # characters: a line of text, not a document
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # a record larger than this is not read (nor trusted)
@@ -513,3 +519,104 @@ class UploadLog:
                     self._origin[item.file] = index
         with self._lock:
             self._entries = entries
+
+
+# -- when each file arrived ---------------------------------------------------------------------
+TIMES_LIMIT = 512 * 1024 * 1024  # bytes of upload times read at most (about 6 million files)
+SHA_PREFIX = 16  # hex digits of the sha256 kept: enough to tell other bytes from the same ones
+
+TimeEntry = tuple[str, int]  # (sha256 prefix, upload time in ns since the epoch)
+
+
+def time_line(relpath: str, sha256: str, ns: int) -> bytes:
+    """A line of ``upload-times.jsonl``: ``["relpath","<16 hex of sha256>",SECONDS]``, the
+    seconds to the microsecond, written exactly (no float on the way)."""
+    us = ns // 1000
+    name = json.dumps(relpath, ensure_ascii=False)
+    return f'[{name},"{sha256[:SHA_PREFIX]}",{us // 1_000_000}.{us % 1_000_000:06d}]\n'.encode()
+
+
+class UploadTimes:
+    """When each file of one package directory was published or first seen there, under its
+    name with those bytes: ``.pkgserver/upload-times.jsonl``, beside the files, so that it
+    survives restarts and the loss of the index cache, and travels with the files.
+
+    A line per (file, bytes): ``["dir/demo-1.0-py3-none-any.whl","0123456789abcdef",
+    1764979200.123456]``: the relpath, the first 16 hex digits of the file's sha256, and the
+    time in seconds since 1970 (UTC). A later line for a relpath replaces an earlier one. An
+    operator may write lines (to seed the times of files copied in before); a line that does
+    not parse is skipped. Lines are appended a batch at a time (one ``write``), and the file is
+    rewritten whole with only the files still there (:meth:`rewrite`) when most of its lines
+    are of files that are gone or were replaced.
+    """
+
+    def __init__(self, records: Records) -> None:
+        self.records = records
+        self.lines = 0  # lines in the record, as far as this process knows (read and appended)
+
+    def load(self) -> dict[str, TimeEntry]:
+        """relpath -> (sha256 prefix, ns) of every line; empty when there is no record, or it
+        cannot be read (said once in the log)."""
+        try:
+            data = self.records.read(UPLOAD_TIMES_FILE, TIMES_LIMIT)
+        except OSError as exc:
+            self.records.warn_once("upload times recorded there are not used", exc)
+            return {}
+        if not data:
+            return {}
+        self.records.all_well(UPLOAD_TIMES_FILE)
+        lines = data.split(b"\n")
+        try:
+            # One parse of the whole file: ten times faster than a parse per line.
+            rows = json.loads(b"[" + b",".join(line for line in lines if line.strip()) + b"]")
+        except (ValueError, RecursionError):  # a line cut by a crash, or edited by hand
+            rows = []
+            for line in lines:
+                try:
+                    rows.append(json.loads(line))
+                except (ValueError, RecursionError):
+                    continue
+        out: dict[str, TimeEntry] = {}
+        for row in rows:
+            if type(row) is not list or len(row) != 3:
+                continue
+            relpath, sha, seconds = row
+            if (
+                type(relpath) is str
+                and type(sha) is str
+                and len(sha) >= SHA_PREFIX
+                and type(seconds) in (int, float)
+                and 0 < seconds < 1e11
+            ):
+                out[relpath] = (sha[:SHA_PREFIX].lower(), round(seconds * 1_000_000) * 1000)
+        self.lines = len(rows)
+        return out
+
+    def add(self, entries: Sequence[tuple[str, str, int]]) -> bool:
+        """Append (relpath, sha256, ns) entries with one write; whether they were recorded
+        (a failure is said once in the log: the times are then served until the next start)."""
+        if not entries:
+            return True
+        data = b"".join(time_line(*entry) for entry in entries)
+        try:
+            self.records.append(UPLOAD_TIMES_FILE, data)
+        except OSError as exc:
+            self.records.warn_once(
+                "upload times are not recorded: files not recorded get a new one at each start "
+                "(--upload-time mtime serves the files' mtimes instead)",
+                exc,
+            )
+            return False
+        self.lines += len(entries)
+        return True
+
+    def rewrite(self, entries: Iterable[tuple[str, str, int]]) -> bool:
+        """Replace the record whole with ``entries`` (the files still there)."""
+        rows = sorted(entries)
+        try:
+            self.records.replace(UPLOAD_TIMES_FILE, b"".join(time_line(*e) for e in rows))
+        except OSError as exc:
+            self.records.warn_once("upload times could not be compacted", exc)
+            return False
+        self.lines = len(rows)
+        return True

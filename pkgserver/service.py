@@ -38,7 +38,7 @@ from .indexer import Indexer, ScanInterrupted
 from .observe import AccessLog, Observer
 from .options import SELECT_CONNECTIONS
 from .publish import sweep_temp_files
-from .records import HOSTED_FILE, YANKED_FILE, UploadLog, Yanks
+from .records import HOSTED_FILE, YANKED_FILE, RecordDir, UploadLog, UploadTimes, Yanks
 from .scan import MetadataStore
 from .server import make_server, serve, stop
 from .storage import ChangeFeed, DirectoryStorage, Records, Storage, Uploaders
@@ -131,6 +131,13 @@ class Service:
             on_tick=self.reload_yanks,
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,
+            # When each file was uploaded or first seen, in each root's .pkgserver folder;
+            # none for --upload-time mtime (the files' mtimes are served).
+            upload_times=(
+                [UploadTimes(RecordDir(root)) for root in settings.roots]
+                if settings.upload_time == "first-seen"
+                else None
+            ),
         )
         indexer.on_scan = self.observer.scan_done
         indexer.on_hash = self.observer.hash_done
