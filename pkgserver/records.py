@@ -35,7 +35,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from packaging.utils import canonicalize_name
 
@@ -524,8 +524,87 @@ class UploadLog:
 # -- when each file arrived ---------------------------------------------------------------------
 TIMES_LIMIT = 512 * 1024 * 1024  # bytes of upload times read at most (about 6 million files)
 SHA_PREFIX = 16  # hex digits of the sha256 kept: enough to tell other bytes from the same ones
+MICROS = (1 << 64) - 1
 
-TimeEntry = tuple[str, int]  # (sha256 prefix, upload time in ns since the epoch)
+# What the record says of a file, packed in one int (at 100,000 files a tuple of a string and
+# an int per file costs 10 MB more): the sha256's first 64 bits above the microseconds.
+TimeEntry = int
+
+
+def time_entry(sha256: str, ns: int) -> TimeEntry:
+    return int(sha256[:SHA_PREFIX], 16) << 64 | ns // 1000
+
+
+def entry_time(entry: TimeEntry, sha256: str) -> int | None:
+    """The time (ns) recorded in ``entry`` if it is of these bytes, else None."""
+    if entry >> 64 != int(sha256[:SHA_PREFIX], 16):
+        return None
+    return (entry & MICROS) * 1000
+
+
+def _parse_times(fh: IO[bytes], size: int) -> tuple[dict[str, TimeEntry], int]:
+    """The entries of a record's first ``size`` bytes, and how many lines they hold.
+
+    Lines as time_line writes them are taken apart with string methods, which leave nothing
+    for the garbage collector (a list per line, as json.loads makes, cost a start of 100,000
+    files more in collections than in parsing); others go to json (:func:`_parsed`).
+    """
+    out: dict[str, TimeEntry] = {}
+    lines = 0
+    left = size
+    while left > 0:
+        raw = fh.readline(left)
+        if not raw:
+            break
+        left -= len(raw)
+        lines += raw.endswith(b"\n")
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        inner = line[2:-1] if line[:2] == '["' and line[-1:] == "]" else ""
+        names, _, seconds = inner.rpartition('",')
+        relpath, _, sha = names.rpartition('","')
+        whole, _, fraction = seconds.partition(".")
+        if (
+            relpath
+            and '"' not in relpath
+            and "\\" not in relpath
+            and len(sha) == SHA_PREFIX
+            and whole.isdigit()
+            and len(fraction) == 6
+            and fraction.isdigit()
+        ):
+            try:
+                out[relpath] = int(sha, 16) << 64 | int(whole) * 1_000_000 + int(fraction)
+                continue
+            except ValueError:
+                pass
+        if line.strip():
+            found = _parsed(line)
+            if found is not None:
+                out[found[0]] = found[1]
+    return out, lines
+
+
+def _parsed(line: str) -> tuple[str, TimeEntry] | None:
+    """A line written otherwise than time_line does (by hand: a whole sha256, whole seconds,
+    spaces), or None if it is no line of the record."""
+    try:
+        relpath, sha, seconds = json.loads(line)
+        if (
+            type(relpath) is str
+            and type(sha) is str
+            and len(sha) >= SHA_PREFIX
+            and type(seconds) in (int, float)
+            and 0 < seconds < 1e11
+        ):
+            return relpath, int(sha[:SHA_PREFIX], 16) << 64 | round(seconds * 1e6)
+    except (ValueError, TypeError, RecursionError):
+        pass
+    return None
+
+
+def entry_parts(entry: TimeEntry) -> tuple[str, int]:
+    """(the sha256's first 16 hex digits, the time in ns) of an entry."""
+    return f"{entry >> 64:016x}", (entry & MICROS) * 1000
 
 
 def time_line(relpath: str, sha256: str, ns: int) -> bytes:
@@ -544,62 +623,48 @@ class UploadTimes:
     A line per (file, bytes): ``["dir/demo-1.0-py3-none-any.whl","0123456789abcdef",
     1764979200.123456]``: the relpath, the first 16 hex digits of the file's sha256, and the
     time in seconds since 1970 (UTC). A later line for a relpath replaces an earlier one. An
-    operator may write lines (to seed the times of files copied in before); a line that does
-    not parse is skipped. Lines are appended a batch at a time (one ``write``), and the file is
-    rewritten whole with only the files still there (:meth:`rewrite`) when most of its lines
-    are of files that are gone or were replaced.
+    operator may write lines (to seed the times of files copied in before; a whole sha256 and
+    whole seconds do too); a line that does not parse is skipped. Lines are appended a batch at
+    a time (one ``write``), and the file is rewritten whole with only the files still there
+    (:meth:`rewrite`) when most of its lines are of files that are gone or were replaced.
     """
 
-    def __init__(self, records: Records) -> None:
+    def __init__(self, records: RecordDir) -> None:
         self.records = records
         self.lines = 0  # lines in the record, as far as this process knows (read and appended)
 
     def load(self) -> dict[str, TimeEntry]:
-        """relpath -> (sha256 prefix, ns) of every line; empty when there is no record, or it
-        cannot be read (said once in the log)."""
+        """relpath -> entry (see :func:`entry_time`) of every line; empty when there is no
+        record, or it cannot be read (said once in the log)."""
         try:
-            data = self.records.read(UPLOAD_TIMES_FILE, TIMES_LIMIT)
+            fd = self.records.open_for_reading(UPLOAD_TIMES_FILE)
+            if fd is None:
+                return {}
+            with os.fdopen(fd, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size > TIMES_LIMIT:
+                    raise UnsafeRecord(
+                        errno.EFBIG,
+                        f"larger than {TIMES_LIMIT} bytes",
+                        self.records.file(UPLOAD_TIMES_FILE),
+                    )
+                # A line at a time, for what was there when opened: neither the whole file
+                # nor a list of its lines is ever in memory (tens of MB at 100,000 files).
+                out, self.lines = _parse_times(fh, size)
         except OSError as exc:
             self.records.warn_once("upload times recorded there are not used", exc)
             return {}
-        if not data:
-            return {}
         self.records.all_well(UPLOAD_TIMES_FILE)
-        lines = data.split(b"\n")
-        try:
-            # One parse of the whole file: ten times faster than a parse per line.
-            rows = json.loads(b"[" + b",".join(line for line in lines if line.strip()) + b"]")
-        except (ValueError, RecursionError):  # a line cut by a crash, or edited by hand
-            rows = []
-            for line in lines:
-                try:
-                    rows.append(json.loads(line))
-                except (ValueError, RecursionError):
-                    continue
-        out: dict[str, TimeEntry] = {}
-        for row in rows:
-            if type(row) is not list or len(row) != 3:
-                continue
-            relpath, sha, seconds = row
-            if (
-                type(relpath) is str
-                and type(sha) is str
-                and len(sha) >= SHA_PREFIX
-                and type(seconds) in (int, float)
-                and 0 < seconds < 1e11
-            ):
-                out[relpath] = (sha[:SHA_PREFIX].lower(), round(seconds * 1_000_000) * 1000)
-        self.lines = len(rows)
         return out
 
-    def add(self, entries: Sequence[tuple[str, str, int]]) -> bool:
-        """Append (relpath, sha256, ns) entries with one write; whether they were recorded
-        (a failure is said once in the log: the times are then served until the next start)."""
-        if not entries:
+    def add(self, data: bytes | bytearray, lines: int) -> bool:
+        """Append ``lines`` lines (made by :func:`time_line`) with one write; whether they were
+        recorded (a failure is said once in the log: the times are then served until the next
+        start, which gives the files not recorded new ones)."""
+        if not data:
             return True
-        data = b"".join(time_line(*entry) for entry in entries)
         try:
-            self.records.append(UPLOAD_TIMES_FILE, data)
+            self.records.append(UPLOAD_TIMES_FILE, bytes(data))
         except OSError as exc:
             self.records.warn_once(
                 "upload times are not recorded: files not recorded get a new one at each start "
@@ -607,11 +672,12 @@ class UploadTimes:
                 exc,
             )
             return False
-        self.lines += len(entries)
+        self.lines += lines
         return True
 
     def rewrite(self, entries: Iterable[tuple[str, str, int]]) -> bool:
-        """Replace the record whole with ``entries`` (the files still there)."""
+        """Replace the record whole with ``entries`` (relpath, sha256, ns): the files still
+        there."""
         rows = sorted(entries)
         try:
             self.records.replace(UPLOAD_TIMES_FILE, b"".join(time_line(*e) for e in rows))

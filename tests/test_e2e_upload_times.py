@@ -65,7 +65,8 @@ def pip_install(
     target = tmp / f"pip-{len(list(tmp.glob('pip-*')))}"
     run_client([PY, "-m", "venv", "--without-pip", target], env)
     python = target / "bin" / "python"
-    cmd = [PY, "-m", "pip", "--python", python, "install", "-v", "--only-binary=:all:"]
+    cmd: list[str | os.PathLike[str]] = [PY, "-m", "pip", "--python", python, "install", "-v"]
+    cmd.append("--only-binary=:all:")
     res = run_client([*cmd, "--index-url", url, *args, PROJECT], env, ok=ok)
     return installed_version(python, env), output(res)
 
@@ -78,7 +79,8 @@ def uv_install(
     target = tmp / f"uv-{len(list(tmp.glob('uv-*')))}"
     run_client([uv, "venv", "--python", PY, target], env)
     python = target / "bin" / "python"
-    cmd = [uv, "pip", "install", "--python", python, "--no-build", "--index-url", url]
+    cmd: list[str | os.PathLike[str]] = [uv, "pip", "install", "--python", python, "--no-build"]
+    cmd += ["--index-url", url]
     res = run_client([*cmd, *args, PROJECT], env, ok=ok)
     return installed_version(python, env), output(res)
 

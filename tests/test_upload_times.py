@@ -21,7 +21,13 @@ from pkgserver.cache import DescriptionCache
 from pkgserver.catalog import Catalog, DistFile
 from pkgserver.config import Settings
 from pkgserver.indexer import COMPACT_SLACK, Indexer
-from pkgserver.records import UPLOAD_TIMES_FILE, RecordDir, UploadTimes, time_line
+from pkgserver.records import (
+    UPLOAD_TIMES_FILE,
+    RecordDir,
+    UploadTimes,
+    entry_parts,
+    time_line,
+)
 from pkgserver.render import upload_time
 from pkgserver.service import Service
 from pkgserver.validate import settings_from
@@ -32,6 +38,15 @@ JSON_V1 = "application/vnd.pypi.simple.v1+json"
 
 def record_of(root: Path) -> UploadTimes:
     return UploadTimes(RecordDir(str(root)))
+
+
+def add(times: UploadTimes, entries: list[tuple[str, str, int]]) -> bool:
+    return times.add(b"".join(time_line(*e) for e in entries), len(entries))
+
+
+def loaded(root: Path) -> dict[str, tuple[str, int]]:
+    """The record of ``root`` as (sha256 prefix, ns) per relpath."""
+    return {rel: entry_parts(entry) for rel, entry in record_of(root).load().items()}
 
 
 def indexer(root: Path, catalog: Catalog | None = None, **kw: object) -> Indexer:
@@ -80,12 +95,19 @@ def root(tmp_path: Path) -> Path:
 def test_the_record_keeps_microseconds_and_a_later_line_wins(root: Path) -> None:
     times = record_of(root)
     sha_a, sha_b = "a" * 64, "b" * 64
-    assert times.add([("x/demo-1.0.tar.gz", sha_a, 1_700_000_000_123_456_789)])
-    assert times.add([("x/demo-1.0.tar.gz", sha_b, 1_700_000_100_000_001_000)])
+    assert add(times, [("x/demo-1.0.tar.gz", sha_a, 1_700_000_000_123_456_789)])
+    assert add(times, [("x/demo-1.0.tar.gz", sha_b, 1_700_000_100_000_001_000)])
     raw = (root / ".pkgserver" / UPLOAD_TIMES_FILE).read_bytes()
     assert raw.splitlines()[0] == b'["x/demo-1.0.tar.gz","aaaaaaaaaaaaaaaa",1700000000.123456]'
-    loaded = record_of(root).load()
-    assert loaded == {"x/demo-1.0.tar.gz": ("b" * 16, 1_700_000_100_000_001_000)}
+    assert loaded(root) == {"x/demo-1.0.tar.gz": ("b" * 16, 1_700_000_100_000_001_000)}
+    assert times.lines == 2
+
+
+def test_names_that_json_escapes_come_back_as_they_were(root: Path) -> None:
+    names = ['dir "quoted"/a-1.0.tar.gz', "back\\slash/b-1.0.tar.gz", "ünï/c-1.0.tar.gz"]
+    entries = [(name, f"{i:064x}", (1_600_000_000 + i) * 10**9) for i, name in enumerate(names)]
+    assert add(record_of(root), entries)
+    assert loaded(root) == {name: (sha[:16], ns) for name, sha, ns in entries}
 
 
 def test_a_damaged_or_hand_written_line_does_not_spoil_the_others(root: Path) -> None:
@@ -104,8 +126,7 @@ def test_a_damaged_or_hand_written_line_does_not_spoil_the_others(root: Path) ->
         + b"6" * 16
         + b'",16000'  # cut short by a crash
     )
-    loaded = record_of(root).load()
-    assert loaded == {
+    assert loaded(root) == {
         "a-1.0.tar.gz": ("1" * 16, 1_600_000_000_000_000_000),
         "b-1.0.tar.gz": ("2" * 16, 1_600_000_001_000_000_000),
     }
@@ -117,7 +138,7 @@ def test_a_record_that_is_a_symbolic_link_is_not_read(root: Path, tmp_path: Path
     (root / ".pkgserver").mkdir()
     (root / ".pkgserver" / UPLOAD_TIMES_FILE).symlink_to(elsewhere)
     assert record_of(root).load() == {}
-    assert not record_of(root).add([("a-1.0.tar.gz", "1" * 64, 1)])  # refused, no exception
+    assert not add(record_of(root), [("a-1.0.tar.gz", "1" * 64, 1)])  # refused, no exception
     assert elsewhere.read_bytes().count(b"\n") == 1
 
 
@@ -129,8 +150,7 @@ def test_a_cp_p_mtime_is_not_taken_for_the_upload_time(root: Path, tmp_path: Pat
     f = only_file(scanned(root))
     assert before <= f.upload_time <= time.time()  # first seen now, not in 2019
     assert upload_time(f).startswith(str(datetime.datetime.now(datetime.timezone.utc).year))
-    recorded = record_of(root).load()
-    assert recorded == {whl.name: (f.sha256[:16], f.upload_time_ns)}
+    assert loaded(root) == {whl.name: (f.sha256[:16], f.upload_time_ns)}
 
 
 def test_the_time_survives_a_restart_and_the_loss_of_the_index_cache(
@@ -209,7 +229,7 @@ def test_an_upload_is_recorded_with_the_time_it_was_published(root: Path) -> Non
     ix.remember(f)
     ix.stop()
     served = upload_time(only_file(catalog))
-    assert record_of(root).load()[whl.name][1] == whl.stat().st_mtime_ns // 1000 * 1000
+    assert loaded(root)[whl.name][1] == whl.stat().st_mtime_ns // 1000 * 1000
     assert upload_time(only_file(scanned(root))) == served  # the same after a restart
 
 
@@ -218,7 +238,7 @@ def test_the_record_is_compacted_when_it_is_mostly_files_that_are_gone(root: Pat
     sha = hashlib.sha256(whl.read_bytes()).hexdigest()
     kept_time = 1_650_000_000_000_000_000
     gone = [(f"gone/old-{i}.0.tar.gz", "f" * 64, 1_600_000_000_000_000_000) for i in range(1500)]
-    record_of(root).add([*gone, (whl.name, sha, kept_time)])
+    add(record_of(root), [*gone, (whl.name, sha, kept_time)])
     record = root / ".pkgserver" / UPLOAD_TIMES_FILE
     assert record.read_bytes().count(b"\n") == 1501 > 2 * 1 + COMPACT_SLACK
 
