@@ -13,7 +13,8 @@ Who tells whom (each a plain callback, set here and nowhere else):
               on_files        -> upload_log.refresh another replica published or removed files
     indexer   on_scan/on_hash -> observer           scan and hash durations (metrics)
     app       on_stale        -> indexer.recheck    a download found its file changed
-    app       on_published    -> indexer.remember   an upload goes into the index cache
+    app       on_published    -> indexer.remember   an upload goes into the index cache and
+                                                    the upload-times record
     app       ready           -> indexer.ready      /health is 503 until the first scan is listed
 """
 
