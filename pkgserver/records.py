@@ -611,7 +611,10 @@ def time_line(relpath: str, sha256: str, ns: int) -> bytes:
     """A line of ``upload-times.jsonl``: ``["relpath","<16 hex of sha256>",SECONDS]``, the
     seconds to the microsecond, written exactly (no float on the way)."""
     us = ns // 1000
-    name = json.dumps(relpath, ensure_ascii=False)
+    if relpath.isprintable() and '"' not in relpath and "\\" not in relpath:
+        name = f'"{relpath}"'  # what json.dumps gives, at a fifth of its cost
+    else:
+        name = json.dumps(relpath, ensure_ascii=False)
     return f'[{name},"{sha256[:SHA_PREFIX]}",{us // 1_000_000}.{us % 1_000_000:06d}]\n'.encode()
 
 
