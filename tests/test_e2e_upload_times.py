@@ -166,3 +166,28 @@ def test_upload_time_mtime_serves_the_copied_mtimes(tmp_path: Path) -> None:
         )
         assert version == "1.0", out
     assert not (served / ".pkgserver" / "upload-times.jsonl").exists()
+
+
+def test_an_upload_keeps_the_time_it_was_published_across_restarts(tmp_path: Path) -> None:
+    from passlib.hash import bcrypt
+
+    served = tmp_path / "packages"
+    served.mkdir()
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("alice:" + bcrypt.using(rounds=4).hash("secret") + "\n")
+    wheel = make_wheel(tmp_path / "dist", PROJECT, "1.0")
+    os.utime(wheel, (V1_MTIME, V1_MTIME))  # the client's copy is old: that is no upload time
+    twine = shutil.which("twine", path=os.path.dirname(PY)) or "twine"
+    cache = tmp_path / "index-cache"
+    args = ("--disable-fallback", "-P", htpasswd, "--cache-dir", cache, served)
+    with running_server(*args) as srv:
+        before = datetime.datetime.now(datetime.timezone.utc)
+        upload = [twine, "upload", "--non-interactive", "--repository-url", srv.url]
+        run_client([*upload, "-u", "alice", "-p", "secret", wheel], client_env(tmp_path))
+        after = datetime.datetime.now(datetime.timezone.utc)
+        published = upload_times(srv)[wheel.name]
+        assert before - datetime.timedelta(seconds=1) <= published <= after
+    shutil.rmtree(cache)
+    with running_server(*args) as srv:
+        srv.wait_listed(PROJECT, wheel.name)
+        assert upload_times(srv)[wheel.name] == published
