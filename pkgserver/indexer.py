@@ -173,7 +173,7 @@ class Indexer:
         if self.upload_times is not None:
             self._recorded = [times.load() for times in self.upload_times]
         self._rescan(first=True)
-        self._compact_times()
+        self._compact_times(first=True)
         if self.on_scan is not None:
             self.on_scan("initial", time.monotonic() - started)
         snap = self.catalog.snapshot
@@ -729,6 +729,9 @@ class Indexer:
         pending: list[int] = []
         stale: list[tuple[int, str]] = []
         keys = [(t[0], t[1]) for t in todo]
+        # The recorded upload times (per root), taken as entries are built: no other thread
+        # records before the first scan is over.
+        recorded = self._recorded if self.upload_times is not None else None
         rows = self.cache.rows()
         try:
             row = next(rows, None)
@@ -751,8 +754,7 @@ class Indexer:
                     ):
                         # Its recorded upload time, if of these bytes, goes in now: a copy of
                         # each entry to add it later costs a tenth of this merge.
-                        recorded = self._recorded[key[0]] if self.upload_times is not None else {}
-                        entry = recorded.pop(key[1], None) if recorded else None
+                        entry = recorded[key[0]].pop(key[1], None) if recorded else None
                         results[i] = entry_from_fields(
                             self.roots[key[0]],
                             key[1],
@@ -882,12 +884,22 @@ class Indexer:
             for root_index, data in new.items():
                 self.upload_times[root_index].add(data, counts[root_index])
 
-    def _compact_times(self) -> None:
+    def _compact_times(self, first: bool = False) -> None:
         """Rewrite a root's record with only the files still there once most of its lines
         are of files gone or replaced (checked at start and after each rescan), so that it
-        stays about the size of what is listed."""
+        stays about the size of what is listed. After the first scan, what is held of the
+        record in memory is only what is on disk and not listed yet."""
         if self.upload_times is None:
             return
+        if first:
+            with self._times_lock:
+                for root_index, root in enumerate(self.roots):
+                    recorded = self._recorded[root_index]
+                    self._recorded[root_index] = {
+                        rel: entry
+                        for rel, entry in recorded.items()
+                        if os.path.lexists(root + "/" + rel)
+                    }
         files = self.catalog.snapshot.files
         if all(t.lines <= 2 * len(files) + COMPACT_SLACK for t in self.upload_times):
             return  # the common case, at the cost of a few comparisons

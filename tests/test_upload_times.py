@@ -248,6 +248,37 @@ def test_the_record_is_compacted_when_it_is_mostly_files_that_are_gone(root: Pat
     assert only_file(scanned(root)).upload_time_ns == kept_time
 
 
+def test_lines_of_files_gone_are_not_held_in_memory_after_the_start(root: Path) -> None:
+    make_wheel(root, "demo", "1.0")
+    add(record_of(root), [("gone-1.0.tar.gz", "f" * 64, 1_600_000_000_000_000_000)])
+    ix = indexer(root)
+    ix.initial_scan()
+    ix.stop()
+    assert ix._recorded == [{}]  # the line stays (too few to compact), the memory does not
+    assert b"gone-1.0.tar.gz" in (root / ".pkgserver" / UPLOAD_TIMES_FILE).read_bytes()
+
+
+def test_a_file_hashed_after_the_start_keeps_its_recorded_time(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pkgserver.indexer
+
+    monkeypatch.setattr(pkgserver.indexer, "BACKGROUND_BYTES", 100)  # every file: the hasher's
+    whl = make_wheel(root, "demo", "1.0")
+    recorded = 1_650_000_000_000_000_000
+    add(record_of(root), [(whl.name, hashlib.sha256(whl.read_bytes()).hexdigest(), recorded)])
+    catalog = Catalog()
+    ix = indexer(root, catalog)
+    ix.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not catalog.snapshot.files and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert only_file(catalog).upload_time_ns == recorded
+    finally:
+        ix.stop()
+
+
 def test_one_batch_of_a_scan_is_one_append(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(30):
         make_wheel(root, f"p{i}", "1.0")
