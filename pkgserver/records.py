@@ -523,6 +523,7 @@ class UploadLog:
 
 # -- when each file arrived ---------------------------------------------------------------------
 TIMES_LIMIT = 512 * 1024 * 1024  # bytes of upload times read at most (about 6 million files)
+_BLOCK = 1024 * 1024  # bytes of the record read at once
 SHA_PREFIX = 16  # hex digits of the sha256 kept: enough to tell other bytes from the same ones
 MICROS = (1 << 64) - 1
 
@@ -542,46 +543,54 @@ def entry_time(entry: TimeEntry, sha256: str) -> int | None:
     return (entry & MICROS) * 1000
 
 
-def _parse_times(fh: IO[bytes], size: int) -> tuple[dict[str, TimeEntry], int]:
-    """The entries of a record's first ``size`` bytes, and how many lines they hold.
+def _parse_times(fh: IO[bytes], size: int) -> tuple[dict[str, TimeEntry], int, bool]:
+    """The entries of a record's first ``size`` bytes, how many lines they hold, and whether
+    it ends with part of a line.
 
-    Lines as time_line writes them are taken apart with string methods, which leave nothing
-    for the garbage collector (a list per line, as json.loads makes, cost a start of 100,000
-    files more in collections than in parsing); others go to json (:func:`_parsed`).
+    Read a megabyte at a time (neither the whole file nor a list of all its lines is ever in
+    memory: tens of MB at 100,000 files). Lines as time_line writes them are taken apart with
+    string methods, which leave nothing for the garbage collector (a list per line, as
+    json.loads makes, cost a start of 100,000 files more in collections than in parsing);
+    others go to json (:func:`_parsed`). A last line without its newline (cut by a crash) is
+    left out.
     """
     out: dict[str, TimeEntry] = {}
     lines = 0
     left = size
+    rest = b""
     while left > 0:
-        raw = fh.readline(left)
-        if not raw:
+        block = fh.read(min(left, _BLOCK))
+        if not block:
             break
-        left -= len(raw)
-        lines += raw.endswith(b"\n")
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        inner = line[2:-1] if line[:2] == '["' and line[-1:] == "]" else ""
-        names, _, seconds = inner.rpartition('",')
-        relpath, _, sha = names.rpartition('","')
-        whole, _, fraction = seconds.partition(".")
-        if (
-            relpath
-            and '"' not in relpath
-            and "\\" not in relpath
-            and len(sha) == SHA_PREFIX
-            and whole.isdigit()
-            and len(fraction) == 6
-            and fraction.isdigit()
-        ):
-            try:
-                out[relpath] = int(sha, 16) << 64 | int(whole) * 1_000_000 + int(fraction)
+        left -= len(block)
+        block = rest + block
+        cut = block.rfind(b"\n") + 1
+        rest = block[cut:]
+        for line in block[:cut].decode("utf-8", "replace").split("\n"):
+            if not line:
                 continue
-            except ValueError:
-                pass
-        if line.strip():
+            lines += 1
+            if line[:2] == '["' and line[-1:] == "]":
+                names, _, seconds = line[2:-1].rpartition('",')
+                relpath, _, sha = names.rpartition('","')
+                whole, _, fraction = seconds.partition(".")
+                if (
+                    len(sha) == SHA_PREFIX
+                    and len(fraction) == 6
+                    and whole.isdigit()
+                    and relpath
+                    and '"' not in relpath
+                    and "\\" not in relpath
+                ):
+                    try:
+                        out[relpath] = int(sha, 16) << 64 | int(whole + fraction)
+                        continue
+                    except ValueError:
+                        pass
             found = _parsed(line)
             if found is not None:
                 out[found[0]] = found[1]
-    return out, lines
+    return out, lines, bool(rest.strip())
 
 
 def _parsed(line: str) -> tuple[str, TimeEntry] | None:
@@ -635,6 +644,7 @@ class UploadTimes:
     def __init__(self, records: RecordDir) -> None:
         self.records = records
         self.lines = 0  # lines in the record, as far as this process knows (read and appended)
+        self._cut = False  # it ends with part of a line (a crash): the next write starts anew
 
     def load(self) -> dict[str, TimeEntry]:
         """relpath -> entry (see :func:`entry_time`) of every line; empty when there is no
@@ -653,7 +663,7 @@ class UploadTimes:
                     )
                 # A line at a time, for what was there when opened: neither the whole file
                 # nor a list of its lines is ever in memory (tens of MB at 100,000 files).
-                out, self.lines = _parse_times(fh, size)
+                out, self.lines, self._cut = _parse_times(fh, size)
         except OSError as exc:
             self.records.warn_once("upload times recorded there are not used", exc)
             return {}
@@ -666,6 +676,8 @@ class UploadTimes:
         start, which gives the files not recorded new ones)."""
         if not data:
             return True
+        if self._cut:
+            data = b"\n" + data  # not glued to the end of a line cut short
         try:
             self.records.append(UPLOAD_TIMES_FILE, bytes(data))
         except OSError as exc:
@@ -676,6 +688,7 @@ class UploadTimes:
             )
             return False
         self.lines += lines
+        self._cut = False
         return True
 
     def rewrite(self, entries: Iterable[tuple[str, str, int]]) -> bool:
@@ -688,4 +701,5 @@ class UploadTimes:
             self.records.warn_once("upload times could not be compacted", exc)
             return False
         self.lines = len(rows)
+        self._cut = False
         return True

@@ -132,6 +132,15 @@ def test_a_damaged_or_hand_written_line_does_not_spoil_the_others(root: Path) ->
     }
 
 
+def test_a_line_cut_by_a_crash_does_not_swallow_the_next_one(root: Path) -> None:
+    (root / ".pkgserver").mkdir()
+    (root / ".pkgserver" / UPLOAD_TIMES_FILE).write_bytes(b'["a-1.0.tar.gz","1111')
+    times = record_of(root)
+    assert times.load() == {}
+    assert add(times, [("b-1.0.tar.gz", "2" * 64, 1_600_000_000_000_000_000)])
+    assert loaded(root) == {"b-1.0.tar.gz": ("2" * 16, 1_600_000_000_000_000_000)}
+
+
 def test_a_record_that_is_a_symbolic_link_is_not_read(root: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere.jsonl"
     elsewhere.write_bytes(time_line("a-1.0.tar.gz", "1" * 64, 1_600_000_000_000_000_000))
