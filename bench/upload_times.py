@@ -44,7 +44,11 @@ def start(src: Path, corpus: Path, cache: Path, *extra: str) -> tuple[float, int
                 took = time.monotonic() - started
                 status = Path(f"/proc/{proc.pid}/status").read_text()
                 rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-                return took, rss, indexed
+                # The process's own CPU seconds (user + system), less shaken than the wall
+                # time by whatever else runs on the machine; worker processes not included.
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                return took, rss, f"{indexed}; CPU {cpu:.2f} s"
         raise RuntimeError(f"no serving line from {cmd}")
     finally:
         proc.terminate()

@@ -30,6 +30,7 @@ from .distfile import (
 from .fsutil import confined
 from .hasher import Hasher
 from .records import (
+    MICROS,
     UPLOAD_TIMES_FILE,
     TimeEntry,
     UploadTimes,
@@ -673,7 +674,8 @@ class Indexer:
             elif was_listed:
                 removals.append(relpath)
         removals.extend(rel for rel in snap.files if rel not in seen)
-        self._apply(upserts, removals, remember=False)  # _describe_all stored what it read
+        # _describe_all stored what it read in the cache, and gave it its upload time.
+        self._apply(upserts, removals, remember=False)
         now_listed = self.catalog.snapshot.files
         self._claim([*(rel for rel in seen if rel not in now_listed), *odd])
 
@@ -755,12 +757,11 @@ class Indexer:
                         # Its recorded upload time, if of these bytes, goes in now: a copy of
                         # each entry to add it later costs a tenth of this merge.
                         entry = recorded[key[0]].pop(key[1], None) if recorded else None
+                        upload_ns = 0  # none recorded for these bytes: _stamp gives it one
+                        if entry is not None and entry >> 64 == int(fields[3][:16], 16):
+                            upload_ns = (entry & MICROS) * 1000  # entry_time, inlined
                         results[i] = entry_from_fields(
-                            self.roots[key[0]],
-                            key[1],
-                            st,
-                            fields,
-                            upload_ns=0 if entry is None else entry_time(entry, fields[3]) or 0,
+                            self.roots[key[0]], key[1], st, fields, upload_ns
                         )
                         self._reused += 1
                         continue
@@ -831,7 +832,8 @@ class Indexer:
         gone = [old[r] for r in removals if r in old]
         if self.upload_times is not None:
             self._keep_times(gone)
-            self._stamp(upserts)
+            if remember:  # else from a scan, whose _describe_all gave the times
+                self._stamp(upserts)
         self.catalog.apply(upserts, removals)
         if self.cache is not None and remember:
             self.cache.store(
