@@ -99,6 +99,7 @@ class Indexer:
         on_claim: Callable[[set[str]], None] | None = None,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         upload_times: Sequence[UploadTimes] | None = None,
+        published: Callable[[str, str], int | None] | None = None,
     ) -> None:
         self.settle = settle
         # Each root's record of when its files were published or first seen (in the order of
@@ -109,6 +110,9 @@ class Indexer:
         # keeps its time). The listed files' times are in the catalog.
         self._recorded: list[dict[str, TimeEntry]] = [{} for _ in roots]
         self._times_lock = threading.Lock()  # the worker and uploads (remember) both record
+        # When the upload log says a file with these bytes was uploaded (relpath, sha256 ->
+        # ns), for files the record does not know: uploaded before upload times were recorded.
+        self.published = published
         # Told the names of projects that have a file here, listed or not (unreadable, a link
         # out, too large, still settling): a name with any file here is never sent to the
         # fallback index (dependency confusion), from the moment the file is seen.
@@ -876,7 +880,12 @@ class Indexer:
                 elif known is not None:
                     when = entry_time(known, f.sha256)  # recorded (a start, or a return)
                 if when is None:
-                    when = now  # first seen, or other bytes under the name
+                    # Not recorded: uploaded before upload times were (the upload log says
+                    # when), else first seen now, or other bytes under the name.
+                    if self.published is not None:
+                        when = self.published(f.relpath, f.sha256)
+                    if when is None:
+                        when = now
                     new.setdefault(root_index, bytearray()).extend(
                         time_line(f.relpath, f.sha256, when)
                     )

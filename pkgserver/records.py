@@ -459,7 +459,8 @@ class UploadLog:
         self.folders = [RecordDir(r) for r in roots]
         self._watch = ChangeWatch(lambda: [f.stamp(UPLOADS_FILE) for f in self.folders])
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[str, str]] = {}  # relpath -> (sha256, user)
+        # relpath -> (sha256, user, time in seconds since 1970: 0 when not known)
+        self._entries: dict[str, tuple[str, str, float]] = {}
         self._origin: dict[str, int] = {}  # relpath -> index of the root whose log named it
         self._read_to: dict[int, tuple[int, int]] = {}  # root index -> (inode, offset read)
         self._reload_lock = threading.Lock()
@@ -467,24 +468,36 @@ class UploadLog:
     def record(self, relpath: str, sha256: str, user: str | None) -> None:
         """Append an upload to the first root's log. Never raises: the upload is published
         already, and only its attribution is lost when the log cannot be written."""
-        line = Upload(relpath, sha256, user or "", round(time.time(), 3)).line()
+        when = round(time.time(), 3)
+        line = Upload(relpath, sha256, user or "", when).line()
         records = self.folders[0]
         try:
             records.append(UPLOADS_FILE, line)
         except OSError as exc:
             records.warn_once("uploaders are not recorded", exc)
         with self._lock:
-            self._entries[relpath] = (sha256, user or "")
+            self._entries[relpath] = (sha256, user or "", when)
 
     def uploader(self, relpath: str, sha256: str) -> str | None:
         """The user who uploaded the file with these bytes, if known."""
-        if self._watch.changed():
-            with self._reload_lock:
-                self._reload()
-        found = self._entries.get(relpath)
+        found = self._entry(relpath)
         if found is None or found[0] != sha256 or not found[1]:
             return None
         return found[1]
+
+    def published(self, relpath: str, sha256: str) -> int | None:
+        """When the file with these bytes was uploaded (ns since 1970), if the log says: the
+        upload time of a file uploaded before upload times were recorded."""
+        found = self._entry(relpath)
+        if found is None or found[0] != sha256 or not found[2] > 0:
+            return None
+        return round(found[2] * 1_000_000) * 1000
+
+    def _entry(self, relpath: str) -> tuple[str, str, float] | None:
+        if self._watch.changed():
+            with self._reload_lock:
+                self._reload()
+        return self._entries.get(relpath)
 
     def _reload(self) -> None:
         """Read what was appended since the last read (the whole file if it was replaced or
@@ -515,7 +528,7 @@ class UploadLog:
             for raw in complete.splitlines():
                 item = Upload.parse(raw)
                 if item is not None:
-                    entries[item.file] = (item.sha256, item.user)
+                    entries[item.file] = (item.sha256, item.user, item.time)
                     self._origin[item.file] = index
         with self._lock:
             self._entries = entries

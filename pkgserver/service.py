@@ -5,6 +5,8 @@ Who tells whom (each a plain callback, set here and nowhere else):
 
     catalog   on_new_projects -> hosted.add         a name that appears is claimed for good
     indexer   on_claim        -> hosted.add         a name seen on disk, even unreadable
+    indexer   published       -> upload_log.published  upload times of files uploaded before
+                                                    they were recorded
               (the indexer is the directory's ChangeFeed, see storage.py)
     indexer   on_tick         -> reload_yanks       yanks edited on disk reach the catalog
     s3feed    on_tick         -> bucket_listed      (a bucket) yanks, hosted names, uploaders
@@ -139,6 +141,8 @@ class Service:
                 if settings.upload_time == "first-seen"
                 else None
             ),
+            # Files uploaded before upload times were recorded: the time of their upload.
+            published=self.upload_log.published if isinstance(self.upload_log, UploadLog) else None,
         )
         indexer.on_scan = self.observer.scan_done
         indexer.on_hash = self.observer.hash_done

@@ -23,7 +23,10 @@ from pkgserver.config import Settings
 from pkgserver.indexer import COMPACT_SLACK, Indexer
 from pkgserver.records import (
     UPLOAD_TIMES_FILE,
+    UPLOADS_FILE,
     RecordDir,
+    Upload,
+    UploadLog,
     UploadTimes,
     entry_parts,
     time_line,
@@ -242,6 +245,32 @@ def test_an_upload_is_recorded_with_the_time_it_was_published(root: Path) -> Non
     assert upload_time(only_file(scanned(root))) == served  # the same after a restart
 
 
+def test_files_uploaded_before_times_were_recorded_get_the_upload_logs_time(
+    root: Path, tmp_path: Path
+) -> None:
+    uploaded = make_wheel(root, "up", "1.0")
+    replaced = make_wheel(root, "other", "1.0")
+    log_time = 1_650_000_000.123  # when the upload log says they were uploaded
+    (root / ".pkgserver").mkdir()
+    (root / ".pkgserver" / UPLOADS_FILE).write_bytes(
+        Upload(
+            uploaded.name, hashlib.sha256(uploaded.read_bytes()).hexdigest(), "a", log_time
+        ).line()
+        # Uploaded once, then replaced by other bytes copied in: the log's time is not theirs.
+        + Upload(replaced.name, "0" * 64, "a", log_time).line()
+    )
+    before = time.time()
+    catalog = scanned(root, published=UploadLog([str(root)]).published)
+    up, other = (catalog.snapshot.file(p.name) for p in (uploaded, replaced))
+    assert up is not None and up.upload_time_ns == 1_650_000_000_123_000_000
+    assert other is not None and other.upload_time >= before
+    # Recorded now: the same times without the upload log.
+    assert {f.filename: f.upload_time_ns for f in scanned(root).snapshot.files.values()} == {
+        up.filename: up.upload_time_ns,
+        other.filename: other.upload_time_ns,
+    }
+
+
 def test_the_record_is_compacted_when_it_is_mostly_files_that_are_gone(root: Path) -> None:
     whl = make_wheel(root, "demo", "1.0")
     sha = hashlib.sha256(whl.read_bytes()).hexdigest()
@@ -327,6 +356,22 @@ def test_upload_time_option(
     f = only_file(service.catalog)
     assert (f.upload_time == OLD) is mtime_served
     assert (root / ".pkgserver" / UPLOAD_TIMES_FILE).exists() is not mtime_served
+
+
+def test_pkgserver_run_takes_the_upload_logs_time_for_files_it_has_no_record_of(
+    root: Path,
+) -> None:
+    whl = make_wheel(root, "up", "1.0")
+    an_hour_ago = time.time() - 3600
+    os.utime(whl, (an_hour_ago, an_hour_ago))  # settled: listed by the first scan itself
+    (root / ".pkgserver").mkdir()
+    sha = hashlib.sha256(whl.read_bytes()).hexdigest()
+    (root / ".pkgserver" / UPLOADS_FILE).write_bytes(Upload(whl.name, sha, "a", OLD).line())
+    service = Service(settings_from(parse_args(["run", "--cache-dir", "off", str(root)], {})))
+    assert isinstance(service.feed, Indexer)
+    service.feed.initial_scan()
+    service.feed.stop()
+    assert only_file(service.catalog).upload_time == OLD
 
 
 def test_an_unknown_upload_time_choice_is_refused(root: Path) -> None:
