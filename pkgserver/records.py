@@ -655,6 +655,8 @@ class UploadTimes:
     """
 
     def __init__(self, records: RecordDir) -> None:
+        # A package directory's, reached as the upload log reaches its own: read for its size
+        # (Records.read would allocate its whole limit first) and appended to.
         self.records = records
         self.lines = 0  # lines in the record, as far as this process knows (read and appended)
         self._cut = False  # it ends with part of a line (a crash): the next write starts anew
@@ -674,8 +676,7 @@ class UploadTimes:
                         f"larger than {TIMES_LIMIT} bytes",
                         self.records.file(UPLOAD_TIMES_FILE),
                     )
-                # A line at a time, for what was there when opened: neither the whole file
-                # nor a list of its lines is ever in memory (tens of MB at 100,000 files).
+                # What was there when opened (an append meanwhile is this process's own).
                 out, self.lines, self._cut = _parse_times(fh, size)
         except OSError as exc:
             self.records.warn_once("upload times recorded there are not used", exc)
