@@ -156,7 +156,7 @@ class DistFile(NamedTuple):
     version: str
     kind: str
     size: int
-    mtime_ns: int  # served as upload time
+    mtime_ns: int
     ino: int  # with size and mtime_ns, what the persistent cache checks before reusing an entry
     sha256: str  # hex
     extra_hashes: tuple[tuple[str, str], ...]  # (algo, hex) for --hash-algo other than sha256
@@ -164,6 +164,10 @@ class DistFile(NamedTuple):
     metadata_sha256: str | None  # hash of the servable core metadata (PEP 658), if any
     summary: str | None
     display_name: str | None  # the project name as its metadata spells it
+    # When the file was published or first seen under its name with its bytes (ns since the
+    # epoch; see records.UploadTimes). 0: not recorded (an object store, --upload-time mtime,
+    # an upload until its next start): the mtime stands in (see upload_time_ns).
+    upload_ns: int = 0
 
     # Derived rather than stored: at 100,000 files every field costs megabytes.
     @property
@@ -175,6 +179,17 @@ class DistFile(NamedTuple):
     def mtime(self) -> float:
         """Seconds since the epoch."""
         return self.mtime_ns / 1e9
+
+    @property
+    def upload_time_ns(self) -> int:
+        """The upload time served (PEP 700 ``upload-time``): recorded, else the mtime (to the
+        microsecond, as PEP 700 and the record write it)."""
+        return self.upload_ns or self.mtime_ns // 1000 * 1000
+
+    @property
+    def upload_time(self) -> float:
+        """The upload time served, in seconds since the epoch."""
+        return self.upload_time_ns / 1e9
 
     def matches(self, st: os.stat_result | FileStat) -> bool:
         """Whether a stat of the file still describes what was listed (size and mtime)."""

@@ -10,12 +10,14 @@ import dataclasses
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["ACTIONS", "DEFAULT_FALLBACK_URL", "Settings", "parse_actions"]
+__all__ = ["ACTIONS", "DEFAULT_FALLBACK_URL", "UPLOAD_TIMES", "Settings", "parse_actions"]
 
 DEFAULT_FALLBACK_URL = "https://pypi.org/simple/"
 # What -a/--authenticate can protect (pypiserver's names).
 # "metrics" (ours) protects /metrics alone; /metrics also needs whatever "list" needs.
 ACTIONS = ("update", "download", "list", "metrics")
+# What --upload-time can serve: when a file was uploaded or first seen (recorded), or its mtime.
+UPLOAD_TIMES = ("first-seen", "mtime")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Settings:
     show_uploaders: bool = False  # uploaders' names on project pages even when listing is open
     cache_dir: str | None = None  # None: no persistent index cache
     rescan_interval: float = 0.0  # 0: rely on inotify (a fallback interval applies without it)
+    upload_time: str = "first-seen"  # one of UPLOAD_TIMES
     watch: bool = True
     threads: int = 16
     connection_limit: int = 900

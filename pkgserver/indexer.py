@@ -29,6 +29,16 @@ from .distfile import (
 )
 from .fsutil import confined
 from .hasher import Hasher
+from .records import (
+    MICROS,
+    UPLOAD_TIMES_FILE,
+    TimeEntry,
+    UploadTimes,
+    entry_parts,
+    entry_time,
+    time_entry,
+    time_line,
+)
 from .scan import (
     CHANGED,
     FileChanged,
@@ -63,6 +73,8 @@ BATCH = 500  # files per job sent to a worker process
 # (or a sparse one, which is large without taking disk space) never holds up the indexer.
 BACKGROUND_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_FILE_SIZE = 1024**3  # files larger than this are not listed (--max-file-size)
+# Lines of an upload-times record beyond twice the files listed before it is rewritten.
+COMPACT_SLACK = 1000
 
 
 class ScanInterrupted(Exception):
@@ -86,8 +98,21 @@ class Indexer:
         on_tick: Callable[[], None] | None = None,
         on_claim: Callable[[set[str]], None] | None = None,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        upload_times: Sequence[UploadTimes] | None = None,
+        published: Callable[[str, str], int | None] | None = None,
     ) -> None:
         self.settle = settle
+        # Each root's record of when its files were published or first seen (in the order of
+        # ``roots``); None: no record, the files' mtimes are served (--upload-time mtime).
+        self.upload_times = list(upload_times) if upload_times is not None else None
+        # Per root: relpath -> what the record says (records.time_entry) of recorded files that
+        # are not listed (not read yet, or gone: a file that comes back with the same bytes
+        # keeps its time). The listed files' times are in the catalog.
+        self._recorded: list[dict[str, TimeEntry]] = [{} for _ in roots]
+        self._times_lock = threading.Lock()  # the worker and uploads (remember) both record
+        # When the upload log says a file with these bytes was uploaded (relpath, sha256 ->
+        # ns), for files the record does not know: uploaded before upload times were recorded.
+        self.published = published
         # Told the names of projects that have a file here, listed or not (unreadable, a link
         # out, too large, still settling): a name with any file here is never sent to the
         # fallback index (dependency confusion), from the moment the file is seen.
@@ -150,7 +175,10 @@ class Indexer:
         """
         started = time.monotonic()
         self._reused = 0
+        if self.upload_times is not None:
+            self._recorded = [times.load() for times in self.upload_times]
         self._rescan(first=True)
+        self._compact_times(first=True)
         if self.on_scan is not None:
             self.on_scan("initial", time.monotonic() - started)
         snap = self.catalog.snapshot
@@ -259,6 +287,13 @@ class Indexer:
         located = self.root_of(f.path)
         if self.cache is not None and located is not None:
             self.cache.store([(located[0], f)])
+        if self.upload_times is not None and located is not None:
+            # Published now: its time is the moment its bytes were stored (its mtime, what
+            # the catalog serves for it until the next start, which reads it from here).
+            line = time_line(f.relpath, f.sha256, f.upload_time_ns)
+            with self._times_lock:
+                self._recorded[located[0]].pop(f.relpath, None)
+                self.upload_times[located[0]].add(line, 1)
 
     def recheck(self, path: str, delay: float = 0.0) -> None:
         """Ask the worker to read and hash ``path`` again (thread-safe; from request threads
@@ -306,6 +341,7 @@ class Indexer:
                 if next_rescan is not None and time.monotonic() >= next_rescan:
                     started = time.monotonic()
                     self._rescan()
+                    self._compact_times()
                     if self.on_scan is not None:
                         self.on_scan("rescan", time.monotonic() - started)
                     next_rescan = time.monotonic() + self.rescan_interval
@@ -642,7 +678,8 @@ class Indexer:
             elif was_listed:
                 removals.append(relpath)
         removals.extend(rel for rel in snap.files if rel not in seen)
-        self._apply(upserts, removals, remember=False)  # _describe_all stored what it read
+        # _describe_all stored what it read in the cache, and gave it its upload time.
+        self._apply(upserts, removals, remember=False)
         now_listed = self.catalog.snapshot.files
         self._claim([*(rel for rel in seen if rel not in now_listed), *odd])
 
@@ -670,6 +707,10 @@ class Indexer:
                 self._check_interrupted()
                 root_index, relpath, st, _ = todo[i]
                 results[i] = self._describe(root_index, relpath, st, walked=True)
+        if self.upload_times is not None:
+            # Here rather than in _apply: the copies replace the entries before the cache's
+            # batch holds them too (at 100,000 files, both would cost 20 MB).
+            self._stamp(results)
         if self.cache is not None:
             # Only what was read now: what came from the cache is there already. Written by the
             # worker thread once serving has begun (a first start of 100,000 files need not
@@ -694,6 +735,9 @@ class Indexer:
         pending: list[int] = []
         stale: list[tuple[int, str]] = []
         keys = [(t[0], t[1]) for t in todo]
+        # The recorded upload times (per root), taken as entries are built: no other thread
+        # records before the first scan is over.
+        recorded = self._recorded if self.upload_times is not None else None
         rows = self.cache.rows()
         try:
             row = next(rows, None)
@@ -714,7 +758,15 @@ class Indexer:
                         and ({a for a, _ in extras} == want_algos if extras or want_algos else True)
                         and self._checked_path(key[0], key[1], walked=True)
                     ):
-                        results[i] = entry_from_fields(self.roots[key[0]], key[1], st, fields)
+                        # Its recorded upload time, if of these bytes, goes in now: a copy of
+                        # each entry to add it later costs a tenth of this merge.
+                        entry = recorded[key[0]].pop(key[1], None) if recorded else None
+                        upload_ns = 0  # none recorded for these bytes: _stamp gives it one
+                        if entry is not None and entry >> 64 == int(fields[3][:16], 16):
+                            upload_ns = (entry & MICROS) * 1000  # entry_time, inlined
+                        results[i] = entry_from_fields(
+                            self.roots[key[0]], key[1], st, fields, upload_ns
+                        )
                         self._reused += 1
                         continue
                 pending.append(i)
@@ -782,9 +834,111 @@ class Indexer:
         removals = [r for r in removals if r not in up]
         old = self.catalog.snapshot.files
         gone = [old[r] for r in removals if r in old]
+        if self.upload_times is not None:
+            self._keep_times(gone)
+            if remember:  # else from a scan, whose _describe_all gave the times
+                self._stamp(upserts)
         self.catalog.apply(upserts, removals)
         if self.cache is not None and remember:
             self.cache.store(
                 [(loc[0], f) for f in upserts if (loc := self.root_of(f.path)) is not None],
                 [(loc[0], f.relpath) for f in gone if (loc := self.root_of(f.path)) is not None],
             )
+
+    # -- upload times --------------------------------------------------------------------------
+    def _keep_times(self, gone: list[DistFile]) -> None:
+        """Remember the times of files unlisted, for a return with the same bytes."""
+        with self._times_lock:
+            for f in gone:
+                located = self.root_of(f.path)
+                if located is not None:
+                    entry = time_entry(f.sha256, f.upload_time_ns)
+                    self._recorded[located[0]][f.relpath] = entry
+
+    def _stamp(self, files: list[DistFile | None] | list[DistFile]) -> None:
+        """Give each file of ``files`` (in place) that has none its upload time: the listed
+        entry's for the same file with the same bytes, else the recorded one, else now (first
+        seen), recorded with one write per root."""
+        assert self.upload_times is not None
+        listed = self.catalog.snapshot.files
+        now = time.time_ns() // 1000 * 1000  # the record keeps microseconds
+        new: dict[int, bytearray] = {}
+        counts: dict[int, int] = {}
+        root_of = {root: i for i, root in enumerate(self.roots)}
+        with self._times_lock:
+            for i, f in enumerate(files):
+                if f is None or f.upload_ns:
+                    continue
+                root_index = root_of.get(f.root)
+                if root_index is None:
+                    continue
+                prev = listed.get(f.relpath)
+                known = self._recorded[root_index].pop(f.relpath, None)
+                when = None
+                if prev is not None and prev.path == f.path and prev.sha256 == f.sha256:
+                    when = prev.upload_time_ns  # the same bytes, touched or read again
+                elif known is not None:
+                    when = entry_time(known, f.sha256)  # recorded (a start, or a return)
+                if when is None:
+                    # Not recorded: uploaded before upload times were (the upload log says
+                    # when), else first seen now, or other bytes under the name.
+                    if self.published is not None:
+                        when = self.published(f.relpath, f.sha256)
+                    if when is None:
+                        when = now
+                    new.setdefault(root_index, bytearray()).extend(
+                        time_line(f.relpath, f.sha256, when)
+                    )
+                    counts[root_index] = counts.get(root_index, 0) + 1
+                # As f._replace(upload_ns=when) does, at a fifth of the cost (100,000 at start).
+                files[i] = tuple.__new__(DistFile, (*f[:-1], when))
+            for root_index, data in new.items():
+                self.upload_times[root_index].add(data, counts[root_index])
+
+    def _compact_times(self, first: bool = False) -> None:
+        """Rewrite a root's record with only the files still there once most of its lines
+        are of files gone or replaced (checked at start and after each rescan), so that it
+        stays about the size of what is listed. After the first scan, what is held of the
+        record in memory is only what is on disk and not listed yet."""
+        if self.upload_times is None:
+            return
+        if first:
+            with self._times_lock:
+                for root_index, root in enumerate(self.roots):
+                    recorded = self._recorded[root_index]
+                    self._recorded[root_index] = {
+                        rel: entry
+                        for rel, entry in recorded.items()
+                        if os.path.lexists(root + "/" + rel)
+                    }
+        files = self.catalog.snapshot.files
+        if all(t.lines <= 2 * len(files) + COMPACT_SLACK for t in self.upload_times):
+            return  # the common case, at the cost of a few comparisons
+        for root_index, times in enumerate(self.upload_times):
+            root = self.roots[root_index]
+            live = [
+                f for f in files.values() if (loc := self.root_of(f.path)) and loc[0] == root_index
+            ]
+            if times.lines <= 2 * len(live) + COMPACT_SLACK:
+                continue
+            with self._times_lock:
+                # Recorded files that are not listed stay while they are on disk (being
+                # hashed, unreadable, shadowed by an earlier root); the others are forgotten.
+                kept = {
+                    rel: entry
+                    for rel, entry in self._recorded[root_index].items()
+                    if os.path.lexists(root + "/" + rel)
+                }
+                self._recorded[root_index] = kept
+                if times.lines <= 2 * (len(live) + len(kept)) + COMPACT_SLACK:
+                    continue
+                entries = [(f.relpath, f.sha256, f.upload_time_ns) for f in live]
+                entries.extend((rel, *entry_parts(entry)) for rel, entry in kept.items())
+                before = times.lines
+                if times.rewrite(entries):
+                    log.info(
+                        "compacted %s: %d lines, of %d",
+                        times.records.file(UPLOAD_TIMES_FILE),
+                        times.lines,
+                        before,
+                    )

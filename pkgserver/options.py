@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .config import DEFAULT_FALLBACK_URL
+from .config import DEFAULT_FALLBACK_URL, UPLOAD_TIMES
 from .errors import UsageError
 from .observe import LOG_FORMATS
 
@@ -96,15 +96,19 @@ class Option:
             if self.kind == COUNT:
                 return int(text) if text.isdigit() else int(enabled)
             return enabled if self.kind == ON else not enabled
-        if self.parse is None:
-            return text
         try:
-            return self.parse(text)
+            value = self.parse(text) if self.parse is not None else text
         except argparse.ArgumentTypeError as exc:
             message = str(exc)
         except (TypeError, ValueError):
             kind = getattr(self.parse, "__name__", repr(self.parse))
             message = f"invalid {kind} value: {text!r}"
+        else:
+            if self.choices is None or value in self.choices:
+                return value
+            # A variable's value is held to the choices as the parser holds the flag's.
+            choices = ", ".join(repr(c) for c in self.choices)
+            message = f"invalid choice: {value!r} (choose from {choices})"
         raise UsageError(f"argument {'/'.join(self.flags)}: {message}")
 
 
@@ -309,6 +313,17 @@ OPTIONS: tuple[Option, ...] = (
         "every file; safe to delete). Default $XDG_CACHE_HOME/pkgserver or ~/.cache/pkgserver; "
         "'off' for none",
         metavar="DIR",
+    ),
+    Option(
+        "upload_time",
+        ("--upload-time",),
+        "the upload time served (PEP 700 upload-time, the JSON API, the pages): first-seen "
+        "(the default: when the file was uploaded, or first seen in the directory under its "
+        "name with its bytes, recorded in .pkgserver/upload-times.jsonl) or mtime (the file's "
+        "modification time, which cp -p and rsync -a carry over from elsewhere)",
+        default="first-seen",
+        parse=str.lower,
+        choices=UPLOAD_TIMES,
     ),
     Option(
         "watch",

@@ -13,6 +13,9 @@ must travel with them (backups, volumes), unlike the index cache.
 - ``.pkgserver/uploads.jsonl``: one JSON object per upload (``file``, ``sha256``, ``user``,
   ``time``), appended by the server with one ``write`` per line. An entry counts only while the
   file still has the recorded sha256: a file replaced by other means has no known uploader.
+- ``.pkgserver/upload-times.jsonl``: when each file was published or first seen, under its
+  name with its bytes (see :class:`UploadTimes`): a JSON array per line, appended a batch at a
+  time, rewritten whole when it holds many lines of files that are gone.
 
 Anyone who can copy files into the package directory can also put things where these records
 are expected: a FIFO, a link to ``/dev/zero`` or to another file, a linked or foreign folder.
@@ -34,8 +37,8 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from packaging.utils import canonicalize_name
 
@@ -52,12 +55,14 @@ __all__ = [
     "STATE_DIR",
     "STATUS_FILE",
     "UPLOADS_FILE",
+    "UPLOAD_TIMES_FILE",
     "YANKED_FILE",
     "RecordDir",
     "Statuses",
     "UnsafeRecord",
     "Upload",
     "UploadLog",
+    "UploadTimes",
     "Yanks",
     "load_statuses",
     "load_yanks",
@@ -73,6 +78,7 @@ HOSTED_FILE = "hosted-projects"
 YANKED_FILE = "yanked.json"
 STATUS_FILE = "project-status.json"
 UPLOADS_FILE = "uploads.jsonl"
+UPLOAD_TIMES_FILE = "upload-times.jsonl"
 LOCK_FILE = "lock"
 MAX_REASON = 500  # characters: a line of text, not a document
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # a record larger than this is not read (nor trusted)
@@ -556,7 +562,8 @@ class UploadLog:
         self.folders = [RecordDir(r) for r in roots]
         self._watch = ChangeWatch(lambda: [f.stamp(UPLOADS_FILE) for f in self.folders])
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[str, str]] = {}  # relpath -> (sha256, user)
+        # relpath -> (sha256, user, time in seconds since 1970: 0 when not known)
+        self._entries: dict[str, tuple[str, str, float]] = {}
         self._origin: dict[str, int] = {}  # relpath -> index of the root whose log named it
         self._read_to: dict[int, tuple[int, int]] = {}  # root index -> (inode, offset read)
         self._reload_lock = threading.Lock()
@@ -564,24 +571,36 @@ class UploadLog:
     def record(self, relpath: str, sha256: str, user: str | None) -> None:
         """Append an upload to the first root's log. Never raises: the upload is published
         already, and only its attribution is lost when the log cannot be written."""
-        line = Upload(relpath, sha256, user or "", round(time.time(), 3)).line()
+        when = round(time.time(), 3)
+        line = Upload(relpath, sha256, user or "", when).line()
         records = self.folders[0]
         try:
             records.append(UPLOADS_FILE, line)
         except OSError as exc:
             records.warn_once("uploaders are not recorded", exc)
         with self._lock:
-            self._entries[relpath] = (sha256, user or "")
+            self._entries[relpath] = (sha256, user or "", when)
 
     def uploader(self, relpath: str, sha256: str) -> str | None:
         """The user who uploaded the file with these bytes, if known."""
-        if self._watch.changed():
-            with self._reload_lock:
-                self._reload()
-        found = self._entries.get(relpath)
+        found = self._entry(relpath)
         if found is None or found[0] != sha256 or not found[1]:
             return None
         return found[1]
+
+    def published(self, relpath: str, sha256: str) -> int | None:
+        """When the file with these bytes was uploaded (ns since 1970), if the log says: the
+        upload time of a file uploaded before upload times were recorded."""
+        found = self._entry(relpath)
+        if found is None or found[0] != sha256 or not found[2] > 0:
+            return None
+        return round(found[2] * 1_000_000) * 1000
+
+    def _entry(self, relpath: str) -> tuple[str, str, float] | None:
+        if self._watch.changed():
+            with self._reload_lock:
+                self._reload()
+        return self._entries.get(relpath)
 
     def _reload(self) -> None:
         """Read what was appended since the last read (the whole file if it was replaced or
@@ -612,7 +631,192 @@ class UploadLog:
             for raw in complete.splitlines():
                 item = Upload.parse(raw)
                 if item is not None:
-                    entries[item.file] = (item.sha256, item.user)
+                    entries[item.file] = (item.sha256, item.user, item.time)
                     self._origin[item.file] = index
         with self._lock:
             self._entries = entries
+
+
+# -- when each file arrived ---------------------------------------------------------------------
+TIMES_LIMIT = 512 * 1024 * 1024  # bytes of upload times read at most (about 6 million files)
+_BLOCK = 1024 * 1024  # bytes of the record read at once
+SHA_PREFIX = 16  # hex digits of the sha256 kept: enough to tell other bytes from the same ones
+MICROS = (1 << 64) - 1
+
+# What the record says of a file, packed in one int (at 100,000 files a tuple of a string and
+# an int per file costs 10 MB more): the sha256's first 64 bits above the microseconds.
+TimeEntry = int
+
+
+def time_entry(sha256: str, ns: int) -> TimeEntry:
+    return int(sha256[:SHA_PREFIX], 16) << 64 | ns // 1000
+
+
+def entry_time(entry: TimeEntry, sha256: str) -> int | None:
+    """The time (ns) recorded in ``entry`` if it is of these bytes, else None."""
+    if entry >> 64 != int(sha256[:SHA_PREFIX], 16):
+        return None
+    return (entry & MICROS) * 1000
+
+
+def _parse_times(fh: IO[bytes], size: int) -> tuple[dict[str, TimeEntry], int, bool]:
+    """The entries of a record's first ``size`` bytes, how many lines they hold, and whether
+    it ends with part of a line.
+
+    Read a megabyte at a time (neither the whole file nor a list of all its lines is ever in
+    memory: tens of MB at 100,000 files). Lines as time_line writes them are taken apart with
+    string methods, which leave nothing for the garbage collector (a list per line, as
+    json.loads makes, cost a start of 100,000 files more in collections than in parsing);
+    others go to json (:func:`_parsed`). A last line without its newline (cut by a crash) is
+    left out.
+    """
+    out: dict[str, TimeEntry] = {}
+    lines = 0
+    left = size
+    rest = b""
+    while left > 0:
+        block = fh.read(min(left, _BLOCK))
+        if not block:
+            break
+        left -= len(block)
+        block = rest + block
+        cut = block.rfind(b"\n") + 1
+        rest = block[cut:]
+        for line in block[:cut].decode("utf-8", "replace").split("\n"):
+            if not line:
+                continue
+            lines += 1
+            if line[:2] == '["' and line[-1:] == "]":
+                names, _, seconds = line[2:-1].rpartition('",')
+                relpath, _, sha = names.rpartition('","')
+                whole, _, fraction = seconds.partition(".")
+                if (
+                    len(sha) == SHA_PREFIX
+                    and len(fraction) == 6
+                    and whole.isdigit()
+                    and relpath
+                    and '"' not in relpath
+                    and "\\" not in relpath
+                ):
+                    try:
+                        out[relpath] = int(sha, 16) << 64 | int(whole + fraction)
+                        continue
+                    except ValueError:
+                        pass
+            found = _parsed(line)
+            if found is not None:
+                out[found[0]] = found[1]
+    return out, lines, bool(rest.strip())
+
+
+def _parsed(line: str) -> tuple[str, TimeEntry] | None:
+    """A line written otherwise than time_line does (by hand: a whole sha256, whole seconds,
+    spaces), or None if it is no line of the record."""
+    try:
+        relpath, sha, seconds = json.loads(line)
+        if (
+            type(relpath) is str
+            and type(sha) is str
+            and len(sha) >= SHA_PREFIX
+            and type(seconds) in (int, float)
+            and 0 < seconds < 1e11
+        ):
+            return relpath, int(sha[:SHA_PREFIX], 16) << 64 | round(seconds * 1e6)
+    except (ValueError, TypeError, RecursionError):
+        pass
+    return None
+
+
+def entry_parts(entry: TimeEntry) -> tuple[str, int]:
+    """(the sha256's first 16 hex digits, the time in ns) of an entry."""
+    return f"{entry >> 64:016x}", (entry & MICROS) * 1000
+
+
+def time_line(relpath: str, sha256: str, ns: int) -> bytes:
+    """A line of ``upload-times.jsonl``: ``["relpath","<16 hex of sha256>",SECONDS]``, the
+    seconds to the microsecond, written exactly (no float on the way)."""
+    us = ns // 1000
+    if relpath.isprintable() and '"' not in relpath and "\\" not in relpath:
+        name = f'"{relpath}"'  # what json.dumps gives, at a fifth of its cost
+    else:
+        name = json.dumps(relpath, ensure_ascii=False)
+    return f'[{name},"{sha256[:SHA_PREFIX]}",{us // 1_000_000}.{us % 1_000_000:06d}]\n'.encode()
+
+
+class UploadTimes:
+    """When each file of one package directory was published or first seen there, under its
+    name with those bytes: ``.pkgserver/upload-times.jsonl``, beside the files, so that it
+    survives restarts and the loss of the index cache, and travels with the files.
+
+    A line per (file, bytes): ``["dir/demo-1.0-py3-none-any.whl","0123456789abcdef",
+    1764979200.123456]``: the relpath, the first 16 hex digits of the file's sha256, and the
+    time in seconds since 1970 (UTC). A later line for a relpath replaces an earlier one. An
+    operator may write lines (to seed the times of files copied in before; a whole sha256 and
+    whole seconds do too); a line that does not parse is skipped. Lines are appended a batch at
+    a time (one ``write``), and the file is rewritten whole with only the files still there
+    (:meth:`rewrite`) when most of its lines are of files that are gone or were replaced.
+    """
+
+    def __init__(self, records: RecordDir) -> None:
+        # A package directory's, reached as the upload log reaches its own: read for its size
+        # (Records.read would allocate its whole limit first) and appended to.
+        self.records = records
+        self.lines = 0  # lines in the record, as far as this process knows (read and appended)
+        self._cut = False  # it ends with part of a line (a crash): the next write starts anew
+
+    def load(self) -> dict[str, TimeEntry]:
+        """relpath -> entry (see :func:`entry_time`) of every line; empty when there is no
+        record, or it cannot be read (said once in the log)."""
+        try:
+            fd = self.records.open_for_reading(UPLOAD_TIMES_FILE)
+            if fd is None:
+                return {}
+            with os.fdopen(fd, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size > TIMES_LIMIT:
+                    raise UnsafeRecord(
+                        errno.EFBIG,
+                        f"larger than {TIMES_LIMIT} bytes",
+                        self.records.file(UPLOAD_TIMES_FILE),
+                    )
+                # What was there when opened (an append meanwhile is this process's own).
+                out, self.lines, self._cut = _parse_times(fh, size)
+        except OSError as exc:
+            self.records.warn_once("upload times recorded there are not used", exc)
+            return {}
+        self.records.all_well(UPLOAD_TIMES_FILE)
+        return out
+
+    def add(self, data: bytes | bytearray, lines: int) -> bool:
+        """Append ``lines`` lines (made by :func:`time_line`) with one write; whether they were
+        recorded (a failure is said once in the log: the times are then served until the next
+        start, which gives the files not recorded new ones)."""
+        if not data:
+            return True
+        if self._cut:
+            data = b"\n" + data  # not glued to the end of a line cut short
+        try:
+            self.records.append(UPLOAD_TIMES_FILE, bytes(data))
+        except OSError as exc:
+            self.records.warn_once(
+                "upload times are not recorded: files not recorded get a new one at each start "
+                "(--upload-time mtime serves the files' mtimes instead)",
+                exc,
+            )
+            return False
+        self.lines += lines
+        self._cut = False
+        return True
+
+    def rewrite(self, entries: Iterable[tuple[str, str, int]]) -> bool:
+        """Replace the record whole with ``entries`` (relpath, sha256, ns): the files still
+        there."""
+        rows = sorted(entries)
+        try:
+            self.records.replace(UPLOAD_TIMES_FILE, b"".join(time_line(*e) for e in rows))
+        except OSError as exc:
+            self.records.warn_once("upload times could not be compacted", exc)
+            return False
+        self.lines = len(rows)
+        self._cut = False
+        return True

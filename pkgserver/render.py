@@ -158,8 +158,10 @@ def file_url(f: DistFile, prefix: str = "../../packages/") -> str:
 
 
 def upload_time(f: DistFile) -> str:
-    moment = datetime.datetime.fromtimestamp(f.mtime, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """PEP 700's ``upload-time``: ISO 8601 in UTC with microseconds and a ``Z``."""
+    seconds, ns = divmod(f.upload_time_ns, 1_000_000_000)
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.replace(microsecond=ns // 1000).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _hash_fragment(f: DistFile, hash_algo: str | None) -> str:

@@ -456,9 +456,10 @@ def entry_from_fields(
     relpath: str,
     st: os.stat_result | FileStat,
     cached: tuple[Any, ...],
+    upload_ns: int = 0,
 ) -> DistFile:
     """The catalog's entry for a file, from what the cache or a worker process knows of it
-    (``cached``: the fields of cache.Cached, in its order).
+    (``cached``: the fields of cache.Cached, in its order), and its upload time if known.
 
     Strings that repeat (project, version, kind, Requires-Python, summary, display name) are
     interned: they arrive as fresh copies, and at 100,000 files the copies cost megabytes.
@@ -481,6 +482,7 @@ def entry_from_fields(
         metadata_sha256=meta_sha,
         summary=intern(summary) if summary else None,
         display_name=intern(shown) if shown else None,
+        upload_ns=upload_ns,
     )
 
 

@@ -5,6 +5,8 @@ Who tells whom (each a plain callback, set here and nowhere else):
 
     catalog   on_new_projects -> hosted.add         a name that appears is claimed for good
     indexer   on_claim        -> hosted.add         a name seen on disk, even unreadable
+    indexer   published       -> upload_log.published  upload times of files uploaded before
+                                                    they were recorded
               (the indexer is the directory's ChangeFeed, see storage.py)
     indexer   on_tick         -> reload_records     yanks and project statuses edited on disk
                                                     reach the catalog
@@ -14,7 +16,8 @@ Who tells whom (each a plain callback, set here and nowhere else):
               on_files        -> upload_log.refresh another replica published or removed files
     indexer   on_scan/on_hash -> observer           scan and hash durations (metrics)
     app       on_stale        -> indexer.recheck    a download found its file changed
-    app       on_published    -> indexer.remember   an upload goes into the index cache
+    app       on_published    -> indexer.remember   an upload goes into the index cache and
+                                                    the upload-times record
     app       ready           -> indexer.ready      /health is 503 until the first scan is listed
 """
 
@@ -39,7 +42,16 @@ from .indexer import Indexer, ScanInterrupted
 from .observe import AccessLog, Observer
 from .options import SELECT_CONNECTIONS
 from .publish import sweep_temp_files
-from .records import HOSTED_FILE, STATUS_FILE, YANKED_FILE, Statuses, UploadLog, Yanks
+from .records import (
+    HOSTED_FILE,
+    STATUS_FILE,
+    YANKED_FILE,
+    RecordDir,
+    Statuses,
+    UploadLog,
+    UploadTimes,
+    Yanks,
+)
 from .scan import MetadataStore
 from .server import make_server, serve, stop
 from .storage import ChangeFeed, DirectoryStorage, Records, Storage, Uploaders
@@ -135,6 +147,15 @@ class Service:
             on_tick=self.reload_records,
             on_claim=self.hosted.add,
             max_file_size=settings.file_size_limit,
+            # When each file was uploaded or first seen, in each root's .pkgserver folder;
+            # none for --upload-time mtime (the files' mtimes are served).
+            upload_times=(
+                [UploadTimes(RecordDir(root)) for root in settings.roots]
+                if settings.upload_time == "first-seen"
+                else None
+            ),
+            # Files uploaded before upload times were recorded: the time of their upload.
+            published=self.upload_log.published if isinstance(self.upload_log, UploadLog) else None,
         )
         indexer.on_scan = self.observer.scan_done
         indexer.on_hash = self.observer.hash_done

@@ -115,17 +115,18 @@ def recent_releases(snapshot: Snapshot, count: int = 10) -> list[Release]:
         while True:
             newest.clear()
             offered = (f for f in snapshot.files.values() if snapshot.offers(f))
-            top = heapq.nlargest(wanted, offered, key=lambda f: f.mtime_ns)
+            top = heapq.nlargest(wanted, offered, key=lambda f: f.upload_time_ns)
             for f in top:
                 newest.setdefault((f.project, f.version), f)  # the newest file comes first
             if len(newest) >= count or len(top) < wanted:
                 break
             wanted *= 4
         found = []
-        for (name, version), f in sorted(newest.items(), key=lambda kv: -kv[1].mtime_ns)[:count]:
+        ordered = sorted(newest.items(), key=lambda kv: -kv[1].upload_time_ns)
+        for (name, version), f in ordered[:count]:
             project = snapshot.projects.get(name)
             if project is not None:
-                found.append(Release(project, version, f.mtime))
+                found.append(Release(project, version, f.upload_time))
         snapshot.cache[key] = found
     return found
 

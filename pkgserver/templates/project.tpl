@@ -101,7 +101,7 @@
         <small class="hash narrow">sha256 {{f.sha256}}</small>
         </td>
         <td>{{size(f.size)}}</td>
-        <td><time datetime="{{iso(f.mtime)}}">{{when(f.mtime)}}</time></td>
+        <td><time datetime="{{iso(f.upload_time)}}">{{when(f.upload_time)}}</time></td>
         % if uploader:
         <td>{{uploader(f) or '—'}}</td>
         % end
