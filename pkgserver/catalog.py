@@ -155,6 +155,8 @@ class DistFile(NamedTuple):
     metadata_sha256: str | None  # hash of the servable core metadata (PEP 658), if any
     summary: str | None
     display_name: str | None  # the project name as its metadata spells it
+    # sha256 of its verified PEP 740 provenance (FILE.provenance.json), if it has one
+    provenance_sha256: str | None = None
 
     # Derived rather than stored: at 100,000 files every field costs megabytes.
     @property
