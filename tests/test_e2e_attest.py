@@ -15,8 +15,8 @@ import shutil
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from attestations import GITHUB_SDIST, GITLAB_SDIST, Assets, copy, fetch
