@@ -11,6 +11,7 @@ import email.utils
 import functools
 import hashlib
 import io
+import json
 import os
 import re
 import stat
@@ -26,7 +27,10 @@ from .metadata import CoreMetadata
 from .storage import StoreUnavailable
 
 __all__ = [
+    "FOREVER",
     "LARGE_PAGE",
+    "NO_STORE",
+    "REVALIDATE",
     "SMALL_FILE",
     "Answer",
     "as_response",
@@ -57,6 +61,14 @@ SMALL_FILE = 256 * 1024  # files up to this size are read into memory and sent a
 
 
 LARGE_PAGE = 128 * 1024  # rendered pages above this are sent as files (see send_rendered)
+
+# How long an answer may be reused (README "Caching"). Pages change with every upload: a client
+# may keep one but must ask again (If-None-Match, answered 304) before each use. A file that can
+# never change under its name may be kept for a year without asking. Redirects to the fallback
+# index and errors are never kept: either may be wrong a minute later.
+REVALIDATE = "max-age=0, must-revalidate"
+FOREVER = "public, max-age=31536000, immutable"
+NO_STORE = "no-store"
 
 
 @functools.lru_cache(maxsize=65536)
@@ -178,7 +190,7 @@ def page_answer(
         ),
         ("ETag", page.etag),
         ("Vary", "Accept, Accept-Encoding"),
-        ("Cache-Control", "max-age=0, must-revalidate"),
+        ("Cache-Control", REVALIDATE),
     ]
     if encoding:
         headers.append(("Content-Encoding", encoding))
@@ -260,12 +272,20 @@ STATUS_LINES = {200: "200 OK", 304: "304 Not Modified"}
 
 # -- errors ---------------------------------------------------------------------------------------
 def problem(exc: HTTPProblem) -> bottle.HTTPResponse:
-    """A typed error as a plain-text answer: every route's failures end here."""
-    res = bottle.HTTPResponse(exc.message + "\n", status=f"{exc.status} {reason(exc.message)}")
-    res.set_header("Content-Type", "text/plain; charset=utf-8")
+    """A typed error as a plain-text answer (or JSON, for the errors whose clients read JSON):
+    every route's failures end here."""
+    document = exc.json_body()
+    if document is None:
+        body, media = exc.message + "\n", "text/plain; charset=utf-8"
+    else:
+        body, media = json.dumps(document) + "\n", "application/json"
+    res = bottle.HTTPResponse(body, status=f"{exc.status} {reason(exc.message)}")
+    res.set_header("Content-Type", media)
     # Messages echo what the client sent: never let a browser take them for HTML.
     res.set_header("X-Content-Type-Options", "nosniff")
     res.set_header("Vary", "Accept")
+    # An error is true now, not later: a project not found may be uploaded in a minute.
+    res.set_header("Cache-Control", NO_STORE)
     for key, value in exc.headers.items():
         res.set_header(key, value)
     return res
@@ -291,6 +311,7 @@ def plain_error(error: bottle.HTTPError) -> str:
     """bottle's own errors (no route, wrong method, too large) as plain text."""
     bottle.response.content_type = "text/plain; charset=utf-8"
     bottle.response.set_header("X-Content-Type-Options", "nosniff")
+    bottle.response.set_header("Cache-Control", NO_STORE)
     return f"{error.status_line}\n"
 
 
@@ -436,6 +457,7 @@ def send_file(
     if rng == "unsatisfiable":
         fh.close()
         headers["Content-Range"] = f"bytes */{size}"
+        headers["Cache-Control"] = NO_STORE  # an error, not the file
         return bottle.HTTPResponse(status=416, **headers)
     if isinstance(rng, tuple):
         start, end = rng
@@ -461,14 +483,13 @@ def send_file(
     return bottle.HTTPResponse(HashedFile(fh, f.sha256, on_mismatch), **headers)
 
 
-def send_signature(data: bytes | None) -> bottle.HTTPResponse:
+def send_signature(data: bytes | None, cache_control: str | None) -> bottle.HTTPResponse:
     """The detached signature uploaded with a file (twine --sign), as Storage.signature read
-    it."""
+    it; cached as the file it signs is (``cache_control``), revalidated by its sha256."""
     if data is None:
         raise NotFound("no signature for this file")
-    return bottle.HTTPResponse(
-        data,
-        **{"Content-Type": "application/pgp-signature", "X-Content-Type-Options": "nosniff"},
+    return _small_body(
+        data, "application/pgp-signature", f'"{hashlib.sha256(data).hexdigest()}"', cache_control
     )
 
 
@@ -484,6 +505,8 @@ def send_provenance(f: DistFile, data: bytes | None) -> bottle.HTTPResponse:
     headers = {
         "Content-Type": PROVENANCE_TYPE,
         "ETag": etag,
+        # Revalidated as the pages that link it: an --overwrite changes or removes it.
+        "Cache-Control": "max-age=0, must-revalidate",
         "X-Content-Type-Options": "nosniff",
     }
     if etag_matches(header("If-None-Match"), etag):
@@ -491,19 +514,27 @@ def send_provenance(f: DistFile, data: bytes | None) -> bottle.HTTPResponse:
     return bottle.HTTPResponse(data, **headers)
 
 
-def send_metadata(f: DistFile, meta: CoreMetadata | None) -> bottle.HTTPResponse:
-    """The file's core metadata (PEP 658), if it still hashes to what the index lists."""
+def send_metadata(
+    f: DistFile, meta: CoreMetadata | None, cache_control: str | None
+) -> bottle.HTTPResponse:
+    """The file's core metadata (PEP 658), if it still hashes to what the index lists; cached
+    as the file it comes from is (``cache_control``)."""
     if meta is None or not meta.servable:
         raise NotFound("no core metadata for this file")
     digest = hashlib.sha256(meta.raw).hexdigest()
     if digest != f.metadata_sha256:
         raise NotFound("core metadata changed; try again")
-    etag = f'"{digest}"'
-    headers = {
-        "Content-Type": "text/plain; charset=utf-8",
-        "ETag": etag,
-        "X-Content-Type-Options": "nosniff",
-    }
+    return _small_body(meta.raw, "text/plain; charset=utf-8", f'"{digest}"', cache_control)
+
+
+def _small_body(
+    body: bytes, ctype: str, etag: str, cache_control: str | None
+) -> bottle.HTTPResponse:
+    """A file's small companion (metadata, signature) with its ETag, and 304 for it."""
+    headers = {"Content-Type": ctype, "ETag": etag, "X-Content-Type-Options": "nosniff"}
+    if cache_control:
+        headers["Cache-Control"] = cache_control
     if etag_matches(header("If-None-Match"), etag):
+        del headers["Content-Type"]
         return bottle.HTTPResponse(status=304, **headers)
-    return bottle.HTTPResponse(meta.raw, **headers)
+    return bottle.HTTPResponse(body, **headers)

@@ -9,15 +9,22 @@ else, which the routes then decide.
 
 from __future__ import annotations
 
+import json
 from typing import Any
-from urllib.parse import urlsplit
 
 import bottle
 
 from . import answers, render, xmlrpc
 from .answers import Answer, guarded, header
-from .distfile import is_valid_project_name, normalize, version_key
-from .errors import BadRequest, Forbidden, HTTPProblem, NotFound, Unavailable
+from .catalog import Snapshot
+from .distfile import (
+    InvalidDistFilename,
+    is_valid_project_name,
+    normalize,
+    parse_dist_filename,
+    version_key,
+)
+from .errors import BadRequest, HTTPProblem, NotFound, Unavailable
 from .site import Claimed, Site
 from .storage import DirectoryStorage, StoreUnavailable
 
@@ -68,6 +75,13 @@ class InstallerAPI:
         get("/packages/", callback=guarded(self.file_list))
         get("/packages", callback=lambda: self.site.redirect("/packages/"))
         get("/pypi/", callback=guarded(self.not_a_project))
+        # Trusted publishing (PyPI's paths; gh-action-pypi-publish before v1.12 posts to the
+        # GitHub one). uv and the action ask https://HOST[:PORT]/_/oidc/..., the publish URL's
+        # authority without its path: these answer at the root, whatever the upload URL.
+        get("/_/oidc/audience", callback=guarded(self.oidc_audience))
+        for path in ("/_/oidc/mint-token", "/_/oidc/github/mint-token"):
+            post(path, callback=guarded(self.oidc_mint_token))
+        post("/_/oidc/burn-token", callback=guarded(self.oidc_burn_token))
 
     def install_shortcuts(self, app: bottle.Bottle) -> None:
         """pypiserver's /<project>/ and /<project>/json: after every other route."""
@@ -81,7 +95,9 @@ class InstallerAPI:
         self.site.require("list")
         self.site.require("metrics")
         body, content_type = self.site.observer.exposition()
-        return bottle.HTTPResponse(body, **{"Content-Type": content_type})
+        return bottle.HTTPResponse(
+            body, **{"Content-Type": content_type, "Cache-Control": answers.NO_STORE}
+        )
 
     def health(self) -> Any:
         # pypiserver's body, "Ok"; 503 until everything found at start is listed, so that a
@@ -92,15 +108,21 @@ class InstallerAPI:
             return bottle.HTTPResponse(
                 waiting + "\n",
                 status=503,
-                **{"Content-Type": "text/plain; charset=utf-8", "Retry-After": "1"},
+                **{
+                    "Content-Type": "text/plain; charset=utf-8",
+                    "Retry-After": "1",
+                    "Cache-Control": answers.NO_STORE,
+                },
             )
-        return bottle.HTTPResponse("Ok", **{"Content-Type": "text/plain; charset=utf-8"})
+        return bottle.HTTPResponse(
+            "Ok", **{"Content-Type": "text/plain; charset=utf-8", "Cache-Control": answers.NO_STORE}
+        )
 
     # -- the simple API ----------------------------------------------------------------------------
     def simple_index(self) -> Any:
         site = self.site
         site.require("list")
-        snap, media = site.catalog.snapshot, site.negotiated()
+        snap, media = site.listing(), site.negotiated()
         return site.send_rendered(render.render_index(snap, media), snap.cache, ("index", media))
 
     def simple_project_no_slash(self, name: str) -> Any:
@@ -110,6 +132,12 @@ class InstallerAPI:
         site = self.site
         site.require("list")
         media = site.negotiated()
+        # A hosted name the credentials may not list is refused (a redirect to the fallback
+        # would install someone else's project of that name); others go to the fallback as
+        # for anyone, so that the dependencies from the public index still install.
+        hosted = normalize(name[:200])
+        if site.is_hosted(hosted):
+            site.permit("list", hosted)
         found = site.hosted_or_redirect(name)
         if isinstance(found, bottle.HTTPResponse):
             return found
@@ -127,15 +155,16 @@ class InstallerAPI:
 
     def package_file(self, path: str) -> Any:
         site = self.site
-        site.require("download")
         snap = site.catalog.snapshot
+        if site.require("download") is not None:
+            site.permit("download", self.project_of(snap, path))
         f = snap.file(path)
         if f is not None:
             return site.send_file(f)
         if path.endswith(".metadata"):
             f = snap.file(path[: -len(".metadata")])
             if f is not None and f.metadata_sha256:
-                return answers.send_metadata(f, site.metadata.get(f))
+                return answers.send_metadata(f, site.metadata.get(f), site.file_cache)
         if path.endswith(".asc"):
             f = snap.file(path[: -len(".asc")])
             if f is not None:
@@ -143,14 +172,15 @@ class InstallerAPI:
                     signature = site.uploads.storage.signature(f.path)
                 except StoreUnavailable as exc:
                     raise Unavailable(f"{exc.strerror}, try again later") from None
-                return answers.send_signature(signature)
+                return answers.send_signature(signature, site.file_cache)
         raise NotFound("no such file")
 
     def provenance(self, name: str, version: str, filename: str) -> Any:
         """PEP 740's provenance object of a file whose attestations verified at upload (the
         Integrity API's route, as PyPI's); 404 for any other."""
         site = self.site
-        site.require("download")
+        if site.require("download") is not None:
+            site.permit("download", normalize(name))
         project = site.catalog.snapshot.project(normalize(name))
         f = next((f for f in project.files if f.filename == filename), None) if project else None
         if f is None or version_key(f.version) != version_key(version):
@@ -163,11 +193,29 @@ class InstallerAPI:
             raise Unavailable(f"{exc.strerror}, try again later") from None
         return answers.send_provenance(f, data)
 
+    @staticmethod
+    def project_of(snap: Snapshot, path: str) -> str:
+        """The project a download path belongs to, for the per-project right: from the file
+        name where it parses (so that the answer does not tell whether the file exists),
+        else the listed file's; NotFound when neither says."""
+        for suffix in (".metadata", ".asc"):
+            if path.endswith(suffix):
+                path = path[: -len(suffix)]
+                break
+        try:
+            return parse_dist_filename(path.rsplit("/", 1)[-1]).project
+        except InvalidDistFilename:
+            pass
+        f = snap.file(path)
+        if f is None:
+            raise NotFound("no such file")
+        return f.project
+
     def devpi_simple(self, name: str) -> Any:
         # hatch publish reads <upload URL>/+simple/<project>/ (devpi's layout) to skip files
         # that exist; no fallback here, an unknown project simply has no files.
         site = self.site
-        site.require("list")
+        site.require("list", normalize(name[:200]))
         project = site.catalog.snapshot.project(normalize(name))
         if project is None:
             raise NotFound("not hosted here")
@@ -178,14 +226,14 @@ class InstallerAPI:
         # pypiserver's listing of every file: `pip install --find-links URL/packages/` reads it.
         site = self.site
         site.require("list")
-        snap = site.catalog.snapshot
+        snap = site.listing()
         page = render.render_file_list(snap, self.hash_algo)
         return site.send_rendered(page, snap.cache, ("files", self.hash_algo))
 
     # -- the JSON API ------------------------------------------------------------------------------
     def json_api(self, name: str, version: str | None = None) -> Any:
         site = self.site
-        site.require("list")
+        site.require("list", normalize(name[:200]))
         project = site.catalog.snapshot.project(normalize(name))
         if project is None:
             raise NotFound(f"project {name!r} is not hosted here")
@@ -195,13 +243,16 @@ class InstallerAPI:
             raise NotFound(f"{project.name} has no version {version!r}")
         base = site.base_url()
         key = ("pypi-json", version, base)
-        body = project.cache.get(key)  # dies with the project's snapshot, like every rendering
-        if body is None:
+        page = project.cache.get(key)  # dies with the project's snapshot, like every rendering
+        if page is None:
             meta = site.release_metadata(project, version)
             body = render.render_project_json_api(project, version, meta, base, releases=True)
+            page = render.Rendered(body, "application/json", render.etag_of(body))
             if len(project.cache) < 64:  # the base URL comes from the Host header
-                project.cache[key] = body
-        return bottle.HTTPResponse(body, **{"Content-Type": "application/json"})
+                project.cache[key] = page
+        # Revalidated like the simple pages (ETag, 304, gzip): it changes with every upload.
+        cache = project.cache if key in project.cache else None
+        return site.send_rendered(page, cache, key)
 
     def not_a_project(self) -> Any:
         raise NotFound("not found")
@@ -229,7 +280,7 @@ class InstallerAPI:
                 str(k): [str(t)[:100] for t in (v if isinstance(v, list) else [v])][:10]
                 for k, v in list(spec.items())[:4]
             }
-            found = render.search(self.site.catalog.snapshot, terms, operator)
+            found = render.search(self.site.listing(), terms, operator)
             out = xmlrpc.dump_response(found)
         return bottle.HTTPResponse(out, **{"Content-Type": "text/xml"})
 
@@ -244,7 +295,7 @@ class InstallerAPI:
         site = self.site
         observer = site.observer
         try:
-            self.refuse_cross_site()
+            self.site.refuse_cross_site()
             user = site.require("update")
         except HTTPProblem as exc:
             observer.upload_done(exc.status, exc.message)
@@ -255,7 +306,9 @@ class InstallerAPI:
         except ValueError:
             length = -1
         try:
-            outcome = site.uploads.handle(env["wsgi.input"], length, env.get("CONTENT_TYPE"), user)
+            outcome = site.uploads.handle(
+                env["wsgi.input"], length, env.get("CONTENT_TYPE"), user, permit=site.permit
+            )
         except HTTPProblem as exc:
             observer.upload_done(exc.status, exc.message)
             raise
@@ -266,18 +319,42 @@ class InstallerAPI:
             **{"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"},
         )
 
-    def refuse_cross_site(self) -> None:
-        """Browsers resend Basic credentials: a page on another site must not upload or delete."""
-        if (header("Sec-Fetch-Site") or "").lower() == "cross-site":
-            raise Forbidden("cross-site requests may not change the index")
-        origin = header("Origin")
-        if origin:
-            origin_host = urlsplit(origin).netloc.lower()
-            allowed = {(header("Host") or "").lower()}
-            if self.site.base_override:
-                allowed.add(urlsplit(self.site.base_override).netloc.lower())
-            if origin == "null" or origin_host not in allowed:
-                raise Forbidden("cross-site requests may not change the index")
+    # -- trusted publishing ------------------------------------------------------------------------
+    def oidc_audience(self) -> Any:
+        trusted = self.site.trusted
+        if trusted is None:
+            raise NotFound("trusted publishing is not configured")
+        return _json(trusted.audience_doc())
+
+    def oidc_mint_token(self) -> Any:
+        """A CI's OIDC token for an API token: no credentials, only the token in the body."""
+        trusted = self.site.trusted
+        if trusted is None:
+            raise NotFound("trusted publishing is not configured")
+        self.site.refuse_cross_site()
+        return _json(trusted.exchange(self._bounded_body(trusted.max_body)))
+
+    def oidc_burn_token(self) -> Any:
+        """A minted token handed back after its upload (uv does), to be revoked at once."""
+        trusted = self.site.trusted
+        if trusted is None or trusted.burn is None:
+            raise NotFound("revoking minted tokens is not configured")
+        self.site.refuse_cross_site()
+        trusted.burn_token(self._bounded_body(trusted.max_body))
+        return _json({}, status=202)
+
+    @staticmethod
+    def _bounded_body(bound: int) -> bytes:
+        """The request body, or its first ``bound + 1`` bytes: one more than the bound, for
+        the reader to refuse as too large; the rest is never read."""
+        env = bottle.request.environ
+        try:
+            length = int(env.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        limit = bound + 1
+        data: bytes = env["wsgi.input"].read(min(length, limit) if length >= 0 else limit)
+        return data
 
     # -- pypiserver's shortcuts --------------------------------------------------------------------
     def bare_project(self, name: str) -> Any:
@@ -331,3 +408,11 @@ class InstallerAPI:
         if f.size > answers.SMALL_FILE:
             return None
         return answers.small_file(f, self.file_cache)  # None: the route reports it
+
+
+def _json(document: dict[str, Any], status: int = 200) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(
+        json.dumps(document) + "\n",
+        status=status,
+        **{"Content-Type": "application/json", "Cache-Control": "no-store"},
+    )

@@ -10,26 +10,32 @@ works behind a path-prefix proxy and a spoofed ``Host`` cannot steer them.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bottle
 
 from . import answers
 from .answers import Answer
 from .api import InstallerAPI
-from .auth import Authenticator
+from .auth import Authenticator, RightsFile
 from .catalog import Catalog, DistFile
 from .config import Settings
 from .hosted import HostedNames
 from .observe import Observer
 from .pages import WELCOME_NAMES, Pages, WelcomeError, load_welcome
+from .records import RecordDir
 from .scan import MetadataStore
 from .site import Site
 from .storage import Records, Storage, Uploaders
+from .tokens import RECHECK, TokenStore
 from .upload import Uploads
+
+if TYPE_CHECKING:  # (oidc needs the [oidc] extra)
+    from .oidc import TrustedPublishing
 
 __all__ = ["WELCOME_NAMES", "WelcomeError", "create_app", "load_welcome"]
 
@@ -175,6 +181,26 @@ _PROXY_HEADERS = tuple(
 )
 
 
+def default_auth(
+    settings: Settings, records: Sequence[Records] | None, observer: Observer | None = None
+) -> Authenticator:
+    """The htpasswd file, the rights file and the tokens kept in the first records folder (a
+    bucket's, given as ``records``, is re-read when the service is told it changed)."""
+    bucket = records is not None and not isinstance(records[0], RecordDir)
+    tokens = TokenStore(
+        records[0] if records else RecordDir(settings.roots[0]),
+        reload_every=math.inf if bucket else RECHECK,
+    )
+    return Authenticator(
+        settings.password_file,
+        settings.authenticate,
+        settings.threads,
+        rights=RightsFile(settings.rights_file),
+        tokens=tokens,
+        on_decision=observer.access_decision if observer is not None else None,
+    )
+
+
 def create_app(
     settings: Settings,
     catalog: Catalog,
@@ -190,6 +216,7 @@ def create_app(
     records: Sequence[Records] | None = None,
     observer: Observer | None = None,
     ready: Callable[[], str | None] | None = None,
+    trusted: TrustedPublishing | None = None,
     fast_path: bool = True,
 ) -> bottle.Bottle:
     """Build the WSGI app. Everything it needs is passed in; nothing is global.
@@ -197,7 +224,8 @@ def create_app(
     ``ready()`` says what the server is still doing before it serves everything it found at
     start (None once it does); /health answers 503 until then. ``storage`` is where uploads
     publish (the package directories when not given), ``records`` where its yanks are kept
-    (each directory's ``.pkgserver`` when not given). ``fast_path=False`` leaves every
+    (each directory's ``.pkgserver`` when not given). ``trusted`` answers /_/oidc/ (trusted
+    publishing; 404 there without). ``fast_path=False`` leaves every
     request to the routes (the tests compare both)."""
     if observer is None:
         observer = Observer(catalog, health=settings.health_endpoint)
@@ -217,7 +245,7 @@ def create_app(
     site = Site(
         settings,
         catalog,
-        auth=auth or Authenticator(settings.password_file, settings.authenticate, settings.threads),
+        auth=auth or default_auth(settings, records, observer),
         metadata=metadata or MetadataStore(opener=uploads.storage.open),
         uploads=uploads,
         observer=observer,
@@ -226,6 +254,7 @@ def create_app(
         upload_log=upload_log,
         ready=ready,
     )
+    site.trusted = trusted
     app = _App()
     app.prefix = settings.base_path
     app.trust_proxy = settings.trust_proxy

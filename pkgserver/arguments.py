@@ -17,7 +17,17 @@ from .options import OPTIONS, VALUE, add_arguments, resolve
 
 __all__ = ["SUBCOMMANDS", "build_parser", "normalize_argv", "parse_args"]
 
-SUBCOMMANDS = ("run", "update", "passwd", "forget", "remove", "yank", "unyank", "check")
+SUBCOMMANDS = (
+    "run",
+    "update",
+    "passwd",
+    "forget",
+    "remove",
+    "yank",
+    "unyank",
+    "check",
+    "token",
+)
 
 # Options of the management commands that take a value, for _options_first.
 _VALUED = ("--reason", "--cache-dir", "--progress")
@@ -88,7 +98,58 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("name", metavar="NAME")
     fg.add_argument("roots", metavar="DIR", nargs="*")
     _add_management_parsers(sub)
+    _add_token_parsers(sub)
     return parser
+
+
+def _add_token_parsers(sub: Any) -> None:
+    """token create | list | revoke (pkgserver.tokens)."""
+    from .rights import ACTIONS
+
+    tk = sub.add_parser(
+        "token",
+        help="create, list or revoke API tokens",
+        description="API tokens are used as PyPI's: user __token__, the token as password. "
+        "They are kept (hashed) with the records of the first DIR, or the bucket; a running "
+        "server sees a new or revoked one within a second.",
+    )
+    tsub = tk.add_subparsers(dest="verb", parser_class=_Parser, required=True)
+    create = tsub.add_parser(
+        "create",
+        help="create a token and print it (once)",
+        description="Create a token for OWNER (an htpasswd user) and print it on standard "
+        "output; it is not kept and cannot be shown again. The token may do only what OWNER "
+        "may (-P, --rights: checked now when given, and on every use).",
+    )
+    create.add_argument("--owner", required=True, metavar="USER", help="the htpasswd user")
+    create.add_argument(
+        "--action",
+        action="append",
+        choices=ACTIONS,
+        dest="actions",
+        help="what it may do (repeat; default: upload)",
+    )
+    create.add_argument(
+        "--project",
+        action="append",
+        default=[],
+        dest="projects",
+        metavar="NAME",
+        help="a project name or pattern (acme-*) it is limited to (repeat; default: every "
+        "project its owner may)",
+    )
+    create.add_argument("--expires", metavar="AGE", help="e.g. 90d, 12h (default: never)")
+    create.add_argument("--description", default="", metavar="TEXT", help="what it is for")
+    create.add_argument("-P", "--passwords", metavar="HTPASSWD", help="check that OWNER exists")
+    create.add_argument("--rights", metavar="FILE", help="check it is within OWNER's rights")
+    create.add_argument("roots", metavar="DIR", nargs="*", help=_DIRS_HELP)
+    listing = tsub.add_parser("list", help="list tokens (never their secrets)")
+    listing.add_argument("--owner", metavar="USER", help="only USER's")
+    listing.add_argument("--json", action="store_true", help="as JSON lines")
+    listing.add_argument("roots", metavar="DIR", nargs="*", help=_DIRS_HELP)
+    revoke = tsub.add_parser("revoke", help="delete a token: refused at once everywhere")
+    revoke.add_argument("id", metavar="ID", help="the token's id (pkgserver-ID-...)")
+    revoke.add_argument("roots", metavar="DIR", nargs="*", help=_DIRS_HELP)
 
 
 def _add_management_parsers(sub: Any) -> None:

@@ -23,8 +23,18 @@ from passlib.context import CryptContext
 
 from .errors import Busy, Forbidden, Unauthorized
 from .fsutil import ChangeWatch, file_stamp, open_regular
+from .rights import Rights, RightsError, parse_rights, project_matches
+from .tokens import TOKEN_USER, Token, TokenStore
 
-__all__ = ["Authenticator", "Credentials", "load_htpasswd", "parse_basic"]
+__all__ = [
+    "Authenticator",
+    "Credentials",
+    "Principal",
+    "RightsFile",
+    "load_htpasswd",
+    "load_rights",
+    "parse_basic",
+]
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +160,85 @@ def _known_hash(stored: str | bytes) -> bool:
         return False
 
 
+MAX_RIGHTS = 4 * 1024 * 1024
+
+
+def load_rights(path: str) -> Rights:
+    """Read and parse a rights file; raises OSError or RightsError (a ValueError)."""
+    with os.fdopen(open_regular(path), "rb") as fh:
+        data = fh.read(MAX_RIGHTS + 1)
+    if len(data) > MAX_RIGHTS:
+        raise RightsError(f"larger than {MAX_RIGHTS} bytes")
+    return parse_rights(data)
+
+
+class RightsFile:
+    """``--rights FILE``, re-read within a second of a change; a file that cannot be read or
+    parsed mid-edit keeps the previous rights (one warning), as the htpasswd file does. No
+    file: every user has every right (``Rights()``)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._rights = load_rights(path) if path else Rights()
+        self._watch = ChangeWatch(lambda: file_stamp(path or ""), every=RECHECK_SECONDS)
+        if path:
+            self._watch.mark()
+
+    @property
+    def current(self) -> Rights:
+        if self.path and self._watch.changed():
+            try:
+                self._rights = load_rights(self.path)
+                log.info("reloaded %s", self.path)
+            except (OSError, ValueError) as exc:
+                log.warning("keeping the previous rights: cannot use %s: %s", self.path, exc)
+        return self._rights
+
+
+class Principal:
+    """Who a request authenticates as: an htpasswd user, or a token (and its owner)."""
+
+    __slots__ = ("token", "user")
+
+    def __init__(self, user: str, token: Token | None = None) -> None:
+        self.user = user  # the htpasswd user, or the token's owner
+        self.token = token
+
+    @property
+    def label(self) -> str:
+        """For logs and the upload log: "alice", or "alice (token 3fa2c1d09b4e)"."""
+        return self.user if self.token is None else f"{self.user} (token {self.token.id})"
+
+    def __repr__(self) -> str:
+        return f"Principal({self.label!r})"
+
+
+# The route-level actions (-a) a token's actions answer to: an upload route may upload or
+# remove, which the form tells (and Uploads asks again with the project).
+_TOKEN_ACTIONS = {"update": ("upload", "remove"), "download": ("download",), "list": ("list",)}
+
+
 class Authenticator:
-    """``check(action, header)`` returns the user name (or None for open actions) or raises."""
+    """``check(action, header)`` returns the user name (or None for open actions) or raises;
+    ``identify`` returns who it is (a ``Principal``); ``refusal(principal, action, project)``
+    says why a per-project right is missing."""
 
     def __init__(
-        self, password_file: str | None, protected: frozenset[str], threads: int = 16
+        self,
+        password_file: str | None,
+        protected: frozenset[str],
+        threads: int = 16,
+        *,
+        rights: RightsFile | None = None,
+        tokens: TokenStore | None = None,
+        on_decision: Callable[[str, str], None] | None = None,
     ) -> None:
         self.password_file = password_file
         self.protected = protected
+        self.rights = rights or RightsFile(None)
+        self.tokens = tokens
+        # (what, outcome) for the metrics: ("token", "used"), ("rights", "refused"), ...
+        self.on_decision = on_decision or (lambda _what, _outcome: None)
         self._lock = threading.Lock()
         self._htpasswd: HtpasswdFile | None = None
         self._decoy = _FALLBACK_DECOY
@@ -196,8 +277,18 @@ class Authenticator:
         return action in self.protected
 
     def check(self, action: str, header: str | None) -> str | None:
+        found = self.identify(action, header)
+        return found.label if found is not None else None
+
+    def identify(self, action: str, header: str | None) -> Principal | None:
+        """Who the request is, for a protected ``action`` (None when it is open); raises
+        Unauthorized (no credentials), Forbidden (wrong ones, or a token without the
+        action) or Busy."""
         if action not in self.protected:
             return None
+        creds = parse_basic(header)
+        if creds is not None and creds[0] == TOKEN_USER and self.tokens is not None:
+            return self._token_principal(action, creds[1])
         if self.password_file is None:
             # No credentials could ever work: say how to enable the action instead of asking.
             raise Forbidden(
@@ -210,7 +301,92 @@ class Authenticator:
         user, password = creds
         if not self.verify(user, password):
             raise Forbidden("invalid credentials")
+        return Principal(user)
+
+    def sign_in(self, header: str | None) -> str:
+        """The htpasswd user whose password the request brings, whatever -a protects (the
+        pages where users manage their own tokens); a token does not sign in."""
+        if self.password_file is None:
+            raise Forbidden("there are no users: start pkgserver with -P HTPASSWD")
+        creds = parse_basic(header)
+        if creds is None:
+            raise Unauthorized("sign in with your user name and password", realm=REALM)
+        user, password = creds
+        if user == TOKEN_USER:
+            raise Forbidden("sign in with your password: a token cannot manage tokens")
+        if not self.verify(user, password):
+            raise Forbidden("invalid credentials")
         return user
+
+    def _token_principal(self, action: str, secret: str) -> Principal:
+        assert self.tokens is not None
+        token = self.tokens.verify(secret)
+        if token is None:
+            self.on_decision("token", "unknown")
+            log.info("refused an unknown or revoked token")
+            raise Forbidden("invalid token (unknown, mistyped or revoked)")
+        if token.expired():
+            self.on_decision("token", "expired")
+            log.info("refused token %s of %s: expired", token.id, token.owner)
+            raise Forbidden(f"token {token.id} has expired")
+        if token.kind == "api" and not self.user_exists(token.owner):
+            self.on_decision("token", "no-owner")
+            log.info("refused token %s: its owner %s is no longer a user", token.id, token.owner)
+            raise Forbidden(f"token {token.id} belongs to {token.owner}, who is no longer a user")
+        if action not in _TOKEN_ACTIONS or not set(_TOKEN_ACTIONS[action]) & set(token.actions):
+            self.on_decision("token", "refused")
+            log.info("refused token %s of %s for %s", token.id, token.owner, action)
+            wanted = " or ".join(_TOKEN_ACTIONS.get(action, (action,)))
+            raise Forbidden(f"token {token.id} does not grant {wanted}")
+        self.tokens.used(token)
+        self.on_decision("token", "used")
+        return Principal(token.owner, token)
+
+    def user_exists(self, user: str) -> bool:
+        """Whether ``user`` is in the htpasswd file with an entry that can log in."""
+        self._maybe_reload()
+        with self._lock:
+            htpasswd = self._htpasswd
+        if htpasswd is None:
+            return False
+        stored = htpasswd.get_hash(user)
+        return stored is not None and _known_hash(stored)
+
+    def refusal(self, who: Principal | None, action: str, project: str) -> str | None:
+        """Why ``who`` may not ``action`` (upload, remove, download, list) on the normalized
+        ``project``, or None when it may. Depends on the name only, never on whether the
+        project exists, so a refusal tells nothing about what is hosted."""
+        if who is None:
+            return None  # an open action
+        token = who.token
+        if token is not None:
+            if action not in token.actions:
+                return f"token {token.id} does not grant {action}"
+            if token.projects and not any(project_matches(p, project) for p in token.projects):
+                return f"token {token.id} does not grant {action} on {project!r}"
+            if token.kind != "api":
+                return None  # minted for trusted publishing: its scope is all it has
+        if not self.rights.current.allows(who.user, action, project):
+            return f"{who.user} has no {action} right on {project!r}"
+        return None
+
+    def restricted(self, who: Principal, action: str) -> bool:
+        """Whether ``who`` may ``action`` on only some projects (its lists are then cut)."""
+        token = who.token
+        if token is not None and (action not in token.actions or token.projects):
+            return True
+        if token is not None and token.kind != "api":
+            return False
+        rights = self.rights.current
+        return rights.restricts and "*" not in rights.patterns_of(who.user, action)
+
+    def authorize(self, who: Principal | None, action: str, project: str) -> None:
+        """``refusal``, raised as Forbidden and logged."""
+        reason = self.refusal(who, action, project)
+        if reason is not None:
+            self.on_decision("rights", "refused")
+            log.info("refused %s %s on %s: %s", who.label if who else "-", action, project, reason)
+            raise Forbidden(reason)
 
     def verify(self, user: str, password: str) -> bool:
         self._maybe_reload()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +28,13 @@ from .errors import UsageError
 from .observe import AccessLog, JsonFormatter
 from .options import BY_FIELD, ENV_PREFIX, FALSE, OPTIONS, SELECT_CONNECTIONS, env_value
 from .options import roots as _given_roots
+from .rights import check_patterns
 from .validate import check_roots, settings_from
 
 if TYPE_CHECKING:
     from .manage import Packages
     from .s3 import S3Storage
+    from .tokens import TokenStore
 
 __all__ = [
     "ENV_PREFIX",
@@ -110,10 +114,100 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 ns.index_url = env_value(BY_FIELD["fallback_url"], environ)
         if ns.command == "passwd":
             return passwd(ns.file, ns.user, delete=ns.delete)
+        if ns.command == "token":
+            return token_command(ns, environ)
         return _manage(ns, environ)
     except UsageError as exc:
         print(f"pkgserver: error: {exc}", file=sys.stderr)
         return 2
+
+
+def token_command(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """pkgserver token create | list | revoke."""
+    from .tokens import TokenStore, parse_duration
+
+    roots = _roots(ns.roots, environ=environ)
+    store = TokenStore(_packages(roots).folders[0])
+    try:
+        if ns.verb == "list":
+            return _list_tokens(store, ns.owner, as_json=ns.json)
+        if ns.verb == "revoke":
+            gone = store.revoke(ns.id.removeprefix("pkgserver-").split("-", 1)[0])
+            if gone is None:
+                raise UsageError(f"no token {ns.id!r}")
+            what = gone.description or "no description"
+            print(f"revoked token {gone.id} of {gone.owner} ({what})")
+            return 0
+        actions = ns.actions or ["upload"]
+        try:
+            patterns = check_patterns(ns.projects, "--project") if ns.projects else ()
+            expires = time.time() + parse_duration(ns.expires) if ns.expires else None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        _check_owner(ns, environ, actions, patterns)
+        try:
+            secret, token = store.create(
+                ns.owner, actions, patterns, expires=expires, description=ns.description
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"{roots[0]}: {exc.strerror or exc}") from None
+    print(secret)
+    scope = ", ".join(token.projects) or "every project its owner may"
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires)) if expires else "never"
+    print(
+        f"token {token.id} for {token.owner}: {', '.join(token.actions)} on {scope}; "
+        f"expires {until}. It is shown once: store it now (user __token__).",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _check_owner(
+    ns: argparse.Namespace, environ: Mapping[str, str], actions: list[str], patterns: Sequence[str]
+) -> None:
+    """The owner exists (-P) and the token is no wider than the owner's rights (--rights)."""
+    from .auth import load_htpasswd, load_rights
+
+    passwords = ns.passwords or environ.get("PKGSERVER_PASSWORDS")
+    if passwords and passwords != ".":
+        try:
+            users = load_htpasswd(passwords)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {passwords!r}: {exc}") from None
+        if ns.owner not in users.users():
+            raise UsageError(f"{ns.owner!r} is not a user in {passwords}")
+    else:
+        print("token: no -P HTPASSWD: the owner is checked when the token is used", file=sys.stderr)
+    rights_file = ns.rights or environ.get("PKGSERVER_RIGHTS")
+    if rights_file:
+        try:
+            rights = load_rights(rights_file)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot use the rights file {rights_file!r}: {exc}") from None
+        wider = rights.wider_than(ns.owner, actions, patterns)
+        if wider:
+            raise UsageError(f"the token would be wider than its owner's rights: {wider}")
+
+
+def _list_tokens(store: TokenStore, owner: str | None, *, as_json: bool) -> int:
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) if t else "-"
+
+    now = time.time()
+    for t in store.tokens(owner):
+        if as_json:
+            doc = {k: v for k, v in t.doc().items() if k != "digest"}
+            print(json.dumps({**doc, "last_used": t.last_used, "expired": t.expired(now)}))
+            continue
+        state = "EXPIRED" if t.expired(now) else f"expires {when(t.expires)}"
+        print(
+            f"{t.id}  {t.owner}  {','.join(t.actions)}  {','.join(t.projects) or '*'}  "
+            f"created {when(t.created)}  last used {when(t.last_used)}  {state}  "
+            f"{t.description}"
+        )
+    return 0
 
 
 def _packages(roots: list[str]) -> Packages:

@@ -24,6 +24,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
     password_file: str | None = None  # None: no htpasswd (-P . or not given)
+    rights_file: str | None = None  # --rights: per-project rights, trusted publishers
     authenticate: frozenset[str] = frozenset({"update"})
     overwrite: bool = False
     max_upload_size: int = 1024**3  # bytes; larger uploads get 413

@@ -1,10 +1,13 @@
 """Typed errors, each carrying its HTTP status and a short human message.
 
 ``app.py`` turns them into responses in one place: the message goes into the reason phrase
-(twine prints it) and into a plain-text body (uv prints that).
+(twine prints it) and into a plain-text body (uv prints that), or, for the few whose clients
+read JSON (``json_body``), into a JSON body.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "BadRequest",
@@ -16,6 +19,7 @@ __all__ = [
     "LengthRequired",
     "NotAcceptable",
     "NotFound",
+    "TokenRefused",
     "TooLarge",
     "Unauthorized",
     "Unavailable",
@@ -34,6 +38,10 @@ class HTTPProblem(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers
+
+    def json_body(self) -> dict[str, Any] | None:
+        """The JSON document to answer with instead of plain text (None: plain text)."""
+        return None
 
 
 class BadRequest(HTTPProblem):
@@ -74,6 +82,26 @@ class Gone(HTTPProblem):
 
 class TooLarge(HTTPProblem):
     status = 413
+
+
+class TokenRefused(HTTPProblem):
+    """A trusted-publishing token exchange refused (``POST /_/oidc/mint-token``), answered in
+    PyPI's shape: ``{"message": "Token request failed", "errors": [{"code", "description"}]}``.
+    pypa/gh-action-pypi-publish reads ``errors`` from any non-2xx JSON answer and prints each
+    code and description; uv prints the body whole. 422 as PyPI answers, unless the request is
+    too large (413) or the issuer's keys cannot be had for now (503)."""
+
+    status = 422
+
+    def __init__(self, code: str, description: str, status: int = 422, **headers: str) -> None:
+        super().__init__(f"Token request failed: {description}", **headers)
+        self.status = status
+        self.code = code  # PyPI's codes: invalid-payload, invalid-token, invalid-publisher, ...
+        self.description = description
+
+    def json_body(self) -> dict[str, Any]:
+        error = {"code": self.code, "description": self.description}
+        return {"message": "Token request failed", "errors": [error]}
 
 
 class Busy(HTTPProblem):

@@ -49,6 +49,8 @@ _DURATION_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 30
 
 def route_of(method: str, path: str, content_type: str = "", health: str = "/health") -> str:
     """A request's route name for the metrics: one of a small fixed set."""
+    if path.startswith("/_/oidc/"):
+        return "oidc"
     if method == "POST":
         if path in ("/RPC2", "/pypi") or content_type.startswith(("text/xml", "application/xml")):
             return "xmlrpc"
@@ -206,6 +208,21 @@ class Observer:
             ["reason"],
             registry=r,
         )
+        self.decisions = Counter(
+            "pkgserver_access_decisions",
+            "Tokens and rights at work: token used/unknown/expired/no-owner/refused (its "
+            "scope lacks the action), token created/revoked/minted, rights refused (a "
+            "per-project right missing), oidc granted/refused",
+            ["what", "outcome"],
+            registry=r,
+        )
+        self.trusted_publishing = Counter(
+            "pkgserver_trusted_publishing",
+            "OIDC token exchanges (POST /_/oidc/mint-token) by outcome: granted, or the reason "
+            "of the refusal",
+            ["outcome"],
+            registry=r,
+        )
         self.scans = Histogram(
             "pkgserver_scan_duration_seconds",
             "Scans of the package directories (initial: at start; rescan: later)",
@@ -248,6 +265,14 @@ class Observer:
 
     def auth_failed(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
+
+    def access_decision(self, what: str, outcome: str) -> None:
+        self.decisions.labels(what, outcome).inc()
+
+    def trusted_publishing_done(self, outcome: str) -> None:
+        """An OIDC token exchange's outcome (``TrustedPublishing(on_outcome=...)``): "granted"
+        or one of oidc's fixed refusal reasons."""
+        self.trusted_publishing.labels(outcome).inc()
 
     # -- per request --
     def wrap(self, start_response: Callable[..., Any], box: list[Any]) -> Callable[..., Any]:

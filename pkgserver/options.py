@@ -265,7 +265,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "cache_control",
         ("--cache-control",),
-        "add 'Cache-Control: public, max-age=AGE' to downloads (as pypiserver)",
+        "'Cache-Control: public, max-age=AGE' on downloads, as pypiserver (default: a year, "
+        "immutable; with --overwrite, revalidated)",
         parse=_seconds,
         metavar="AGE",
     ),
@@ -276,6 +277,14 @@ OPTIONS: tuple[Option, ...] = (
         "object that the store itself serves, signed for 5 minutes; access is checked first",
         default=False,
         kind=ON,
+    ),
+    Option(
+        "rights_file",
+        ("--rights",),
+        "who may do what to which project, and trusted publishers: a TOML file (README, "
+        "'Tokens, rights and trusted publishing'), re-read within a second of a change. "
+        "Without it every htpasswd user may do every protected action",
+        metavar="FILE",
     ),
     Option(
         "show_uploaders",

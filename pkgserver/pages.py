@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
@@ -17,17 +18,21 @@ from urllib.parse import quote, urlencode, urlsplit
 import bottle
 
 from . import __version__, web
-from .answers import etag_matches, guarded, header, reason
+from .answers import NO_STORE, etag_matches, guarded, header, reason
 from .catalog import Project
 from .distfile import is_prerelease, normalize
-from .errors import BadRequest, HTTPProblem, NotFound
+from .errors import BadRequest, Forbidden, HTTPProblem, NotFound, Unavailable
 from .fsutil import open_regular
 from .metadata import Details, parse_details
+from .rights import ACTIONS, check_patterns
 from .site import Site
+from .tokens import TokenStore, parse_duration
 
 __all__ = ["WELCOME_NAMES", "Pages", "WelcomeError", "load_welcome"]
 
 log = logging.getLogger(__name__)
+
+NO_CACHE = "no-cache"  # the web pages: kept, but asked for again before each use
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 STATIC = os.path.join(os.path.dirname(__file__), "static")
@@ -47,7 +52,7 @@ class Pages:
         self.welcome_failed = False
         self.templates = {
             name: bottle.SimpleTemplate(name=name, lookup=[TEMPLATES])
-            for name in ("home", "projects", "project", "message")
+            for name in ("home", "projects", "project", "message", "tokens")
         }
         self.assets = _Assets.load()
 
@@ -64,6 +69,83 @@ class Pages:
         get("/project/<name>/", callback=self.web_problem(self.project_view))
         get("/project/<name>/<version>", callback=guarded(self.project_no_slash))
         get("/project/<name>/<version>/", callback=self.web_problem(self.project_view))
+        get("/-/tokens", callback=lambda: self.site.redirect("/-/tokens/"))
+        get("/-/tokens/", callback=self.web_problem(self.tokens_page))
+        app.post("/-/tokens/create", callback=self.web_problem(self.create_token))
+        app.post("/-/tokens/revoke", callback=self.web_problem(self.revoke_token))
+
+    # -- a signed-in user's tokens ----------------------------------------------------------------
+    def _token_owner(self) -> tuple[str, TokenStore]:
+        site = self.site
+        store = site.auth.tokens
+        if store is None:
+            raise NotFound("tokens are not kept by this server")
+        return site.sign_in(), store
+
+    def tokens_page(self, secret: str = "", notice: str = "", status: int = 200) -> Any:
+        user, store = self._token_owner()
+        res = self.html_page(
+            "tokens",
+            "API tokens",
+            status=status,
+            user=user,
+            tokens=store.tokens(user),
+            secret=secret,
+            notice=notice,
+            actions=ACTIONS,
+            now=time.time(),
+        )
+        res.set_header("Cache-Control", "no-store")  # it may show a new token's secret
+        return res
+
+    def create_token(self) -> Any:
+        site = self.site
+        site.refuse_cross_site()
+        user, store = self._token_owner()
+        form = bottle.request.forms
+        actions = [a for a in form.getall("action") if a in ACTIONS]
+        if not actions:
+            raise BadRequest("choose at least one action")
+        try:
+            projects = check_patterns(
+                (form.getunicode("projects") or "").split()[:50] or ["*"], "projects"
+            )
+            expires_in = form.getunicode("expires") or ""
+            expires = time.time() + parse_duration(expires_in) if expires_in else None
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        projects = () if projects == ("*",) else projects
+        wider = site.auth.rights.current.wider_than(user, actions, projects)
+        if wider:
+            site.observer.access_decision("token", "refused")
+            raise Forbidden(f"the token would be wider than your rights: {wider}")
+        description = (form.getunicode("description") or "")[:200]
+        try:
+            secret, token = store.create(
+                user, actions, projects, expires=expires, description=description
+            )
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        except OSError as exc:
+            raise Unavailable(f"the token could not be stored: {exc.strerror or exc}") from None
+        site.observer.access_decision("token", "created")
+        log.info("%s created token %s (%s)", user, token.id, ", ".join(actions))
+        return self.tokens_page(secret=secret, status=201)
+
+    def revoke_token(self) -> Any:
+        site = self.site
+        site.refuse_cross_site()
+        user, store = self._token_owner()
+        token_id = (bottle.request.forms.getunicode("id") or "")[:40]
+        try:
+            gone = store.revoke(token_id, owner=user)
+        except OSError as exc:
+            raise Unavailable(f"the token could not be revoked: {exc.strerror or exc}") from None
+        if gone is None:
+            raise NotFound("you have no such token")
+        site.observer.access_decision("token", "revoked")
+        log.info("%s revoked token %s", user, gone.id)
+        return self.tokens_page(notice=f"Token pkgserver-{gone.id}-… is revoked.")
 
     # -- helpers -----------------------------------------------------------------------------------
     def html_page(self, template: str, title: str, status: int = 200, **values: Any) -> Any:
@@ -91,6 +173,9 @@ class Pages:
                 "Content-Security-Policy": _CSP,
                 "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "same-origin",
+                # Pages change with every upload and differ by credentials: a browser may keep
+                # one but asks again before showing it; an error page is not kept at all.
+                "Cache-Control": NO_CACHE if status < 400 else NO_STORE,
             },
         )
 
@@ -118,8 +203,8 @@ class Pages:
     # -- the home page -----------------------------------------------------------------------------
     def index_page(self) -> Any:
         site = self.site
-        snap = site.catalog.snapshot
         show = site.may_list()
+        snap = site.listing()
         if self.welcome is not None:  # --welcome FILE, as in pypiserver
             found = self.welcome_page(show)
             if found is not None:
@@ -137,7 +222,7 @@ class Pages:
         """pypiserver's --welcome template, or None (after one log line) when it fails."""
         assert self.welcome is not None
         site = self.site
-        snap = site.catalog.snapshot
+        snap = site.listing()
         base = site.base_url()
         path = urlsplit(base).path  # pypiserver's PACKAGES and SIMPLE are paths
         try:
@@ -158,7 +243,9 @@ class Pages:
                 self.welcome_failed = True
                 log.exception("the --welcome template failed; showing the built-in page")
             return None
-        return bottle.HTTPResponse(body, **{"Content-Type": "text/html; charset=utf-8"})
+        return bottle.HTTPResponse(
+            body, **{"Content-Type": "text/html; charset=utf-8", "Cache-Control": NO_CACHE}
+        )
 
     def static_asset(self, name: str) -> Any:
         found = self.assets.files.get(name)
@@ -185,7 +272,7 @@ class Pages:
     def projects_page(self) -> Any:
         site = self.site
         site.require("list")
-        snap = site.catalog.snapshot
+        snap = site.listing()
         query = (bottle.request.query.getunicode("q") or "").strip()[: web.MAX_QUERY]
         raw_page = bottle.request.query.get("page") or "1"
         digits = raw_page.isascii() and raw_page.isdigit() and len(raw_page) <= 6
@@ -242,9 +329,9 @@ class Pages:
 
     def project_view(self, name: str, version: str | None = None) -> Any:
         site = self.site
-        site.require("list")
         if len(name) > 200 or (version is not None and len(version) > 200):
             raise NotFound("no such project")
+        site.require("list", normalize(name))
         project = site.catalog.snapshot.project(normalize(name))
         if project is None:
             raise NotFound(f"{name} is not hosted here")

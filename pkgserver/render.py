@@ -23,6 +23,7 @@ __all__ = [
     "JSON_V1",
     "Rendered",
     "esc",
+    "etag_of",
     "file_url",
     "negotiate",
     "provenance_url",
@@ -100,7 +101,8 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _etag(body: bytes) -> str:
+def etag_of(body: bytes) -> str:
+    """The quoted strong ETag of a rendering."""
     return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
@@ -213,7 +215,7 @@ def render_index(snapshot: Snapshot, media_type: str) -> Rendered:
         )
         out.append(_TAIL)
         body = "".join(out).encode()
-    rendered = Rendered(body, media_type, _etag(body))
+    rendered = Rendered(body, media_type, etag_of(body))
     snapshot.cache[key] = rendered
     return rendered
 
@@ -235,7 +237,7 @@ def render_file_list(snapshot: Snapshot, hash_algo: str | None = "sha256") -> Re
     )
     out.append(_TAIL)
     body = "".join(out).encode()
-    rendered = Rendered(body, HTML, _etag(body))
+    rendered = Rendered(body, HTML, etag_of(body))
     snapshot.cache[key] = rendered
     return rendered
 
@@ -265,7 +267,7 @@ def render_project(
         body = _project_json(project, hash_algo, base_url)
     else:
         body = _project_html(project, hash_algo, base_url)
-    rendered = Rendered(body, media_type, _etag(body))
+    rendered = Rendered(body, media_type, etag_of(body))
     # The base URL comes from the Host header: a page per base, but only a few of them.
     if len(key) == 3 or len(project.cache) < MAX_BASES * 4:
         project.cache[key] = rendered
@@ -345,7 +347,7 @@ def render_claimed(name: str, media_type: str) -> Rendered:
             + "    <!-- hosted here before; no files now, and never redirected elsewhere -->\n"
             + _TAIL
         ).encode()
-    return Rendered(body, media_type, _etag(body))
+    return Rendered(body, media_type, etag_of(body))
 
 
 # -- warehouse JSON (/pypi/<project>/json) ------------------------------------------------------

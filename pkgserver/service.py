@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import __version__
-from .app import create_app
+from .app import create_app, default_auth
 from .auth import Authenticator
 from .cache import DescriptionCache
 from .catalog import Catalog
@@ -42,6 +42,7 @@ from .records import HOSTED_FILE, YANKED_FILE, UploadLog, Yanks
 from .scan import MetadataStore
 from .server import make_server, serve, stop
 from .storage import ChangeFeed, DirectoryStorage, Records, Storage, Uploaders
+from .tokens import TOKENS_FILE
 
 __all__ = ["Service", "listening"]
 
@@ -57,6 +58,7 @@ class Service:
         self.settings = settings
         self.stopping = False
         self.server: Any = None
+        self.auth: Authenticator | None = None  # once listening
         self.closing: list[Callable[[], None]] = []  # last, when the server has stopped
         bucket = settings.roots[0].startswith("s3://")
         # Where records live: the bucket's (S3Records), else each root's .pkgserver folder.
@@ -138,6 +140,9 @@ class Service:
         found = self.yanks.poll()
         if found is not None:
             self.catalog.set_yanks(found)
+        auth = self.auth
+        if auth is not None and auth.tokens is not None:
+            auth.tokens.flush_uses()  # when tokens were last used, now and then
 
     def bucket_listed(self) -> None:
         """After each listing of a bucket: what other replicas recorded there."""
@@ -154,6 +159,8 @@ class Service:
             self.reload_yanks()
         if HOSTED_FILE in names:
             self.hosted.reload()
+        if TOKENS_FILE in names and self.auth is not None and self.auth.tokens is not None:
+            self.auth.tokens.reload()  # a token revoked or created on another replica
 
     def terminate(self, _signum: int, _frame: Any) -> None:
         """SIGTERM (docker stop, systemd) ends the server like Ctrl-C, from the first scan on
@@ -194,10 +201,11 @@ class Service:
     def listen(self) -> Any:
         """The app, and the waitress server that will serve it, bound to its socket."""
         settings = self.settings
+        self.auth = default_auth(settings, self.records, self.observer)
         app = create_app(
             settings,
             self.catalog,
-            auth=Authenticator(settings.password_file, settings.authenticate, settings.threads),
+            auth=self.auth,
             metadata=MetadataStore(opener=self.storage.open),
             on_stale=self.feed.recheck,
             on_published=self.feed.remember,

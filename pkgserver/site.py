@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import posixpath
 import re
+import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from urllib.parse import quote, urlsplit
 
 import bottle
 
 from . import answers, render
 from .answers import header
-from .auth import Authenticator
-from .catalog import Catalog, DistFile, Project, RenderCache
+from .auth import Authenticator, Principal
+from .catalog import Catalog, DistFile, Project, RenderCache, Snapshot
 from .config import Settings
 from .distfile import is_valid_project_name, normalize
 from .errors import (
@@ -39,13 +40,30 @@ from .scan import MetadataStore
 from .storage import Uploaders
 from .upload import Uploads
 
-__all__ = ["Claimed", "Site"]
+if TYPE_CHECKING:  # (oidc needs the [oidc] extra: imported only where it is configured)
+    from .oidc import TrustedPublishing
+
+__all__ = ["Claimed", "Site", "file_cache_control"]
 
 _HOST = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
 # --redirect-downloads: seconds a presigned link works. Enough to begin a download (one that
 # has begun goes on past it) with some clock skew between server and store; short enough
 # that a link copied out of a log or a proxy is soon useless.
 PRESIGNED_FOR = 300
+_T = TypeVar("_T")
+PRINCIPAL = "pkgserver.principal"  # the request's Principal, in the WSGI environ
+
+
+def file_cache_control(settings: Settings) -> str:
+    """Cache-Control of a distribution file (and of its .metadata and .asc).
+
+    ``--cache-control AGE`` (pypiserver's) when given. Otherwise a file can never change under
+    its name (uploads are create-only, a copy with other bytes is refused), so it may be kept
+    for a year without asking; with ``--overwrite`` it can be replaced, so a client must ask
+    again (its sha256 ETag, answered 304 while the bytes are the same)."""
+    if settings.cache_control is not None:
+        return f"public, max-age={settings.cache_control}"
+    return answers.REVALIDATE if settings.overwrite else answers.FOREVER
 
 
 class Claimed(NamedTuple):
@@ -73,6 +91,8 @@ class Site:
     ) -> None:
         self.settings = settings
         self.catalog = catalog
+        self._views: dict[tuple[int, str, int], Snapshot] = {}
+        self._views_lock = threading.Lock()
         self.auth = auth
         self.metadata = metadata
         self.uploads = uploads
@@ -81,6 +101,8 @@ class Site:
         self.hosted = hosted
         self.upload_log = upload_log
         self.ready = ready
+        # Trusted publishing (/_/oidc/...), set by whoever configures it; None: 404 there.
+        self.trusted: TrustedPublishing | None = None
         self.fallback = settings.fallback
         absolute = settings.absolute_base_url
         # --server-base-url as an absolute URL: every absolute link and Location uses it.
@@ -89,19 +111,33 @@ class Site:
         self.presign: Callable[[str, int, str], str] | None = (
             getattr(uploads.storage, "url_for", None) if settings.redirect_downloads else None
         )
-        # --cache-control AGE (pypiserver's): on downloads, which never change under their name.
-        self.file_cache = (
-            f"public, max-age={settings.cache_control}"
-            if settings.cache_control is not None
-            else None
-        )
+        self.file_cache = file_cache_control(settings)
 
     # -- who may do what ---------------------------------------------------------------------------
-    def require(self, action: str) -> str | None:
+    def require(self, action: str, project: str | None = None) -> str | None:
         """The user the request authenticates as for ``action`` (None when it is open);
-        raises Unauthorized, Forbidden or Busy, each counted."""
+        raises Unauthorized, Forbidden or Busy, each counted. With ``project`` (normalized),
+        also the per-project right (tokens' scopes, the rights file) for list or download."""
+        who = self._counted(lambda: self.auth.identify(action, header("Authorization")))
+        if who is None:
+            return None
+        environ = bottle.request.environ
+        environ["REMOTE_USER"] = who.label  # for the access log
+        environ[PRINCIPAL] = who
+        if project is not None:
+            self.auth.authorize(who, action, project)
+        return who.label
+
+    def sign_in(self) -> str:
+        """The htpasswd user whose password the request brings (the token pages)."""
+        user = self._counted(lambda: self.auth.sign_in(header("Authorization")))
+        bottle.request.environ["REMOTE_USER"] = user
+        return user
+
+    def _counted(self, check: Callable[[], _T]) -> _T:
+        """``check()``, its refusals counted: missing, invalid or shed credentials."""
         try:
-            user = self.auth.check(action, header("Authorization"))
+            return check()
         except Unauthorized:
             self.observer.auth_failed("missing")
             raise
@@ -111,9 +147,48 @@ class Site:
         except Busy:
             self.observer.auth_failed("shed")
             raise
-        if user:
-            bottle.request.environ["REMOTE_USER"] = user  # for the access log
-        return user
+
+    def permit(self, action: str, project: str) -> None:
+        """Raise Forbidden unless this request's credentials cover ``action`` ("upload",
+        "remove", "download", "list") on the normalized ``project``: checked once the
+        project is known (an upload's, after its form is read)."""
+        self.auth.authorize(bottle.request.environ.get(PRINCIPAL), action, project)
+
+    def refuse_cross_site(self) -> None:
+        """Browsers resend Basic credentials: a page on another site must not upload or delete."""
+        if (header("Sec-Fetch-Site") or "").lower() == "cross-site":
+            raise Forbidden("cross-site requests may not change the index")
+        origin = header("Origin")
+        if origin:
+            origin_host = urlsplit(origin).netloc.lower()
+            allowed = {(header("Host") or "").lower()}
+            if self.base_override:
+                allowed.add(urlsplit(self.base_override).netloc.lower())
+            if origin == "null" or origin_host not in allowed:
+                raise Forbidden("cross-site requests may not change the index")
+
+    def listing(self) -> Snapshot:
+        """The catalog as this request may list it: whole, or only the projects its token's
+        scope and its user's rights cover (computed once per catalog change and credentials)."""
+        snap = self.catalog.snapshot
+        who: Principal | None = bottle.request.environ.get(PRINCIPAL)
+        if who is None or not self.auth.restricted(who, "list"):
+            return snap
+        key = (snap.generation, who.label, id(self.auth.rights.current))
+        with self._views_lock:
+            view = self._views.get(key)
+        if view is not None:
+            return view
+        refusal = self.auth.refusal
+        projects = {n: p for n, p in snap.projects.items() if refusal(who, "list", n) is None}
+        files = {k: f for k, f in snap.files.items() if f.project in projects}
+        by_name = {k: f for k, f in snap.by_filename.items() if f.project in projects}
+        view = Snapshot(projects, files, by_name, snap.generation)
+        with self._views_lock:
+            if len(self._views) >= 64:
+                self._views.clear()
+            self._views[key] = view
+        return view
 
     def may_list(self) -> bool:
         """Whether this request may see what is hosted: listing is open, or it brings valid
@@ -197,7 +272,7 @@ class Site:
             url = presign(f.path, PRESIGNED_FOR, bottle.request.method)
         except OSError as exc:
             raise Unavailable(f"cannot link to the file now ({exc.strerror or exc})") from None
-        return bottle.HTTPResponse(status=302, Location=url, **{"Cache-Control": "no-store"})
+        return bottle.HTTPResponse(status=302, Location=url, **{"Cache-Control": answers.NO_STORE})
 
     def release_metadata(self, project: Project, version: str) -> CoreMetadata | None:
         files = project.files_of(version)
@@ -205,6 +280,12 @@ class Site:
         return self.metadata.get(next((f for f in files if f.kind == "bdist_wheel"), files[-1]))
 
     # -- names -------------------------------------------------------------------------------------
+    def is_hosted(self, name: str) -> bool:
+        """Whether the normalized ``name`` is hosted here or was (claimed)."""
+        if self.catalog.snapshot.project(name) is not None:
+            return True
+        return self.hosted is not None and name in self.hosted
+
     def hosted_or_redirect(self, raw_name: str) -> Project | Claimed | bottle.HTTPResponse:
         """The hosted project, a claimed name, or a response (canonical redirect, fallback
         redirect); raises NotFound."""
@@ -223,8 +304,14 @@ class Site:
                 return self.redirect(f"/simple/{name}/")
             return Claimed(name)
         if self.fallback and is_valid_project_name(raw_name):
-            # Straight to the canonical name upstream: one hop fewer for the client.
+            # Straight to the canonical name upstream: one hop fewer for the client. Never
+            # stored: the name may be uploaded here in a minute, and a kept redirect would
+            # send installs upstream (dependency confusion). pip does not store a 303 anyway;
+            # uv keeps the upstream's page under this URL, by the upstream's headers (README
+            # "Caching").
             return bottle.HTTPResponse(
-                status=303, Location=self.fallback + quote(name) + "/", **{"Vary": "Accept"}
+                status=303,
+                Location=self.fallback + quote(name) + "/",
+                **{"Vary": "Accept", "Cache-Control": answers.NO_STORE},
             )
         raise NotFound(f"project {raw_name!r} is not hosted here")

@@ -134,8 +134,15 @@ class Uploads:
 
     # -- entry point --
     def handle(
-        self, stream: IO[bytes], length: int, content_type: str | None, user: str | None
+        self,
+        stream: IO[bytes],
+        length: int,
+        content_type: str | None,
+        user: str | None,
+        permit: Callable[[str, str], None] | None = None,
     ) -> Outcome:
+        """Answer one upload request. ``permit(action, project)`` ("upload" or "remove", the
+        normalized name) raises when the request's credentials do not cover that project."""
         if length < 0:
             raise LengthRequired("Content-Length required")
         if length > self.max_size + 64 * 1024 * 1024:
@@ -143,7 +150,7 @@ class Uploads:
         media = (content_type or "").split(";", 1)[0].strip().lower()
         if media == "application/x-www-form-urlencoded":
             # pypiserver's `curl -d ':action=remove_pkg&name=...&version=...' URL`.
-            return self._dispatch(self._urlencoded(stream, length), None, user)
+            return self._dispatch(self._urlencoded(stream, length), None, user, permit)
         try:
             boundary = parse_boundary(content_type)
         except FormError as exc:
@@ -168,7 +175,7 @@ class Uploads:
                 raise BadRequest(f"invalid upload form: {exc}") from None
             except OSError as exc:
                 raise _storage_error(exc) from None
-            return self._dispatch(form, temps.get("content"), user)
+            return self._dispatch(form, temps.get("content"), user, permit)
         finally:
             for temp in temps.values():
                 temp.discard()  # after a publish the temp name is gone already; else clean up
@@ -191,12 +198,21 @@ class Uploads:
         except FormError as exc:
             raise BadRequest(f"invalid form: {exc}") from None
 
-    def _dispatch(self, form: Form, content: TempFile | None, user: str | None) -> Outcome:
+    def _dispatch(
+        self,
+        form: Form,
+        content: TempFile | None,
+        user: str | None,
+        permit: Callable[[str, str], None] | None = None,
+    ) -> Outcome:
         action = form.get(":action")
         if action == "file_upload":
-            return self._file_upload(form, content, user)
+            return self._file_upload(form, content, user, permit)
         if action == "remove_pkg":
-            return self.remove(form.get("name"), form.get("version"))
+            name = form.get("name")
+            if name and permit is not None:
+                permit("remove", canonicalize_name(name))
+            return self.remove(name, form.get("version"))
         if action in ("submit", "verify"):
             return Outcome(200, "OK (registration is not needed here; nothing was changed)")
         if action == "doc_upload":
@@ -206,7 +222,13 @@ class Uploads:
         raise BadRequest(f"unsupported :action {action[:40]!r}")
 
     # -- file_upload --
-    def _file_upload(self, form: Form, content: TempFile | None, user: str | None) -> Outcome:
+    def _file_upload(
+        self,
+        form: Form,
+        content: TempFile | None,
+        user: str | None,
+        permit: Callable[[str, str], None] | None = None,
+    ) -> Outcome:
         if content is None:
             raise BadRequest("missing file: the form has no 'content' file part")
         filename = form.filenames.get("content", "")
@@ -215,6 +237,8 @@ class Uploads:
             info = parse_dist_filename(filename)
         except InvalidDistFilename:
             raise BadRequest(f"invalid distribution filename {filename!r}") from None
+        if permit is not None:
+            permit("upload", info.project)
         filetype = form.get("filetype")
         if filetype:
             allowed = _FILETYPE_EXTENSIONS.get(filetype)

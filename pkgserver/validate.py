@@ -118,6 +118,13 @@ def settings_from(ns: argparse.Namespace, *, created: list[str] | None = None) -
         )
     health = _health_endpoint(ns.health_endpoint)
     _check_limits(ns)
+    if ns.rights_file:
+        from .auth import load_rights
+
+        try:
+            load_rights(ns.rights_file)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot use the rights file {ns.rights_file!r}: {exc}") from None
     values = {option.field: getattr(ns, option.field) for option in OPTIONS if not option.ignored}
     values.update(
         roots=tuple(r if r.startswith("s3://") else os.path.abspath(r) for r in roots),

@@ -95,7 +95,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "/nonexistent/dir"], "does not exist"),
+        # Under /proc: nothing can create the parent, not even a root process elsewhere.
+        (["run", "/proc/nonexistent/dir"], "does not exist"),
         (["run", "-P", "/nonexistent/htpasswd", "."], "cannot read password file"),
         (["run", "-a", "download", "."], "needs a password file"),
         (["run", "-a", "upload", "."], "unknown action"),
