@@ -323,6 +323,7 @@ def project_page(
     hash_algo: str | None,
     accept_encoding: str | None,
     if_none_match: str | None,
+    base_url: str = ...,
 ) -> Answer: ...
 
 
@@ -333,6 +334,8 @@ def project_page(
     hash_algo: str | None,
     accept_encoding: str | None,
     if_none_match: str | None,
+    base_url: str = ...,
+    *,
     max_size: int,
 ) -> Answer | None: ...
 
@@ -343,16 +346,20 @@ def project_page(
     hash_algo: str | None,
     accept_encoding: str | None,
     if_none_match: str | None,
+    base_url: str = "/",
+    *,
     max_size: int | None = None,
 ) -> Answer | None:
     """/simple/<project>/ in ``media``, from the project's cached renderings; None when the
-    page is larger than ``max_size``."""
-    page = render.render_project(project, media, hash_algo)
+    page is larger than ``max_size``. ``base_url``: the app's absolute URL, which the
+    provenance URLs (PEP 740) start with."""
+    page = render.render_project(project, media, hash_algo, base_url)
     if max_size is not None and len(page.body) > max_size:
         return None
-    return page_answer(
-        page, project.cache, ("project", media, hash_algo), accept_encoding, if_none_match
-    )
+    key = render.project_key(project, media, hash_algo, base_url)
+    # (a page for one base URL too many was not cached, nor is its gzip variant then)
+    cache = project.cache if key in project.cache else None
+    return page_answer(page, cache, key, accept_encoding, if_none_match)
 
 
 def as_response(answer: Answer) -> bottle.HTTPResponse:
@@ -484,6 +491,27 @@ def send_signature(data: bytes | None, cache_control: str | None) -> bottle.HTTP
     return _small_body(
         data, "application/pgp-signature", f'"{hashlib.sha256(data).hexdigest()}"', cache_control
     )
+
+
+PROVENANCE_TYPE = "application/vnd.pypi.integrity.v1+json"
+
+
+def send_provenance(f: DistFile, data: bytes | None) -> bottle.HTTPResponse:
+    """A file's PEP 740 provenance object, as Storage.provenance read it, if it is still the
+    one the index listed with the file."""
+    if data is None or hashlib.sha256(data).hexdigest() != f.provenance_sha256:
+        raise NotFound("no provenance for this file (it changed; the index is catching up)")
+    etag = f'"{f.provenance_sha256}"'
+    headers = {
+        "Content-Type": PROVENANCE_TYPE,
+        "ETag": etag,
+        # Revalidated as the pages that link it: an --overwrite changes or removes it.
+        "Cache-Control": "max-age=0, must-revalidate",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag_matches(header("If-None-Match"), etag):
+        return bottle.HTTPResponse(status=304, **headers)
+    return bottle.HTTPResponse(data, **headers)
 
 
 def send_metadata(

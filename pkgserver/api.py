@@ -17,7 +17,13 @@ import bottle
 from . import answers, render, xmlrpc
 from .answers import Answer, guarded, header
 from .catalog import Snapshot
-from .distfile import InvalidDistFilename, is_valid_project_name, normalize, parse_dist_filename
+from .distfile import (
+    InvalidDistFilename,
+    is_valid_project_name,
+    normalize,
+    parse_dist_filename,
+    version_key,
+)
 from .errors import BadRequest, HTTPProblem, NotFound, Unavailable
 from .site import Claimed, Site
 from .storage import DirectoryStorage, StoreUnavailable
@@ -54,6 +60,10 @@ class InstallerAPI:
         get("/simple/<name>/", callback=guarded(self.simple_project))
         get("/packages/<path:path>", callback=guarded(self.package_file))
         get("/pypi/<name>/json", callback=guarded(self.json_api))
+        get(
+            "/integrity/<name>/<version>/<filename>/provenance",
+            callback=guarded(self.provenance),
+        )
         get("/pypi/<name>/<version>/json", callback=guarded(self.json_api))
         for path in ("/RPC2", "/pypi"):
             post(path, callback=guarded(self.xmlrpc_search))
@@ -135,7 +145,12 @@ class InstallerAPI:
             status = site.catalog.status_of(found.name)
             return site.send_rendered(render.render_claimed(found.name, media, status))
         page = answers.project_page(
-            found, media, self.hash_algo, header("Accept-Encoding"), header("If-None-Match")
+            found,
+            media,
+            self.hash_algo,
+            header("Accept-Encoding"),
+            header("If-None-Match"),
+            site.base_url(),
         )
         return answers.as_response(page)
 
@@ -160,6 +175,24 @@ class InstallerAPI:
                     raise Unavailable(f"{exc.strerror}, try again later") from None
                 return answers.send_signature(signature, site.file_cache)
         raise NotFound("no such file")
+
+    def provenance(self, name: str, version: str, filename: str) -> Any:
+        """PEP 740's provenance object of a file whose attestations verified at upload (the
+        Integrity API's route, as PyPI's); 404 for any other."""
+        site = self.site
+        if site.require("download") is not None:
+            site.permit("download", normalize(name))
+        project = site.catalog.snapshot.project(normalize(name))
+        f = next((f for f in project.files if f.filename == filename), None) if project else None
+        if f is None or version_key(f.version) != version_key(version):
+            raise NotFound("no such file")
+        if not f.provenance_sha256:
+            raise NotFound("no provenance for this file: it was uploaded without attestations")
+        try:
+            data = site.uploads.storage.provenance(f.path)
+        except StoreUnavailable as exc:
+            raise Unavailable(f"{exc.strerror}, try again later") from None
+        return answers.send_provenance(f, data)
 
     @staticmethod
     def project_of(snap: Snapshot, path: str) -> str:
@@ -187,7 +220,8 @@ class InstallerAPI:
         project = site.catalog.snapshot.project(normalize(name))
         if project is None:
             raise NotFound("not hosted here")
-        return site.send_rendered(render.render_project(project, render.HTML, self.hash_algo))
+        page = render.render_project(project, render.HTML, self.hash_algo, site.base_url())
+        return site.send_rendered(page)
 
     def file_list(self) -> Any:
         # pypiserver's listing of every file: `pip install --find-links URL/packages/` reads it.
@@ -347,8 +381,8 @@ class InstallerAPI:
 
     def _fast_page(self, environ: dict[str, Any], name: str) -> Answer | None:
         project = self.catalog.snapshot.projects.get(name)
-        if project is None or not name:
-            return None
+        if project is None or not name or render.has_provenance(project):
+            return None  # (provenance URLs are absolute: the route knows the base URL)
         media = render.negotiate(environ.get("HTTP_ACCEPT"))
         if media is None:
             return None

@@ -26,7 +26,7 @@ __all__ = ["Cached", "DescriptionCache", "check_location", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 2
+SCHEMA = 3  # 3: provenance_sha256
 
 
 class Cached(NamedTuple):
@@ -39,6 +39,7 @@ class Cached(NamedTuple):
     metadata_sha256: str | None
     summary: str | None
     display_name: str | None
+    provenance_sha256: str | None
 
 
 def default_cache_dir() -> str:
@@ -129,7 +130,7 @@ class DescriptionCache:
                 "CREATE TABLE IF NOT EXISTS files (root INTEGER, relpath TEXT, size INTEGER,"
                 " mtime_ns INTEGER, ino INTEGER, project TEXT, version TEXT, kind TEXT,"
                 " sha256 TEXT, extra TEXT, requires_python TEXT,"
-                " metadata_sha256 TEXT, summary TEXT, display_name TEXT,"
+                " metadata_sha256 TEXT, summary TEXT, display_name TEXT, provenance TEXT,"
                 " PRIMARY KEY (root, relpath))"
             )
         except sqlite3.Error:
@@ -181,6 +182,7 @@ class DescriptionCache:
                 f.metadata_sha256,
                 f.summary,
                 f.display_name,
+                f.provenance_sha256,
             )
             for root, f in files
         ]
@@ -191,7 +193,7 @@ class DescriptionCache:
             with self._lock:
                 self._db.execute("BEGIN")
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
                 )
                 self._db.executemany("DELETE FROM files WHERE root = ? AND relpath = ?", gone)
                 self._db.execute("COMMIT")

@@ -168,6 +168,8 @@ class DistFile(NamedTuple):
     # epoch; see records.UploadTimes). 0: not recorded (an object store, --upload-time mtime,
     # an upload until its next start): the mtime stands in (see upload_time_ns).
     upload_ns: int = 0
+    # sha256 of its verified PEP 740 provenance (FILE.provenance.json), if it has one
+    provenance_sha256: str | None = None
 
     # Derived rather than stored: at 100,000 files every field costs megabytes.
     @property

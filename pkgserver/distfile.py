@@ -38,8 +38,10 @@ __all__ = [
 # Longest first, so that ".tar.gz" wins over a hypothetical ".gz".
 DIST_EXTENSIONS = (".tar.bz2", ".tar.gz", ".tgz", ".whl", ".zip", ".egg")
 
-# Files kept beside a distribution, named after it: a GPG signature, PEP 740 attestations.
-SIDECARS = (".asc", ".attestations.json")
+# Files kept beside a distribution, named after it: a GPG signature, PEP 740 attestations
+# as sent (a project without a trusted publisher: unverified, never served), and the
+# provenance object of attestations that verified (served, see pkgserver.attest).
+SIDECARS = (".asc", ".attestations.json", ".provenance.json")
 
 # Kinds, as the upload API's ``filetype`` and warehouse's ``packagetype`` name them.
 KIND_WHEEL = "bdist_wheel"

@@ -890,8 +890,9 @@ class Indexer:
                         time_line(f.relpath, f.sha256, when)
                     )
                     counts[root_index] = counts.get(root_index, 0) + 1
-                # As f._replace(upload_ns=when) does, at a fifth of the cost (100,000 at start).
-                files[i] = tuple.__new__(DistFile, (*f[:-1], when))
+                # As f._replace(upload_ns=when) does (the last field but provenance_sha256), at a
+                # fifth of the cost (100,000 at start).
+                files[i] = tuple.__new__(DistFile, (*f[:-2], when, f[-1]))
             for root_index, data in new.items():
                 self.upload_times[root_index].add(data, counts[root_index])
 

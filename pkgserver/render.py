@@ -26,6 +26,7 @@ __all__ = [
     "etag_of",
     "file_url",
     "negotiate",
+    "provenance_url",
     "render_file_list",
     "render_index",
     "render_project",
@@ -157,6 +158,19 @@ def file_url(f: DistFile, prefix: str = "../../packages/") -> str:
     return prefix + quote(f.relpath, safe="/")
 
 
+def provenance_url(f: DistFile, base_url: str) -> str:
+    """Where the file's PEP 740 provenance is served (the Integrity API's path, as PyPI's):
+    absolute, as PEP 740 wants it; ``base_url`` ends in a slash."""
+    parts = (f.project, f.version, f.filename)
+    return base_url + "integrity/" + "/".join(quote(p, safe="") for p in parts) + "/provenance"
+
+
+def has_provenance(project: Project) -> bool:
+    """Whether a file of the project has provenance: its pages then hold absolute URLs, so
+    they depend on the base URL they are served under."""
+    return any(f.provenance_sha256 for f in project.files)
+
+
 def upload_time(f: DistFile) -> str:
     """PEP 700's ``upload-time``: ISO 8601 in UTC with microseconds and a ``Z``."""
     seconds, ns = divmod(f.upload_time_ns, 1_000_000_000)
@@ -253,21 +267,38 @@ def render_file_list(snapshot: Snapshot, hash_algo: str | None = "sha256") -> Re
 
 
 # -- /simple/<project>/ -------------------------------------------------------------------------
-def render_project(project: Project, media_type: str, hash_algo: str | None = "sha256") -> Rendered:
-    key = ("project", media_type, hash_algo)
+MAX_BASES = 8  # renderings kept per project and format for distinct base URLs (Host headers)
+
+
+def project_key(project: Project, media_type: str, hash_algo: str | None, base_url: str) -> Any:
+    """The key of a project page in its cache: with the base URL only when the page holds
+    one (a file with provenance), so that most pages are one rendering whatever the Host."""
+    if has_provenance(project):
+        return ("project", media_type, hash_algo, base_url)
+    return ("project", media_type, hash_algo)
+
+
+def render_project(
+    project: Project, media_type: str, hash_algo: str | None = "sha256", base_url: str = "/"
+) -> Rendered:
+    """The project page. ``base_url`` (absolute, ending in a slash) is what the provenance URLs
+    of files that have one start with."""
+    key = project_key(project, media_type, hash_algo, base_url)
     cached = project.cache.get(key)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     if media_type == JSON_V1:
-        body = _project_json(project, hash_algo)
+        body = _project_json(project, hash_algo, base_url)
     else:
-        body = _project_html(project, hash_algo)
+        body = _project_html(project, hash_algo, base_url)
     rendered = Rendered(body, media_type, etag_of(body))
-    project.cache[key] = rendered
+    # The base URL comes from the Host header: a page per base, but only a few of them.
+    if len(key) == 3 or len(project.cache) < MAX_BASES * 4:
+        project.cache[key] = rendered
     return rendered
 
 
-def _project_html(project: Project, hash_algo: str | None) -> bytes:
+def _project_html(project: Project, hash_algo: str | None, base_url: str) -> bytes:
     title = f"Links for {project.display_name}"
     out = [_head(esc(title), project.status), f"    <h1>{esc(title)}</h1>\n"]
     for f in project.offered:  # none while quarantined
@@ -282,12 +313,14 @@ def _project_html(project: Project, hash_algo: str | None) -> bytes:
         reason = project.yank_of(f.version)
         if reason is not None:
             attrs.append(f'data-yanked="{esc(reason)}"')  # PEP 592: "" when no reason is given
+        if f.provenance_sha256:
+            attrs.append(f'data-provenance="{esc(provenance_url(f, base_url))}"')  # PEP 740
         out.append(f"    <a {' '.join(attrs)}>{esc(f.filename)}</a><br>\n")
     out.append(_TAIL)
     return "".join(out).encode()
 
 
-def _project_json(project: Project, hash_algo: str | None) -> bytes:
+def _project_json(project: Project, hash_algo: str | None, base_url: str) -> bytes:
     files = []
     for f in project.offered:  # none while quarantined
         hashes = {"sha256": f.sha256}
@@ -305,6 +338,8 @@ def _project_json(project: Project, hash_algo: str | None) -> bytes:
             entry["requires-python"] = f.requires_python
         # PEP 714: "core-metadata" only; never "dist-info-metadata" in JSON.
         entry["core-metadata"] = {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
+        # PEP 740: the provenance's URL, or null for a file without verified attestations.
+        entry["provenance"] = provenance_url(f, base_url) if f.provenance_sha256 else None
         files.append(entry)
     doc: dict[str, Any] = {"meta": {"api-version": API_VERSION}, "name": project.name}
     if project.status is not None:

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
+from .attest import PROVENANCE, PROVENANCE_LIMIT
 from .catalog import DistFile, FileStat
 from .distfile import SIDECARS, version_key
 from .errors import UsageError
@@ -276,11 +277,17 @@ class S3Storage:
         return io.BufferedReader(raw, CHUNK), st
 
     def signature(self, location: str) -> bytes | None:
+        return self._sidecar(location + ".asc", SIGNATURE_LIMIT)
+
+    def provenance(self, location: str) -> bytes | None:
+        return self._sidecar(location + PROVENANCE, PROVENANCE_LIMIT)
+
+    def _sidecar(self, location: str, limit: int) -> bytes | None:
         try:
-            got = self.client.get_object(Bucket=self.bucket, Key=self.key(location) + ".asc")
-            if int(got.get("ContentLength", 0)) > SIGNATURE_LIMIT:
+            got = self.client.get_object(Bucket=self.bucket, Key=self.key(location))
+            if int(got.get("ContentLength", 0)) > limit:
                 return None
-            return bytes(got["Body"].read(SIGNATURE_LIMIT))
+            return bytes(got["Body"].read(limit))
         except Exception as exc:
             if _status(exc) in (403, 404):
                 return None
@@ -742,6 +749,10 @@ def describe_object(storage: S3Storage, relpath: str, extra_algos: Sequence[str]
         local = os.path.join(tmp, name)  # named as the object: describe reads the name
         with open(local, "wb") as out:
             st = storage.fetch(f"{storage.url}/{relpath}", out)
+        provenance = storage.provenance(f"{storage.url}/{relpath}")
+        if provenance is not None:  # beside it, where describe looks for it
+            with open(local + PROVENANCE, "wb") as out:
+                out.write(provenance)
         found = describe(tmp, name, os.stat(local), extra_algos)
     return entry_from_fields(storage.url, relpath, st, fields_of(found))
 

@@ -133,7 +133,8 @@ def entry_of(
     """A catalog entry from stored fields (a description's or a snapshot row's), with the
     extra hashes this replica links; None when the fields are not of the right shape or lack
     one of those hashes (the object is then read again)."""
-    if not isinstance(fields, list) or len(fields) != 9:
+    # 9 fields: stored before provenance was listed (pkgserver.attest); 10 since
+    if not isinstance(fields, list) or len(fields) not in (9, 10):
         return None
     try:
         known = dict(tuple(pair) for pair in fields[4])

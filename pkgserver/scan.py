@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
+from .attest import PROVENANCE, PROVENANCE_LIMIT, provenance_covers
 from .catalog import DistFile, FileStat
 from .distfile import (
     DIST_EXTENSIONS,
@@ -185,7 +186,24 @@ def describe(
         metadata_sha256=metadata_sha256,
         summary=summary,
         display_name=display_name,
+        provenance_sha256=provenance_of(path, known.get("sha256") or sha.hexdigest()),
     )
+
+
+def provenance_of(path: str, sha256: str) -> str | None:
+    """The sha256 of the provenance kept beside the file at ``path`` (``FILE.provenance.json``,
+    written by an upload whose attestations verified), if it is a plain file whose attestations
+    all name these bytes; else None: a stale one, left beside a file replaced by other means,
+    is never listed."""
+    try:
+        fd = open_regular(path + PROVENANCE)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(PROVENANCE_LIMIT + 1)
+    if len(data) > PROVENANCE_LIMIT or not provenance_covers(data, sha256):
+        return None
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_core_metadata(
@@ -302,6 +320,7 @@ def fields_of(f: DistFile) -> tuple[Any, ...]:
         f.metadata_sha256,
         f.summary,
         f.display_name,
+        f.provenance_sha256,
     )
 
 
@@ -464,7 +483,9 @@ def entry_from_fields(
     Strings that repeat (project, version, kind, Requires-Python, summary, display name) are
     interned: they arrive as fresh copies, and at 100,000 files the copies cost megabytes.
     """
-    project, version, kind, sha256, extra, requires_python, meta_sha, summary, shown = cached
+    project, version, kind, sha256, extra, requires_python, meta_sha, summary, shown = cached[:9]
+    # (descriptions stored before provenance was listed have nine fields)
+    provenance = cached[9] if len(cached) > 9 else None
     intern = sys.intern
     return DistFile(
         filename=relpath if "/" not in relpath else relpath.rsplit("/", 1)[-1],
@@ -483,6 +504,7 @@ def entry_from_fields(
         summary=intern(summary) if summary else None,
         display_name=intern(shown) if shown else None,
         upload_ns=upload_ns,
+        provenance_sha256=provenance,
     )
 
 

@@ -30,6 +30,7 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from typing import BinaryIO, NamedTuple, Protocol
 
+from .attest import PROVENANCE, PROVENANCE_LIMIT
 from .catalog import DistFile, FileStat
 from .fsutil import confined, open_regular
 from .manage import files_of, remove_distribution
@@ -159,6 +160,12 @@ class Storage(Protocol):
     def signature(self, location: str) -> bytes | None:
         """The detached signature stored beside the file (``FILE.asc``, twine --sign), up to
         ``SIGNATURE_LIMIT`` bytes; None when there is none (or it is not a plain file)."""
+        ...
+
+    def provenance(self, location: str) -> bytes | None:
+        """The PEP 740 provenance object stored beside the file (``FILE.provenance.json``,
+        written by an upload whose attestations verified), up to ``PROVENANCE_LIMIT`` bytes;
+        None when there is none."""
         ...
 
 
@@ -345,9 +352,14 @@ class DirectoryStorage:
         return open_stored(location)
 
     def signature(self, location: str) -> bytes | None:
+        return self._sidecar(location + ".asc", SIGNATURE_LIMIT)
+
+    def provenance(self, location: str) -> bytes | None:
+        return self._sidecar(location + PROVENANCE, PROVENANCE_LIMIT)
+
+    def _sidecar(self, path: str, limit: int) -> bytes | None:
         # Only a regular file inside the package directories: never a link out, a FIFO or a
         # device.
-        path = location + ".asc"
         if not confined(path, [os.path.realpath(r) for r in self.roots]):
             return None
         try:
@@ -355,6 +367,6 @@ class DirectoryStorage:
         except OSError:
             return None
         with os.fdopen(fd, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size > SIGNATURE_LIMIT:
+            if os.fstat(fh.fileno()).st_size > limit:
                 return None
-            return fh.read(SIGNATURE_LIMIT)
+            return fh.read(limit)

@@ -21,6 +21,7 @@ from typing import IO, Any, NamedTuple
 
 from packaging.utils import canonicalize_name
 
+from .attest import AttestationRefused, parse_field, verify
 from .catalog import Catalog, DistFile
 from .distfile import (
     DIST_EXTENSIONS,
@@ -56,6 +57,7 @@ from .multipart import (
 )
 from .publish import FileOps, TempFile, TooLargeError
 from .records import RecordDir
+from .rights import Publisher
 from .scan import read_core_metadata
 from .storage import DirectoryStorage, Records, Storage, StoreFull, StoreUnavailable, Uploaders
 
@@ -107,8 +109,15 @@ class Uploads:
         on_published: Callable[[DistFile], None] | None = None,
         upload_log: Uploaders | None = None,
         records: Sequence[Records] | None = None,
+        publishers: Callable[[str], Sequence[Publisher]] | None = None,
+        require_attestations: bool = False,
     ) -> None:
         self.on_published = on_published
+        # PEP 740: the trusted publishers of a (normalized) project, whose attestations an
+        # upload of it must carry when it brings any (and must bring, with
+        # require_attestations); none by default.
+        self.publishers = publishers or _no_publishers
+        self.require_attestations = require_attestations
         self.upload_log = upload_log  # who uploaded what, for the web pages
         self.roots = list(roots)
         # Where the yanks are (a removal forgets them): each root's, unless given (a bucket's).
@@ -275,10 +284,37 @@ class Uploads:
             signature = form.get("gpg_signature").encode()
         if signature is not None and len(signature) > 64 * 1024:
             raise BadRequest("gpg_signature is too large")
-        attestations = form.get("attestations")
-        return self._publish(
-            content, filename, info.project, digests, meta, signature, attestations, user
-        )
+        sidecars = {
+            ".asc": signature,
+            **self._attestations(form.get("attestations"), filename, info.project, digests),
+        }
+        return self._publish(content, filename, info.project, digests, meta, sidecars, user)
+
+    def _attestations(
+        self, field: str, filename: str, project: str, digests: dict[str, str]
+    ) -> dict[str, bytes | None]:
+        """The attestation sidecars of an upload (PEP 740). A project with trusted publishers:
+        attestations sent must verify against one of them and the file, and become its
+        provenance (``FILE.provenance.json``, served); none sent is accepted unless
+        ``require_attestations``. A project without: attestations are kept as they were sent
+        (``FILE.attestations.json``), unverified and never served. Raises BadRequest."""
+        publishers = list(self.publishers(project))
+        sent = field.strip()
+        if not sent:
+            if publishers and self.require_attestations:
+                raise BadRequest(
+                    f"{project} has a trusted publisher: its uploads must carry PEP 740 "
+                    "attestations (twine upload --attestations)"
+                )
+            return {".attestations.json": None, ".provenance.json": None}
+        try:
+            attestations = parse_field(sent)
+            if not publishers:
+                return {".attestations.json": sent.encode(), ".provenance.json": None}
+            provenance = verify(attestations, filename, digests["sha256"], publishers)
+        except AttestationRefused as exc:
+            raise BadRequest(f"attestations refused: {exc}; nothing was stored") from None
+        return {".attestations.json": None, ".provenance.json": provenance}
 
     def _check_archive(
         self, path: str, filename: str, kind: str, project: str, version: str
@@ -346,14 +382,10 @@ class Uploads:
         project: str,
         digests: dict[str, str],
         meta: CoreMetadata,
-        signature: bytes | None,
-        attestations: str,
+        sidecars: dict[str, bytes | None],
         user: str | None,
     ) -> Outcome:
-        sidecars = {
-            ".asc": signature,
-            ".attestations.json": attestations.encode() if attestations.strip() else None,
-        }
+        provenance = sidecars.get(".provenance.json")
         with self._publish_lock:
             self._refuse_closed(project)  # (again: it may have changed while the file came)
             final, existing, superseded = self._destination(filename, project, digests)
@@ -370,7 +402,7 @@ class Uploads:
                         gone.append(superseded.relpath)
                     except OSError as exc:
                         log.warning("could not remove %r, superseded: %s", superseded.relpath, exc)
-                self._tell_catalog(final, digests, meta, user, gone)
+                self._tell_catalog(final, digests, meta, user, gone, provenance)
         if not published:
             return self._lost_race(final, filename, content.size, digests["sha256"])
         log.info("%s uploaded %r", user or "anonymous", filename)
@@ -472,8 +504,9 @@ class Uploads:
         meta: CoreMetadata,
         user: str | None,
         gone: list[str],
+        provenance: bytes | None = None,
     ) -> None:
-        """List the new file at once, complete with hashes and metadata."""
+        """List the new file at once, complete with hashes, metadata and provenance."""
         relpath = self.storage.relpath(path)
         if self.upload_log is not None:
             self.upload_log.record(relpath, digests["sha256"], user)
@@ -483,6 +516,8 @@ class Uploads:
             log.warning("published %s but could not list it yet: %s", relpath, exc)
             self.catalog.apply([], gone)
             return
+        if provenance is not None:
+            described = described._replace(provenance_sha256=hashlib.sha256(provenance).hexdigest())
         self.catalog.apply([described], gone)
         if self.on_published is not None:
             self.on_published(described)  # the persistent cache, so a restart need not read it
@@ -527,6 +562,10 @@ class Uploads:
             forget_yanks_of_removed(self.records, project, [f.version for f in found], left)
         log.info("removed %s %s (%d files)", project, version, len(removed))
         return Outcome(200, f"OK: removed {len(removed)} files of {name} {version}")
+
+
+def _no_publishers(_project: str) -> Sequence[Publisher]:
+    return ()
 
 
 def _file_digest(path: str, new: Callable[[], Any]) -> str:

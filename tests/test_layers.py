@@ -28,7 +28,7 @@ for _layer, _names in enumerate(
         "__init__ distfile archives metadata catalog render multipart xmlrpc config errors web"
         " rights",
         "fsutil records cache inotify scan hasher indexer publish storage s3 s3feed upload auth"
-        " tokens observe manage hosted update oidc",
+        " tokens observe manage hosted update oidc attest",
         "answers site api pages app server",
         "cli arguments options validate service __main__",
     )

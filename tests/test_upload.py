@@ -811,7 +811,7 @@ def test_a_refused_upload_never_touches_another_files_signature(
         (":action", "file_upload"),
         ("name", "demo"),
         ("version", "6.0"),
-        ("attestations", "[]"),
+        ("attestations", '[{"version": 1}]'),
     ]
     body = multipart(
         fields,
