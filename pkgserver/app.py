@@ -285,7 +285,9 @@ def create_app(
     request to the routes (the tests compare both)."""
     if observer is None:
         observer = Observer(catalog, health=settings.health_endpoint)
+    auth = auth or default_auth(settings, records, observer)
     if uploads is None:
+        rights = auth.rights
         uploads = Uploads(
             settings.roots,
             catalog,
@@ -297,11 +299,13 @@ def create_app(
             upload_log=upload_log,
             storage=storage,
             records=records,
+            # PEP 740: attestations are verified against the rights file's publishers.
+            publishers=lambda project: rights.current.publishers_for(project),
         )
     site = Site(
         settings,
         catalog,
-        auth=auth or default_auth(settings, records, observer),
+        auth=auth,
         metadata=metadata or MetadataStore(opener=uploads.storage.open),
         uploads=uploads,
         observer=observer,

@@ -36,7 +36,7 @@ __all__ = [
 HTML = "text/html"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
-API_VERSION = "1.1"  # PEP 700: size, upload-time, versions
+API_VERSION = "1.4"  # PEP 700 (1.1), PEP 740 provenance (1.3), PEP 792 project status (1.4)
 
 # Media types we answer; "latest" aliases are answered with the real v1 type (PEP 691).
 _ALIASES = {
@@ -191,7 +191,7 @@ def _hash_fragment(f: DistFile, hash_algo: str | None) -> str:
 
 _HEAD = (
     "<!DOCTYPE html>\n<html>\n  <head>\n"
-    '    <meta name="pypi:repository-version" content="1.1">\n{meta}'
+    f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n{{meta}}'
     "    <title>{title}</title>\n  </head>\n  <body>\n"
 )
 

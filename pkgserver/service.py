@@ -12,7 +12,7 @@ Who tells whom (each a plain callback, set here and nowhere else):
                                                     reach the catalog
     s3feed    on_tick         -> bucket_listed      (a bucket) yanks, statuses, hosted names,
                                                     uploaders re-read after each listing
-              on_records      -> records_changed    another replica changed a record
+              on_records      -> records_changed    another replica changed a record (tokens too)
               on_files        -> upload_log.refresh another replica published or removed files
     indexer   on_scan/on_hash -> observer           scan and hash durations (metrics)
     app       on_stale        -> indexer.recheck    a download found its file changed
@@ -195,6 +195,8 @@ class Service:
 
         if isinstance(self.upload_log, S3UploadLog):
             self.upload_log.refresh()
+        if self.auth is not None and self.auth.tokens is not None:
+            self.auth.tokens.reload()  # a journal notice missed while away
 
     def records_changed(self, names: set[str]) -> None:
         """Another replica rewrote these records (told through the bucket's journal)."""

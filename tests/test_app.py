@@ -31,14 +31,14 @@ def test_simple_index_lists_each_project_once(testapp: TestApp) -> None:
     assert res.text.count('href="demo-pkg/"') == 1
     assert 'href="foo-2fa/"' in res.text
     assert 'href="helper/"' in res.text
-    assert '<meta name="pypi:repository-version" content="1.1">' in res.text
+    assert '<meta name="pypi:repository-version" content="1.4">' in res.text
 
 
 def test_simple_index_json(testapp: TestApp) -> None:
     res = testapp.get("/simple/", headers={"Accept": PIP_ACCEPT})
     assert res.headers["Content-Type"] == JSON_V1
     doc = res.json
-    assert doc["meta"]["api-version"] == "1.1"
+    assert doc["meta"]["api-version"] == "1.4"
     assert sorted(p["name"].lower().replace("_", "-") for p in doc["projects"]) == [
         "demo-pkg",
         "foo-2fa",

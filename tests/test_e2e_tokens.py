@@ -10,6 +10,7 @@ sharing the directory within a second; pip and uv install with a download-only t
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -275,3 +276,70 @@ def test_pip_and_uv_install_with_a_download_token(
         assert (tmp_path / "uv-target" / "scoped_lib").is_dir()
         res = run([*uv, "--target", tmp_path / "uv2", "private-lib"], env, ok=None)
         assert res.returncode != 0, output(res)
+
+
+# -- trusted publishing: uv in a (simulated) GitHub Actions run, against a process -----------------
+def _uv_trusted_publish(
+    srv: Server, issuer: object, relay_port: int, ca: Path, env: dict[str, str], dist: Path
+) -> subprocess.CompletedProcess[str]:
+    from oidc_issuer import REQUEST_TOKEN
+
+    env = {
+        **env,
+        "SSL_CERT_FILE": str(ca),
+        "GITHUB_ACTIONS": "true",
+        "ACTIONS_ID_TOKEN_REQUEST_URL": issuer.request_url,  # type: ignore[attr-defined]
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": REQUEST_TOKEN,
+    }
+    publish = [uv_bin(), "publish", "--trusted-publishing", "always"]
+    publish += ["--publish-url", f"https://127.0.0.1:{relay_port}/legacy/"]
+    return run([*publish, *sorted(dist.iterdir())], env, ok=None)
+
+
+@pytest.mark.parametrize("repository", ["acme/acme-lib", "mallory/acme-lib"])
+def test_uv_publishes_with_trusted_publishing(
+    tmp_path: Path, env: dict[str, str], repository: str
+) -> None:
+    """uv asks /_/oidc/audience, gets an ID token from the (local) CI issuer, exchanges it at
+    /_/oidc/mint-token for a 15-minute token scoped to the publisher's projects, uploads with
+    it as __token__, and hands it back. A run of another repository is refused and changes
+    nothing."""
+    from oidc_issuer import local_issuer
+    from test_oidc import certificates, relay_tls
+
+    pkgdir = tmp_path / "packages"
+    pkgdir.mkdir()
+    htpasswd = make_htpasswd(tmp_path / "htpasswd")
+    with local_issuer() as issuer:
+        rights = tmp_path / "rights.toml"
+        rights.write_text(
+            f'[issuers.ci]\nkind = "github"\nurl = "{issuer.url}"\n\n'
+            f'[[publisher]]\nissuer = "ci"\nrepository = "{repository}"\n'
+            'workflow = "release.yml"\nenvironment = "pypi"\nprojects = ["acme-lib"]\n'
+        )
+        ca, cert, key = certificates(tmp_path)
+        args = ("-P", htpasswd, "--rights", rights, "--disable-fallback", pkgdir)
+        with running_server(*args) as srv:
+            relay_port, stop = relay_tls(srv.port, cert, key)
+            try:
+                dist = tmp_path / "dist"
+                make_wheel(dist, "acme-lib", "1.0")
+                res = _uv_trusted_publish(srv, issuer, relay_port, ca, env, dist)
+                log = srv.output
+            finally:
+                stop()
+    record = pkgdir / ".pkgserver" / "tokens.json"
+    tokens = json.loads(record.read_text())["tokens"] if record.exists() else []
+    if repository == "acme/acme-lib":
+        assert res.returncode == 0, output(res) + log
+        assert "acme_lib-1.0-py3-none-any.whl" in stored(pkgdir)
+        assert "trusted publishing: minted token" in log, log
+        # The upload went in as the minted token, whose owner names the publisher.
+        assert "trusted-publisher:github:acme/acme-lib (token " in log, log
+        # uv hands the token back after its upload: revoked at once.
+        if "burn-token" in log:
+            assert tokens == [], tokens
+    else:
+        assert res.returncode != 0, output(res)
+        assert "invalid-publisher" in output(res), output(res)
+        assert stored(pkgdir) == {} and tokens == []

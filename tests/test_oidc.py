@@ -590,12 +590,21 @@ def app_with(trusted: TrustedPublishing | None, tmp_path: Path, **kw: Any) -> Te
     return TestApp(create_app(settings, Catalog(), trusted=trusted, **kw))
 
 
-def test_routes_answer_404_when_not_configured(tmp_path: Path) -> None:
+def test_routes_answer_404_when_not_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without PyJWT (the [oidc] extra) there is no trusted publishing; with it, it is on and
+    # the rights file's publishers decide (none: every exchange is refused).
+    import pkgserver.oidc
+
+    monkeypatch.setattr(pkgserver.oidc, "HAVE_JWT", False)
     app = app_with(None, tmp_path)
     res = app.get("/_/oidc/audience", status=404)
     assert res.text == "trusted publishing is not configured\n"
     res = app.post("/_/oidc/mint-token", body(""), status=404)
     assert "trusted publishing is not configured" in res.text
+    monkeypatch.setattr(pkgserver.oidc, "HAVE_JWT", True)
+    assert app_with(None, tmp_path).get("/_/oidc/audience").json == {"audience": "pkgserver"}
 
 
 def test_routes_exchange_a_token_and_count(issuer: LocalIssuer, tmp_path: Path) -> None:
@@ -746,6 +755,18 @@ def serve_tls(app: Any, cert: Path, key: Path) -> tuple[int, Any]:
     server = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=2)
     backend = server.socket.getsockname()[1]
     threading.Thread(target=server.run, daemon=True).start()
+    port, close = relay_tls(backend, cert, key)
+
+    def stop() -> None:
+        close()
+        server.close()
+
+    return port, stop
+
+
+def relay_tls(backend: int, cert: Path, key: Path) -> tuple[int, Any]:
+    """A TLS-terminating relay on a loopback port to the plain-HTTP ``backend`` port (uv asks
+    for /_/oidc/ over https only): (the relay's port, stop)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     listener = socket.socket()
@@ -786,12 +807,7 @@ def serve_tls(app: Any, cert: Path, key: Path) -> tuple[int, Any]:
             threading.Thread(target=relay, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
-
-    def stop() -> None:
-        listener.close()
-        server.close()
-
-    return listener.getsockname()[1], stop
+    return listener.getsockname()[1], listener.close
 
 
 @pytest.mark.e2e

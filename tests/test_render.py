@@ -69,7 +69,7 @@ def test_project_html_has_pep_503_658_629_attributes(tmp_path: Path) -> None:
     assert project is not None
     f = project.files[0]
     body = render.render_project(project, HTML).body.decode()
-    assert '<meta name="pypi:repository-version" content="1.1">' in body
+    assert '<meta name="pypi:repository-version" content="1.4">' in body
     assert f'href="../../packages/demo-1.0-py3-none-any.whl#sha256={f.sha256}"' in body
     assert 'data-requires-python="&gt;=3.8"' in body
     assert f'data-core-metadata="sha256={f.metadata_sha256}"' in body
@@ -83,7 +83,7 @@ def test_project_json_follows_pep_691_and_700(tmp_path: Path) -> None:
     project = scan(tmp_path).snapshot.project("demo")
     assert project is not None
     doc = json.loads(render.render_project(project, JSON_V1).body)
-    assert doc["meta"] == {"api-version": "1.1"}
+    assert doc["meta"] == {"api-version": "1.4"}
     assert doc["name"] == "demo"
     assert doc["versions"] == ["0.9", "1.0"]
     newest = doc["files"][-1]

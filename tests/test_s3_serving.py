@@ -8,6 +8,7 @@ cluster of their own, so that nothing else ever meets a gateway that is away.
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import http.client
@@ -597,3 +598,61 @@ def timed(fn: Callable[[], object]) -> float:
     started = time.monotonic()
     fn()
     return time.monotonic() - started
+
+
+# -- tokens shared by the replicas of a bucket ------------------------------------------------------
+def token_cli(cluster: Cluster, *args: str) -> str:
+    """``pkgserver token ...`` on the bucket, as an administrator runs it; its stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PKGSERVER_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "pkgserver", "token", *args],
+        env={**env, **cluster.aws()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return res.stdout.strip()
+
+
+@pytest.mark.e2e
+def test_a_token_revoked_or_expired_is_refused_by_every_replica_within_a_second(
+    s3_cluster: Cluster, bucket: str, tmp_path: Path, htpasswd: Path
+) -> None:
+    args = (*QUIET, "-P", str(htpasswd))
+    with serve(s3_cluster, bucket, *args) as a, serve(s3_cluster, bucket, *args) as b:
+        secret = token_cli(s3_cluster, "create", "--owner", "alice", "--project", "tok-*", bucket)
+        auth = "Basic " + base64.b64encode(f"__token__:{secret}".encode()).decode()
+        n = 0
+
+        def upload(srv: Server, name: str = "tok-lib") -> int:
+            nonlocal n
+            n += 1
+            return post_upload(srv, make_wheel(tmp_path / f"d{n}", name, f"1.{n}"), auth).status
+
+        # Created on the bucket a moment ago: both replicas take it at once.
+        assert upload(a) == 200 and upload(b) == 200
+        assert upload(b, "other-lib") == 403  # outside its scope, on either replica
+        token_cli(s3_cluster, "revoke", secret.split("-")[1], bucket)
+        revoked = time.monotonic()
+        while upload(b) != 403:
+            assert time.monotonic() - revoked < 5, "replica B still takes the revoked token"
+            time.sleep(0.05)
+        print(f"revoked token refused by replica B after {time.monotonic() - revoked:.2f}s")
+        assert upload(a) == 403
+        secret = token_cli(
+            s3_cluster,
+            "create",
+            "--owner",
+            "alice",
+            "--project",
+            "tok-*",
+            "--expires",
+            "3s",
+            bucket,
+        )
+        auth = "Basic " + base64.b64encode(f"__token__:{secret}".encode()).decode()
+        assert upload(b) == 200
+        time.sleep(3.1)
+        assert upload(a) == 403 and upload(b) == 403
+    assert not any(k.startswith("other_lib") for k in distributions(s3_cluster, bucket))

@@ -3,7 +3,7 @@
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="pypi:repository-version" content="1.1">
+<meta name="pypi:repository-version" content="1.4">
 <title>{{L['title']}} · pkgserver</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="{{L['root']}}-/static/style.css?v={{L['asset']}}">
