@@ -88,10 +88,11 @@ class TokenRefused(HTTPProblem):
     """A trusted-publishing token exchange refused (``POST /_/oidc/mint-token``), answered in
     PyPI's shape: ``{"message": "Token request failed", "errors": [{"code", "description"}]}``.
     pypa/gh-action-pypi-publish reads ``errors`` from any non-2xx JSON answer and prints each
-    code and description; uv prints the body whole. 422 as PyPI answers, unless the request is
-    too large (413) or the issuer's keys cannot be had for now (503)."""
+    code and description; uv prints the body whole. 403 (PyPI answers 422; the issue asks for
+    401/403 for every bad token, and both clients print any 4xx), or 503 when the issuer's
+    keys cannot be had for now."""
 
-    status = 422
+    status = 403
 
     def __init__(self, code: str, description: str, status: int = 422, **headers: str) -> None:
         super().__init__(f"Token request failed: {description}", **headers)

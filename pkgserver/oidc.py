@@ -7,7 +7,7 @@ $ACTIONS_ID_TOKEN_REQUEST_TOKEN``; GitLab: an ``id_tokens`` variable), and posts
 ``{"token": "<jwt>"}`` to ``POST /_/oidc/mint-token``. The answer is
 ``{"success": true, "token": ..., "expires": ...}``, and the client uploads with the token
 as the password of ``__token__``. A refusal is ``{"message": "Token request failed",
-"errors": [{"code": ..., "description": ...}]}`` (errors.TokenRefused), 422 as PyPI's.
+"errors": [{"code": ..., "description": ...}]}`` (errors.TokenRefused), 403 (PyPI answers 422).
 
 The token is checked strictly, in this order, and the first failure refuses it:
 
@@ -118,13 +118,13 @@ Mint = Callable[[Publisher, tuple[str, ...], Mapping[str, Any]], tuple[str, floa
 class _Refusal(TokenRefused):
     """A TokenRefused with the reason it is counted and logged under (a fixed set of labels)."""
 
-    def __init__(self, reason: str, code: str, description: str, status: int = 422) -> None:
+    def __init__(self, reason: str, code: str, description: str, status: int = 403) -> None:
         headers = {"Retry-After": "30"} if status == 503 else {}
         super().__init__(code, description, status, **headers)
         self.reason = reason
 
 
-def _payload(reason: str, description: str, status: int = 422) -> _Refusal:
+def _payload(reason: str, description: str, status: int = 403) -> _Refusal:
     return _Refusal(reason, "invalid-payload", description, status)
 
 
@@ -331,7 +331,7 @@ class KeyCache:
             return self._entries.setdefault((issuer.url, issuer.jwks_file), _Entry())
 
     def key(self, issuer: Issuer, kid: str) -> dict[str, Any]:
-        """The JWK ``kid`` of ``issuer``. Raises _Refusal: unknown kid (422), or no keys to be
+        """The JWK ``kid`` of ``issuer``. Raises _Refusal: unknown kid (403), or no keys to be
         had for now (503)."""
         entry = self._entry(issuer)
         with entry.lock:  # one fetch per issuer at a time; the others wait for its result
@@ -627,7 +627,7 @@ class TrustedPublishing:
         body that is not that."""
         assert self.burn is not None
         if len(body) > self.max_body:
-            raise _payload("too_large", f"the request is larger than {self.max_body} bytes", 413)
+            raise _payload("too_large", f"the request is larger than {self.max_body} bytes", 403)
         try:
             doc = json.loads(body)
         except (ValueError, RecursionError):
@@ -718,7 +718,7 @@ class TrustedPublishing:
 
     def _token_of(self, body: bytes) -> str:
         if len(body) > self.max_body:
-            raise _payload("too_large", f"the request is larger than {self.max_body} bytes", 413)
+            raise _payload("too_large", f"the request is larger than {self.max_body} bytes", 403)
         try:
             doc = json.loads(body)
         except (ValueError, RecursionError):

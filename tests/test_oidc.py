@@ -188,7 +188,7 @@ def test_alg_none_is_refused(issuer: LocalIssuer, tmp_path: Path) -> None:
     trusted = make(issuer, tmp_path)
     token = unsigned({"alg": "none", "kid": issuer.rsa_kid}, claims_of(issuer)) + "."
     problem = refusal(trusted, body(token))
-    assert problem.status == 422 and problem.code == "invalid-token"
+    assert problem.status == 403 and problem.code == "invalid-token"
     assert "algorithm 'none' is not accepted" in problem.description
     assert_unchanged(trusted, tmp_path)
 
@@ -202,7 +202,7 @@ def test_hs256_signed_with_the_public_key_is_refused(issuer: LocalIssuer, tmp_pa
     signing_input = unsigned({"alg": "HS256", "kid": issuer.rsa_kid}, claims_of(issuer))
     mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
     problem = refusal(trusted, body(signing_input + "." + b64(mac)))
-    assert problem.status == 422
+    assert problem.status == 403
     assert "algorithm 'HS256' is not accepted" in problem.description
     assert_unchanged(trusted, tmp_path)
 
@@ -214,7 +214,7 @@ def test_an_algorithm_that_does_not_fit_the_key_is_refused(
     # ES256 (signed with the EC key) naming the RSA key.
     wrong_type = issuer.token(algorithm="ES256", header={"kid": issuer.rsa_kid})
     problem = refusal(trusted, body(wrong_type))
-    assert problem.status == 422 and "ES256 does not fit its key" in problem.description
+    assert problem.status == 403 and "ES256 does not fit its key" in problem.description
     # RS384 with the RSA key, whose JWK says RS256.
     wrong_alg = issuer.token(algorithm="RS384")
     problem = refusal(trusted, body(wrong_alg))
@@ -226,7 +226,7 @@ def test_a_signature_by_another_key_is_refused(issuer: LocalIssuer, tmp_path: Pa
     trusted = make(issuer, tmp_path)
     impostor = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     problem = refusal(trusted, body(issuer.token(key=impostor)))
-    assert problem.status == 422 and "signature is not valid" in problem.description
+    assert problem.status == 403 and "signature is not valid" in problem.description
     assert_unchanged(trusted, tmp_path)
 
 
@@ -234,7 +234,7 @@ def test_an_expired_token_is_refused(issuer: LocalIssuer, tmp_path: Path) -> Non
     trusted = make(issuer, tmp_path)
     now = int(time.time())
     problem = refusal(trusted, body(issuer.token(iat=now - 900, nbf=now - 900, exp=now - 600)))
-    assert problem.status == 422 and problem.code == "invalid-token"
+    assert problem.status == 403 and problem.code == "invalid-token"
     assert problem.description == "the token has expired"
     assert_unchanged(trusted, tmp_path)
 
@@ -248,7 +248,7 @@ def test_a_token_not_yet_valid_is_refused(issuer: LocalIssuer, tmp_path: Path) -
     ]
     for times in ahead:
         problem = refusal(trusted, body(issuer.token(**times)))
-        assert problem.status == 422 and "not yet valid" in problem.description
+        assert problem.status == 403 and "not yet valid" in problem.description
     assert_unchanged(trusted, tmp_path)
 
 
@@ -266,7 +266,7 @@ def test_a_token_without_exp_or_living_too_long_is_refused(
 def test_another_audience_is_refused(issuer: LocalIssuer, tmp_path: Path) -> None:
     trusted = make(issuer, tmp_path)
     problem = refusal(trusted, body(issuer.token(audience="pypi")))
-    assert problem.status == 422
+    assert problem.status == 403
     assert problem.description == "the token's audience is 'pypi', not 'pkgserver'"
     # Exactly the audience: not a list holding it.
     problem = refusal(trusted, body(issuer.token(aud=[AUDIENCE, "pypi"])))
@@ -280,7 +280,7 @@ def test_an_unknown_issuer_is_refused_without_fetching_anything(
     trusted = make(issuer, tmp_path)
     before = sum(issuer.hits.values())
     problem = refusal(trusted, body(issuer.token(iss="https://token.example.com")))
-    assert problem.status == 422 and problem.code == "invalid-payload"
+    assert problem.status == 403 and problem.code == "invalid-payload"
     assert "unknown trusted publishing issuer 'https://token.example.com'" in problem.description
     # Exactly the configured URL: a trailing slash is another issuer.
     problem = refusal(trusted, body(issuer.token(iss=issuer.url + "/")))
@@ -298,7 +298,7 @@ def test_an_unknown_kid_is_refused_and_refetches_at_most_once_a_while(
     fetched = issuer.hits["/jwks"]
     for _ in range(3):
         problem = refusal(trusted, body(issuer.token(header={"kid": "rotated-1"})))
-        assert problem.status == 422 and problem.code == "invalid-token"
+        assert problem.status == 403 and problem.code == "invalid-token"
         assert "kid 'rotated-1'" in problem.description
         assert "not one of the issuer's keys" in problem.description
     assert issuer.hits["/jwks"] == fetched  # within 60 s of the last fetch: none again
@@ -332,10 +332,10 @@ def test_a_kid_naming_a_symmetric_key_is_unknown(issuer: LocalIssuer, tmp_path: 
 
 
 # -- refusals: the request -------------------------------------------------------------------------
-def test_a_huge_body_is_refused_413(issuer: LocalIssuer, tmp_path: Path) -> None:
+def test_a_huge_body_is_refused_403(issuer: LocalIssuer, tmp_path: Path) -> None:
     trusted = make(issuer, tmp_path)
     problem = refusal(trusted, body("a" * MAX_BODY))
-    assert problem.status == 413 and problem.code == "invalid-payload"
+    assert problem.status == 403 and problem.code == "invalid-payload"
     assert problem.description == f"the request is larger than {MAX_BODY} bytes"
     assert_unchanged(trusted, tmp_path)
 
@@ -356,7 +356,7 @@ def test_malformed_json_is_refused(
 ) -> None:
     trusted = make(issuer, tmp_path)
     problem = refusal(trusted, raw)
-    assert problem.status == 422 and problem.code == "invalid-payload"
+    assert problem.status == 403 and problem.code == "invalid-payload"
     assert expected in problem.description
     assert_unchanged(trusted, tmp_path)
 
@@ -377,7 +377,7 @@ def test_malformed_json_is_refused(
 def test_a_malformed_jwt_is_refused(issuer: LocalIssuer, tmp_path: Path, token: str) -> None:
     trusted = make(issuer, tmp_path)
     problem = refusal(trusted, body(token))
-    assert problem.status == 422 and problem.code == "invalid-payload"
+    assert problem.status == 403 and problem.code == "invalid-payload"
     assert problem.description.startswith("malformed JWT")
     assert_unchanged(trusted, tmp_path)
 
@@ -415,7 +415,7 @@ def test_a_run_of_no_publisher_is_refused(
 ) -> None:
     trusted = make(issuer, tmp_path, publisher(issuer.url, environment="pypi"))
     problem = refusal(trusted, body(issuer.token(**claims)))
-    assert problem.status == 422 and problem.code == "invalid-publisher"
+    assert problem.status == 403 and problem.code == "invalid-publisher"
     assert problem.description.startswith("valid token, but no corresponding publisher")
     assert expected in problem.description
     assert_unchanged(trusted, tmp_path)
@@ -468,7 +468,7 @@ def test_a_token_is_exchanged_once(issuer: LocalIssuer, tmp_path: Path) -> None:
     token = issuer.token()
     trusted.exchange(body(token))
     problem = refusal(trusted, body(token))
-    assert problem.status == 422 and problem.code == "invalid-reuse-token"
+    assert problem.status == 403 and problem.code == "invalid-reuse-token"
     assert problem.description == "invalid token: already used once"
     assert len(mint.calls) == 1
     # The record names no token: a hash of the issuer and the jti, until the token's exp.
@@ -618,7 +618,7 @@ def test_routes_exchange_a_token_and_count(issuer: LocalIssuer, tmp_path: Path) 
     assert res.json == {"success": True, "token": "pkgserver-minted-1", "expires": int(EXPIRES)}
     assert res.headers["Cache-Control"] == "no-store"
     # Refused: PyPI's JSON, which gh-action-pypi-publish prints; uv prints the body.
-    res = app.post("/_/oidc/github/mint-token", body(token), status=422)
+    res = app.post("/_/oidc/github/mint-token", body(token), status=403)
     assert res.content_type == "application/json"
     assert res.json == {
         "message": "Token request failed",
@@ -626,11 +626,11 @@ def test_routes_exchange_a_token_and_count(issuer: LocalIssuer, tmp_path: Path) 
             {"code": "invalid-reuse-token", "description": "invalid token: already used once"}
         ],
     }
-    assert res.status == "422 Token request failed: invalid token: already used once"
+    assert res.status == "403 Token request failed: invalid token: already used once"
     metrics = observer.exposition()[0].decode()
     assert 'pkgserver_trusted_publishing_total{outcome="granted"} 1.0' in metrics
     assert 'pkgserver_trusted_publishing_total{outcome="replayed"} 1.0' in metrics
-    assert 'pkgserver_requests_total{method="POST",route="oidc",status="422"} 1.0' in metrics
+    assert 'pkgserver_requests_total{method="POST",route="oidc",status="403"} 1.0' in metrics
 
 
 def test_a_minted_token_is_handed_back_to_be_burned(issuer: LocalIssuer, tmp_path: Path) -> None:
@@ -640,7 +640,7 @@ def test_a_minted_token_is_handed_back_to_be_burned(issuer: LocalIssuer, tmp_pat
     app = app_with(make(issuer, tmp_path, burn=burned.append), tmp_path)
     res = app.post("/_/oidc/burn-token", body("pkgserver-x"), status=202)
     assert res.json == {} and burned == ["pkgserver-x"]
-    res = app.post("/_/oidc/burn-token", b'{"nope": 1}', status=422)
+    res = app.post("/_/oidc/burn-token", b'{"nope": 1}', status=403)
     assert res.json["errors"][0]["code"] == "invalid-payload"
     assert burned == ["pkgserver-x"]
 
@@ -648,7 +648,7 @@ def test_a_minted_token_is_handed_back_to_be_burned(issuer: LocalIssuer, tmp_pat
 def test_the_route_reads_no_more_than_the_bound(issuer: LocalIssuer, tmp_path: Path) -> None:
     trusted = make(issuer, tmp_path)
     app = app_with(trusted, tmp_path)
-    res = app.post("/_/oidc/mint-token", b"x" * (1024 * 1024), status=413)
+    res = app.post("/_/oidc/mint-token", b"x" * (1024 * 1024), status=403)
     assert res.json["errors"][0]["description"] == f"the request is larger than {MAX_BODY} bytes"
     assert_unchanged(trusted, tmp_path)
 
