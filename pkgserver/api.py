@@ -135,10 +135,13 @@ class InstallerAPI:
         # A hosted name the credentials may not list is refused (a redirect to the fallback
         # would install someone else's project of that name); others go to the fallback as
         # for anyone, so that the dependencies from the public index still install.
-        hosted = normalize(name[:200])
-        if site.is_hosted(hosted):
+        if len(name) > 200:
+            raise NotFound("no such project")
+        snap = site.catalog.snapshot  # one snapshot for the check and the answer
+        hosted = normalize(name)
+        if site.is_hosted(hosted, snap):
             site.permit("list", hosted)
-        found = site.hosted_or_redirect(name)
+        found = site.hosted_or_redirect(name, snap)
         if isinstance(found, bottle.HTTPResponse):
             return found
         if isinstance(found, Claimed):
@@ -216,8 +219,11 @@ class InstallerAPI:
         # hatch publish reads <upload URL>/+simple/<project>/ (devpi's layout) to skip files
         # that exist; no fallback here, an unknown project simply has no files.
         site = self.site
-        site.require("list", normalize(name[:200]))
-        project = site.catalog.snapshot.project(normalize(name))
+        if len(name) > 200:  # no name is longer; the right is checked on the name looked up
+            raise NotFound("no such project")
+        wanted = normalize(name)
+        site.require("list", wanted)
+        project = site.catalog.snapshot.project(wanted)
         if project is None:
             raise NotFound("not hosted here")
         page = render.render_project(project, render.HTML, self.hash_algo, site.base_url())
@@ -234,8 +240,11 @@ class InstallerAPI:
     # -- the JSON API ------------------------------------------------------------------------------
     def json_api(self, name: str, version: str | None = None) -> Any:
         site = self.site
-        site.require("list", normalize(name[:200]))
-        project = site.catalog.snapshot.project(normalize(name))
+        if len(name) > 200:  # no name is longer; the right is checked on the name looked up
+            raise NotFound("no such project")
+        wanted = normalize(name)
+        site.require("list", wanted)
+        project = site.catalog.snapshot.project(wanted)
         if project is None:
             raise NotFound(f"project {name!r} is not hosted here")
         if version is None:

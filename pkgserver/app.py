@@ -24,6 +24,7 @@ from .api import InstallerAPI
 from .auth import Authenticator, RightsFile
 from .catalog import Catalog, DistFile
 from .config import Settings
+from .errors import Unavailable
 from .hosted import HostedNames
 from .observe import Observer
 from .pages import WELCOME_NAMES, Pages, WelcomeError, load_welcome
@@ -227,14 +228,17 @@ def default_trusted(
         expires = time.time() + MINTED_FOR
         run = claims.get("run_id") or claims.get("pipeline_id") or "?"
         ref = claims.get("ref") or claims.get("ref_path") or "?"
-        secret, token = store.create(
-            f"trusted-publisher:{publisher.kind}:{publisher.repository}",
-            ["upload"],
-            projects,
-            expires=expires,
-            description=f"{publisher.workflow} run {run} on {ref}",
-            kind="oidc",
-        )
+        try:
+            secret, token = store.create(
+                f"trusted-publisher:{publisher.kind}:{publisher.repository}",
+                ["upload"],
+                projects,
+                expires=expires,
+                description=f"{publisher.workflow} run {run} on {ref}",
+                kind="oidc",
+            )
+        except (OSError, ValueError) as exc:  # the record cannot be written, or is full
+            raise Unavailable(f"no token could be stored now: {exc}") from None
         if observer is not None:
             observer.access_decision("token", "minted")
         log.info("trusted publishing: minted token %s for %s", token.id, ", ".join(projects))

@@ -179,19 +179,23 @@ class RightsFile:
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self._rights = load_rights(path) if path else Rights()
         self._watch = ChangeWatch(lambda: file_stamp(path or ""), every=RECHECK_SECONDS)
+        self._lock = threading.Lock()
         if path:
-            self._watch.mark()
+            self._watch.mark()  # before reading: an edit meanwhile is seen at the next look
+        self._rights = load_rights(path) if path else Rights()
+        self.generation = 0  # bumped at each reload (caches of what the rights allow use it)
 
     @property
     def current(self) -> Rights:
         if self.path and self._watch.changed():
-            try:
-                self._rights = load_rights(self.path)
-                log.info("reloaded %s", self.path)
-            except (OSError, ValueError) as exc:
-                log.warning("keeping the previous rights: cannot use %s: %s", self.path, exc)
+            with self._lock:  # one reload at a time: an older read never replaces a newer
+                try:
+                    self._rights = load_rights(self.path)
+                    self.generation += 1
+                    log.info("reloaded %s", self.path)
+                except (OSError, ValueError) as exc:
+                    log.warning("keeping the previous rights: cannot use %s: %s", self.path, exc)
         return self._rights
 
 
@@ -329,7 +333,7 @@ class Authenticator:
             self.on_decision("token", "expired")
             log.info("refused token %s of %s: expired", token.id, token.owner)
             raise Forbidden(f"token {token.id} has expired")
-        if token.kind == "api" and not self.user_exists(token.owner):
+        if token.kind != "oidc" and not self.user_exists(token.owner):
             self.on_decision("token", "no-owner")
             log.info("refused token %s: its owner %s is no longer a user", token.id, token.owner)
             raise Forbidden(f"token {token.id} belongs to {token.owner}, who is no longer a user")
@@ -364,7 +368,7 @@ class Authenticator:
                 return f"token {token.id} does not grant {action}"
             if token.projects and not any(project_matches(p, project) for p in token.projects):
                 return f"token {token.id} does not grant {action} on {project!r}"
-            if token.kind != "api":
+            if token.kind == "oidc":
                 return None  # minted for trusted publishing: its scope is all it has
         if not self.rights.current.allows(who.user, action, project):
             return f"{who.user} has no {action} right on {project!r}"
@@ -375,7 +379,7 @@ class Authenticator:
         token = who.token
         if token is not None and (action not in token.actions or token.projects):
             return True
-        if token is not None and token.kind != "api":
+        if token is not None and token.kind == "oidc":
             return False
         rights = self.rights.current
         return rights.restricts and "*" not in rights.patterns_of(who.user, action)

@@ -29,7 +29,7 @@ Pure rules, no I/O: ``auth`` reads and reloads the file and asks these rules. Th
     workflow = "release.yml"
     environment = "pypi"            # optional
 
-Actions: ``upload`` (a new file), ``remove`` (delete or yank a release over HTTP),
+Actions: ``upload`` (a new file), ``remove`` (``remove_pkg``: delete a release over HTTP),
 ``download``, ``list``. A file without any ``[[allow]]`` table leaves htpasswd users with every
 right, as without a rights file.
 """

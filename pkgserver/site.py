@@ -174,7 +174,8 @@ class Site:
         who: Principal | None = bottle.request.environ.get(PRINCIPAL)
         if who is None or not self.auth.restricted(who, "list"):
             return snap
-        key = (snap.generation, who.label, id(self.auth.rights.current))
+        # The rights' generation, not their id(): a freed object's id is soon reused.
+        key = (snap.generation, who.label, self.auth.rights.generation)
         with self._views_lock:
             view = self._views.get(key)
         if view is not None:
@@ -280,19 +281,21 @@ class Site:
         return self.metadata.get(next((f for f in files if f.kind == "bdist_wheel"), files[-1]))
 
     # -- names -------------------------------------------------------------------------------------
-    def is_hosted(self, name: str) -> bool:
-        """Whether the normalized ``name`` is hosted here or was (claimed)."""
-        if self.catalog.snapshot.project(name) is not None:
+    def is_hosted(self, name: str, snap: Snapshot | None = None) -> bool:
+        """Whether the normalized ``name`` is hosted here (in ``snap``) or was (claimed)."""
+        if (snap or self.catalog.snapshot).project(name) is not None:
             return True
         return self.hosted is not None and name in self.hosted
 
-    def hosted_or_redirect(self, raw_name: str) -> Project | Claimed | bottle.HTTPResponse:
-        """The hosted project, a claimed name, or a response (canonical redirect, fallback
-        redirect); raises NotFound."""
+    def hosted_or_redirect(
+        self, raw_name: str, snap: Snapshot | None = None
+    ) -> Project | Claimed | bottle.HTTPResponse:
+        """The hosted project (in ``snap``, by default the current snapshot), a claimed name,
+        or a response (canonical redirect, fallback redirect); raises NotFound."""
         if not raw_name or len(raw_name) > 200:
             raise NotFound("no such project")
         name = normalize(raw_name)
-        project = self.catalog.snapshot.project(name)
+        project = (snap or self.catalog.snapshot).project(name)
         if project is not None:
             if raw_name != name:
                 return self.redirect(f"/simple/{name}/")

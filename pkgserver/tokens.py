@@ -59,6 +59,7 @@ MAX_DESCRIPTION = 200
 EXPIRED_KEPT = 7 * 86400.0  # seconds an expired token stays listed before it is pruned
 RECHECK = 0.25  # seconds between looks at a directory's record while tokens are used
 UNKNOWN_RELOAD = 0.25  # at most this often, a token not known here re-reads the record
+MAX_LIFETIME = 10 * 366 * 86400.0  # seconds: a longer expiry is refused (say "never")
 USES_EVERY = 30.0  # seconds between writes of the last-use times
 
 _TOKEN = re.compile(r"pkgserver-([0-9a-f]{12})-([A-Za-z0-9_\-]{43})")
@@ -131,6 +132,7 @@ class TokenStore:
     def __init__(self, records: Records, *, reload_every: float = RECHECK) -> None:
         self.records = records
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._tokens: dict[str, Token] = {}
         self._uses: dict[str, float] = {}  # id -> last use, as recorded
         self._fresh_uses: dict[str, float] = {}  # id -> last use, not yet written
@@ -145,15 +147,17 @@ class TokenStore:
 
     # -- reading ------------------------------------------------------------------------------
     def reload(self) -> None:
-        """Read the record again (a bucket's replicas are told to through the journal)."""
-        tokens = self._read()
-        if tokens is None:
-            return
-        uses = self._read_uses()
-        with self._lock:
-            self._tokens = {t.id: t for t in tokens}
-            if uses is not None:
-                self._uses = uses
+        """Read the record again (a bucket's replicas are told to through the journal). One
+        reload at a time, so that an older read never replaces a newer one."""
+        with self._reload_lock:
+            tokens = self._read()
+            if tokens is None:
+                return
+            uses = self._read_uses()
+            with self._lock:
+                self._tokens = {t.id: t for t in tokens}
+                if uses is not None:
+                    self._uses = uses
 
     def _read(self) -> list[Token] | None:
         """The record's tokens; None when it cannot be read now (the previous ones stay)."""
@@ -274,7 +278,6 @@ class TokenStore:
         with self.records.locked():
             tokens = self._read_strict()
             now = time.time()
-            # Expired tokens are pruned a week after they expire (listed as expired till then).
             kept = [
                 t
                 for t in tokens
@@ -350,4 +353,7 @@ def parse_duration(text: str) -> float:
     if match is None:
         raise ValueError(f"{text!r} is not a duration such as 90d, 12h or 30m")
     scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
-    return float(match.group(1)) * scale
+    seconds = float(match.group(1)) * scale
+    if seconds > MAX_LIFETIME:
+        raise ValueError(f"{text!r} is longer than ten years: leave the expiry out for none")
+    return seconds

@@ -2,9 +2,8 @@
 process whose uploads know the projects' trusted publishers; pip and uv then install from the
 project pages that link the provenance.
 
-Until the rights file gives publishers to the server, a ``sitecustomize`` module put on the
-server's PYTHONPATH hands them to ``upload.Uploads`` (its ``publishers`` argument), as the
-rights file will; the product has no hook of its own for it.
+The publishers are given to the server as a user gives them: ``[[publisher]]`` tables of a
+rights file (``--rights``).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import json
 import os
 import shutil
 import sys
-import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,25 +38,6 @@ GITLAB: dict[str, Any] = {
     "environment": None,
     "projects": ["gitlab-oidc-project"],
 }
-HOOK = textwrap.dedent(
-    """
-    import json, os
-    from pkgserver import upload
-    from pkgserver.rights import Publisher
-
-    _found = [
-        Publisher(**{**p, "projects": tuple(p["projects"])})
-        for p in json.load(open(os.environ["ATTEST_TEST_PUBLISHERS"]))
-    ]
-    _init = upload.Uploads.__init__
-
-    def _with_publishers(self, *args, **kwargs):
-        kwargs.setdefault("publishers", lambda name: [p for p in _found if p.covers(name)])
-        _init(self, *args, **kwargs)
-
-    upload.Uploads.__init__ = _with_publishers
-    """
-)
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +46,22 @@ def assets() -> Assets:
 
 
 def serve(tmp_path: Path, pkgdir: Path, publishers: Sequence[dict[str, Any]]) -> Server:
-    hook = tmp_path / "hook"
-    hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(HOOK)
-    spec = tmp_path / "publishers.json"
-    spec.write_text(json.dumps(list(publishers)))
-    env = {"PYTHONPATH": str(hook), "ATTEST_TEST_PUBLISHERS": str(spec)}
-    return Server("-P", ".", "-a", ".", "--disable-fallback", pkgdir, env=env)
+    tables = []
+    for p in publishers:
+        issuer = "github" if p["kind"] == "github" else "gitlab"
+        lines = [
+            "[[publisher]]",
+            f'issuer = "{issuer}"',
+            f"repository = {json.dumps(p['repository'])}",
+            f"workflow = {json.dumps(p['workflow'])}",
+            f"projects = {json.dumps(p['projects'])}",
+        ]
+        if p["environment"]:
+            lines.append(f"environment = {json.dumps(p['environment'])}")
+        tables.append("\n".join(lines) + "\n")
+    rights = tmp_path / "rights.toml"
+    rights.write_text("\n".join(tables))
+    return Server("-P", ".", "-a", ".", "--rights", rights, "--disable-fallback", pkgdir)
 
 
 @pytest.fixture

@@ -368,3 +368,45 @@ def test_a_user_creates_sees_and_revokes_own_tokens(root: Path, users: Path) -> 
     assert len(TokenStore(RecordDir(str(root))).tokens("alice")) == 1
     app.post("/-/tokens/revoke", {"id": token_id}, headers=alice, status=200)
     assert TokenStore(RecordDir(str(root))).tokens("alice") == []
+
+
+def test_a_long_name_is_checked_as_the_name_looked_up(root: Path, users: Path) -> None:
+    """normalize() folds runs of separators: a name checked cut at 200 characters must not be
+    served as another one (found by review: acme + 193 dashes + lib-internal)."""
+    for name in ("acme-lib", "acme-lib-internal"):
+        make_wheel(root, name, "1.0")
+    app = make(root, users, authenticate=frozenset({"update", "list", "download"}))
+    auth = {"Authorization": token_for(root, "alice", ["list"], ("acme-lib",))}
+    long_name = "acme" + "-" * 193 + "lib-internal"
+    for path in (f"/pypi/{long_name}/json", f"/+simple/{long_name}/", f"/simple/{long_name}/"):
+        res = app.get(path, headers=auth, status="*")
+        assert res.status_int in (403, 404), (path, res.status)
+        assert "acme-lib-internal" not in res.text
+
+
+def test_the_listing_follows_every_rights_reload(root: Path, users: Path) -> None:
+    make_wheel(root, "secret-lib", "1.0")
+    app = make(root, users, RIGHTS, authenticate=frozenset({"update", "list"}))
+    bob = {"Authorization": basic("bob", "pw-bob")}
+    rights = root.parent / "rights.toml"
+    narrowed = RIGHTS.replace(
+        'projects = ["*"]\nactions = ["download", "list"]',
+        'projects = ["acme-*"]\nactions = ["download", "list"]',
+    )
+    assert narrowed != RIGHTS
+    for i in range(6):  # each edit seen, whatever id() the new rights object gets
+        text = narrowed if i % 2 == 0 else RIGHTS
+        rights.write_text(text)
+        os.utime(rights, (time.time() + i + 10, time.time() + i + 10))
+        time.sleep(1.05)
+        shown = "secret-lib" in app.get("/simple/", headers=bob).text
+        assert shown == (text == RIGHTS), i
+
+
+def test_an_expiry_beyond_ten_years_is_refused(root: Path, users: Path) -> None:
+    app = make(root, users)
+    alice = {"Authorization": basic("alice", "pw-alice")}
+    form = {"action": "upload", "projects": "", "expires": "9999999w"}
+    res = app.post("/-/tokens/create", form, headers=alice, status=400)
+    assert "longer than ten years" in res.text
+    assert app.get("/-/tokens/", headers=alice).status_int == 200
