@@ -137,6 +137,7 @@ class TokenStore:
         self._uses: dict[str, float] = {}  # id -> last use, as recorded
         self._fresh_uses: dict[str, float] = {}  # id -> last use, not yet written
         self._last_unknown_reload = 0.0
+        self._read_stamp: object = None  # the directory record's stamp when last read
         self._last_flush = time.monotonic()
         self._watch = (
             ChangeWatch(lambda: records.stamp(TOKENS_FILE), every=reload_every)
@@ -150,12 +151,14 @@ class TokenStore:
         """Read the record again (a bucket's replicas are told to through the journal). One
         reload at a time, so that an older read never replaces a newer one."""
         with self._reload_lock:
+            stamp = self.records.stamp(TOKENS_FILE) if self._watch is not None else None
             tokens = self._read()
             if tokens is None:
                 return
             uses = self._read_uses()
             with self._lock:
                 self._tokens = {t.id: t for t in tokens}
+                self._read_stamp = stamp
                 if uses is not None:
                     self._uses = uses
 
@@ -211,13 +214,19 @@ class TokenStore:
         self._maybe_reload()
         token = self._tokens.get(token_id)
         if token is None:
-            # Minted or created a moment ago by another replica or `pkgserver token create`:
-            # read again, at most a few times a second whatever the callers send.
-            now = time.monotonic()
-            if now - self._last_unknown_reload >= UNKNOWN_RELOAD:
-                self._last_unknown_reload = now
-                self.reload()
-                token = self._tokens.get(token_id)
+            # Minted or created a moment ago by another replica or `pkgserver token create`.
+            # A directory's record: read again when its stamp changed (a stat); a bucket's, at
+            # most a few times a second whatever the callers send.
+            if self._watch is not None:
+                stamp = self.records.stamp(TOKENS_FILE)
+                if stamp != self._read_stamp:
+                    self.reload()
+            else:
+                now = time.monotonic()
+                if now - self._last_unknown_reload >= UNKNOWN_RELOAD:
+                    self._last_unknown_reload = now
+                    self.reload()
+            token = self._tokens.get(token_id)
         expected = token.digest if token is not None else _DECOY
         if not hmac.compare_digest(_digest(presented), expected) or token is None:
             return None

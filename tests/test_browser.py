@@ -140,7 +140,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def srv(site: Path) -> Iterator[Server]:
-    with running_server("--disable-fallback", site) as server:
+    # The site's files are dated by their mtimes (the recent releases' order): say so, since
+    # files copied in are otherwise dated when the server first sees them (all at this start).
+    with running_server("--disable-fallback", "--upload-time", "mtime", site) as server:
         yield server
 
 

@@ -34,6 +34,7 @@ from pkgserver.observe import Observer
 from pkgserver.oidc import MAX_BODY, USED_FILE, KeyCache, Mint, TrustedPublishing
 from pkgserver.records import RecordDir
 from pkgserver.rights import Issuer, Publisher
+from pkgserver.tokens import TokenStore
 
 AUDIENCE = "pkgserver"
 EXPIRES = 1_900_000_000.0
@@ -816,16 +817,21 @@ def test_uv_publishes_with_a_minted_token(issuer: LocalIssuer, tmp_path: Path) -
     from server import client_env, run_client
     from test_e2e_clients import _uv_bin
 
-    secret = "pkgserver-minted-for-uv"
     htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text(f"__token__:{bcrypt.using(rounds=4).hash(secret)}\n")
+    htpasswd.write_text(f"alice:{bcrypt.using(rounds=4).hash('pw')}\n")
     root = tmp_path / "packages"
     root.mkdir()
     settings = Settings(roots=(str(root),), disable_fallback=True, password_file=str(htpasswd))
     calls: list[tuple[str, ...]] = []
+    minted: list[str] = []
+    store = TokenStore(RecordDir(str(root)))
 
     def mint(p: Publisher, projects: tuple[str, ...], claims: Any) -> tuple[str, float]:
         calls.append(projects)
+        secret, _ = store.create(
+            "trusted-publisher:test", ["upload"], projects, expires=time.time() + 900, kind="oidc"
+        )
+        minted.append(secret)
         return secret, time.time() + 900
 
     burned: list[str] = []
@@ -864,10 +870,10 @@ def test_uv_publishes_with_a_minted_token(issuer: LocalIssuer, tmp_path: Path) -
     assert paths[:2] == [("GET", "/_/oidc/audience"), ("POST", "/_/oidc/mint-token")]
     uploads = [auth for m, p, auth in app.seen if (m, p) == ("POST", "/legacy/")]
     assert uploads, app.seen
-    expected = "Basic " + base64.b64encode(f"__token__:{secret}".encode()).decode()
+    expected = "Basic " + base64.b64encode(f"__token__:{minted[0]}".encode()).decode()
     assert uploads[-1] == expected
     assert issuer.hits["/token"] >= 1
     # uv hands the token back once uploaded (newer uv; older ones let it expire).
     if ("POST", "/_/oidc/burn-token") in paths:
-        assert burned == [secret]
+        assert burned == minted
         assert "Failed to invalidate" not in res.stderr
