@@ -347,6 +347,7 @@ def run(settings: Settings, notices: Sequence[str] = ()) -> int:
     for notice in notices:
         log.info("%s", notice)
     _warn_about_access(settings)
+    _warn_about_publishers(settings)
     wanted_files = settings.connection_limit + settings.threads + 256
     if raise_open_files_limit(wanted_files) < wanted_files:
         log.warning(
@@ -373,6 +374,35 @@ def _warn_about_access(settings: Settings) -> None:
             ",".join(sorted(settings.authenticate)) or ".",
             ", ".join(sorted(settings.authenticate)) or "nothing",
             ",".join(sorted(settings.authenticate)),
+        )
+
+
+def _warn_about_publishers(settings: Settings) -> None:
+    """Trusted publishers named without what checks them: say so at start, not at the first
+    CI run's upload."""
+    if not settings.rights_file:
+        return
+    from . import attest, oidc
+    from .auth import load_rights
+
+    try:
+        rights = load_rights(settings.rights_file)
+    except (OSError, ValueError):
+        return  # checked by validate; a file changed since is reported when reloaded
+    if not rights.publishers:
+        return
+    if not oidc.HAVE_JWT:
+        log.warning(
+            "%s names trusted publishers, but trusted publishing needs PyJWT: "
+            "pip install 'pkgserver[oidc]' (/_/oidc/ answers 404 until then)",
+            settings.rights_file,
+        )
+    if not attest.available():
+        log.warning(
+            "%s names trusted publishers, but their attestations cannot be verified without "
+            "pip install 'pkgserver[attestations]': uploads that carry attestations for their "
+            "projects are refused (400) until then",
+            settings.rights_file,
         )
 
 

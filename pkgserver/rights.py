@@ -326,8 +326,15 @@ def check_patterns(value: object, where: str) -> tuple[str, ...]:
     for pattern in value:
         if not isinstance(pattern, str) or not _PATTERN.fullmatch(pattern):
             raise RightsError(f"{where}: {str(pattern)[:60]!r} is not a project name or pattern")
-        out.append(pattern if _GLOB.search(pattern) else normalize(pattern))
+        # Names are matched normalized, so a pattern is too outside its brackets (acme_* is
+        # acme-*, which it would otherwise never match).
+        out.append(_normalize_pattern(pattern) if _GLOB.search(pattern) else normalize(pattern))
     return tuple(out)
+
+
+def _normalize_pattern(pattern: str) -> str:
+    parts = re.split(r"(\[[^\]]*\])", pattern.lower())
+    return "".join(p if p.startswith("[") else re.sub(r"[-_.]+", "-", p) for p in parts)
 
 
 _projects = check_patterns

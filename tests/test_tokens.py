@@ -410,3 +410,27 @@ def test_an_expiry_beyond_ten_years_is_refused(root: Path, users: Path) -> None:
     res = app.post("/-/tokens/create", form, headers=alice, status=400)
     assert "longer than ten years" in res.text
     assert app.get("/-/tokens/", headers=alice).status_int == 200
+
+
+def test_patterns_are_normalized_as_names_are() -> None:
+    rights = parse_rights(
+        b'[[allow]]\nusers = ["a"]\nprojects = ["Acme_Tools.*", "x[._]y"]\nactions = ["upload"]\n'
+    )
+    assert rights.grants[0].projects == ("acme-tools-*", "x[._]y")
+    assert rights.allows("a", "upload", "acme-tools-lib")
+
+
+def test_publishers_without_the_extras_are_named_at_start(
+    root: Path, users: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pkgserver import attest, cli, oidc
+
+    rights = root.parent / "rights.toml"
+    rights.write_text('[[publisher]]\nrepository = "a/b"\nworkflow = "r.yml"\nprojects = ["b"]\n')
+    monkeypatch.setattr(attest, "available", lambda: False)
+    monkeypatch.setattr(oidc, "HAVE_JWT", False)
+    settings = Settings(roots=(str(root),), password_file=str(users), rights_file=str(rights))
+    with caplog.at_level("WARNING"):
+        cli._warn_about_publishers(settings)
+    said = caplog.text
+    assert "pkgserver[oidc]" in said and "pkgserver[attestations]" in said
