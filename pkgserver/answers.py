@@ -501,17 +501,8 @@ def send_provenance(f: DistFile, data: bytes | None) -> bottle.HTTPResponse:
     one the index listed with the file."""
     if data is None or hashlib.sha256(data).hexdigest() != f.provenance_sha256:
         raise NotFound("no provenance for this file (it changed; the index is catching up)")
-    etag = f'"{f.provenance_sha256}"'
-    headers = {
-        "Content-Type": PROVENANCE_TYPE,
-        "ETag": etag,
-        # Revalidated as the pages that link it: an --overwrite changes or removes it.
-        "Cache-Control": "max-age=0, must-revalidate",
-        "X-Content-Type-Options": "nosniff",
-    }
-    if etag_matches(header("If-None-Match"), etag):
-        return bottle.HTTPResponse(status=304, **headers)
-    return bottle.HTTPResponse(data, **headers)
+    # Revalidated as the pages that link it: an --overwrite changes or removes it.
+    return _small_body(data, PROVENANCE_TYPE, f'"{f.provenance_sha256}"', REVALIDATE)
 
 
 def send_metadata(
@@ -530,7 +521,8 @@ def send_metadata(
 def _small_body(
     body: bytes, ctype: str, etag: str, cache_control: str | None
 ) -> bottle.HTTPResponse:
-    """A file's small companion (metadata, signature) with its ETag, and 304 for it."""
+    """A file's small companion (metadata, signature, provenance) with its ETag, and 304 for
+    it."""
     headers = {"Content-Type": ctype, "ETag": etag, "X-Content-Type-Options": "nosniff"}
     if cache_control:
         headers["Cache-Control"] = cache_control

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,3 +128,22 @@ def s3_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def s3_env(s3_cluster: Cluster) -> dict[str, str]:
     """S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY of the session's gateway."""
     return s3_cluster.env
+
+
+@pytest.fixture
+def bucket_url(s3_cluster: Cluster) -> str:
+    """A new bucket (and a prefix in it) for each test."""
+    name = "t-" + uuid.uuid4().hex[:20]
+    s3_cluster.client().create_bucket(Bucket=name)
+    return f"s3://{name}/packages"
+
+
+@pytest.fixture
+def aws(s3_env: dict[str, str]) -> dict[str, str]:
+    """The AWS settings a pkgserver process finds the store with, as on a deployment."""
+    return {
+        "AWS_ENDPOINT_URL": s3_env["S3_ENDPOINT"],
+        "AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }

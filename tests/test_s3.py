@@ -43,25 +43,6 @@ from pkgserver.s3feed import S3Feed
 from pkgserver.upload import Outcome, Uploads
 
 
-@pytest.fixture
-def bucket_url(s3_env: dict[str, str]) -> str:
-    """A new bucket (and a prefix in it) for each test."""
-    name = "t-" + uuid.uuid4().hex[:20]
-    _client(s3_env).create_bucket(Bucket=name)
-    return f"s3://{name}/packages"
-
-
-@pytest.fixture
-def aws(s3_env: dict[str, str]) -> dict[str, str]:
-    """The AWS settings a pkgserver process finds the store with, as on a deployment."""
-    return {
-        "AWS_ENDPOINT_URL": s3_env["S3_ENDPOINT"],
-        "AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-
-
 def _pkgserver(aws: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """``pkgserver ARGS`` as an admin runs it, the store found through the AWS settings."""
     return subprocess.run(

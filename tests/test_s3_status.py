@@ -4,33 +4,14 @@ replica through the bucket's journal, as ``pkgserver yank`` does (Ceph RGW, see 
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 from builders import make_wheel
 from server import Server
-from test_s3 import OPEN_REPLICA, _client, _objects, _pkgserver, _put_files, _until
+from test_s3 import OPEN_REPLICA, _objects, _pkgserver, _put_files, _until
 
 from pkgserver.records import STATUS_FILE
-
-
-@pytest.fixture
-def bucket_url(s3_env: dict[str, str]) -> str:
-    """A new bucket (and a prefix in it), as test_s3.py makes them."""
-    name = "t-" + uuid.uuid4().hex[:20]
-    _client(s3_env).create_bucket(Bucket=name)
-    return f"s3://{name}/packages"
-
-
-@pytest.fixture
-def aws(s3_env: dict[str, str]) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": s3_env["S3_ENDPOINT"],
-        "AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
 
 
 @pytest.mark.e2e
