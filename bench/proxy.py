@@ -77,6 +77,7 @@ from endpoints import accounted_load, drain, load_options
 from environment import environment, version_of
 from machine import cpu_seconds, proc_status, wait_quiet
 from proxy_report import report
+from report import fmt_ms
 from run import client_tools, exclusive
 from servers import Running, Server, ensure_pypiserver, pkgserver, pypiserver, start, stop
 from sources import snapshot_sources, sources_digest
@@ -113,6 +114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="pypiserver,static",
         help="reference servers besides pkgserver: pypiserver, pypiserver-cached, static"
         " (comma-separated; 'none' for none)",
+    )
+    add(
+        "--py-spy",
+        action="store_true",
+        help="record the proxy with py-spy (pip install py-spy) during the first round's hosted"
+        " and cached loads: collapsed stacks (py-spy's raw format, which speedscope and"
+        " flamegraph.pl read) in the logs folder",
     )
     add("--python-load", action="store_true", help="the Python load generator even with wrk")
     add("--timeout", type=float, default=60, help="load client timeout, seconds")
@@ -211,7 +219,7 @@ def ensure_corpus(args: argparse.Namespace) -> Corpus:
     base = args.cache / "proxy" / f"corpus-{key}"
     marker = base.with_suffix(".json")
     small, big = args.small_kb * 1024, args.big_kb * 1024
-    if marker.exists():
+    if marker.exists() and (base / "upstream").is_dir() and (base / "hosted").is_dir():
         saved = json.loads(marker.read_text())
         log(f"proxy corpus {key}: reusing {base}")
         trees = {k: Tree(**{**saved[k], "path": Path(saved[k]["path"])}) for k in ("up", "host")}
@@ -486,7 +494,21 @@ def outcomes(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
 # Loads
 
 
-def measure(ctx: Ctx, server: str, row: str, target: Target) -> dict[str, Any]:
+def profiler(ctx: Ctx, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """py-spy recording ``pid`` for the load's duration into the logs folder (--py-spy)."""
+    exe = shutil.which("py-spy") or str(Path(ctx.python).parent / "py-spy")
+    if not Path(exe).exists():
+        log("--py-spy: py-spy not found (pip install py-spy)")
+        return None
+    out = ctx.logdir / f"py-spy-{name}.txt"
+    cmd = [exe, "record", "--pid", str(pid), "--duration", f"{ctx.args.duration:.0f}"]
+    cmd += ["--rate", "250", "--nonblocking", "--format", "raw", "--output", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure(
+    ctx: Ctx, server: str, row: str, target: Target, profile: bool = False
+) -> dict[str, Any]:
     """Warm-up, then --duration of load on one row of one server, then its backlog drained.
     On the proxy: what its metrics counted meanwhile, and the upstream's CPU use."""
     a = ctx.args
@@ -501,9 +523,13 @@ def measure(ctx: Ctx, server: str, row: str, target: Target) -> dict[str, Any]:
     metrics = proxy_metrics(run.base) if server == "cached" else {}
     upstream = ctx.runs["upstream"].proc.pid
     up0 = cpu_seconds(upstream)
+    spy = profiler(ctx, run.proc.pid, f"{server}-{row}") if profile else None
     t0 = time.monotonic()
     r = accounted_load(run.proc.pid, run.base, load, duration=a.duration, **opts)
     up1 = cpu_seconds(upstream)
+    if spy is not None:
+        spy.wait(60)
+        r["profiled"] = True
     if up0 is not None and up1 is not None:
         r["upstream_cpu"] = (up1 - up0) / (time.monotonic() - t0)
     if server == "cached":
@@ -514,7 +540,7 @@ def measure(ctx: Ctx, server: str, row: str, target: Target) -> dict[str, Any]:
     log(
         f"{server}: {row}: {r['rps']:,.0f} req/s"
         + (f" ({r['mb_per_s']:.0f} MB/s)" if "mb_per_s" in r else "")
-        + f", p50 {r['p50_ms']} ms, server CPU {r.get('server_cpu', 0):.2f},"
+        + f", p50 {fmt_ms(r['p50_ms'])}, server CPU {r.get('server_cpu', 0):.2f},"
         f" others {r.get('other_cpu', 0):.2f}, wrong {r['wrong']}, errors {r['errors']}"
         + (f", upstream CPU {r['upstream_cpu']:.2f}" if "upstream_cpu" in r else "")
         + (f", proxy counted {r['outcomes']}" if "outcomes" in r else "")
@@ -522,16 +548,13 @@ def measure(ctx: Ctx, server: str, row: str, target: Target) -> dict[str, Any]:
     return r
 
 
-def warm(ctx: Ctx, cached: dict[str, Target | str]) -> dict[str, float]:
-    """One GET of each cached row (pages and wheels): the cache holds them afterwards.
-    Returns what the proxy's metrics counted for them."""
+def warm(ctx: Ctx, cached: dict[str, Target | str]) -> None:
+    """One more GET of each cached row (the checks fetched them first: the cache holds them)."""
     base = ctx.runs["proxy"].base
-    before = proxy_metrics(base)
     for row in ROWS:
         t = cached[row]
         if isinstance(t, Target):
             fetch(base, t.path, t.headers)
-    return outcomes(before, proxy_metrics(base))
 
 
 def rounds(ctx: Ctx, servers: dict[str, dict[str, Target | str]]) -> None:
@@ -550,7 +573,8 @@ def rounds(ctx: Ctx, servers: dict[str, dict[str, Target | str]]) -> None:
                     res[row][name] = {"na": t}
                     continue
                 log(f"round {rnd + 1}/{ctx.args.rounds}: {row} on {name}")
-                res[row][name] = measure(ctx, name, row, t)
+                profile = ctx.args.py_spy and rnd == 0 and name in ("hosted", "cached")
+                res[row][name] = measure(ctx, name, row, t, profile)
         out.append(res)
         write(ctx.results, ctx.args)
 
@@ -724,8 +748,10 @@ def bench(ctx: Ctx, stack: contextlib.ExitStack) -> None:
 
     servers: dict[str, dict[str, Target | str]] = {}
     servers["hosted"] = targets(ctx, "hosted", proxy.base, host_tree, HOSTED, checks)
+    before = proxy_metrics(proxy.base)
     servers["cached"] = targets(ctx, "cached", proxy.base, up_tree, CACHED, checks)
-    res["warm"] = warm(ctx, servers["cached"])
+    warm(ctx, servers["cached"])
+    res["warm"] = outcomes(before, proxy_metrics(proxy.base))
     log(f"cache warmed: the proxy counted {res['warm']}")
     res["page_bytes"] = {
         name: {row: t.length for row, t in rows.items() if isinstance(t, Target)}

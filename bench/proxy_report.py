@@ -235,7 +235,7 @@ def report(results: dict[str, Any]) -> str:
         "# The caching proxy: cached against hosted, and the first fetch",
         "",
         f"Run {results.get('started')} UTC, {results.get('elapsed', 0):.0f} s:"
-        f" `{results.get('command')}`",
+        f" `{str(results.get('command')).strip()}`",
         "",
     ]
     keys = ("machine", "pkgserver", "commit", "python", "waitress", "pypiserver", "wrk")
@@ -256,7 +256,7 @@ def report(results: dict[str, Any]) -> str:
             f"{name} {_int(v.get('page_html'))} / {_int(v.get('page_json'))}"
             for name, v in pb.items()
         ),
-        f"- cache warm-up: the proxy counted {_counted(results.get('warm', {}))}",
+        f"- the checks' first GETs and the warm-up: the proxy counted {_counted(results.get('warm', {}))}",
         "",
     ]
     checks = results.get("checks", [])
@@ -270,6 +270,17 @@ def report(results: dict[str, Any]) -> str:
         ]
     )
     out += [*_throughput(results), "", *_first_fetch(results), "", *_details(results)]
+    if any(
+        r.get("profiled")
+        for rnd in results.get("rounds", [])
+        for v in rnd.values()
+        for r in v.values()
+    ):
+        out += [
+            "",
+            "py-spy recorded the proxy during round 1's hosted and cached loads:"
+            " `py-spy-<hosted|cached>-<load>.txt` in the logs folder (collapsed stacks).",
+        ]
     mem = results.get("memory", {})
     if mem:
         out += [
