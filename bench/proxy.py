@@ -601,7 +601,6 @@ def timed_get(base: str, path: str, headers: dict[str, str] | None = None) -> di
             h.update(chunk)
             size += len(chunk)
         done = time.perf_counter()
-        body = first if size == 1 else b""
         return {
             "status": res.status,
             "seconds": done - t0,
@@ -609,7 +608,6 @@ def timed_get(base: str, path: str, headers: dict[str, str] | None = None) -> di
             "headers_seconds": t_headers - t0,
             "size": size,
             "sha256": h.hexdigest(),
-            "body": body,
         }
     finally:
         conn.close()
@@ -680,7 +678,6 @@ def first_fetch(ctx: Ctx, corpus: Corpus) -> None:
         for side, base in sides:
             path, listed = urls[side]
             r = timed_get(base, path)
-            r.pop("body")
             sample[f"file_{side}"] = r
             if r["status"] != 200 or r["sha256"] != want or listed != want:
                 checks.append(
@@ -688,7 +685,6 @@ def first_fetch(ctx: Ctx, corpus: Corpus) -> None:
                     f" sha256 {'matches' if r['sha256'] == want else 'differs'}"
                 )
         r = timed_get(proxy, urls["proxied"][0])
-        r.pop("body")
         sample["file_hit"] = r
         res["samples"].append(sample)
         log(
