@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -275,8 +276,12 @@ def default_proxy(settings: Settings, observer: Observer, client: Any = None) ->
     if location.startswith("s3://"):
         from .s3 import S3ProxyStore
 
-        spool = settings.cache_dir
-        store = S3ProxyStore(location, client=client, spool_base=spool)  # type: ignore[assignment]
+        # Downloads are written here before they go to the bucket: the spool folder the
+        # bucket's uploads use (publish.Spool sweeps the folders of dead processes in its
+        # base, so the base must be a folder of its own, never the cache folder itself).
+        cache_dir = settings.cache_dir
+        spool = os.path.join(cache_dir, "spool") if cache_dir else None
+        store = S3ProxyStore(location, client=client, spool_base=spool)
     else:
         store = DirectoryProxyStore(location)
     fallback = settings.fallback
@@ -361,7 +366,9 @@ def create_app(
     site.trusted = (
         trusted if trusted is not None else default_trusted(site.auth, records, settings, observer)
     )
-    site.proxy = proxy if proxy is not None else default_proxy(settings, observer)
+    if proxy is None:  # (a bucket's cache shares the bucket's client, when there is one)
+        proxy = default_proxy(settings, observer, getattr(uploads.storage, "client", None))
+    site.proxy = proxy
     app = _App()
     app.prefix = settings.base_path
     app.trust_proxy = settings.trust_proxy
