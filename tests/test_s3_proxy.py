@@ -415,13 +415,17 @@ def test_a_tampered_upstream_file_is_never_kept_in_the_bucket(
     genuine = make_wheel(tmp_path / "genuine", "evil", "1.0").read_bytes()
     tampered = bytearray(genuine)
     tampered[len(tampered) // 2] ^= 0xFF  # same size, one byte other
-    handler = type("Handler", (_Tampering,), {})
-    handler.page = (
+    page = (
         b'<html><body><a href="/files/evil-1.0-py3-none-any.whl#sha256='
         + hashlib.sha256(genuine).hexdigest().encode()
         + b'">evil-1.0-py3-none-any.whl</a></body></html>'
     )
-    handler.body = bytes(tampered)
+
+    class Handler(_Tampering):
+        pass
+
+    Handler.page, Handler.body = page, bytes(tampered)
+    handler = Handler
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=upstream.serve_forever, daemon=True)
     thread.start()
@@ -429,8 +433,8 @@ def test_a_tampered_upstream_file_is_never_kept_in_the_bucket(
         url = f"http://127.0.0.1:{upstream.server_address[1]}/simple/"
         args = (bucket_url, "--proxy", "--fallback-url", url, *OPEN, *QUIET)
         with Server(*args, env={**aws, **NO_PROXY}) as proxy:
-            page = proxy.get("/simple/evil/")
-            assert page.status == 200 and b"evil-1.0-py3-none-any.whl" in page.body
+            listed = proxy.get("/simple/evil/")
+            assert listed.status == 200 and b"evil-1.0-py3-none-any.whl" in listed.body
             conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
             try:
                 conn.request("GET", "/proxy/evil/evil-1.0-py3-none-any.whl")
