@@ -13,13 +13,14 @@ import http.server
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from builders import make_sdist, make_wheel
-from ceph import Cluster
+from ceph import Cluster, ceph_cluster
 from server import Server, client_env, run_client
 
 from pkgserver.catalog import FileStat
@@ -461,3 +462,83 @@ def test_a_tampered_upstream_file_is_never_kept_in_the_bucket(
         upstream.shutdown()
         upstream.server_close()
         thread.join(5)
+
+
+@pytest.mark.e2e
+def test_pkgserver_mirror_fills_and_forgets_a_bucketed_cache(
+    s3_cluster: Cluster, bucket_url: str, aws: dict[str, str], tmp_path: Path
+) -> None:
+    upstream_dir = tmp_path / "upstream"
+    app = make_wheel(upstream_dir, "app", "1.0", requires_dist=["leaf"])
+    leaf = make_wheel(upstream_dir, "leaf", "2.0")
+    env = {**client_env(tmp_path), **aws, **NO_PROXY}
+    with Server(upstream_dir, "--disable-fallback", *OPEN) as upstream:
+        fallback = ["--fallback-url", upstream.url + "simple/"]
+        mirror = [sys.executable, "-m", "pkgserver", "mirror", bucket_url]
+        out = run_client([*mirror, "app", *fallback], env)
+        assert "Traceback" not in out.stderr, out.stderr
+    files = {
+        k: v
+        for k, v in objects(s3_cluster, bucket_url).items()
+        if k.startswith(".pkgserver/proxy/files/") and not k.endswith(".metadata")
+    }
+    assert files == {
+        ".pkgserver/proxy/files/app/app-1.0-py3-none-any.whl": app.read_bytes(),
+        ".pkgserver/proxy/files/leaf/leaf-2.0-py3-none-any.whl": leaf.read_bytes(),
+    }
+    out = run_client([*mirror, "--forget", "app"], env)  # (the upstream is gone: not needed)
+    assert "app: dropped from the cache" in out.stderr
+    left = sorted(objects(s3_cluster, bucket_url))
+    assert [k for k in left if "/app" in k] == []
+    assert ".pkgserver/proxy/pages/leaf.json" in left
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster for one test, whose gateway the test stops: it goes with the test."""
+    with ceph_cluster(tmp_path / "ceph") as cluster:
+        yield cluster
+
+
+def fetch(srv: Server, path: str) -> tuple[int, bytes]:
+    """Status and body, a body cut short included."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    try:
+        conn.request("GET", path)
+        res = conn.getresponse()
+        try:
+            return res.status, res.read()
+        except http.client.IncompleteRead as exc:
+            return res.status, exc.partial
+    finally:
+        conn.close()
+
+
+@pytest.mark.e2e
+def test_while_the_bucket_is_away_the_proxy_answers_no_500_and_then_resumes(
+    own_cluster: Cluster, tmp_path: Path
+) -> None:
+    bucket = "t-" + uuid.uuid4().hex[:20]
+    own_cluster.client().create_bucket(Bucket=bucket)
+    url = f"s3://{bucket}/packages"
+    upstream_dir = tmp_path / "upstream"
+    app = make_wheel(upstream_dir, "app", "1.0")
+    lib = make_wheel(upstream_dir, "lib", "1.0")
+    with Server(upstream_dir, "--disable-fallback", *OPEN) as upstream:
+        args = (url, "--proxy", "--fallback-url", upstream.url + "simple/", *OPEN, *QUIET)
+        with Server(*args, env={**own_cluster.aws(), **NO_PROXY}) as proxy:
+            assert proxy.get("/simple/app/").status == 200
+            assert fetch(proxy, f"/proxy/app/{app.name}") == (200, app.read_bytes())
+            own_cluster.stop_gateway()
+            try:
+                assert proxy.get("/simple/app/").status == 200  # from memory
+                assert proxy.get("/simple/lib/").status == 200  # from the upstream
+                for name in (app.name, lib.name):
+                    status, _body = fetch(proxy, f"/proxy/{name.split('-')[0]}/{name}")
+                    assert status != 500
+            finally:
+                own_cluster.start_gateway()
+            assert fetch(proxy, f"/proxy/app/{app.name}") == (200, app.read_bytes())
+            assert fetch(proxy, f"/proxy/lib/{lib.name}") == (200, lib.read_bytes())
+            assert f".pkgserver/proxy/files/lib/{lib.name}" in objects(own_cluster, url)
+            assert "the object store is unavailable" in proxy.output  # said, once or so
