@@ -54,6 +54,11 @@ class UpstreamFile(NamedTuple):
         return {k: v for k, v in self._asdict().items() if v is not None}
 
 
+# Pages' filename -> entry dicts, by id() of the page (kept with the page itself, so that an id
+# reused by another page is told apart).
+_INDEXES: dict[int, tuple[UpstreamPage, dict[str, UpstreamFile]]] = {}
+
+
 class UpstreamPage(NamedTuple):
     """A project's page as fetched from the upstream, with what revalidating it needs."""
 
@@ -69,10 +74,14 @@ class UpstreamPage(NamedTuple):
         return sorted({f.version for f in self.files}, key=version_key)
 
     def file(self, filename: str) -> UpstreamFile | None:
-        for f in self.files:
-            if f.filename == filename:
-                return f
-        return None
+        """The entry of ``filename``: a dict lookup, the dict made once per page."""
+        index = _INDEXES.get(id(self))
+        if index is None or index[0] is not self:
+            index = (self, {f.filename: f for f in self.files})
+            if len(_INDEXES) > 4096:
+                _INDEXES.clear()
+            _INDEXES[id(self)] = index
+        return index[1].get(filename)
 
     def to_json(self) -> bytes:
         doc = {

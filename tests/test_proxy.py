@@ -642,3 +642,50 @@ def test_web_pages_show_cached_projects_apart_from_hosted_ones(
     page = app.get("/project/lib-c/").text
     assert 'class="badge cached"' in page and upstream.url in page and name in page
     assert app.get("/project/never-seen/", status=404)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Accept": "text/html"},
+        {"Accept": JSON_TYPE},
+        {"Accept": JSON_TYPE, "Accept-Encoding": "gzip"},
+    ],
+)
+def test_the_fast_path_answers_cached_pages_and_files_as_the_routes_do(
+    tmp_path: Path, upstream: Upstream, headers: dict[str, str]
+) -> None:
+    files = {f"lib_c-{i}.0.tar.gz": os.urandom(1000) for i in range(1, 30)}
+    upstream.add_project("lib-c", files)
+    root = tmp_path / "root"
+    root.mkdir()
+    fast, cache, observer = proxied_app(root, upstream)
+    settings = Settings(roots=(str(root),), proxy=True, fallback_url=upstream.url)
+    routes = webtest.TestApp(
+        create_app(settings, Catalog(), proxy=cache, observer=observer, fast_path=False),
+        lint=False,
+    )
+    fast.get("/simple/lib-c/")
+    fast.get("/proxy/lib-c/lib_c-1.0.tar.gz")
+    calls: list[object] = []
+    real = fast.app.fast
+
+    def counting(environ: dict[str, Any]) -> Any:
+        answer = real(environ)
+        calls.append(answer)
+        return answer
+
+    fast.app.__dict__["fast"] = counting
+    for path in ("/simple/lib-c/", "/proxy/lib-c/lib_c-1.0.tar.gz"):
+        calls.clear()
+        first = fast.get(path, headers=headers)
+        second = routes.get(path, headers=headers)
+        assert calls and calls[0] is not None, f"the fast path did not answer {path}"
+        assert (first.status, first.body) == (second.status, second.body)
+        strip = ("date", "server")
+        assert {k.lower(): v for k, v in first.headerlist if k.lower() not in strip} == {
+            k.lower(): v for k, v in second.headerlist if k.lower() not in strip
+        }
+        again = {**headers, "If-None-Match": first.headers["ETag"]}
+        assert fast.get(path, headers=again).status_int == 304
+        assert routes.get(path, headers=again).status_int == 304
