@@ -10,7 +10,8 @@ else, which the routes then decide.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import bottle
 
@@ -24,11 +25,14 @@ from .distfile import (
     parse_dist_filename,
     version_key,
 )
-from .errors import BadRequest, HTTPProblem, NotFound, Unavailable
-from .site import Claimed, Site
+from .errors import BadGateway, BadRequest, Forbidden, HTTPProblem, NotFound, Unavailable
+from .proxy import DirectoryProxyStore, NotCached, UpstreamDown, UpstreamGone
+from .site import Claimed, Proxied, Site
 from .storage import DirectoryStorage, StoreUnavailable
 
 __all__ = ["InstallerAPI"]
+
+_T = TypeVar("_T")
 
 
 class InstallerAPI:
@@ -47,6 +51,12 @@ class InstallerAPI:
         self.file_fast = not site.auth.requires("download") and isinstance(
             site.uploads.storage, DirectoryStorage
         )
+        # Cached upstream files (--proxy): read by path when the cache is a folder.
+        self.proxy_file_fast = (
+            site.proxy is not None
+            and not site.auth.requires("download")
+            and isinstance(site.proxy.store, DirectoryProxyStore)
+        )
 
     def install(self, app: bottle.Bottle) -> None:
         """Adds the routes to ``app``. The catch-all shortcuts come last: the index's own
@@ -59,6 +69,7 @@ class InstallerAPI:
         get("/simple/<name>", callback=guarded(self.simple_project_no_slash))
         get("/simple/<name>/", callback=guarded(self.simple_project))
         get("/packages/<path:path>", callback=guarded(self.package_file))
+        get("/proxy/<name>/<filename>", callback=guarded(self.proxy_file))
         get("/pypi/<name>/json", callback=guarded(self.json_api))
         get(
             "/integrity/<name>/<version>/<filename>/provenance",
@@ -147,6 +158,8 @@ class InstallerAPI:
         if isinstance(found, Claimed):
             status = site.catalog.status_of(found.name)
             return site.send_rendered(render.render_claimed(found.name, media, status))
+        if isinstance(found, Proxied):
+            return self.proxied_page(found.name, media)
         page = answers.project_page(
             found,
             media,
@@ -196,6 +209,90 @@ class InstallerAPI:
         except StoreUnavailable as exc:
             raise Unavailable(f"{exc.strerror}, try again later") from None
         return answers.send_provenance(f, data)
+
+    # -- the caching proxy (--proxy) ---------------------------------------------------------------
+    def proxied_page(self, name: str, media: str) -> Any:
+        """The upstream's page of a project never hosted here, from the cache."""
+        proxy = self.site.proxy
+        assert proxy is not None
+        page = _from_upstream(lambda: proxy.page(name))
+        rendered, variants = proxy.rendering(page, media, self.hash_algo)
+        return answers.as_response(
+            answers.page_answer(
+                rendered, variants, "page", header("Accept-Encoding"), header("If-None-Match")
+            )
+        )
+
+    def proxy_file(self, name: str, filename: str) -> Any:
+        """A file (or its PEP 658 metadata) of a project served through the cache: from the
+        cache, or fetched from the upstream while it is sent (pkgserver.proxy.Download)."""
+        site, proxy = self.site, self.site.proxy
+        if proxy is None or len(name) > 200 or name != normalize(name):
+            raise NotFound("no such file")
+        site.require("download")
+        if site.is_hosted(name):
+            # Hosted (or once hosted) here: never mixed with what the upstream has.
+            raise NotFound(f"{name} is hosted here; its files are under /packages/")
+        meta = filename.endswith(".metadata")
+        listed = filename[: -len(".metadata")] if meta else filename
+        try:
+            if normalize(parse_dist_filename(listed).project) != name:
+                raise NotFound("no such file")
+        except InvalidDistFilename:
+            raise NotFound("no such file") from None
+        what = "metadata" if meta else "file"
+        entry = _from_upstream(lambda: proxy.entry(name, listed))
+        sha256 = entry.metadata_sha256 if meta else entry.sha256
+        if sha256 is None:
+            raise NotFound("the upstream has no core metadata for this file")
+        relpath = f"{name}/{filename}"
+        observer = site.observer
+        f = proxy.cached(relpath, sha256, name)
+        if f is not None:
+            observer.proxy_event(what, "hit")
+            observer.proxy_served(f.size)
+            proxy.used(relpath)
+            return answers.send_file(
+                f,
+                opener=proxy.store.open,
+                cache_control=answers.FOREVER,
+                on_stale=lambda _path: proxy.drop(relpath),
+            )
+        if proxy.offline:
+            observer.proxy_event(what, "refused")
+            raise NotFound(f"{filename} is not in the cache (--proxy-offline)")
+        headers = {
+            "Content-Type": answers.content_type(filename) if not meta else "text/plain",
+            "ETag": f'"{sha256}"',
+            "X-Content-Type-Options": "nosniff",
+        }
+        size = None if meta else entry.size
+        if bottle.request.method == "HEAD":
+            if size is not None:
+                headers["Content-Length"] = str(size)
+            return bottle.HTTPResponse(b"", **headers)
+        job = proxy.download(relpath, entry.url + (".metadata" if meta else ""), sha256, size)
+        job.started.wait(proxy.fetcher.connect * 2 + 30)
+        body = job.reader()
+        if body is None or job.error is not None:
+            job.finished_event.wait(1.0)
+            f = proxy.cached(relpath, sha256, name)
+            if f is not None and job.error is None:  # done already: kept, served from there
+                observer.proxy_event(what, "miss")
+                return answers.send_file(
+                    f, opener=proxy.store.open, cache_control=answers.FOREVER, on_stale=None
+                )
+            observer.proxy_event(what, "error")
+            if job.upstream_status in (404, 410):
+                raise NotFound(f"the upstream has no {filename} ({job.upstream_status})")
+            raise BadGateway(f"{filename} cannot be fetched from the upstream: {job.error}")
+        observer.proxy_event(what, "miss")
+        if job.size is not None:
+            headers["Content-Length"] = str(job.size)
+            observer.proxy_served(job.size)
+        # Kept for a year as hosted files are: a name's bytes never change once verified.
+        headers["Cache-Control"] = answers.FOREVER
+        return bottle.HTTPResponse(body, **headers)
 
     @staticmethod
     def project_of(snap: Snapshot, path: str) -> str:
@@ -318,7 +415,7 @@ class InstallerAPI:
             length = -1
         try:
             outcome = site.uploads.handle(
-                env["wsgi.input"], length, env.get("CONTENT_TYPE"), user, permit=site.permit
+                env["wsgi.input"], length, env.get("CONTENT_TYPE"), user, permit=self.permit
             )
         except HTTPProblem as exc:
             observer.upload_done(exc.status, exc.message)
@@ -329,6 +426,20 @@ class InstallerAPI:
             status=f"{outcome.status} {answers.reason(outcome.message)}",
             **{"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"},
         )
+
+    def permit(self, action: str, project: str) -> None:
+        """An upload's right on its project, once its form names it: the credentials', and
+        (--proxy) not a project only cached from the upstream (README "Caching proxy")."""
+        site = self.site
+        site.permit(action, project)
+        proxy = site.proxy
+        if action == "upload" and proxy is not None and not site.is_hosted(project):
+            if proxy.is_cached(project):
+                raise Forbidden(
+                    f"{project} is cached from the upstream index here, not hosted: an upload "
+                    f"would shadow it for every client. Run `pkgserver mirror --forget "
+                    f"{project}` first to host it here instead"
+                )
 
     # -- trusted publishing ------------------------------------------------------------------------
     def oidc_audience(self) -> Any:
@@ -386,11 +497,15 @@ class InstallerAPI:
             return self._fast_page(environ, path[8:-1])
         if self.file_fast and path.startswith("/packages/"):
             return self._fast_file(environ, path[10:])
+        if self.proxy_file_fast and path.startswith("/proxy/"):
+            return self._fast_proxied_file(environ, path[7:])
         return None
 
     def _fast_page(self, environ: dict[str, Any], name: str) -> Answer | None:
         project = self.catalog.snapshot.projects.get(name)
-        if project is None or not name or render.has_provenance(project):
+        if project is None:
+            return self._fast_proxied_page(environ, name)
+        if not name or render.has_provenance(project):
             return None  # (provenance URLs are absolute: the route knows the base URL)
         media = render.negotiate(environ.get("HTTP_ACCEPT"))
         if media is None:
@@ -403,6 +518,56 @@ class InstallerAPI:
             environ.get("HTTP_IF_NONE_MATCH"),
             max_size=answers.LARGE_PAGE,  # larger: the route sends it without a copy
         )
+
+    def _fast_proxied_page(self, environ: dict[str, Any], name: str) -> Answer | None:
+        """A page cached from the upstream and fresh in memory (--proxy)."""
+        proxy = self.site.proxy
+        if proxy is None or not name:
+            return None
+        page = proxy.fresh(name)
+        if page is None or self.site.is_hosted(name):
+            return None
+        media = render.negotiate(environ.get("HTTP_ACCEPT"))
+        if media is None:
+            return None
+        rendered, variants = proxy.rendering(page, media, self.hash_algo)
+        if len(rendered.body) > answers.LARGE_PAGE:
+            return None
+        self.site.observer.proxy_event("page", "hit")
+        return answers.page_answer(
+            rendered,
+            variants,
+            "page",
+            environ.get("HTTP_ACCEPT_ENCODING"),
+            environ.get("HTTP_IF_NONE_MATCH"),
+        )
+
+    def _fast_proxied_file(self, environ: dict[str, Any], relpath: str) -> Answer | None:
+        """A small cached upstream file whose page is in memory (--proxy)."""
+        proxy = self.site.proxy
+        name, _, filename = relpath.partition("/")
+        if proxy is None or any(k in environ for k in answers.CONDITIONAL_KEYS):
+            return None
+        page = proxy.known(name)
+        entry = page.file(filename) if page is not None else None
+        if entry is None or "/" in filename or self.site.is_hosted(name):
+            return None
+        f = proxy.cached(relpath, entry.sha256, name)
+        if f is None:
+            return None
+        inm = environ.get("HTTP_IF_NONE_MATCH")
+        if inm is not None:
+            if not answers.etag_matches(inm, f'"{f.sha256}"'):
+                return None
+            return answers.revalidated_file(f, answers.FOREVER)
+        if f.size > answers.SMALL_FILE:
+            return None
+        found = answers.small_file(f, answers.FOREVER)
+        if found is not None:
+            self.site.observer.proxy_event("file", "hit")
+            self.site.observer.proxy_served(f.size)
+            proxy.used(relpath)
+        return found
 
     def _fast_file(self, environ: dict[str, Any], relpath: str) -> Answer | None:
         if any(k in environ for k in answers.CONDITIONAL_KEYS):
@@ -420,6 +585,17 @@ class InstallerAPI:
         if f.size > answers.SMALL_FILE:
             return None
         return answers.small_file(f, self.file_cache)  # None: the route reports it
+
+
+def _from_upstream(call: Callable[[], _T]) -> _T:
+    """The proxy's answer, its failures as HTTP problems: 404 for what the upstream does not
+    have (or, offline, the cache), 502 when it cannot be asked and nothing is cached."""
+    try:
+        return call()
+    except (UpstreamGone, NotCached) as exc:
+        raise NotFound(str(exc)) from None
+    except UpstreamDown as exc:
+        raise BadGateway(str(exc)) from None
 
 
 def _json(document: dict[str, Any], status: int = 200) -> bottle.HTTPResponse:

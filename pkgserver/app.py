@@ -38,6 +38,7 @@ from .upload import Uploads
 
 if TYPE_CHECKING:  # (oidc needs the [oidc] extra)
     from .oidc import TrustedPublishing
+    from .proxy import ProxyCache
 
 __all__ = ["WELCOME_NAMES", "WelcomeError", "create_app", "load_welcome"]
 
@@ -261,6 +262,43 @@ def default_trusted(
     )
 
 
+def default_proxy(settings: Settings, observer: Observer, client: Any = None) -> ProxyCache | None:
+    """The caching proxy's cache (--proxy), in a folder or a bucket (--proxy-cache, else
+    .pkgserver/proxy of the first root), or None without --proxy. ``client``: the bucket's
+    S3 client to share."""
+    if not settings.proxying:
+        return None
+    from .proxy import DirectoryProxyStore, Hooks, ProxyCache, ProxyStore
+
+    location = settings.proxy_location
+    store: ProxyStore
+    if location.startswith("s3://"):
+        from .s3 import S3ProxyStore
+
+        spool = settings.cache_dir
+        store = S3ProxyStore(location, client=client, spool_base=spool)  # type: ignore[assignment]
+    else:
+        store = DirectoryProxyStore(location)
+    fallback = settings.fallback
+    assert fallback is not None
+    cache = ProxyCache(
+        store,
+        fallback,
+        ttl=settings.proxy_ttl,
+        offline=settings.proxy_offline,
+        max_bytes=settings.proxy_cache_size,
+        hooks=Hooks(observer.proxy_event, observer.proxy_fetched, observer.proxy_evicted),
+    )
+    observer.proxy_cache_size(lambda: cache.cached_files, lambda: cache.cached_bytes)
+    log.info(
+        "proxy: projects not hosted are served from %s through the cache in %s%s",
+        fallback,
+        location,
+        " (offline: the cache only)" if settings.proxy_offline else "",
+    )
+    return cache
+
+
 def create_app(
     settings: Settings,
     catalog: Catalog,
@@ -277,6 +315,7 @@ def create_app(
     observer: Observer | None = None,
     ready: Callable[[], str | None] | None = None,
     trusted: TrustedPublishing | None = None,
+    proxy: ProxyCache | None = None,
     fast_path: bool = True,
 ) -> bottle.Bottle:
     """Build the WSGI app. Everything it needs is passed in; nothing is global.
@@ -285,7 +324,8 @@ def create_app(
     start (None once it does); /health answers 503 until then. ``storage`` is where uploads
     publish (the package directories when not given), ``records`` where its yanks are kept
     (each directory's ``.pkgserver`` when not given). ``trusted`` answers /_/oidc/ (trusted
-    publishing; 404 there without). ``fast_path=False`` leaves every
+    publishing; 404 there without). ``proxy`` is the caching proxy's cache (by default, the
+    one --proxy configures: ``default_proxy``). ``fast_path=False`` leaves every
     request to the routes (the tests compare both)."""
     if observer is None:
         observer = Observer(catalog, health=settings.health_endpoint)
@@ -321,6 +361,7 @@ def create_app(
     site.trusted = (
         trusted if trusted is not None else default_trusted(site.auth, records, settings, observer)
     )
+    site.proxy = proxy if proxy is not None else default_proxy(settings, observer)
     app = _App()
     app.prefix = settings.base_path
     app.trust_proxy = settings.trust_proxy

@@ -33,6 +33,11 @@ class Settings:
     max_file_size: int | None = None  # bytes; larger files are not listed (None: max_upload_size)
     fallback_url: str = DEFAULT_FALLBACK_URL
     disable_fallback: bool = False
+    proxy: bool = False  # projects not hosted: served through a cache of the fallback index
+    proxy_ttl: float = 600.0  # seconds a cached upstream page is served before revalidating
+    proxy_offline: bool = False  # serve only what the cache holds
+    proxy_cache_size: int | None = None  # bytes of upstream files kept (None: no bound)
+    proxy_cache: str | None = None  # None: .pkgserver/proxy of the first root (or bucket)
     hash_algo: str | None = "sha256"  # None: no hash fragment on HTML links
     welcome_file: str | None = None
     health_endpoint: str = "/health"
@@ -81,6 +86,19 @@ class Settings:
         if not self.server_base_url:
             return ""
         return urlsplit(self.server_base_url).path.rstrip("/")
+
+    @property
+    def proxying(self) -> bool:
+        """Whether projects not hosted are served through the cache (--proxy)."""
+        return (self.proxy or self.proxy_offline) and self.fallback is not None
+
+    @property
+    def proxy_location(self) -> str:
+        """Where the proxy's cache lives: --proxy-cache, else .pkgserver/proxy beside the
+        first root's packages (a folder, or the bucket's prefix)."""
+        if self.proxy_cache:
+            return self.proxy_cache
+        return self.roots[0].rstrip("/") + "/.pkgserver/proxy"
 
     @property
     def fallback(self) -> str | None:

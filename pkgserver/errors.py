@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BadGateway",
     "BadRequest",
     "Busy",
     "Conflict",
@@ -122,3 +123,9 @@ class Unavailable(HTTPProblem):
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message, **{"Retry-After": str(retry_after)})
+
+
+class BadGateway(HTTPProblem):
+    """The upstream index (the caching proxy's) could not answer, and nothing cached could."""
+
+    status = 502

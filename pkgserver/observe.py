@@ -79,6 +79,8 @@ def route_of(method: str, path: str, content_type: str = "", health: str = "/hea
         return "health"
     if path.startswith(("/+simple/", "/legacy/+simple/")):
         return "simple_project"
+    if path.startswith("/proxy/"):
+        return "proxy_metadata" if path.endswith(".metadata") else "proxy_file"
     return "other"
 
 
@@ -252,6 +254,33 @@ class Observer:
         self.initial_scan = Gauge(
             "pkgserver_initial_scan_seconds", "Duration of the scan at start", registry=r
         )
+        # The caching proxy (--proxy); zero without it.
+        self.proxy_requests = Counter(
+            "pkgserver_proxy_requests",
+            "Requests for pages and files of the upstream index by outcome: hit (served from "
+            "the cache), miss (fetched), revalidated (asked again, 304 or new), stale (served "
+            "from the cache, the upstream failing), error (nothing to serve), refused "
+            "(--proxy-offline, not cached)",
+            ["what", "outcome"],
+            registry=r,
+        )
+        self.proxy_bytes = Counter(
+            "pkgserver_proxy_bytes",
+            "Bytes fetched from the upstream index (fetched) and served from the cache (served)",
+            ["direction"],
+            registry=r,
+        )
+        self.proxy_evictions = Counter(
+            "pkgserver_proxy_evictions",
+            "Cached upstream files evicted to keep the cache within --proxy-cache-size",
+            registry=r,
+        )
+        self.proxy_cache_bytes = Gauge(
+            "pkgserver_proxy_cache_bytes", "Bytes of upstream files in the cache", registry=r
+        )
+        self.proxy_cache_files = Gauge(
+            "pkgserver_proxy_cache_files", "Upstream files in the cache", registry=r
+        )
         if catalog is not None:
             r.register(_CatalogCollector(catalog))
         if process:
@@ -285,6 +314,23 @@ class Observer:
         """An OIDC token exchange's outcome (``TrustedPublishing(on_outcome=...)``): "granted"
         or one of oidc's fixed refusal reasons."""
         self.trusted_publishing.labels(outcome).inc()
+
+    def proxy_event(self, what: str, outcome: str) -> None:
+        self.proxy_requests.labels(what, outcome).inc()
+
+    def proxy_fetched(self, n: int) -> None:
+        self.proxy_bytes.labels("fetched").inc(n)
+
+    def proxy_served(self, n: int) -> None:
+        self.proxy_bytes.labels("served").inc(n)
+
+    def proxy_evicted(self, n: int) -> None:
+        self.proxy_evictions.inc(n)
+
+    def proxy_cache_size(self, files: Callable[[], int], size: Callable[[], int]) -> None:
+        """The cache's size, asked at each scrape."""
+        self.proxy_cache_files.set_function(files)
+        self.proxy_cache_bytes.set_function(size)
 
     # -- per request --
     def wrap(self, start_response: Callable[..., Any], box: list[Any]) -> Callable[..., Any]:

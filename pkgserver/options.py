@@ -235,6 +235,45 @@ OPTIONS: tuple[Option, ...] = (
         kind=ON,
     ),
     Option(
+        "proxy",
+        ("--proxy",),
+        "serve projects not hosted here from the fallback index through a cache (pages "
+        "revalidated, files kept once verified), instead of redirecting to it",
+        default=False,
+        kind=ON,
+    ),
+    Option(
+        "proxy_ttl",
+        ("--proxy-ttl",),
+        "seconds a cached upstream page is served before the upstream is asked again "
+        "(default {default})",
+        default=600.0,
+        parse=float,
+        metavar="SECONDS",
+    ),
+    Option(
+        "proxy_offline",
+        ("--proxy-offline",),
+        "serve only what the proxy's cache holds; never ask the upstream (implies --proxy)",
+        default=False,
+        kind=ON,
+    ),
+    Option(
+        "proxy_cache_size",
+        ("--proxy-cache-size",),
+        "largest size of the upstream files cached, e.g. 20G; the least recently used go "
+        "first (default: no limit)",
+        parse=_size,
+        metavar="SIZE",
+    ),
+    Option(
+        "proxy_cache",
+        ("--proxy-cache",),
+        "where the proxy's cache lives, a folder or s3://bucket/prefix (default: .pkgserver/"
+        "proxy in the first package directory or the bucket)",
+        metavar="LOCATION",
+    ),
+    Option(
         "hash_algo",
         ("--hash-algo",),
         "hash in the #fragment of links (default {default}; 'off' for none)",

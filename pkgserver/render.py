@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from .catalog import DistFile, Project, ProjectStatus, RenderCache, Snapshot
 from .metadata import CoreMetadata
+from .upstream import UpstreamFile, UpstreamPage
 
 __all__ = [
     "HTML",
@@ -31,6 +32,7 @@ __all__ = [
     "render_index",
     "render_project",
     "render_project_json_api",
+    "render_proxied",
 ]
 
 HTML = "text/html"
@@ -355,6 +357,61 @@ def _yank_value(reason: str | None) -> bool | str:
     if reason is None:
         return False
     return reason or True
+
+
+# -- /simple/<project>/ of a project cached from the upstream (--proxy) --------------------------
+def proxied_url(name: str, f: UpstreamFile) -> str:
+    """Where pkgserver serves a cached upstream file, relative to the project page."""
+    return f"../../proxy/{quote(name, safe='')}/{quote(f.filename, safe='')}"
+
+
+def render_proxied(page: UpstreamPage, media_type: str, hash_algo: str | None) -> Rendered:
+    """The upstream's page as pkgserver serves it: the same files, requires-python, yanks,
+    metadata hashes and upload times, each link pointing at pkgserver's cache. Everything in
+    it came from the upstream and was checked (pkgserver.upstream); it is escaped as any."""
+    if media_type == JSON_V1:
+        files = []
+        for f in page.files:
+            entry: dict[str, Any] = {
+                "filename": f.filename,
+                "url": proxied_url(page.name, f),
+                "hashes": {"sha256": f.sha256},
+                "yanked": _yank_value(f.yanked),
+                "core-metadata": {"sha256": f.metadata_sha256} if f.metadata_sha256 else False,
+                "provenance": None,
+            }
+            if f.size is not None:
+                entry["size"] = f.size
+            if f.upload_time is not None:
+                entry["upload-time"] = f.upload_time
+            if f.requires_python:
+                entry["requires-python"] = f.requires_python
+            files.append(entry)
+        doc = {
+            "meta": {"api-version": API_VERSION},
+            "name": page.name,
+            "versions": page.versions,
+            "files": files,
+        }
+        body = json.dumps(doc, separators=(",", ":")).encode()
+    else:
+        title = f"Links for {page.name}"
+        out = [_head(esc(title)), f"    <h1>{esc(title)}</h1>\n"]
+        for f in page.files:
+            fragment = f"#sha256={f.sha256}" if hash_algo else ""
+            attrs = [f'href="{esc(proxied_url(page.name, f) + fragment)}"']
+            if f.requires_python:
+                attrs.append(f'data-requires-python="{esc(f.requires_python)}"')
+            if f.metadata_sha256:
+                value = esc(f"sha256={f.metadata_sha256}")
+                attrs.append(f'data-core-metadata="{value}"')
+                attrs.append(f'data-dist-info-metadata="{value}"')
+            if f.yanked is not None:
+                attrs.append(f'data-yanked="{esc(f.yanked)}"')
+            out.append(f"    <a {' '.join(attrs)}>{esc(f.filename)}</a><br>\n")
+        out.append(_TAIL)
+        body = "".join(out).encode()
+    return Rendered(body, media_type, etag_of(body))
 
 
 def render_claimed(name: str, media_type: str, status: ProjectStatus | None = None) -> Rendered:

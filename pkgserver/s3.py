@@ -938,3 +938,10 @@ class S3UploadLog:
         if problem not in self._warned:
             self._warned.add(problem)
             log.warning("%s; %s", problem, consequence)
+
+
+class S3ProxyStore:
+    """The caching proxy's store in a bucket (pkgserver.proxy.ProxyStore): being written."""
+
+    def __init__(self, url: str, client: Any = None, *, spool_base: str | None = None) -> None:
+        raise NotImplementedError("--proxy-cache s3://... is not built yet")

@@ -42,8 +42,9 @@ from .upload import Uploads
 
 if TYPE_CHECKING:  # (oidc needs the [oidc] extra: imported only where it is configured)
     from .oidc import TrustedPublishing
+    from .proxy import ProxyCache
 
-__all__ = ["Claimed", "Site", "file_cache_control"]
+__all__ = ["Claimed", "Proxied", "Site", "file_cache_control"]
 
 _HOST = re.compile(r"[A-Za-z0-9.\-:\[\]]{1,255}")
 # --redirect-downloads: seconds a presigned link works. Enough to begin a download (one that
@@ -68,6 +69,12 @@ def file_cache_control(settings: Settings) -> str:
 
 class Claimed(NamedTuple):
     """A project hosted here before, with no files now (see pkgserver.hosted)."""
+
+    name: str
+
+
+class Proxied(NamedTuple):
+    """A project never hosted here, served from the upstream through the cache (--proxy)."""
 
     name: str
 
@@ -103,6 +110,8 @@ class Site:
         self.ready = ready
         # Trusted publishing (/_/oidc/...), set by whoever configures it; None: 404 there.
         self.trusted: TrustedPublishing | None = None
+        # The caching proxy (--proxy), set by whoever configures it; None: redirects.
+        self.proxy: ProxyCache | None = None
         self.fallback = settings.fallback
         absolute = settings.absolute_base_url
         # --server-base-url as an absolute URL: every absolute link and Location uses it.
@@ -289,9 +298,10 @@ class Site:
 
     def hosted_or_redirect(
         self, raw_name: str, snap: Snapshot | None = None
-    ) -> Project | Claimed | bottle.HTTPResponse:
+    ) -> Project | Claimed | Proxied | bottle.HTTPResponse:
         """The hosted project (in ``snap``, by default the current snapshot), a claimed name,
-        or a response (canonical redirect, fallback redirect); raises NotFound."""
+        a name to serve through the proxy's cache, or a response (canonical redirect, fallback
+        redirect); raises NotFound."""
         if not raw_name or len(raw_name) > 200:
             raise NotFound("no such project")
         name = normalize(raw_name)
@@ -306,6 +316,11 @@ class Site:
             if raw_name != name:
                 return self.redirect(f"/simple/{name}/")
             return Claimed(name)
+        if self.proxy is not None and is_valid_project_name(raw_name):
+            # Never hosted, never claimed: the upstream's page, through the cache.
+            if raw_name != name:
+                return self.redirect(f"/simple/{name}/")
+            return Proxied(name)
         if self.fallback and is_valid_project_name(raw_name):
             # Straight to the canonical name upstream: one hop fewer for the client. Never
             # stored: the name may be uploaded here in a minute, and a kept redirect would

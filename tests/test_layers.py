@@ -26,9 +26,9 @@ LAYERS: dict[str, int] = {}
 for _layer, _names in enumerate(
     (
         "__init__ distfile archives metadata catalog render multipart xmlrpc config errors web"
-        " rights",
+        " rights upstream",
         "fsutil records cache inotify scan hasher indexer publish storage s3 s3feed upload auth"
-        " tokens observe manage hosted update oidc attest",
+        " tokens observe manage hosted update oidc attest proxy",
         "answers site api pages app server",
         "cli arguments options validate service __main__",
     )
