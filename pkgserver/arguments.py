@@ -28,6 +28,7 @@ SUBCOMMANDS = (
     "status",
     "check",
     "token",
+    "mirror",
 )
 
 # Options of the management commands that take a value, for _options_first.
@@ -100,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("roots", metavar="DIR", nargs="*")
     _add_management_parsers(sub)
     _add_token_parsers(sub)
+    from .mirror import add_arguments as _mirror_arguments
+
+    mi = sub.add_parser(
+        "mirror",
+        help="fill the caching proxy's cache ahead of time (or drop a project from it)",
+        description="Cache what 'pip download REQ... -r FILE' fetches (with its --platform, "
+        "--python-version, --abi, --only-binary options for other machines) from the upstream "
+        "index into DIR's proxy cache, through a pkgserver on 127.0.0.1 with --proxy, so that "
+        "'pkgserver run --proxy-offline DIR' serves them without the upstream. --project NAME "
+        "caches every file of NAME; --forget NAME drops NAME from the cache.",
+    )
+    _mirror_arguments(mi)
     return parser
 
 
