@@ -159,6 +159,18 @@ def fetch(srv: Server, path: str, timeout: float = 60) -> tuple[int, bytes, bool
         conn.close()
 
 
+def mark(srv: Server) -> str:
+    """A unique line in ``srv``'s access log, waited for: the lines before it are all in
+    ``srv.output``, whatever the pipe that carries them delays."""
+    token = uuid.uuid4().hex
+    assert srv.get(f"/health?mark={token}").status == 200
+    deadline = time.monotonic() + 10
+    while token not in srv.output:
+        assert time.monotonic() < deadline, f"the access log did not show the mark {token}"
+        time.sleep(0.02)
+    return token
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     """The sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0
@@ -413,6 +425,35 @@ def test_install_through_the_proxy_fills_its_cache(
         assert metric(metrics, "pkgserver_proxy_bytes_total", direction="fetched") > 0
 
 
+# -- hosted names are never proxied ------------------------------------------------------------------
+def test_a_hosted_name_is_never_proxied(upstream: Server, tmp_path: Path) -> None:
+    root = tmp_path / "packages"
+    hosted = make_wheel(root, "lib-c", "7.0", summary="ours")
+    settled(root)
+    with proxy(root, upstream.url + "simple/") as px:
+        px.wait_listed("lib-c", hosted.name)
+        page = px.project_json("lib-c")
+        assert [f["filename"] for f in page.json()["files"]] == [hosted.name]
+        assert px.get("/proxy/lib-c/lib_c-1.2-py3-none-any.whl").status == 404
+        python, _ = install("uv", tmp_path, px.url + "simple/", "app-a")
+        assert installed(python) == {**EXPECTED, "lib-c": "7.0"}
+        assert "lib-c" not in {k.split("/")[0] for k in cached(root)}
+        assert not (cache_dir(root) / "pages" / "lib-c.json").exists()
+
+
+def test_disable_fallback_wins_over_proxy(upstream: Server, tmp_path: Path) -> None:
+    root = tmp_path / "packages"
+    root.mkdir()
+    before = mark(upstream)
+    with proxy(root, upstream.url + "simple/", "--disable-fallback") as px:
+        assert px.get("/simple/app-a/").status == 404
+        assert px.get("/proxy/app-a/app_a-1.0-py3-none-any.whl").status == 404
+    after = mark(upstream)
+    assert cached(root) == {}
+    between = upstream.output.split(before, 1)[1].split(after, 1)[0]
+    assert "app-a" not in between and "app_a" not in between, between  # never asked
+
+
 # -- 3. the upstream gone: the cache still installs -------------------------------------------------
 def test_upstream_down_installs_from_the_cache(tree: Path, tmp_path: Path) -> None:
     up_dir = tmp_path / "upstream"
@@ -425,6 +466,11 @@ def test_upstream_down_installs_from_the_cache(tree: Path, tmp_path: Path) -> No
         with proxy(root, up.url + "simple/", "--proxy-ttl", "0") as px:
             python, _ = install("pip", tmp_path, px.url + "simple/", "app-a")
             assert installed(python) == EXPECTED
+            # With the upstream there, a page older than the TTL is asked again.
+            assert px.project_json("app-a").status == 200
+            metrics = px.get("/metrics").text
+            assert metric(metrics, "pkgserver_proxy_requests_total", outcome="revalidated") > 0
+            assert metric(metrics, "pkgserver_proxy_requests_total", outcome="stale") == 0
             up.stop()
 
             for client in ("pip", "uv"):
