@@ -66,6 +66,8 @@ MAX_PAGE = 64 * 1024 * 1024  # bytes of a page, decompressed
 MAX_METADATA = 8 * 1024 * 1024  # bytes of a PEP 658 metadata file
 MAX_FILE = 16 * 1024**3  # bytes of any file, when neither the page nor the answer gives a size
 CHUNK = 256 * 1024
+ABSENT_FOR = 60.0  # seconds a name the upstream does not have is answered 404 without asking
+TOUCH_EVERY = 60.0  # seconds between two notes of a cached file's use in the store
 PAGES_KEPT = 4096  # pages kept in memory (the rest is read from the store when asked)
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
@@ -450,9 +452,11 @@ class Download:
             os.fsync(self.fh.fileno())
             self.fh.close()
             kept = self.cache.store.keep(self.path, self.relpath)
+            self.cache._kept(self.relpath, kept.st_size)  # counted before anyone sees it whole
             with self.cond:
                 self.kept = kept
                 self.size = self.written
+                self.cond.notify_all()
         finally:
             resp.close()
 
@@ -533,6 +537,8 @@ class ProxyCache:
         self._budget = RenderBudget()  # the renderings' bytes, apart from the hosted ones
         self._page_locks: dict[str, threading.Lock] = {}
         self._downloads: dict[str, Download] = {}
+        self._touched: dict[str, float] = {}  # relpath -> when the store last noted a use
+        self._absent: dict[str, float] = {}  # name -> when the upstream said it has none
         # Cached files, least recently used first: relpath -> size.
         self._lru: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._bytes = 0
@@ -554,6 +560,12 @@ class ProxyCache:
         """The projects with a cached page, sorted."""
         with self._lock:
             return sorted(self._names)
+
+    def cached_names(self, name: str) -> set[str]:
+        """The filenames of ``name`` the cache holds (as this process knows them)."""
+        prefix = name + "/"
+        with self._lock:
+            return {r[len(prefix) :] for r in self._lru if r.startswith(prefix)}
 
     def is_cached(self, name: str) -> bool:
         """Whether the upstream's page of ``name`` is in the store (asked there: another
@@ -629,7 +641,17 @@ class ProxyCache:
         if page is not None and (not revalidate or self.fresh(name) is not None):
             self.hooks.event("page", "hit")
             return page
+        absent = self._absent.get(name)
+        if (
+            absent is not None
+            and page is None
+            and self.clock() - absent < min(ABSENT_FOR, self.ttl)
+        ):
+            self.hooks.event("page", "miss")
+            raise UpstreamGone(f"{name} is not on the upstream index either (asked lately)")
         with self._lock:
+            if len(self._page_locks) > 10_000:  # (a lock in use stays with its holders)
+                self._page_locks.clear()
             lock = self._page_locks.setdefault(name, threading.Lock())
         with lock:  # one request asks the upstream; the others then take its answer
             page = self._pages.get(name)
@@ -669,6 +691,10 @@ class ProxyCache:
             self.hooks.event("page", "revalidated")
             return page
         if answer.status in (404, 410):
+            with self._lock:
+                if len(self._absent) > 10_000:
+                    self._absent.clear()
+                self._absent[name] = now
             self.hooks.event("page", "miss")
             raise UpstreamGone(f"{name} is not on the upstream index either ({answer.status})")
         if answer.status != 200:
@@ -748,7 +774,14 @@ class ProxyCache:
         self.store.drop(relpath)
 
     def used(self, relpath: str) -> None:
-        """A cached file was served (its place in the eviction order; the store's note)."""
+        """A cached file was served: the store notes it (the order of eviction after a
+        restart), at most once a minute per file."""
+        now = time.monotonic()
+        if now - self._touched.get(relpath, -TOUCH_EVERY) < TOUCH_EVERY:
+            return
+        if len(self._touched) > 100_000:
+            self._touched.clear()
+        self._touched[relpath] = now
         self.store.touch(relpath)
 
     def download(self, relpath: str, url: str, sha256: str, size: int | None) -> Download:
@@ -768,15 +801,18 @@ class ProxyCache:
     def fetched_bytes(self, n: int) -> None:
         self.hooks.fetched(n)
 
+    def _kept(self, relpath: str, size: int) -> None:
+        """A verified file is in the store: the most recently used; older ones out if the
+        cache is over its bound."""
+        with self._lock:
+            before = self._lru.pop(relpath, 0)
+            self._lru[relpath] = size
+            self._bytes += size - before
+        self.evict()
+
     def _finished(self, job: Download) -> None:
         with self._lock:
             self._downloads.pop(job.relpath, None)
-            if job.kept is not None:
-                size = self._lru.pop(job.relpath, 0)
-                self._lru[job.relpath] = job.kept.st_size
-                self._bytes += job.kept.st_size - size
-        if job.kept is not None:
-            self.evict()
 
     def evict(self) -> int:
         """Least recently used files out until the cache is within its bound; how many."""
