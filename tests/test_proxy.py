@@ -397,7 +397,9 @@ def test_a_file_without_the_listed_sha256_is_refused_and_not_kept(
         # Either refused outright or cut short: never the whole body under that hash.
         assert status == 502 or (status == 200 and len(body) < int(headers["Content-Length"]))
         assert body != data
-    assert upstream.asked[f"/files/{name}"] == 2  # not cached: asked again, refused again
+    # Not cached; the second request is refused without asking (for a minute).
+    assert upstream.asked[f"/files/{name}"] == 1
+    assert metric(observer, "file", "rejected") == 1
     assert cache_files(root) == ["pages/lib-c.json"]  # no file, no temp file
     assert cache.cached_files == 0
     assert metric(observer, "file", "hit") == 0
