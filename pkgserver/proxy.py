@@ -42,7 +42,7 @@ from . import __version__
 from .catalog import DistFile, FileStat, RenderBudget, RenderCache
 from .distfile import parse_dist_filename
 from .render import Rendered, render_proxied
-from .upstream import UpstreamFile, UpstreamPage, UpstreamPageError, parse_page
+from .upstream import UpstreamFile, UpstreamPage, UpstreamPageError, max_age_of, parse_page
 
 __all__ = [
     "DEFAULT_TTL",
@@ -593,9 +593,13 @@ class ProxyCache:
         return self._pages.get(name)
 
     def fresh(self, name: str) -> UpstreamPage | None:
-        """The page if it is in memory and younger than the TTL (no I/O: the fast path)."""
+        """The page if it is in memory and fresh (no I/O: the fast path): younger than the
+        TTL, or than the upstream's own max-age when that is longer (up to a day). The TTL is
+        how often at most the upstream is asked again."""
         page = self._pages.get(name)
-        if page is None or (not self.offline and self.clock() - page.fetched >= self.ttl):
+        if page is None:
+            return None
+        if not self.offline and self.clock() - page.fetched >= max(self.ttl, page.max_age):
             return None
         return page
 
@@ -691,6 +695,8 @@ class ProxyCache:
             return self._stale(name, cached, str(exc))
         if answer.status == 304 and cached is not None:
             page = cached._replace(fetched=now)
+            if answer.headers.get("Cache-Control"):
+                page = page._replace(max_age=max_age_of(answer.headers.get("Cache-Control")))
             self._keep(page)
             self.hooks.event("page", "revalidated")
             return page
@@ -714,6 +720,7 @@ class ProxyCache:
         page = page._replace(
             etag=etag if etag and len(etag) < 256 else None,
             last_modified=modified if modified and len(modified) < 64 else None,
+            max_age=max_age_of(answer.headers.get("Cache-Control")),
         )
         self._keep(page)
         self.hooks.fetched(len(answer.body))

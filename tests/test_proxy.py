@@ -691,3 +691,28 @@ def test_the_fast_path_answers_cached_pages_and_files_as_the_routes_do(
         again = {**headers, "If-None-Match": first.headers["ETag"]}
         assert fast.get(path, headers=again).status_int == 304
         assert routes.get(path, headers=again).status_int == 304
+
+
+def test_the_upstreams_longer_max_age_is_honoured_and_the_ttl_is_the_floor(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    name, data = wheel_bytes(tmp_path, "lib-c", "1.0")
+    upstream.add_project("lib-c", {name: data})
+    status, headers, body = upstream.routes["/simple/lib-c/"]  # type: ignore[misc]
+    upstream.routes["/simple/lib-c/"] = (status, {**headers, "Cache-Control": "max-age=1200"}, body)
+    root = tmp_path / "root"
+    root.mkdir()
+    clock = Clock()
+    app, _, _ = proxied_app(root, upstream, clock=clock)
+    app.get("/simple/lib-c/")
+    clock.now += 900  # past the TTL (600), within the upstream's max-age
+    app.get("/simple/lib-c/")
+    assert upstream.asked["/simple/lib-c/"] == 1
+    clock.now += 400
+    app.get("/simple/lib-c/")
+    assert upstream.asked["/simple/lib-c/"] == 2
+    # A restart keeps the max-age with the page.
+    again, _, _ = proxied_app(root, upstream, clock=clock)
+    clock.now += 900
+    again.get("/simple/lib-c/")
+    assert upstream.asked["/simple/lib-c/"] == 2
