@@ -716,3 +716,35 @@ def test_the_upstreams_longer_max_age_is_honoured_and_the_ttl_is_the_floor(
     clock.now += 900
     again.get("/simple/lib-c/")
     assert upstream.asked["/simple/lib-c/"] == 2
+
+
+def test_mirror_caches_whole_projects_and_forgets_them(tmp_path: Path, upstream: Upstream) -> None:
+    from pkgserver.cli import main
+
+    meta = b"Metadata-Version: 2.1\nName: lib-c\nVersion: 1.0\n"
+    name, data = wheel_bytes(tmp_path, "lib-c", "1.0")
+    upstream.add_project(
+        "lib-c",
+        {name: data, "lib_c-0.9.tar.gz": b"old sdist"},
+        extra={name: {"core-metadata": {"sha256": hashlib.sha256(meta).hexdigest()}}},
+    )
+    upstream.routes[f"/files/{name}.metadata"] = (200, {}, meta)
+    root = tmp_path / "root"
+    root.mkdir()
+    make_wheel(root, "mine", "1.0")
+    HostedNames([str(root)]).add(["mine"])
+    args = ["mirror", str(root), "--fallback-url", upstream.url]
+    assert main([*args, "--project", "lib-c"]) == 0
+    assert cache_files(root) == [
+        "files/lib-c/lib_c-0.9.tar.gz",
+        f"files/lib-c/{name}",
+        f"files/lib-c/{name}.metadata",
+        "pages/lib-c.json",
+    ]
+    # A hosted project is not mirrored; an unknown one is reported.
+    assert main([*args, "--project", "mine"]) == 1
+    assert main([*args, "--project", "nothing-here"]) == 1
+    assert "/simple/mine/" not in upstream.asked
+    assert main(["mirror", str(root), "--forget", "Lib_C"]) == 0
+    assert cache_files(root) == []
+    assert main(["mirror", str(root)]) == 2  # nothing named
