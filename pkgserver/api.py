@@ -271,7 +271,8 @@ class InstallerAPI:
             if size is not None:
                 headers["Content-Length"] = str(size)
             return bottle.HTTPResponse(b"", **headers)
-        job = proxy.download(relpath, entry.url + (".metadata" if meta else ""), sha256, size)
+        url = entry.url + (".metadata" if meta else "")
+        job = _from_upstream(lambda: proxy.download(relpath, url, sha256, size))
         job.started.wait(proxy.fetcher.connect * 2 + 30)
         body = job.reader()
         if body is None or job.error is not None:

@@ -11,7 +11,9 @@ Then ``pkgserver run --proxy-offline`` (or a cache copied to the offline network
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -180,7 +182,7 @@ def _pip_download(app: Any, ns: argparse.Namespace, environ: Mapping[str, str]) 
     try:
         index = f"http://127.0.0.1:{server.effective_port}/simple/"
         with tempfile.TemporaryDirectory(prefix="pkgserver-mirror-") as dest:
-            cmd = [sys.executable, "-m", "pip", "download", "--dest", dest, "--index-url", index]
+            cmd = [*_pip(), "download", "--dest", dest, "--index-url", index]
             cmd += ["--no-cache-dir", "--disable-pip-version-check", "--progress-bar", "off"]
             cmd += _pip_options(ns)
             for path in ns.requirement:
@@ -193,6 +195,21 @@ def _pip_download(app: Any, ns: argparse.Namespace, environ: Mapping[str, str]) 
             return subprocess.run(cmd, env=env, check=False).returncode
     finally:
         stop(server, 1.0)
+
+
+def _pip() -> list[str]:
+    """How to run pip: this Python's, else the machine's (the container image's virtualenv has
+    none); UsageError without either."""
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    for name in ("pip3", "pip"):
+        found = shutil.which(name)
+        if found:
+            return [found]
+    raise UsageError(
+        "pkgserver mirror resolves requirements with pip, and there is none here: install pip, "
+        "or cache whole projects with --project NAME"
+    )
 
 
 def _pip_options(ns: argparse.Namespace) -> Sequence[str]:

@@ -42,7 +42,7 @@ from . import __version__
 from .catalog import DistFile, FileStat, RenderBudget, RenderCache
 from .distfile import parse_dist_filename
 from .render import Rendered, render_proxied
-from .upstream import UpstreamFile, UpstreamPage, UpstreamPageError, parse_page
+from .upstream import UpstreamFile, UpstreamPage, UpstreamPageError, max_age_of, parse_page
 
 __all__ = [
     "DEFAULT_TTL",
@@ -66,6 +66,7 @@ MAX_PAGE = 64 * 1024 * 1024  # bytes of a page, decompressed
 MAX_METADATA = 8 * 1024 * 1024  # bytes of a PEP 658 metadata file
 MAX_FILE = 16 * 1024**3  # bytes of any file, when neither the page nor the answer gives a size
 CHUNK = 256 * 1024
+REFUSE_FOR = 60.0  # seconds a file whose bytes did not match is not fetched again
 ABSENT_FOR = 60.0  # seconds a name the upstream does not have is answered 404 without asking
 TOUCH_EVERY = 60.0  # seconds between two notes of a cached file's use in the store
 PAGES_KEPT = 4096  # pages kept in memory (the rest is read from the store when asked)
@@ -371,6 +372,7 @@ class Download:
         self.kept: FileStat | None = None
         self.error: str | None = None
         self.upstream_status: int | None = None  # an answer other than 200
+        self.mismatched = False  # the bytes were not the page's: not asked again for a while
         self.cond = threading.Condition()
         self.started = threading.Event()  # the upstream answered (or failed to)
         self.finished_event = threading.Event()
@@ -423,8 +425,8 @@ class Download:
             digest = hashlib.sha256()
             bound = total if total is not None else self.limit
             while True:
-                try:
-                    chunk = resp.read(CHUNK)
+                try:  # what has arrived, up to a chunk: followers need not wait for more
+                    chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
                 except (OSError, ValueError) as exc:
                     raise OSError(f"the upstream stopped sending: {exc}") from None
                 if not chunk:
@@ -447,6 +449,7 @@ class Download:
                     "proxy: %s does not have the sha256 its upstream page lists; not kept",
                     self.url,
                 )
+                self.mismatched = True
                 self._fail("the file's sha256 is not the one the upstream's page lists")
                 return
             os.fsync(self.fh.fileno())
@@ -539,6 +542,7 @@ class ProxyCache:
         self._downloads: dict[str, Download] = {}
         self._touched: dict[str, float] = {}  # relpath -> when the store last noted a use
         self._absent: dict[str, float] = {}  # name -> when the upstream said it has none
+        self._refused: dict[str, float] = {}  # relpath -> when its bytes did not match
         # Cached files, least recently used first: relpath -> size.
         self._lru: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._bytes = 0
@@ -589,9 +593,13 @@ class ProxyCache:
         return self._pages.get(name)
 
     def fresh(self, name: str) -> UpstreamPage | None:
-        """The page if it is in memory and younger than the TTL (no I/O: the fast path)."""
+        """The page if it is in memory and fresh (no I/O: the fast path): younger than the
+        TTL, or than the upstream's own max-age when that is longer (up to a day). The TTL is
+        how often at most the upstream is asked again."""
         page = self._pages.get(name)
-        if page is None or (not self.offline and self.clock() - page.fetched >= self.ttl):
+        if page is None:
+            return None
+        if not self.offline and self.clock() - page.fetched >= max(self.ttl, page.max_age):
             return None
         return page
 
@@ -687,6 +695,8 @@ class ProxyCache:
             return self._stale(name, cached, str(exc))
         if answer.status == 304 and cached is not None:
             page = cached._replace(fetched=now)
+            if answer.headers.get("Cache-Control"):
+                page = page._replace(max_age=max_age_of(answer.headers.get("Cache-Control")))
             self._keep(page)
             self.hooks.event("page", "revalidated")
             return page
@@ -710,6 +720,7 @@ class ProxyCache:
         page = page._replace(
             etag=etag if etag and len(etag) < 256 else None,
             last_modified=modified if modified and len(modified) < 64 else None,
+            max_age=max_age_of(answer.headers.get("Cache-Control")),
         )
         self._keep(page)
         self.hooks.fetched(len(answer.body))
@@ -793,6 +804,13 @@ class ProxyCache:
             limit = MAX_FILE if self.max_bytes is None else min(MAX_FILE, self.max_bytes)
             if relpath.endswith(".metadata"):
                 limit = MAX_METADATA
+            refused = self._refused.get(relpath)
+            if refused is not None and time.monotonic() - refused < REFUSE_FOR:
+                self.hooks.event(_what(relpath), "error")
+                raise UpstreamDown(
+                    f"{relpath.rsplit('/', 1)[-1]} did not have the sha256 the upstream's page "
+                    f"lists when fetched lately; not fetched again for {REFUSE_FOR:g}s"
+                )
             job = Download(self, relpath, url, sha256, size, limit)
             self._downloads[relpath] = job
         threading.Thread(target=job.run, name="pkgserver-proxy-download", daemon=True).start()
@@ -813,6 +831,12 @@ class ProxyCache:
     def _finished(self, job: Download) -> None:
         with self._lock:
             self._downloads.pop(job.relpath, None)
+            if job.mismatched:
+                if len(self._refused) > 10_000:
+                    self._refused.clear()
+                self._refused[job.relpath] = time.monotonic()
+        if job.mismatched:
+            self.hooks.event(_what(job.relpath), "rejected")
 
     def evict(self) -> int:
         """Least recently used files out until the cache is within its bound; how many."""
@@ -831,6 +855,11 @@ class ProxyCache:
         if dropped:
             self.hooks.evicted(dropped)
         return dropped
+
+
+def _what(relpath: str) -> str:
+    """The metrics' name for what a cached path is."""
+    return "metadata" if relpath.endswith(".metadata") else "file"
 
 
 def dist_file(root: str, relpath: str, project: str, sha256: str, st: FileStat) -> DistFile:

@@ -397,7 +397,9 @@ def test_a_file_without_the_listed_sha256_is_refused_and_not_kept(
         # Either refused outright or cut short: never the whole body under that hash.
         assert status == 502 or (status == 200 and len(body) < int(headers["Content-Length"]))
         assert body != data
-    assert upstream.asked[f"/files/{name}"] == 2  # not cached: asked again, refused again
+    # Not cached; the second request is refused without asking (for a minute).
+    assert upstream.asked[f"/files/{name}"] == 1
+    assert metric(observer, "file", "rejected") == 1
     assert cache_files(root) == ["pages/lib-c.json"]  # no file, no temp file
     assert cache.cached_files == 0
     assert metric(observer, "file", "hit") == 0
@@ -642,3 +644,107 @@ def test_web_pages_show_cached_projects_apart_from_hosted_ones(
     page = app.get("/project/lib-c/").text
     assert 'class="badge cached"' in page and upstream.url in page and name in page
     assert app.get("/project/never-seen/", status=404)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Accept": "text/html"},
+        {"Accept": JSON_TYPE},
+        {"Accept": JSON_TYPE, "Accept-Encoding": "gzip"},
+    ],
+)
+def test_the_fast_path_answers_cached_pages_and_files_as_the_routes_do(
+    tmp_path: Path, upstream: Upstream, headers: dict[str, str]
+) -> None:
+    files = {f"lib_c-{i}.0.tar.gz": os.urandom(1000) for i in range(1, 30)}
+    upstream.add_project("lib-c", files)
+    root = tmp_path / "root"
+    root.mkdir()
+    fast, cache, observer = proxied_app(root, upstream)
+    settings = Settings(roots=(str(root),), proxy=True, fallback_url=upstream.url)
+    routes = webtest.TestApp(
+        create_app(settings, Catalog(), proxy=cache, observer=observer, fast_path=False),
+        lint=False,
+    )
+    fast.get("/simple/lib-c/")
+    fast.get("/proxy/lib-c/lib_c-1.0.tar.gz")
+    calls: list[object] = []
+    real = fast.app.fast
+
+    def counting(environ: dict[str, Any]) -> Any:
+        answer = real(environ)
+        calls.append(answer)
+        return answer
+
+    fast.app.__dict__["fast"] = counting
+    for path in ("/simple/lib-c/", "/proxy/lib-c/lib_c-1.0.tar.gz"):
+        calls.clear()
+        first = fast.get(path, headers=headers)
+        second = routes.get(path, headers=headers)
+        assert calls and calls[0] is not None, f"the fast path did not answer {path}"
+        assert (first.status, first.body) == (second.status, second.body)
+        strip = ("date", "server")
+        assert {k.lower(): v for k, v in first.headerlist if k.lower() not in strip} == {
+            k.lower(): v for k, v in second.headerlist if k.lower() not in strip
+        }
+        again = {**headers, "If-None-Match": first.headers["ETag"]}
+        assert fast.get(path, headers=again).status_int == 304
+        assert routes.get(path, headers=again).status_int == 304
+
+
+def test_the_upstreams_longer_max_age_is_honoured_and_the_ttl_is_the_floor(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    name, data = wheel_bytes(tmp_path, "lib-c", "1.0")
+    upstream.add_project("lib-c", {name: data})
+    status, headers, body = upstream.routes["/simple/lib-c/"]  # type: ignore[misc]
+    upstream.routes["/simple/lib-c/"] = (status, {**headers, "Cache-Control": "max-age=1200"}, body)
+    root = tmp_path / "root"
+    root.mkdir()
+    clock = Clock()
+    app, _, _ = proxied_app(root, upstream, clock=clock)
+    app.get("/simple/lib-c/")
+    clock.now += 900  # past the TTL (600), within the upstream's max-age
+    app.get("/simple/lib-c/")
+    assert upstream.asked["/simple/lib-c/"] == 1
+    clock.now += 400
+    app.get("/simple/lib-c/")
+    assert upstream.asked["/simple/lib-c/"] == 2
+    # A restart keeps the max-age with the page.
+    again, _, _ = proxied_app(root, upstream, clock=clock)
+    clock.now += 900
+    again.get("/simple/lib-c/")
+    assert upstream.asked["/simple/lib-c/"] == 2
+
+
+def test_mirror_caches_whole_projects_and_forgets_them(tmp_path: Path, upstream: Upstream) -> None:
+    from pkgserver.cli import main
+
+    meta = b"Metadata-Version: 2.1\nName: lib-c\nVersion: 1.0\n"
+    name, data = wheel_bytes(tmp_path, "lib-c", "1.0")
+    upstream.add_project(
+        "lib-c",
+        {name: data, "lib_c-0.9.tar.gz": b"old sdist"},
+        extra={name: {"core-metadata": {"sha256": hashlib.sha256(meta).hexdigest()}}},
+    )
+    upstream.routes[f"/files/{name}.metadata"] = (200, {}, meta)
+    root = tmp_path / "root"
+    root.mkdir()
+    make_wheel(root, "mine", "1.0")
+    HostedNames([str(root)]).add(["mine"])
+    args = ["mirror", str(root), "--fallback-url", upstream.url]
+    assert main([*args, "--project", "lib-c"]) == 0
+    assert cache_files(root) == [
+        "files/lib-c/lib_c-0.9.tar.gz",
+        f"files/lib-c/{name}",
+        f"files/lib-c/{name}.metadata",
+        "pages/lib-c.json",
+    ]
+    # A hosted project is not mirrored; an unknown one is reported.
+    assert main([*args, "--project", "mine"]) == 1
+    assert main([*args, "--project", "nothing-here"]) == 1
+    assert "/simple/mine/" not in upstream.asked
+    assert main(["mirror", str(root), "--forget", "Lib_C"]) == 0
+    assert cache_files(root) == []
+    assert main(["mirror", str(root)]) == 2  # nothing named
