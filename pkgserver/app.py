@@ -24,7 +24,7 @@ from .api import InstallerAPI
 from .auth import Authenticator, RightsFile
 from .catalog import Catalog, DistFile
 from .config import Settings
-from .errors import Unavailable
+from .errors import Unavailable, UsageError
 from .hosted import HostedNames
 from .observe import Observer
 from .pages import WELCOME_NAMES, Pages, WelcomeError, load_welcome
@@ -278,7 +278,13 @@ def default_proxy(settings: Settings, observer: Observer, client: Any = None) ->
         spool = settings.cache_dir
         store = S3ProxyStore(location, client=client, spool_base=spool)  # type: ignore[assignment]
     else:
-        store = DirectoryProxyStore(location)
+        try:
+            store = DirectoryProxyStore(location)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot keep the proxy's cache in {location}: {exc.strerror or exc} "
+                "(--proxy-cache names another place)"
+            ) from None
     fallback = settings.fallback
     assert fallback is not None
     cache = ProxyCache(
