@@ -25,7 +25,7 @@ from .api import InstallerAPI
 from .auth import Authenticator, RightsFile
 from .catalog import Catalog, DistFile
 from .config import Settings
-from .errors import Unavailable
+from .errors import Unavailable, UsageError
 from .hosted import HostedNames
 from .observe import Observer
 from .pages import WELCOME_NAMES, Pages, WelcomeError, load_welcome
@@ -283,7 +283,13 @@ def default_proxy(settings: Settings, observer: Observer, client: Any = None) ->
         spool = os.path.join(cache_dir, "spool") if cache_dir else None
         store = S3ProxyStore(location, client=client, spool_base=spool)
     else:
-        store = DirectoryProxyStore(location)
+        try:
+            store = DirectoryProxyStore(location)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot keep the proxy's cache in {location}: {exc.strerror or exc} "
+                "(--proxy-cache names another place)"
+            ) from None
     fallback = settings.fallback
     assert fallback is not None
     cache = ProxyCache(
