@@ -971,7 +971,10 @@ class S3ProxyStore:
         """``spool_base``: where this process's spool folder goes (``_claim_spool``: else
         under the system's temp folder)."""
         self.url = url.rstrip("/")
-        self.bucket, prefix = parse_location(self.url)
+        try:
+            self.bucket, prefix = parse_location(self.url)
+        except ValueError as exc:
+            raise UsageError(f"cannot keep the proxy's cache there: {exc}") from None
         base = f"{prefix}/" if prefix else ""
         self.pages_prefix = base + "pages/"
         self.files_prefix = base + "files/"

@@ -193,6 +193,13 @@ def test_the_hosted_listing_never_sees_the_cache(
     assert hosted.files_of("cached") == []
 
 
+def test_a_location_without_a_bucket_is_a_usage_error(tmp_path: Path) -> None:
+    from pkgserver.errors import UsageError
+
+    with pytest.raises(UsageError, match="proxy's cache"):
+        S3ProxyStore("s3:///cache", client=object(), spool_base=str(tmp_path))
+
+
 def test_a_store_that_is_away(tmp_path: Path) -> None:
     """Reads say "not cached" (and log it), writes raise StoreUnavailable: never a 500."""
     import boto3
