@@ -284,6 +284,8 @@ class InstallerAPI:
                     f, opener=proxy.store.open, cache_control=answers.FOREVER, on_stale=None
                 )
             observer.proxy_event(what, "error")
+            if job.verified:  # fetched whole and right, but the cache could not keep it
+                raise Unavailable(f"{filename} cannot be kept in the cache now: {job.error}")
             if job.upstream_status in (404, 410):
                 raise NotFound(f"the upstream has no {filename} ({job.upstream_status})")
             raise BadGateway(f"{filename} cannot be fetched from the upstream: {job.error}")

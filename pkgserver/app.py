@@ -263,6 +263,24 @@ def default_trusted(
     )
 
 
+def _served_root_holding(location: str, roots: Sequence[str]) -> str | None:
+    """The root whose listing would take files at ``location`` for hosted ones (inside it,
+    and under no dot-name), if any."""
+    for root in roots:
+        if root.startswith("s3://") != location.startswith("s3://"):
+            continue
+        if root.startswith("s3://"):
+            base, where = root.rstrip("/"), location.rstrip("/")
+        else:
+            base, where = os.path.realpath(root), os.path.realpath(location)
+        if where != base and not where.startswith(base + "/"):
+            continue
+        parts = [p for p in where[len(base) :].split("/") if p]
+        if not any(p.startswith(".") for p in parts):
+            return root
+    return None
+
+
 def default_proxy(settings: Settings, observer: Observer, client: Any = None) -> ProxyCache | None:
     """The caching proxy's cache (--proxy), in a folder or a bucket (--proxy-cache, else
     .pkgserver/proxy of the first root), or None without --proxy. ``client``: the bucket's
@@ -272,6 +290,14 @@ def default_proxy(settings: Settings, observer: Observer, client: Any = None) ->
     from .proxy import DirectoryProxyStore, Hooks, ProxyCache, ProxyStore
 
     location = settings.proxy_location
+    served = _served_root_holding(location, settings.roots)
+    if served is not None:
+        # Its files would be listed as hosted: cached upstream files must never count as such.
+        raise UsageError(
+            f"--proxy-cache {location} is inside the package directory {served}, where its "
+            "files would be served as hosted ones: give a place outside it, or under a folder "
+            "whose name starts with a dot (the default is .pkgserver/proxy)"
+        )
     store: ProxyStore
     if location.startswith("s3://"):
         from .s3 import S3ProxyStore

@@ -32,7 +32,24 @@ SUBCOMMANDS = (
 )
 
 # Options of the management commands that take a value, for _options_first.
-_VALUED = ("--reason", "--cache-dir", "--progress")
+_VALUED = (
+    "--reason",
+    "--cache-dir",
+    "--progress",
+    # mirror's
+    "-r",
+    "--requirement",
+    "--project",
+    "--forget",
+    "--fallback-url",
+    "--proxy-cache",
+    "--platform",
+    "--abi",
+    "--python-version",
+    "--implementation",
+    "--only-binary",
+    "--no-binary",
+)
 # The option strings of ``run`` that take a value, for _subcommand_at.
 _RUN_VALUED = frozenset(f for o in OPTIONS if o.kind == VALUE for f in o.flags)
 _DIRS_HELP = "package directories, as for 'run' (default: $PKGSERVER_ROOTS or ~/packages)"
@@ -272,6 +289,9 @@ def _options_first(args: list[str]) -> list[str]:
             if len(named) == 1 and "=" not in arg and i + 1 < len(args):
                 options.append(f"{named[0]}={args[i + 1]}")
                 i += 1
+            elif arg in _VALUED and i + 1 < len(args):  # a short one: -r FILE
+                options.extend((arg, args[i + 1]))
+                i += 1
             else:
                 options.append(arg)
         else:
@@ -286,7 +306,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
     go after it; pypiserver 1.x's ``-U`` means ``update``."""
     if not argv:
         return ["run"]
-    if argv[0] in ("remove", "yank", "unyank", "status", "check"):
+    if argv[0] in ("remove", "yank", "unyank", "status", "check", "mirror"):
         return [argv[0], *_options_first(argv[1:])]
     if argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help", "--version"):
         return argv

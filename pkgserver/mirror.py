@@ -118,7 +118,12 @@ def mirror(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
             return 0
         raise UsageError("name requirements (REQ... or -r FILE), --project NAME or --forget NAME")
     before = (proxy.cached_files, proxy.cached_bytes)
-    hosted = HostedNames(settings.roots) if not ns.root.startswith("s3://") else None
+    if ns.root.startswith("s3://"):
+        from .s3 import S3Records
+
+        hosted = HostedNames(settings.roots, folders=[S3Records(ns.root)])
+    else:
+        hosted = HostedNames(settings.roots)
     failed = 0
     for name in ns.project:
         failed += _whole_project(proxy, name, hosted)

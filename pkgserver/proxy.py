@@ -373,6 +373,7 @@ class Download:
         self.error: str | None = None
         self.upstream_status: int | None = None  # an answer other than 200
         self.mismatched = False  # the bytes were not the page's: not asked again for a while
+        self.verified = False  # the whole matched the page's sha256
         self.cond = threading.Condition()
         self.started = threading.Event()  # the upstream answered (or failed to)
         self.finished_event = threading.Event()
@@ -454,10 +455,21 @@ class Download:
                 return
             os.fsync(self.fh.fileno())
             self.fh.close()
-            kept = self.cache.store.keep(self.path, self.relpath)
+            try:
+                kept = self.cache.store.keep(self.path, self.relpath)
+            except OSError as exc:
+                # The bytes are the page's: every request reading them gets them whole; the
+                # cache just does not keep them this time (a bucket away, a full disk).
+                log.warning("proxy: %s verified but not kept in the cache: %s", self.relpath, exc)
+                with self.cond:
+                    self.verified = True
+                    self.error = f"verified, but the cache cannot keep it now: {exc}"
+                    self.cond.notify_all()
+                return
             self.cache._kept(self.relpath, kept.st_size)  # counted before anyone sees it whole
             with self.cond:
                 self.kept = kept
+                self.verified = True
                 self.size = self.written
                 self.cond.notify_all()
         finally:
@@ -483,12 +495,12 @@ class Download:
                 with self.cond:
                     while True:
                         done = self.finished
-                        # All but the last byte until the whole is verified and kept.
-                        ready = self.written if self.kept is not None else self.written - 1
+                        # All but the last byte until the whole is verified.
+                        ready = self.written if self.verified else self.written - 1
                         if ready > pos or done:
                             break
                         self.cond.wait(FILE_STALL)
-                    if self.error is not None:
+                    if self.error is not None and not self.verified:
                         return  # short: the client sees an incomplete body
                 if ready <= pos:
                     return

@@ -147,13 +147,14 @@ def proxied_app(
     max_bytes: int | None = None,
     fetcher: Fetcher | None = None,
     hosted: HostedNames | None = None,
+    store: DirectoryProxyStore | None = None,
     **settings_kw: Any,
 ) -> tuple[webtest.TestApp, ProxyCache, Observer]:
     settings = Settings(roots=(str(root),), proxy=True, fallback_url=upstream.url, **settings_kw)
     catalog = scan(root) if any(root.iterdir()) else Catalog()
     observer = Observer(catalog, process=False)
     cache = ProxyCache(
-        DirectoryProxyStore(settings.proxy_location),
+        store or DirectoryProxyStore(settings.proxy_location),
         upstream.url,
         ttl=settings.proxy_ttl,
         offline=offline,
@@ -748,3 +749,42 @@ def test_mirror_caches_whole_projects_and_forgets_them(tmp_path: Path, upstream:
     assert main(["mirror", str(root), "--forget", "Lib_C"]) == 0
     assert cache_files(root) == []
     assert main(["mirror", str(root)]) == 2  # nothing named
+
+
+class FullStore(DirectoryProxyStore):
+    """A cache that cannot keep anything (a full disk, a bucket away)."""
+
+    def keep(self, temp_path: str, relpath: str) -> Any:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_verified_file_the_cache_cannot_keep_is_still_sent_whole(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    name, data = wheel_bytes(tmp_path, "lib-c", "1.0", body="z = 3\n" * 20_000)
+    upstream.add_project("lib-c", {name: data})
+    root = tmp_path / "root"
+    root.mkdir()
+    store = FullStore(str(root / ".pkgserver" / "proxy"))
+    app, cache, _ = proxied_app(root, upstream, store=store)
+    status, headers, body = raw_get(app, f"/proxy/lib-c/{name}")
+    assert status == 200 and body == data and headers["Content-Length"] == str(len(data))
+    assert cache_files(root) == ["pages/lib-c.json"]  # not kept, no temp file left
+    assert cache.cached_files == 0
+
+
+def test_a_cache_the_package_directory_would_list_is_refused(tmp_path: Path) -> None:
+    from pkgserver.app import _served_root_holding
+    from pkgserver.errors import UsageError
+
+    root = tmp_path / "root"
+    root.mkdir()
+    for inside in (root / "cache", root, root / "a" / "b"):
+        settings = Settings(roots=(str(root),), proxy=True, proxy_cache=str(inside))
+        with pytest.raises(UsageError, match="served as hosted"):
+            create_app(settings, Catalog())
+    assert _served_root_holding(str(root / ".cache" / "x"), [str(root)]) is None
+    assert _served_root_holding(str(tmp_path / "elsewhere"), [str(root)]) is None
+    assert _served_root_holding("s3://b/p/cache", ["s3://b/p"]) == "s3://b/p"
+    assert _served_root_holding("s3://b/p/.pkgserver/proxy", ["s3://b/p"]) is None
+    assert _served_root_holding("s3://b/other", ["s3://b/p"]) is None
