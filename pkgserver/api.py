@@ -274,6 +274,10 @@ class InstallerAPI:
         url = entry.url + (".metadata" if meta else "")
         job = _from_upstream(lambda: proxy.download(relpath, url, sha256, size))
         job.started.wait(proxy.fetcher.connect * 2 + 30)
+        if job.size is None:
+            # No length to send: a body cut short (a mismatch) would end as a whole one does.
+            # Sent from the cache once verified and kept, with its length.
+            job.finished_event.wait()
         body = job.reader()
         if body is None or job.error is not None:
             job.finished_event.wait(1.0)
