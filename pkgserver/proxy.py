@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -146,7 +147,8 @@ class Fetcher:
             return self.opener.open(req, timeout=timeout)
         except urllib.error.HTTPError as exc:
             return exc
-        except (OSError, ValueError) as exc:  # URLError, timeouts, refused, bad URL
+        # URLError, timeouts, refused, a bad URL; http.client's own: an answer that is not HTTP.
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise OSError(f"{urlsplit(url).netloc}: {reason}") from None
 
@@ -165,10 +167,16 @@ class Fetcher:
                 if time.monotonic() - started > self.deadline:
                     raise OSError(f"{urlsplit(url).netloc}: no whole answer in {self.deadline:g}s")
                 try:
-                    chunk = resp.read(CHUNK)
-                except (OSError, ValueError) as exc:
+                    # read1: what one recv brings (read waits for CHUNK bytes, past the deadline).
+                    chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+                except (OSError, ValueError, http.client.HTTPException) as exc:
                     raise OSError(f"{urlsplit(url).netloc}: {exc}") from None
                 if not chunk:
+                    # http.client ends a body cut short of its Content-Length without a word.
+                    if getattr(resp, "length", None) or (
+                        inflate is not None and size and not inflate.eof
+                    ):
+                        raise OSError(f"{urlsplit(url).netloc}: the answer was cut short")
                     break
                 if inflate is not None:
                     try:
@@ -428,7 +436,7 @@ class Download:
             while True:
                 try:  # what has arrived, up to a chunk: followers need not wait for more
                     chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, http.client.HTTPException) as exc:
                     raise OSError(f"the upstream stopped sending: {exc}") from None
                 if not chunk:
                     break

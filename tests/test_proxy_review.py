@@ -105,3 +105,101 @@ def test_a_file_of_unknown_length_is_never_sent_whole_unless_it_matched(
         "pages/lib-c.json",
         "pages/lib-d.json",
     ]
+
+
+def test_a_page_cut_short_is_never_taken_for_the_whole_page(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """http.client reads a body cut short of its Content-Length as a whole one: an HTML page
+    missing its newest files was cached and served (and replaced the good one)."""
+    files = {f"lib_c-{v}.tar.gz": os.urandom(100) for v in ("1.0", "2.0")}
+    links = "".join(
+        f'<a href="../../files/{n}#sha256={hashlib.sha256(d).hexdigest()}">{n}</a>\n'
+        for n, d in files.items()
+    ).encode()
+    cut = links.index(b"<a", 10)  # the first link only
+
+    def truncated(h: Any) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/html")
+        h.send_header("Content-Length", str(len(links)))
+        h.end_headers()
+        h.wfile.write(links[:cut])
+        h.close_connection = True
+
+    packed = gzip.compress(links)
+
+    def gzip_truncated(h: Any) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/html")
+        h.send_header("Content-Encoding", "gzip")
+        h.end_headers()  # no length: the body ends when the connection closes
+        h.wfile.write(packed[: len(packed) - 12])
+        h.close_connection = True
+
+    upstream.routes["/simple/lib-c/"] = truncated
+    upstream.routes["/simple/lib-d/"] = gzip_truncated
+    root = tmp_path / "root"
+    root.mkdir()
+    app, cache, _ = proxied_app(root, upstream)
+    res = app.get("/simple/lib-c/", expect_errors=True)
+    assert res.status_int == 502 and "cut short" in res.text
+    res = app.get("/simple/lib-d/", expect_errors=True)
+    assert res.status_int == 502
+    assert cache.names() == []
+
+
+def test_an_upstream_that_does_not_speak_http_or_stops_mid_chunk_is_a_502(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """http.client's own errors (IncompleteRead, BadStatusLine, LineTooLong) are no OSError:
+    they went up through the route as a 500."""
+
+    def stops_mid_chunk(h: Any) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", JSON_TYPE)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        h.wfile.write(b'40\r\n{"meta": {"api-version": "1.1"}')
+        h.close_connection = True
+
+    def not_http(h: Any) -> None:
+        h.wfile.write(b"SSH-2.0-OpenSSH_9.2\r\n")
+        h.close_connection = True
+
+    upstream.routes["/simple/lib-c/"] = stops_mid_chunk
+    upstream.routes["/simple/lib-d/"] = not_http
+    root = tmp_path / "root"
+    root.mkdir()
+    app, _, _ = proxied_app(root, upstream)
+    assert app.get("/simple/lib-c/", expect_errors=True).status_int == 502
+    assert app.get("/simple/lib-d/", expect_errors=True).status_int == 502
+
+
+# -- liveness -------------------------------------------------------------------------------------
+def test_a_page_trickled_byte_by_byte_is_given_up_at_the_deadline(upstream: Upstream) -> None:
+    """read(CHUNK) waits for the whole chunk (or the end), a byte at a time within the 5 s
+    between bytes: the page's deadline was checked only between such reads, so an upstream
+    trickling a page held its lock (and every request for that name) for as long as it liked."""
+    gave_up = threading.Event()
+    body = b" " * 2000
+
+    def trickle(h: Any) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", JSON_TYPE)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        try:
+            for i in range(len(body)):
+                h.wfile.write(body[i : i + 1])
+                h.wfile.flush()
+                if gave_up.wait(0.01):
+                    return
+        except OSError:
+            gave_up.set()  # the client closed the connection
+
+    upstream.routes["/simple/slow/"] = trickle
+    fetcher = Fetcher(connect=2.0, deadline=0.5)
+    with pytest.raises(OSError, match="no whole answer"):
+        fetcher.get(upstream.url + "slow/", {}, 10_000)
+    assert gave_up.wait(15), "the whole page was read past the deadline"
