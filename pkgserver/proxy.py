@@ -70,6 +70,7 @@ CHUNK = 256 * 1024
 REFUSE_FOR = 60.0  # seconds a file whose bytes did not match is not fetched again
 ABSENT_FOR = 60.0  # seconds a name the upstream does not have is answered 404 without asking
 TOUCH_EVERY = 60.0  # seconds between two notes of a cached file's use in the store
+TMP_KEPT = 3600.0  # seconds a temporary file untouched is taken for a stopped process's
 PAGES_KEPT = 4096  # pages kept in memory (the rest is read from the store when asked)
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
@@ -248,11 +249,15 @@ class DirectoryProxyStore:
         self.where = self.root + "/files"
         for sub in ("pages", "files", "tmp"):
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
-        for leftover in os.listdir(os.path.join(self.root, "tmp")):
-            try:
-                os.unlink(os.path.join(self.root, "tmp", leftover))
-            except OSError:
-                pass
+        # Leftovers of a process that stopped; not another's downloads in progress (mirror
+        # beside a running server): files written to lately.
+        with os.scandir(os.path.join(self.root, "tmp")) as leftovers:
+            for leftover in leftovers:
+                try:
+                    if time.time() - leftover.stat(follow_symlinks=False).st_mtime > TMP_KEPT:
+                        os.unlink(leftover.path)
+                except OSError:
+                    pass
 
     def _page_path(self, name: str) -> str:
         return os.path.join(self.root, "pages", name + ".json")

@@ -203,3 +203,37 @@ def test_a_page_trickled_byte_by_byte_is_given_up_at_the_deadline(upstream: Upst
     with pytest.raises(OSError, match="no whole answer"):
         fetcher.get(upstream.url + "slow/", {}, 10_000)
     assert gave_up.wait(15), "the whole page was read past the deadline"
+
+
+# -- the cache folder shared -------------------------------------------------------------------------
+def test_a_second_process_on_the_cache_folder_leaves_downloads_in_progress_alone(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Opening the store emptied tmp/: `pkgserver mirror` (or a second server) started on the
+    cache folder of a running server deleted its downloads in progress, which then failed."""
+    data = os.urandom(500_000)
+    name = "lib_c-1.0.tar.gz"
+    upstream.add_project("lib-c", {name: data})
+    release = threading.Event()
+
+    def paused(h: Any) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data[:1000])
+        h.wfile.flush()
+        release.wait(10)
+        h.wfile.write(data[1000:])
+
+    upstream.routes[f"/files/{name}"] = paused
+    root = tmp_path / "root"
+    root.mkdir()
+    _, cache, _ = proxied_app(root, upstream)
+    entry = cache.entry("lib-c", name)
+    job = cache.download(f"lib-c/{name}", entry.url, entry.sha256, entry.size)
+    assert job.started.wait(10)
+    DirectoryProxyStore(str(root / ".pkgserver" / "proxy"))  # what mirror does at its start
+    release.set()
+    assert job.finished_event.wait(30)
+    assert job.error is None and job.kept is not None
+    assert (root / ".pkgserver/proxy/files/lib-c" / name).read_bytes() == data
