@@ -272,7 +272,10 @@ class InstallerAPI:
                 headers["Content-Length"] = str(size)
             return bottle.HTTPResponse(b"", **headers)
         url = entry.url + (".metadata" if meta else "")
-        job = _from_upstream(lambda: proxy.download(relpath, url, sha256, size))
+        try:
+            job = _from_upstream(lambda: proxy.download(relpath, url, sha256, size))
+        except OSError as exc:  # no temporary file for it: the disk full, say
+            raise Unavailable(f"the cache cannot take a file now ({exc.strerror})") from None
         job.started.wait(proxy.fetcher.connect * 2 + 30)
         if job.size is None:
             # No length to send: a body cut short (a mismatch) would end as a whole one does.

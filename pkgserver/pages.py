@@ -20,7 +20,7 @@ import bottle
 from . import __version__, web
 from .answers import NO_STORE, etag_matches, guarded, header, reason
 from .catalog import Project
-from .distfile import is_prerelease, normalize, version_key
+from .distfile import is_prerelease, is_valid_project_name, normalize, version_key
 from .errors import BadRequest, Forbidden, HTTPProblem, NotFound, Unavailable
 from .fsutil import open_regular
 from .metadata import Details, parse_details
@@ -379,8 +379,8 @@ class Pages:
         marked as not hosted. Read from the cache only: a page view never asks the upstream."""
         site, proxy = self.site, self.site.proxy
         wanted = normalize(name)
-        if proxy is None or site.is_hosted(wanted):
-            raise NotFound(f"{name} is not hosted here")
+        if proxy is None or not is_valid_project_name(name) or site.is_hosted(wanted):
+            raise NotFound(f"{name} is not hosted here")  # (a name, not a path in the cache)
         try:
             page = proxy.page(wanted, revalidate=False) if proxy.is_cached(wanted) else None
         except (NotCached, UpstreamDown, UpstreamGone):

@@ -237,3 +237,36 @@ def test_a_second_process_on_the_cache_folder_leaves_downloads_in_progress_alone
     assert job.finished_event.wait(30)
     assert job.error is None and job.kept is not None
     assert (root / ".pkgserver/proxy/files/lib-c" / name).read_bytes() == data
+
+
+def test_a_store_that_cannot_take_a_new_file_is_a_503_not_a_500(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """The disk full (or tmp/ unwritable): the download's temporary file could not be made,
+    and its OSError went up as a 500."""
+    name, data = wheel_bytes(tmp_path, "lib-c", "1.0")
+    upstream.add_project("lib-c", {name: data})
+    root = tmp_path / "root"
+    root.mkdir()
+    app, cache, _ = proxied_app(root, upstream)
+
+    def full() -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    cache.store.temp = full  # type: ignore[method-assign]
+    res = app.get(f"/proxy/lib-c/{name}", expect_errors=True)
+    assert res.status_int == 503 and "No space left" in res.text
+    assert res.headers["Cache-Control"] == "no-store"
+
+
+# -- names ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/project/%00/", "/project/a%00b/"])
+def test_a_web_page_of_a_name_that_cannot_be_a_project_is_a_404(
+    tmp_path: Path, upstream: Upstream, path: str
+) -> None:
+    """The cached project's page looked the name up in the cache folder as given: a NUL in
+    it was a ValueError (500)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    app, _, _ = proxied_app(root, upstream)
+    assert app.get(path, expect_errors=True).status_int == 404
