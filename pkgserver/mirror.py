@@ -124,6 +124,11 @@ def mirror(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
         hosted = HostedNames(settings.roots, folders=[S3Records(ns.root)])
     else:
         hosted = HostedNames(settings.roots)
+        # The names of DIR's files too (as a server's first scan claims them): the record
+        # lists only what a server has seen, and this app's catalog is empty.
+        from .scan import iter_dist_files, project_of
+
+        hosted.add({n for rel, _ in iter_dist_files(ns.root) if (n := project_of(rel))})
     failed = 0
     for name in ns.project:
         failed += _whole_project(proxy, name, hosted)

@@ -270,3 +270,22 @@ def test_a_web_page_of_a_name_that_cannot_be_a_project_is_a_404(
     root.mkdir()
     app, _, _ = proxied_app(root, upstream)
     assert app.get(path, expect_errors=True).status_int == 404
+
+
+def test_mirror_never_caches_a_name_that_has_files_in_the_package_directory(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """mirror's in-process server has an empty catalog and knew hosted names only from the
+    hosted-projects record, which lists what a server has seen: files put in DIR since (or a
+    DIR never served) were taken from the upstream, the public project of an internal name
+    (dependency confusion, and pip download runs an sdist's build to read its metadata)."""
+    root = tmp_path / "root"
+    make_wheel(root / "sub", "mine", "1.0")  # ours, never seen by a server
+    name, data = wheel_bytes(tmp_path, "mine", "9.0")
+    upstream.add_project("mine", {name: data})
+    parser = argparse.ArgumentParser()
+    mirror.add_arguments(parser)
+    ns = parser.parse_args([str(root), "--project", "mine", "--fallback-url", upstream.url])
+    assert mirror.mirror(ns, {}) == 1
+    assert "/simple/mine/" not in upstream.asked
+    assert not (root / ".pkgserver" / "proxy" / "pages" / "mine.json").exists()
