@@ -98,8 +98,11 @@ def mirror(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .app import create_app, default_proxy
     from .catalog import Catalog
     from .hosted import HostedNames
+    from .manage import project_name
     from .observe import Observer
 
+    for name in [*ns.forget, *ns.project]:
+        project_name(name)  # (UsageError) a name becomes a path in the cache: no "/x/y"
     settings = _settings(ns, environ)
     observer = Observer(None, process=False)
     proxy = default_proxy(settings, observer)

@@ -10,7 +10,10 @@ import gzip
 import hashlib
 import http.client
 import os
+import shutil
+import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +24,7 @@ from builders import make_wheel
 from test_proxy import JSON_TYPE, Upstream, cache_files, proxied_app, wheel_bytes
 
 from pkgserver import mirror
+from pkgserver.errors import UsageError
 from pkgserver.proxy import DirectoryProxyStore, Fetcher
 from pkgserver.server import make_server
 
@@ -289,3 +293,27 @@ def test_mirror_never_caches_a_name_that_has_files_in_the_package_directory(
     assert mirror.mirror(ns, {}) == 1
     assert "/simple/mine/" not in upstream.asked
     assert not (root / ".pkgserver" / "proxy" / "pages" / "mine.json").exists()
+
+
+def test_mirror_takes_only_project_names(tmp_path: Path, upstream: Upstream) -> None:
+    """--forget and --project took any text, normalized: "/x/y" stayed an absolute path, and
+    os.path.join(pages, "/x/y.json") is /x/y.json: --forget /x/y removed /x/y.json and the
+    whole tree /x/y, --project wrote a page there."""
+    root = tmp_path / "root"
+    root.mkdir()
+    # A path normalizing to itself (no "_", "." nor capitals), as /srv/data does.
+    outside = Path(tempfile.gettempdir()) / f"pkgserverreview{uuid.uuid4().hex}"
+    victim = outside / "victim"
+    (victim / "inside").mkdir(parents=True)
+    (outside / "victim.json").write_text("{}")
+    parser = argparse.ArgumentParser()
+    mirror.add_arguments(parser)
+    try:
+        for option in ("--forget", "--project"):
+            args = [str(root), option, str(victim), "--fallback-url", upstream.url]
+            with pytest.raises(UsageError, match="invalid project name"):
+                mirror.mirror(parser.parse_args(args), {})
+        assert (victim / "inside").is_dir() and (outside / "victim.json").read_text() == "{}"
+        assert upstream.asked == {}
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
