@@ -266,8 +266,8 @@ def _checked_entry(
     no sha256."""
     if not isinstance(filename, str) or not isinstance(url, str) or len(filename) > 255:
         return None
-    if filename.startswith(".") or len(url) > 4096:
-        return None
+    if filename.startswith(".") or not filename.isprintable() or len(url) > 4096:
+        return None  # (Version strips whitespace: "p-1.0\n.tar.gz" parses)
     try:
         info = parse_dist_filename(filename)
     except InvalidDistFilename:

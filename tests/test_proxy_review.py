@@ -9,6 +9,7 @@ import errno
 import gzip
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ from pkgserver import mirror
 from pkgserver.errors import UsageError
 from pkgserver.proxy import DirectoryProxyStore, Fetcher
 from pkgserver.server import make_server
+from pkgserver.upstream import parse_page
 
 
 @pytest.fixture
@@ -317,3 +319,26 @@ def test_mirror_takes_only_project_names(tmp_path: Path, upstream: Upstream) -> 
         assert upstream.asked == {}
     finally:
         shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_upstream_filenames_with_control_characters_are_dropped() -> None:
+    """packaging's Version strips whitespace, so "lib_c-1.0\\n.tar.gz" parsed as a distribution
+    of lib-c 1.0: such a name became a file of the cache folder and a line break in the log
+    lines that name a cached file."""
+    digest = "a" * 64
+    files = [
+        {"filename": f, "url": f"/f/{i}", "hashes": {"sha256": digest}}
+        for i, f in enumerate(
+            [
+                "lib_c-1.0\n.tar.gz",
+                "lib_c-1.0-py3-none-any\t.whl",
+                "lib_c-\r1.1.zip",
+                "lib_c-2.0.tar.gz",
+            ]
+        )
+    ]
+    doc = {"meta": {"api-version": "1.1"}, "name": "lib-c", "files": files}
+    page = parse_page(
+        json.dumps(doc).encode(), JSON_TYPE, "https://up.example/simple/lib-c/", "lib-c", 0.0
+    )
+    assert [f.filename for f in page.files] == ["lib_c-2.0.tar.gz"]
