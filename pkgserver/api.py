@@ -277,9 +277,9 @@ class InstallerAPI:
         except OSError as exc:  # no temporary file for it: the disk full, say
             raise Unavailable(f"the cache cannot take a file now ({exc.strerror})") from None
         job.started.wait(proxy.fetcher.connect * 2 + 30)
-        if job.size is None:
-            # No length to send: a body cut short (a mismatch) would end as a whole one does.
-            # Sent from the cache once verified and kept, with its length.
+        if not job.size:
+            # No length to send: a body cut short (a mismatch) would end as a whole one does
+            # (and an empty one is whole at once). Sent from the cache once verified and kept.
             job.finished_event.wait()
         body = job.reader()
         if body is None or job.error is not None:

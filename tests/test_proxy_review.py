@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from builders import make_wheel
-from test_proxy import JSON_TYPE, Upstream, cache_files, proxied_app, wheel_bytes
+from test_proxy import JSON_TYPE, Upstream, cache_files, proxied_app, raw_get, wheel_bytes
 
 from pkgserver import mirror
 from pkgserver.errors import UsageError
@@ -342,3 +342,31 @@ def test_upstream_filenames_with_control_characters_are_dropped() -> None:
         json.dumps(doc).encode(), JSON_TYPE, "https://up.example/simple/lib-c/", "lib-c", 0.0
     )
     assert [f.filename for f in page.files] == ["lib_c-2.0.tar.gz"]
+
+
+def test_an_empty_file_that_does_not_match_is_not_sent_as_a_whole_empty_body(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Content-Length: 0 is a whole answer as soon as its headers are sent: an empty file
+    whose sha256 is not the listed one cannot be cut short, it must be refused."""
+    upstream.add_project(
+        "lib-c", {"lib_c-1.0.tar.gz": b"x"}, extra={"lib_c-1.0.tar.gz": {"size": 0}}
+    )
+    release = threading.Event()
+
+    def empty_then_close(h: Any) -> None:  # no length: its end is when the connection closes
+        h.send_response(200)
+        h.end_headers()
+        release.wait(10)
+        h.close_connection = True
+
+    upstream.routes["/files/lib_c-1.0.tar.gz"] = empty_then_close
+    root = tmp_path / "root"
+    root.mkdir()
+    app, _, _ = proxied_app(root, upstream)
+    app.get("/simple/lib-c/")
+    timer = threading.Timer(0.5, release.set)  # (the route answers before, or waits for it)
+    timer.start()
+    status, headers, body = raw_get(app, "/proxy/lib-c/lib_c-1.0.tar.gz")
+    timer.join()
+    assert status == 502 or int(headers["Content-Length"]) > len(body)
