@@ -674,12 +674,9 @@ class ProxyCache:
         if page is not None and (not revalidate or self.fresh(name) is not None):
             self.hooks.event("page", "hit")
             return page
+        # Also with a page in memory (past its TTL here): the 404 came after it.
         absent = self._absent.get(name)
-        if (
-            absent is not None
-            and page is None
-            and self.clock() - absent < min(ABSENT_FOR, self.ttl)
-        ):
+        if absent is not None and self.clock() - absent < min(ABSENT_FOR, self.ttl):
             self.hooks.event("page", "miss")
             raise UpstreamGone(f"{name} is not on the upstream index either (asked lately)")
         with self._lock:

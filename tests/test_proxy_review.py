@@ -22,7 +22,15 @@ from typing import Any
 
 import pytest
 from builders import make_wheel
-from test_proxy import JSON_TYPE, Upstream, cache_files, proxied_app, raw_get, wheel_bytes
+from test_proxy import (
+    JSON_TYPE,
+    Clock,
+    Upstream,
+    cache_files,
+    proxied_app,
+    raw_get,
+    wheel_bytes,
+)
 
 from pkgserver import mirror
 from pkgserver.errors import UsageError
@@ -370,3 +378,23 @@ def test_an_empty_file_that_does_not_match_is_not_sent_as_a_whole_empty_body(
     status, headers, body = raw_get(app, "/proxy/lib-c/lib_c-1.0.tar.gz")
     timer.join()
     assert status == 502 or int(headers["Content-Length"]) > len(body)
+
+
+def test_a_cached_project_the_upstream_no_longer_has_is_not_asked_for_at_every_request(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """The upstream's 404 is remembered for a minute, but only for names without a cached
+    page: one the upstream dropped (or a 404 from a CDN gone wrong) sent every request for it
+    to the upstream, one at a time behind the page's lock."""
+    name, data = wheel_bytes(tmp_path, "lib-c", "1.0")
+    upstream.add_project("lib-c", {name: data})
+    root = tmp_path / "root"
+    root.mkdir()
+    clock = Clock()
+    app, _, _ = proxied_app(root, upstream, clock=clock)
+    app.get("/simple/lib-c/")
+    del upstream.routes["/simple/lib-c/"]
+    clock.now += 3600
+    for _ in range(3):
+        app.get("/simple/lib-c/", status=404)
+    assert upstream.asked["/simple/lib-c/"] == 2
