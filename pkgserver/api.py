@@ -283,6 +283,8 @@ class InstallerAPI:
             job.finished_event.wait()
         body = job.reader()
         if body is None or job.error is not None:
+            if body is not None:
+                body.close()
             job.finished_event.wait(1.0)
             f = proxy.cached(relpath, sha256, name)
             if f is not None and job.error is None:  # done already: kept, served from there

@@ -488,7 +488,7 @@ class Download:
         finally:
             resp.close()
 
-    def reader(self) -> Iterator[bytes] | None:
+    def reader(self) -> _Follower | None:
         """The bytes as they arrive, or None when the download is over (kept: serve it from
         the store; failed: ``error`` says why). Opened here, while the temporary file exists:
         an open file keeps its bytes through the rename that keeps it, or its removal."""
@@ -499,7 +499,7 @@ class Download:
                 fh = open(self.path, "rb")  # (closed by the generator)
             except OSError:
                 return None
-        return self._follow(fh)
+        return _Follower(self, fh)
 
     def _follow(self, fh: BinaryIO) -> Iterator[bytes]:
         pos = 0
@@ -525,6 +525,20 @@ class Download:
                     yield chunk
         finally:
             fh.close()
+
+
+class _Follower:
+    """A response body that follows a download; closing it closes its file, also when it was
+    never iterated (a generator's ``finally`` would not run then)."""
+
+    def __init__(self, job: Download, fh: BinaryIO) -> None:
+        self.job, self.fh = job, fh
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.job._follow(self.fh)
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 # -- the cache ------------------------------------------------------------------------------------
