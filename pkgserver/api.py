@@ -25,8 +25,22 @@ from .distfile import (
     parse_dist_filename,
     version_key,
 )
-from .errors import BadGateway, BadRequest, Forbidden, HTTPProblem, NotFound, Unavailable
-from .proxy import DirectoryProxyStore, NotCached, UpstreamDown, UpstreamGone
+from .errors import (
+    BadGateway,
+    BadRequest,
+    Busy,
+    Forbidden,
+    HTTPProblem,
+    NotFound,
+    Unavailable,
+)
+from .proxy import (
+    DirectoryProxyStore,
+    NotCached,
+    TooManyDownloads,
+    UpstreamDown,
+    UpstreamGone,
+)
 from .site import Claimed, Proxied, Site
 from .storage import DirectoryStorage, StoreUnavailable
 
@@ -276,6 +290,8 @@ class InstallerAPI:
             job = _from_upstream(lambda: proxy.download(relpath, url, sha256, size))
         except OSError as exc:  # no temporary file for it: the disk full, say
             raise Unavailable(f"the cache cannot take a file now ({exc.strerror})") from None
+        except TooManyDownloads as exc:
+            raise Busy(str(exc)) from None
         job.started.wait(proxy.fetcher.connect * 2 + 30)
         if not job.size:
             # No length to send: a body cut short (a mismatch) would end as a whole one does

@@ -53,6 +53,7 @@ __all__ = [
     "NotCached",
     "ProxyCache",
     "ProxyStore",
+    "TooManyDownloads",
     "UpstreamDown",
     "UpstreamGone",
 ]
@@ -72,6 +73,8 @@ ABSENT_FOR = 60.0  # seconds a name the upstream does not have is answered 404 w
 TOUCH_EVERY = 60.0  # seconds between two notes of a cached file's use in the store
 TMP_KEPT = 3600.0  # seconds a temporary file untouched is taken for a stopped process's
 PAGES_KEPT = 4096  # pages kept in memory (the rest is read from the store when asked)
+ENTRIES_KEPT = 500_000  # files listed by the pages kept in memory, together (~150 MB at most)
+MAX_DOWNLOADS = 64  # downloads from the upstream at once; more are answered 503
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
     "text/html;q=0.1"
@@ -84,6 +87,10 @@ class UpstreamDown(Exception):
 
 class UpstreamGone(Exception):
     """The upstream says there is no such project or file (a 404)."""
+
+
+class TooManyDownloads(Exception):
+    """MAX_DOWNLOADS are running: the client should try again shortly (a 503)."""
 
 
 class NotCached(Exception):
@@ -575,6 +582,7 @@ class ProxyCache:
         self.clock = clock
         self._lock = threading.Lock()
         self._pages: collections.OrderedDict[str, UpstreamPage] = collections.OrderedDict()
+        self._entries = 0  # files of the pages in memory
         self._renderings: dict[tuple[str, str, str | None], tuple[UpstreamPage, RenderCache]] = {}
         self._budget = RenderBudget()  # the renderings' bytes, apart from the hosted ones
         self._page_locks: dict[str, threading.Lock] = {}
@@ -663,12 +671,20 @@ class ProxyCache:
         return rendered, cache
 
     def _remember(self, page: UpstreamPage) -> None:
+        """Keep the page in memory: at most PAGES_KEPT pages and ENTRIES_KEPT files of them
+        together (a page may list 200,000), the least recently used going first."""
         with self._lock:
+            before = self._pages.pop(page.name, None)
+            if before is not None:
+                self._entries -= len(before.files)
             self._pages[page.name] = page
-            self._pages.move_to_end(page.name)
+            self._entries += len(page.files)
             self._names.add(page.name)
-            while len(self._pages) > PAGES_KEPT:
-                self._pages.popitem(last=False)
+            while len(self._pages) > 1 and (
+                len(self._pages) > PAGES_KEPT or self._entries > ENTRIES_KEPT
+            ):
+                _, gone = self._pages.popitem(last=False)
+                self._entries -= len(gone.files)
 
     def _stored(self, name: str) -> UpstreamPage | None:
         data = self.store.read_page(name)
@@ -837,6 +853,11 @@ class ProxyCache:
             running = self._downloads.get(relpath)
             if running is not None:
                 return running
+            if len(self._downloads) >= MAX_DOWNLOADS:
+                raise TooManyDownloads(
+                    f"{len(self._downloads)} files are being fetched from the upstream; "
+                    "try again in a moment"
+                )
             limit = MAX_FILE if self.max_bytes is None else min(MAX_FILE, self.max_bytes)
             if relpath.endswith(".metadata"):
                 limit = MAX_METADATA

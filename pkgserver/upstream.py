@@ -135,7 +135,7 @@ class UpstreamPage(NamedTuple):
         return cls(
             name,
             url,
-            tuple(entries),
+            _first_of_each(entries),
             float(fetched),
             _text_or_none(doc.get("etag")),
             _text_or_none(doc.get("last_modified")),
@@ -145,6 +145,18 @@ class UpstreamPage(NamedTuple):
 
 def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and len(value) <= _MAX_TEXT else None
+
+
+def _first_of_each(files: list[UpstreamFile]) -> tuple[UpstreamFile, ...]:
+    """One entry per filename, the first (a page listing a name twice with two hashes would
+    have installers take one link and the cache verify the other)."""
+    seen: set[str] = set()
+    out = []
+    for f in files:
+        if f.filename not in seen:
+            seen.add(f.filename)
+            out.append(f)
+    return tuple(out)
 
 
 def parse_page(
@@ -159,7 +171,7 @@ def parse_page(
         files = _from_html(body, page_url, name)
     else:
         raise UpstreamPageError(f"the upstream answered {media!r}, not a project page")
-    return UpstreamPage(name, page_url, tuple(files), fetched)
+    return UpstreamPage(name, page_url, _first_of_each(files), fetched)
 
 
 def _from_json(body: bytes, page_url: str, name: str) -> list[UpstreamFile]:

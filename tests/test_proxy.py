@@ -788,3 +788,60 @@ def test_a_cache_the_package_directory_would_list_is_refused(tmp_path: Path) -> 
     assert _served_root_holding("s3://b/p/cache", ["s3://b/p"]) == "s3://b/p"
     assert _served_root_holding("s3://b/p/.pkgserver/proxy", ["s3://b/p"]) is None
     assert _served_root_holding("s3://b/other", ["s3://b/p"]) is None
+
+
+def test_a_filename_listed_twice_keeps_its_first_entry_and_pages_in_memory_are_bounded(
+    tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = {
+        "meta": {"api-version": "1.1"},
+        "files": [
+            {"filename": "lib_c-1.0.tar.gz", "url": "a", "hashes": {"sha256": "a" * 64}},
+            {"filename": "lib_c-1.0.tar.gz", "url": "b", "hashes": {"sha256": "b" * 64}},
+        ],
+    }
+    page = parse_page(json.dumps(doc).encode(), JSON_TYPE, "http://up/simple/lib-c/", "lib-c", 1)
+    assert [(f.url[-1], f.sha256[0]) for f in page.files] == [("a", "a")]
+    monkeypatch.setattr(proxy_mod, "ENTRIES_KEPT", 25)
+    for n in ("p-a", "p-b", "p-c"):
+        upstream.add_project(n, {f"{n.replace('-', '_')}-{i}.0.tar.gz": b"x" for i in range(10)})
+    root = tmp_path / "root"
+    root.mkdir()
+    app, cache, _ = proxied_app(root, upstream)
+    for n in ("p-a", "p-b", "p-c"):
+        app.get(f"/simple/{n}/")
+    assert cache.known("p-a") is None and cache.known("p-c") is not None  # 30 > 25 entries
+    app.get("/simple/p-a/")  # read back from the store, not asked again
+    assert upstream.asked["/simple/p-a/"] == 1
+
+
+def test_downloads_at_once_are_bounded(
+    tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def held(handler: Any) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "3")
+        handler.end_headers()
+        handler.wfile.write(b"a")
+        handler.wfile.flush()
+        release.wait(10)
+        handler.wfile.write(b"bc")
+
+    upstream.add_project("lib-c", {"lib_c-1.0.tar.gz": b"abc", "lib_c-2.0.tar.gz": b"abc"})
+    upstream.routes["/files/lib_c-1.0.tar.gz"] = held
+    monkeypatch.setattr(proxy_mod, "MAX_DOWNLOADS", 1)
+    root = tmp_path / "root"
+    root.mkdir()
+    app, _, _ = proxied_app(root, upstream)
+    first = threading.Thread(target=lambda: app.get("/proxy/lib-c/lib_c-1.0.tar.gz"))
+    first.start()
+    deadline = time.monotonic() + 10
+    while "/files/lib_c-1.0.tar.gz" not in upstream.asked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    res = app.get("/proxy/lib-c/lib_c-2.0.tar.gz", status=503)
+    assert res.headers["Retry-After"] == "1" and "try again" in res.text
+    release.set()
+    first.join(10)
+    assert app.get("/proxy/lib-c/lib_c-2.0.tar.gz").body == b"abc"
