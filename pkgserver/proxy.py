@@ -438,7 +438,7 @@ class Download:
                 return
             total = self.size if self.size is not None else length
             if total is not None and total > self.limit:
-                self._fail(f"{total} bytes is more than the cache takes ({self.limit})")
+                self._fail(f"{total} bytes is more than a proxied file may have ({self.limit})")
                 return
             with self.cond:
                 self.size = total
@@ -476,6 +476,9 @@ class Download:
             os.fsync(self.fh.fileno())
             self.fh.close()
             try:
+                most = self.cache.max_bytes
+                if most is not None and self.written > most:
+                    raise OSError(f"{self.written} bytes is more than --proxy-cache-size")
                 kept = self.cache.store.keep(self.path, self.relpath)
             except OSError as exc:
                 # The bytes are the page's: every request reading them gets them whole; the
@@ -858,7 +861,7 @@ class ProxyCache:
                     f"{len(self._downloads)} files are being fetched from the upstream; "
                     "try again in a moment"
                 )
-            limit = MAX_FILE if self.max_bytes is None else min(MAX_FILE, self.max_bytes)
+            limit = MAX_FILE
             if relpath.endswith(".metadata"):
                 limit = MAX_METADATA
             refused = self._refused.get(relpath)

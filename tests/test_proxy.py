@@ -845,3 +845,16 @@ def test_downloads_at_once_are_bounded(
     release.set()
     first.join(10)
     assert app.get("/proxy/lib-c/lib_c-2.0.tar.gz").body == b"abc"
+
+
+def test_a_file_larger_than_the_cache_is_sent_verified_but_not_kept(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    big = os.urandom(50_000)
+    upstream.add_project("lib-c", {"lib_c-1.0.tar.gz": big})
+    root = tmp_path / "root"
+    root.mkdir()
+    app, cache, _ = proxied_app(root, upstream, max_bytes=10_000)
+    status, _, body = raw_get(app, "/proxy/lib-c/lib_c-1.0.tar.gz")
+    assert status == 200 and body == big
+    assert cache.cached_files == 0 and cache_files(root) == ["pages/lib-c.json"]
