@@ -580,7 +580,7 @@ class InstallerAPI:
         entry = page.file(filename) if page is not None else None
         if entry is None or "/" in filename or self.site.is_hosted(name):
             return None
-        f = proxy.cached(relpath, entry.sha256, name)
+        f = proxy.cached(relpath, entry.sha256, name, remembered=True)
         if f is None:
             return None
         inm = environ.get("HTTP_IF_NONE_MATCH")

@@ -591,6 +591,7 @@ class ProxyCache:
         self._page_locks: dict[str, threading.Lock] = {}
         self._downloads: dict[str, Download] = {}
         self._touched: dict[str, float] = {}  # relpath -> when the store last noted a use
+        self._described: dict[str, DistFile] = {}  # relpath -> the cached file, as last stat'ed
         self._absent: dict[str, float] = {}  # name -> when the upstream said it has none
         self._refused: dict[str, float] = {}  # relpath -> when its bytes did not match
         # Cached files, least recently used first: relpath -> size.
@@ -635,6 +636,7 @@ class ProxyCache:
                 del self._renderings[key]
             for relpath in [r for r in self._lru if r.startswith(name + "/")]:
                 self._bytes -= self._lru.pop(relpath)
+                self._described.pop(relpath, None)
         return self.store.drop_page(name)
 
     # -- pages -----------------------------------------------------------------------------------
@@ -813,27 +815,45 @@ class ProxyCache:
             raise UpstreamGone(f"{filename} is not on the upstream's page of {name}")
         return found
 
-    def cached(self, relpath: str, sha256: str, project: str) -> DistFile | None:
-        """The cached file as a DistFile (for pkgserver.answers), if it is in the store."""
+    def cached(
+        self, relpath: str, sha256: str, project: str, *, remembered: bool = False
+    ) -> DistFile | None:
+        """The cached file as a DistFile (for pkgserver.answers), if it is in the store.
+        ``remembered``: the one described last time, without asking the store (the fast path,
+        whose read checks size and mtime and hash anyway, and leaves any doubt to the route)."""
+        if remembered:
+            known = self._described.get(relpath)
+            if known is not None and known.sha256 == sha256:
+                try:
+                    self._lru.move_to_end(relpath)  # (one OrderedDict step: atomic)
+                except KeyError:
+                    return None  # evicted meanwhile
+                return known
         st = self.store.stat(relpath)
         if st is None:
             with self._lock:
                 size = self._lru.pop(relpath, None)
                 if size is not None:
                     self._bytes -= size
+                self._described.pop(relpath, None)
             return None
+        f = dist_file(self.store.where, relpath, project, sha256, st)
         with self._lock:
             if relpath in self._lru:
                 self._lru.move_to_end(relpath)
             else:
                 self._lru[relpath] = st.st_size
                 self._bytes += st.st_size
-        return dist_file(self.store.where, relpath, project, sha256, st)
+            if len(self._described) > 100_000:
+                self._described.clear()
+            self._described[relpath] = f
+        return f
 
     def drop(self, relpath: str) -> None:
         """A cached file that is not what was verified (changed in the store): out."""
         log.warning("proxy: cached %s is not the file verified; dropped from the cache", relpath)
         with self._lock:
+            self._described.pop(relpath, None)
             size = self._lru.pop(relpath, None)
             if size is not None:
                 self._bytes -= size
@@ -883,6 +903,7 @@ class ProxyCache:
         """A verified file is in the store: the most recently used; older ones out if the
         cache is over its bound."""
         with self._lock:
+            self._described.pop(relpath, None)
             before = self._lru.pop(relpath, 0)
             self._lru[relpath] = size
             self._bytes += size - before
@@ -909,6 +930,7 @@ class ProxyCache:
                     break
                 victim = next(iter(self._lru))
                 self._bytes -= self._lru.pop(victim)
+                self._described.pop(victim, None)
             self.store.drop(victim)
             dropped += 1
             log.info("proxy: evicted %s from the cache (least recently used)", victim)
