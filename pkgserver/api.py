@@ -25,8 +25,22 @@ from .distfile import (
     parse_dist_filename,
     version_key,
 )
-from .errors import BadGateway, BadRequest, Forbidden, HTTPProblem, NotFound, Unavailable
-from .proxy import DirectoryProxyStore, NotCached, UpstreamDown, UpstreamGone
+from .errors import (
+    BadGateway,
+    BadRequest,
+    Busy,
+    Forbidden,
+    HTTPProblem,
+    NotFound,
+    Unavailable,
+)
+from .proxy import (
+    DirectoryProxyStore,
+    NotCached,
+    TooManyDownloads,
+    UpstreamDown,
+    UpstreamGone,
+)
 from .site import Claimed, Proxied, Site
 from .storage import DirectoryStorage, StoreUnavailable
 
@@ -271,10 +285,22 @@ class InstallerAPI:
             if size is not None:
                 headers["Content-Length"] = str(size)
             return bottle.HTTPResponse(b"", **headers)
-        job = proxy.download(relpath, entry.url + (".metadata" if meta else ""), sha256, size)
+        url = entry.url + (".metadata" if meta else "")
+        try:
+            job = _from_upstream(lambda: proxy.download(relpath, url, sha256, size))
+        except OSError as exc:  # no temporary file for it: the disk full, say
+            raise Unavailable(f"the cache cannot take a file now ({exc.strerror})") from None
+        except TooManyDownloads as exc:
+            raise Busy(str(exc)) from None
         job.started.wait(proxy.fetcher.connect * 2 + 30)
+        if not job.size:
+            # No length to send: a body cut short (a mismatch) would end as a whole one does
+            # (and an empty one is whole at once). Sent from the cache once verified and kept.
+            job.finished_event.wait()
         body = job.reader()
         if body is None or job.error is not None:
+            if body is not None:
+                body.close()
             job.finished_event.wait(1.0)
             f = proxy.cached(relpath, sha256, name)
             if f is not None and job.error is None:  # done already: kept, served from there
@@ -283,6 +309,8 @@ class InstallerAPI:
                     f, opener=proxy.store.open, cache_control=answers.FOREVER, on_stale=None
                 )
             observer.proxy_event(what, "error")
+            if job.verified:  # fetched whole and right, but the cache could not keep it
+                raise Unavailable(f"{filename} cannot be kept in the cache now: {job.error}")
             if job.upstream_status in (404, 410):
                 raise NotFound(f"the upstream has no {filename} ({job.upstream_status})")
             raise BadGateway(f"{filename} cannot be fetched from the upstream: {job.error}")
@@ -552,7 +580,7 @@ class InstallerAPI:
         entry = page.file(filename) if page is not None else None
         if entry is None or "/" in filename or self.site.is_hosted(name):
             return None
-        f = proxy.cached(relpath, entry.sha256, name)
+        f = proxy.cached(relpath, entry.sha256, name, remembered=True)
         if f is None:
             return None
         inm = environ.get("HTTP_IF_NONE_MATCH")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,7 @@ from .api import InstallerAPI
 from .auth import Authenticator, RightsFile
 from .catalog import Catalog, DistFile
 from .config import Settings
-from .errors import Unavailable
+from .errors import Unavailable, UsageError
 from .hosted import HostedNames
 from .observe import Observer
 from .pages import WELCOME_NAMES, Pages, WelcomeError, load_welcome
@@ -262,6 +263,24 @@ def default_trusted(
     )
 
 
+def _served_root_holding(location: str, roots: Sequence[str]) -> str | None:
+    """The root whose listing would take files at ``location`` for hosted ones (inside it,
+    and under no dot-name), if any."""
+    for root in roots:
+        if root.startswith("s3://") != location.startswith("s3://"):
+            continue
+        if root.startswith("s3://"):
+            base, where = root.rstrip("/"), location.rstrip("/")
+        else:
+            base, where = os.path.realpath(root), os.path.realpath(location)
+        if where != base and not where.startswith(base + "/"):
+            continue
+        parts = [p for p in where[len(base) :].split("/") if p]
+        if not any(p.startswith(".") for p in parts):
+            return root
+    return None
+
+
 def default_proxy(settings: Settings, observer: Observer, client: Any = None) -> ProxyCache | None:
     """The caching proxy's cache (--proxy), in a folder or a bucket (--proxy-cache, else
     .pkgserver/proxy of the first root), or None without --proxy. ``client``: the bucket's
@@ -271,14 +290,32 @@ def default_proxy(settings: Settings, observer: Observer, client: Any = None) ->
     from .proxy import DirectoryProxyStore, Hooks, ProxyCache, ProxyStore
 
     location = settings.proxy_location
+    served = _served_root_holding(location, settings.roots)
+    if served is not None:
+        # Its files would be listed as hosted: cached upstream files must never count as such.
+        raise UsageError(
+            f"--proxy-cache {location} is inside the package directory {served}, where its "
+            "files would be served as hosted ones: give a place outside it, or under a folder "
+            "whose name starts with a dot (the default is .pkgserver/proxy)"
+        )
     store: ProxyStore
     if location.startswith("s3://"):
         from .s3 import S3ProxyStore
 
-        spool = settings.cache_dir
-        store = S3ProxyStore(location, client=client, spool_base=spool)  # type: ignore[assignment]
+        # Downloads are written here before they go to the bucket: the spool folder the
+        # bucket's uploads use (publish.Spool sweeps the folders of dead processes in its
+        # base, so the base must be a folder of its own, never the cache folder itself).
+        cache_dir = settings.cache_dir
+        spool = os.path.join(cache_dir, "spool") if cache_dir else None
+        store = S3ProxyStore(location, client=client, spool_base=spool)
     else:
-        store = DirectoryProxyStore(location)
+        try:
+            store = DirectoryProxyStore(location)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot keep the proxy's cache in {location}: {exc.strerror or exc} "
+                "(--proxy-cache names another place)"
+            ) from None
     fallback = settings.fallback
     assert fallback is not None
     cache = ProxyCache(
@@ -361,7 +398,9 @@ def create_app(
     site.trusted = (
         trusted if trusted is not None else default_trusted(site.auth, records, settings, observer)
     )
-    site.proxy = proxy if proxy is not None else default_proxy(settings, observer)
+    if proxy is None:  # (a bucket's cache shares the bucket's client, when there is one)
+        proxy = default_proxy(settings, observer, getattr(uploads.storage, "client", None))
+    site.proxy = proxy
     app = _App()
     app.prefix = settings.base_path
     app.trust_proxy = settings.trust_proxy

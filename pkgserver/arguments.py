@@ -28,10 +28,28 @@ SUBCOMMANDS = (
     "status",
     "check",
     "token",
+    "mirror",
 )
 
 # Options of the management commands that take a value, for _options_first.
-_VALUED = ("--reason", "--cache-dir", "--progress")
+_VALUED = (
+    "--reason",
+    "--cache-dir",
+    "--progress",
+    # mirror's
+    "-r",
+    "--requirement",
+    "--project",
+    "--forget",
+    "--fallback-url",
+    "--proxy-cache",
+    "--platform",
+    "--abi",
+    "--python-version",
+    "--implementation",
+    "--only-binary",
+    "--no-binary",
+)
 # The option strings of ``run`` that take a value, for _subcommand_at.
 _RUN_VALUED = frozenset(f for o in OPTIONS if o.kind == VALUE for f in o.flags)
 _DIRS_HELP = "package directories, as for 'run' (default: $PKGSERVER_ROOTS or ~/packages)"
@@ -100,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("roots", metavar="DIR", nargs="*")
     _add_management_parsers(sub)
     _add_token_parsers(sub)
+    from .mirror import add_arguments as _mirror_arguments
+
+    mi = sub.add_parser(
+        "mirror",
+        help="fill the caching proxy's cache ahead of time (or drop a project from it)",
+        description="Cache what 'pip download REQ... -r FILE' fetches (with its --platform, "
+        "--python-version, --abi, --only-binary options for other machines) from the upstream "
+        "index into DIR's proxy cache, through a pkgserver on 127.0.0.1 with --proxy, so that "
+        "'pkgserver run --proxy-offline DIR' serves them without the upstream. --project NAME "
+        "caches every file of NAME; --forget NAME drops NAME from the cache.",
+    )
+    _mirror_arguments(mi)
     return parser
 
 
@@ -259,6 +289,9 @@ def _options_first(args: list[str]) -> list[str]:
             if len(named) == 1 and "=" not in arg and i + 1 < len(args):
                 options.append(f"{named[0]}={args[i + 1]}")
                 i += 1
+            elif arg in _VALUED and i + 1 < len(args):  # a short one: -r FILE
+                options.extend((arg, args[i + 1]))
+                i += 1
             else:
                 options.append(arg)
         else:
@@ -273,7 +306,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
     go after it; pypiserver 1.x's ``-U`` means ``update``."""
     if not argv:
         return ["run"]
-    if argv[0] in ("remove", "yank", "unyank", "status", "check"):
+    if argv[0] in ("remove", "yank", "unyank", "status", "check", "mirror"):
         return [argv[0], *_options_first(argv[1:])]
     if argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help", "--version"):
         return argv

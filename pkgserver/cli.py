@@ -116,6 +116,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return passwd(ns.file, ns.user, delete=ns.delete)
         if ns.command == "token":
             return token_command(ns, environ)
+        if ns.command == "mirror":
+            from .mirror import mirror
+
+            _setup_logging(Settings(roots=(ns.root,), access_log=False))
+            return mirror(ns, environ)
         return _manage(ns, environ)
     except UsageError as exc:
         print(f"pkgserver: error: {exc}", file=sys.stderr)

@@ -260,7 +260,8 @@ class Observer:
             "Requests for pages and files of the upstream index by outcome: hit (served from "
             "the cache), miss (fetched), revalidated (asked again, 304 or new), stale (served "
             "from the cache, the upstream failing), error (nothing to serve), refused "
-            "(--proxy-offline, not cached)",
+            "(--proxy-offline, not cached), rejected (a download whose bytes did not have the "
+            "sha256 the upstream's page lists: not kept)",
             ["what", "outcome"],
             registry=r,
         )

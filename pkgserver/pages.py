@@ -20,10 +20,11 @@ import bottle
 from . import __version__, web
 from .answers import NO_STORE, etag_matches, guarded, header, reason
 from .catalog import Project
-from .distfile import is_prerelease, normalize
+from .distfile import is_prerelease, is_valid_project_name, normalize, version_key
 from .errors import BadRequest, Forbidden, HTTPProblem, NotFound, Unavailable
 from .fsutil import open_regular
 from .metadata import Details, parse_details
+from .proxy import NotCached, UpstreamDown, UpstreamGone
 from .rights import ACTIONS, check_patterns
 from .site import Site
 from .tokens import TokenStore, parse_duration
@@ -52,7 +53,7 @@ class Pages:
         self.welcome_failed = False
         self.templates = {
             name: bottle.SimpleTemplate(name=name, lookup=[TEMPLATES])
-            for name in ("home", "projects", "project", "message", "tokens")
+            for name in ("home", "projects", "project", "message", "tokens", "cached")
         }
         self.assets = _Assets.load()
 
@@ -288,9 +289,16 @@ class Pages:
         def link(number: int) -> str:
             return urlencode({"q": query, "page": number} if query else {"page": number})
 
+        proxy = site.proxy
+        cached: list[str] = []
+        if proxy is not None and page == 1:
+            wanted = normalize(query) if query else ""
+            cached = [n for n in proxy.names() if wanted in n and not site.is_hosted(n, snap)]
         return self.html_page(
             "projects",
             f"Search: {query}" if query else "Projects",
+            cached=cached,
+            upstream=site.fallback or "",
             query=query,
             rows=found[first : first + web.PAGE_SIZE],
             total=len(found),
@@ -334,7 +342,7 @@ class Pages:
         site.require("list", normalize(name))
         project = site.catalog.snapshot.project(normalize(name))
         if project is None:
-            raise NotFound(f"{name} is not hosted here")
+            return self.cached_view(name)
         if name != project.name:
             return site.redirect(f"/project/{project.name}/" + (f"{version}/" if version else ""))
         if version is None:
@@ -364,6 +372,33 @@ class Pages:
             shown=shown,
             older=[v for v in history[web.MAX_RELEASES :] if v != version],
             uploader=self.uploader_of(),
+        )
+
+    def cached_view(self, name: str) -> Any:
+        """The page of a project cached from the upstream (--proxy): what the cache holds,
+        marked as not hosted. Read from the cache only: a page view never asks the upstream."""
+        site, proxy = self.site, self.site.proxy
+        wanted = normalize(name)
+        if proxy is None or not is_valid_project_name(name) or site.is_hosted(wanted):
+            raise NotFound(f"{name} is not hosted here")  # (a name, not a path in the cache)
+        try:
+            page = proxy.page(wanted, revalidate=False) if proxy.is_cached(wanted) else None
+        except (NotCached, UpstreamDown, UpstreamGone):
+            page = None
+        if page is None:
+            raise NotFound(f"{name} is neither hosted nor cached here")
+        if name != wanted:
+            return site.redirect(f"/project/{wanted}/")
+        files = sorted(page.files, key=lambda f: version_key(f.version), reverse=True)
+        return self.html_page(
+            "cached",
+            f"{page.name} (cached)",
+            page=page,
+            shown=files[:200],
+            cached=proxy.cached_names(wanted),
+            kept=len(proxy.cached_names(wanted)),
+            upstream=site.fallback or "",
+            install=f"pip install {page.name}",
         )
 
     def install_command(self, project: Project, version: str) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -42,7 +43,7 @@ from . import __version__
 from .catalog import DistFile, FileStat, RenderBudget, RenderCache
 from .distfile import parse_dist_filename
 from .render import Rendered, render_proxied
-from .upstream import UpstreamFile, UpstreamPage, UpstreamPageError, parse_page
+from .upstream import UpstreamFile, UpstreamPage, UpstreamPageError, max_age_of, parse_page
 
 __all__ = [
     "DEFAULT_TTL",
@@ -52,6 +53,7 @@ __all__ = [
     "NotCached",
     "ProxyCache",
     "ProxyStore",
+    "TooManyDownloads",
     "UpstreamDown",
     "UpstreamGone",
 ]
@@ -66,7 +68,13 @@ MAX_PAGE = 64 * 1024 * 1024  # bytes of a page, decompressed
 MAX_METADATA = 8 * 1024 * 1024  # bytes of a PEP 658 metadata file
 MAX_FILE = 16 * 1024**3  # bytes of any file, when neither the page nor the answer gives a size
 CHUNK = 256 * 1024
+REFUSE_FOR = 60.0  # seconds a file whose bytes did not match is not fetched again
+ABSENT_FOR = 60.0  # seconds a name the upstream does not have is answered 404 without asking
+TOUCH_EVERY = 60.0  # seconds between two notes of a cached file's use in the store
+TMP_KEPT = 3600.0  # seconds a temporary file untouched is taken for a stopped process's
 PAGES_KEPT = 4096  # pages kept in memory (the rest is read from the store when asked)
+ENTRIES_KEPT = 500_000  # files listed by the pages kept in memory, together (~150 MB at most)
+MAX_DOWNLOADS = 64  # downloads from the upstream at once; more are answered 503
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
     "text/html;q=0.1"
@@ -79,6 +87,10 @@ class UpstreamDown(Exception):
 
 class UpstreamGone(Exception):
     """The upstream says there is no such project or file (a 404)."""
+
+
+class TooManyDownloads(Exception):
+    """MAX_DOWNLOADS are running: the client should try again shortly (a 503)."""
 
 
 class NotCached(Exception):
@@ -143,7 +155,8 @@ class Fetcher:
             return self.opener.open(req, timeout=timeout)
         except urllib.error.HTTPError as exc:
             return exc
-        except (OSError, ValueError) as exc:  # URLError, timeouts, refused, bad URL
+        # URLError, timeouts, refused, a bad URL; http.client's own: an answer that is not HTTP.
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise OSError(f"{urlsplit(url).netloc}: {reason}") from None
 
@@ -162,10 +175,16 @@ class Fetcher:
                 if time.monotonic() - started > self.deadline:
                     raise OSError(f"{urlsplit(url).netloc}: no whole answer in {self.deadline:g}s")
                 try:
-                    chunk = resp.read(CHUNK)
-                except (OSError, ValueError) as exc:
+                    # read1: what one recv brings (read waits for CHUNK bytes, past the deadline).
+                    chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+                except (OSError, ValueError, http.client.HTTPException) as exc:
                     raise OSError(f"{urlsplit(url).netloc}: {exc}") from None
                 if not chunk:
+                    # http.client ends a body cut short of its Content-Length without a word.
+                    if getattr(resp, "length", None) or (
+                        inflate is not None and size and not inflate.eof
+                    ):
+                        raise OSError(f"{urlsplit(url).netloc}: the answer was cut short")
                     break
                 if inflate is not None:
                     try:
@@ -237,11 +256,15 @@ class DirectoryProxyStore:
         self.where = self.root + "/files"
         for sub in ("pages", "files", "tmp"):
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
-        for leftover in os.listdir(os.path.join(self.root, "tmp")):
-            try:
-                os.unlink(os.path.join(self.root, "tmp", leftover))
-            except OSError:
-                pass
+        # Leftovers of a process that stopped; not another's downloads in progress (mirror
+        # beside a running server): files written to lately.
+        with os.scandir(os.path.join(self.root, "tmp")) as leftovers:
+            for leftover in leftovers:
+                try:
+                    if time.time() - leftover.stat(follow_symlinks=False).st_mtime > TMP_KEPT:
+                        os.unlink(leftover.path)
+                except OSError:
+                    pass
 
     def _page_path(self, name: str) -> str:
         return os.path.join(self.root, "pages", name + ".json")
@@ -369,6 +392,8 @@ class Download:
         self.kept: FileStat | None = None
         self.error: str | None = None
         self.upstream_status: int | None = None  # an answer other than 200
+        self.mismatched = False  # the bytes were not the page's: not asked again for a while
+        self.verified = False  # the whole matched the page's sha256
         self.cond = threading.Condition()
         self.started = threading.Event()  # the upstream answered (or failed to)
         self.finished_event = threading.Event()
@@ -413,7 +438,7 @@ class Download:
                 return
             total = self.size if self.size is not None else length
             if total is not None and total > self.limit:
-                self._fail(f"{total} bytes is more than the cache takes ({self.limit})")
+                self._fail(f"{total} bytes is more than a proxied file may have ({self.limit})")
                 return
             with self.cond:
                 self.size = total
@@ -421,9 +446,9 @@ class Download:
             digest = hashlib.sha256()
             bound = total if total is not None else self.limit
             while True:
-                try:
-                    chunk = resp.read(CHUNK)
-                except (OSError, ValueError) as exc:
+                try:  # what has arrived, up to a chunk: followers need not wait for more
+                    chunk = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+                except (OSError, ValueError, http.client.HTTPException) as exc:
                     raise OSError(f"the upstream stopped sending: {exc}") from None
                 if not chunk:
                     break
@@ -445,18 +470,35 @@ class Download:
                     "proxy: %s does not have the sha256 its upstream page lists; not kept",
                     self.url,
                 )
+                self.mismatched = True
                 self._fail("the file's sha256 is not the one the upstream's page lists")
                 return
             os.fsync(self.fh.fileno())
             self.fh.close()
-            kept = self.cache.store.keep(self.path, self.relpath)
+            try:
+                most = self.cache.max_bytes
+                if most is not None and self.written > most:
+                    raise OSError(f"{self.written} bytes is more than --proxy-cache-size")
+                kept = self.cache.store.keep(self.path, self.relpath)
+            except OSError as exc:
+                # The bytes are the page's: every request reading them gets them whole; the
+                # cache just does not keep them this time (a bucket away, a full disk).
+                log.warning("proxy: %s verified but not kept in the cache: %s", self.relpath, exc)
+                with self.cond:
+                    self.verified = True
+                    self.error = f"verified, but the cache cannot keep it now: {exc}"
+                    self.cond.notify_all()
+                return
+            self.cache._kept(self.relpath, kept.st_size)  # counted before anyone sees it whole
             with self.cond:
                 self.kept = kept
+                self.verified = True
                 self.size = self.written
+                self.cond.notify_all()
         finally:
             resp.close()
 
-    def reader(self) -> Iterator[bytes] | None:
+    def reader(self) -> _Follower | None:
         """The bytes as they arrive, or None when the download is over (kept: serve it from
         the store; failed: ``error`` says why). Opened here, while the temporary file exists:
         an open file keeps its bytes through the rename that keeps it, or its removal."""
@@ -467,7 +509,7 @@ class Download:
                 fh = open(self.path, "rb")  # (closed by the generator)
             except OSError:
                 return None
-        return self._follow(fh)
+        return _Follower(self, fh)
 
     def _follow(self, fh: BinaryIO) -> Iterator[bytes]:
         pos = 0
@@ -476,12 +518,12 @@ class Download:
                 with self.cond:
                     while True:
                         done = self.finished
-                        # All but the last byte until the whole is verified and kept.
-                        ready = self.written if self.kept is not None else self.written - 1
+                        # All but the last byte until the whole is verified.
+                        ready = self.written if self.verified else self.written - 1
                         if ready > pos or done:
                             break
                         self.cond.wait(FILE_STALL)
-                    if self.error is not None:
+                    if self.error is not None and not self.verified:
                         return  # short: the client sees an incomplete body
                 if ready <= pos:
                     return
@@ -493,6 +535,20 @@ class Download:
                     yield chunk
         finally:
             fh.close()
+
+
+class _Follower:
+    """A response body that follows a download; closing it closes its file, also when it was
+    never iterated (a generator's ``finally`` would not run then)."""
+
+    def __init__(self, job: Download, fh: BinaryIO) -> None:
+        self.job, self.fh = job, fh
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.job._follow(self.fh)
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 # -- the cache ------------------------------------------------------------------------------------
@@ -529,10 +585,15 @@ class ProxyCache:
         self.clock = clock
         self._lock = threading.Lock()
         self._pages: collections.OrderedDict[str, UpstreamPage] = collections.OrderedDict()
+        self._entries = 0  # files of the pages in memory
         self._renderings: dict[tuple[str, str, str | None], tuple[UpstreamPage, RenderCache]] = {}
         self._budget = RenderBudget()  # the renderings' bytes, apart from the hosted ones
         self._page_locks: dict[str, threading.Lock] = {}
         self._downloads: dict[str, Download] = {}
+        self._touched: dict[str, float] = {}  # relpath -> when the store last noted a use
+        self._described: dict[str, DistFile] = {}  # relpath -> the cached file, as last stat'ed
+        self._absent: dict[str, float] = {}  # name -> when the upstream said it has none
+        self._refused: dict[str, float] = {}  # relpath -> when its bytes did not match
         # Cached files, least recently used first: relpath -> size.
         self._lru: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._bytes = 0
@@ -555,6 +616,12 @@ class ProxyCache:
         with self._lock:
             return sorted(self._names)
 
+    def cached_names(self, name: str) -> set[str]:
+        """The filenames of ``name`` the cache holds (as this process knows them)."""
+        prefix = name + "/"
+        with self._lock:
+            return {r[len(prefix) :] for r in self._lru if r.startswith(prefix)}
+
     def is_cached(self, name: str) -> bool:
         """Whether the upstream's page of ``name`` is in the store (asked there: another
         process may have dropped it, pkgserver mirror --forget)."""
@@ -569,6 +636,7 @@ class ProxyCache:
                 del self._renderings[key]
             for relpath in [r for r in self._lru if r.startswith(name + "/")]:
                 self._bytes -= self._lru.pop(relpath)
+                self._described.pop(relpath, None)
         return self.store.drop_page(name)
 
     # -- pages -----------------------------------------------------------------------------------
@@ -577,9 +645,13 @@ class ProxyCache:
         return self._pages.get(name)
 
     def fresh(self, name: str) -> UpstreamPage | None:
-        """The page if it is in memory and younger than the TTL (no I/O: the fast path)."""
+        """The page if it is in memory and fresh (no I/O: the fast path): younger than the
+        TTL, or than the upstream's own max-age when that is longer (up to a day). The TTL is
+        how often at most the upstream is asked again."""
         page = self._pages.get(name)
-        if page is None or (not self.offline and self.clock() - page.fetched >= self.ttl):
+        if page is None:
+            return None
+        if not self.offline and self.clock() - page.fetched >= max(self.ttl, page.max_age):
             return None
         return page
 
@@ -604,12 +676,20 @@ class ProxyCache:
         return rendered, cache
 
     def _remember(self, page: UpstreamPage) -> None:
+        """Keep the page in memory: at most PAGES_KEPT pages and ENTRIES_KEPT files of them
+        together (a page may list 200,000), the least recently used going first."""
         with self._lock:
+            before = self._pages.pop(page.name, None)
+            if before is not None:
+                self._entries -= len(before.files)
             self._pages[page.name] = page
-            self._pages.move_to_end(page.name)
+            self._entries += len(page.files)
             self._names.add(page.name)
-            while len(self._pages) > PAGES_KEPT:
-                self._pages.popitem(last=False)
+            while len(self._pages) > 1 and (
+                len(self._pages) > PAGES_KEPT or self._entries > ENTRIES_KEPT
+            ):
+                _, gone = self._pages.popitem(last=False)
+                self._entries -= len(gone.files)
 
     def _stored(self, name: str) -> UpstreamPage | None:
         data = self.store.read_page(name)
@@ -629,7 +709,14 @@ class ProxyCache:
         if page is not None and (not revalidate or self.fresh(name) is not None):
             self.hooks.event("page", "hit")
             return page
+        # Also with a page in memory (past its TTL here): the 404 came after it.
+        absent = self._absent.get(name)
+        if absent is not None and self.clock() - absent < min(ABSENT_FOR, self.ttl):
+            self.hooks.event("page", "miss")
+            raise UpstreamGone(f"{name} is not on the upstream index either (asked lately)")
         with self._lock:
+            if len(self._page_locks) > 10_000:  # (a lock in use stays with its holders)
+                self._page_locks.clear()
             lock = self._page_locks.setdefault(name, threading.Lock())
         with lock:  # one request asks the upstream; the others then take its answer
             page = self._pages.get(name)
@@ -665,10 +752,16 @@ class ProxyCache:
             return self._stale(name, cached, str(exc))
         if answer.status == 304 and cached is not None:
             page = cached._replace(fetched=now)
+            if answer.headers.get("Cache-Control"):
+                page = page._replace(max_age=max_age_of(answer.headers.get("Cache-Control")))
             self._keep(page)
             self.hooks.event("page", "revalidated")
             return page
         if answer.status in (404, 410):
+            with self._lock:
+                if len(self._absent) > 10_000:
+                    self._absent.clear()
+                self._absent[name] = now
             self.hooks.event("page", "miss")
             raise UpstreamGone(f"{name} is not on the upstream index either ({answer.status})")
         if answer.status != 200:
@@ -684,6 +777,7 @@ class ProxyCache:
         page = page._replace(
             etag=etag if etag and len(etag) < 256 else None,
             last_modified=modified if modified and len(modified) < 64 else None,
+            max_age=max_age_of(answer.headers.get("Cache-Control")),
         )
         self._keep(page)
         self.hooks.fetched(len(answer.body))
@@ -721,34 +815,59 @@ class ProxyCache:
             raise UpstreamGone(f"{filename} is not on the upstream's page of {name}")
         return found
 
-    def cached(self, relpath: str, sha256: str, project: str) -> DistFile | None:
-        """The cached file as a DistFile (for pkgserver.answers), if it is in the store."""
+    def cached(
+        self, relpath: str, sha256: str, project: str, *, remembered: bool = False
+    ) -> DistFile | None:
+        """The cached file as a DistFile (for pkgserver.answers), if it is in the store.
+        ``remembered``: the one described last time, without asking the store (the fast path,
+        whose read checks size and mtime and hash anyway, and leaves any doubt to the route)."""
+        if remembered:
+            known = self._described.get(relpath)
+            if known is not None and known.sha256 == sha256:
+                try:
+                    self._lru.move_to_end(relpath)  # (one OrderedDict step: atomic)
+                except KeyError:
+                    return None  # evicted meanwhile
+                return known
         st = self.store.stat(relpath)
         if st is None:
             with self._lock:
                 size = self._lru.pop(relpath, None)
                 if size is not None:
                     self._bytes -= size
+                self._described.pop(relpath, None)
             return None
+        f = dist_file(self.store.where, relpath, project, sha256, st)
         with self._lock:
             if relpath in self._lru:
                 self._lru.move_to_end(relpath)
             else:
                 self._lru[relpath] = st.st_size
                 self._bytes += st.st_size
-        return dist_file(self.store.where, relpath, project, sha256, st)
+            if len(self._described) > 100_000:
+                self._described.clear()
+            self._described[relpath] = f
+        return f
 
     def drop(self, relpath: str) -> None:
         """A cached file that is not what was verified (changed in the store): out."""
         log.warning("proxy: cached %s is not the file verified; dropped from the cache", relpath)
         with self._lock:
+            self._described.pop(relpath, None)
             size = self._lru.pop(relpath, None)
             if size is not None:
                 self._bytes -= size
         self.store.drop(relpath)
 
     def used(self, relpath: str) -> None:
-        """A cached file was served (its place in the eviction order; the store's note)."""
+        """A cached file was served: the store notes it (the order of eviction after a
+        restart), at most once a minute per file."""
+        now = time.monotonic()
+        if now - self._touched.get(relpath, -TOUCH_EVERY) < TOUCH_EVERY:
+            return
+        if len(self._touched) > 100_000:
+            self._touched.clear()
+        self._touched[relpath] = now
         self.store.touch(relpath)
 
     def download(self, relpath: str, url: str, sha256: str, size: int | None) -> Download:
@@ -757,9 +876,21 @@ class ProxyCache:
             running = self._downloads.get(relpath)
             if running is not None:
                 return running
-            limit = MAX_FILE if self.max_bytes is None else min(MAX_FILE, self.max_bytes)
+            if len(self._downloads) >= MAX_DOWNLOADS:
+                raise TooManyDownloads(
+                    f"{len(self._downloads)} files are being fetched from the upstream; "
+                    "try again in a moment"
+                )
+            limit = MAX_FILE
             if relpath.endswith(".metadata"):
                 limit = MAX_METADATA
+            refused = self._refused.get(relpath)
+            if refused is not None and time.monotonic() - refused < REFUSE_FOR:
+                self.hooks.event(_what(relpath), "error")
+                raise UpstreamDown(
+                    f"{relpath.rsplit('/', 1)[-1]} did not have the sha256 the upstream's page "
+                    f"lists when fetched lately; not fetched again for {REFUSE_FOR:g}s"
+                )
             job = Download(self, relpath, url, sha256, size, limit)
             self._downloads[relpath] = job
         threading.Thread(target=job.run, name="pkgserver-proxy-download", daemon=True).start()
@@ -768,15 +899,25 @@ class ProxyCache:
     def fetched_bytes(self, n: int) -> None:
         self.hooks.fetched(n)
 
+    def _kept(self, relpath: str, size: int) -> None:
+        """A verified file is in the store: the most recently used; older ones out if the
+        cache is over its bound."""
+        with self._lock:
+            self._described.pop(relpath, None)
+            before = self._lru.pop(relpath, 0)
+            self._lru[relpath] = size
+            self._bytes += size - before
+        self.evict()
+
     def _finished(self, job: Download) -> None:
         with self._lock:
             self._downloads.pop(job.relpath, None)
-            if job.kept is not None:
-                size = self._lru.pop(job.relpath, 0)
-                self._lru[job.relpath] = job.kept.st_size
-                self._bytes += job.kept.st_size - size
-        if job.kept is not None:
-            self.evict()
+            if job.mismatched:
+                if len(self._refused) > 10_000:
+                    self._refused.clear()
+                self._refused[job.relpath] = time.monotonic()
+        if job.mismatched:
+            self.hooks.event(_what(job.relpath), "rejected")
 
     def evict(self) -> int:
         """Least recently used files out until the cache is within its bound; how many."""
@@ -789,12 +930,18 @@ class ProxyCache:
                     break
                 victim = next(iter(self._lru))
                 self._bytes -= self._lru.pop(victim)
+                self._described.pop(victim, None)
             self.store.drop(victim)
             dropped += 1
             log.info("proxy: evicted %s from the cache (least recently used)", victim)
         if dropped:
             self.hooks.evicted(dropped)
         return dropped
+
+
+def _what(relpath: str) -> str:
+    """The metrics' name for what a cached path is."""
+    return "metadata" if relpath.endswith(".metadata") else "file"
 
 
 def dist_file(root: str, relpath: str, project: str, sha256: str, st: FileStat) -> DistFile:

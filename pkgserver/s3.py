@@ -29,6 +29,7 @@ import secrets
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
@@ -39,6 +40,7 @@ from .distfile import SIDECARS, version_key
 from .errors import UsageError
 from .manage import release_of
 from .metadata import CoreMetadata
+from .proxy import MAX_PAGE
 from .publish import FileOps, Spool, TempFile
 from .records import MAX_RECORD_BYTES, UPLOADS_FILE, RecordChanged, Upload
 from .scan import describe, entry_from_fields, fields_of
@@ -46,6 +48,7 @@ from .storage import SIGNATURE_LIMIT, Stored, StoreFull, StoreUnavailable
 
 __all__ = [
     "Journal",
+    "S3ProxyStore",
     "S3Records",
     "S3Storage",
     "S3UploadLog",
@@ -265,16 +268,7 @@ class S3Storage:
         """The object as a file, and its version: a small one read whole, a larger one
         streamed as it is read (``ObjectReader``: the first byte goes out at once, and reading
         a wheel's metadata reads its end and one member, not all of it)."""
-        key = self.key(location)
-        try:
-            got = self.client.get_object(Bucket=self.bucket, Key=key)
-            st = _stat_of(got)
-            if st.st_size <= WHOLE_READ:
-                return io.BytesIO(got["Body"].read()), st
-        except Exception as exc:
-            raise _as_oserror(exc) from None
-        raw = ObjectReader(self.client, self.bucket, key, st.st_size, got["Body"])
-        return io.BufferedReader(raw, CHUNK), st
+        return _open_object(self.client, self.bucket, self.key(location))
 
     def signature(self, location: str) -> bytes | None:
         return self._sidecar(location + ".asc", SIGNATURE_LIMIT)
@@ -375,6 +369,19 @@ class S3Storage:
 
 WHOLE_READ = 1024 * 1024  # objects up to this size are read in one go when opened
 CHUNK = 1024 * 1024  # what a streamed object is read by
+
+
+def _open_object(client: Any, bucket: str, key: str) -> tuple[BinaryIO, FileStat]:
+    """An object as a file, and its version (``S3Storage.open``). Raises OSError."""
+    try:
+        got = client.get_object(Bucket=bucket, Key=key)
+        st = _stat_of(got)
+        if st.st_size <= WHOLE_READ:
+            return io.BytesIO(got["Body"].read()), st
+    except Exception as exc:
+        raise _as_oserror(exc) from None
+    raw = ObjectReader(client, bucket, key, st.st_size, got["Body"])
+    return io.BufferedReader(raw, CHUNK), st
 
 
 class ObjectReader(io.RawIOBase):
@@ -940,8 +947,210 @@ class S3UploadLog:
             log.warning("%s; %s", problem, consequence)
 
 
+# -- the caching proxy's cache --------------------------------------------------------------------
 class S3ProxyStore:
-    """The caching proxy's store in a bucket (pkgserver.proxy.ProxyStore): being written."""
+    """The caching proxy's cache in a bucket (a ``pkgserver.proxy.ProxyStore``), under
+    ``s3://bucket/PREFIX`` (by default ``.pkgserver/proxy`` beside a bucket's files, where the
+    listing of hosted files never looks: dot-names are not distributions, ``listable``):
+    ``PREFIX/pages/<project>.json`` and ``PREFIX/files/<project>/<filename>``.
+
+    A download is written to a local temporary file (in a spool folder of this process's, as
+    uploads are staged) and, once its sha256 matched, stored with one PUT (a multipart upload
+    above ``MULTIPART_AT``): an object is complete under its key or not there, and every
+    replica that shares the bucket serves it from then on. Nothing is noted in the journal:
+    the cache is no replica's catalog, and each asks the bucket for what it lacks.
+
+    A bucket keeps no access times, so ``touch`` writes nothing: after a restart the least
+    recently *stored* files are evicted first; within a process's life, the least recently
+    used (``ProxyCache`` keeps that order in memory).
+    """
+
+    MULTIPART_AT = 64 * 1024 * 1024  # bytes: larger files go up in parts of this size
 
     def __init__(self, url: str, client: Any = None, *, spool_base: str | None = None) -> None:
-        raise NotImplementedError("--proxy-cache s3://... is not built yet")
+        """``spool_base``: where this process's spool folder goes (``_claim_spool``: else
+        under the system's temp folder)."""
+        self.url = url.rstrip("/")
+        try:
+            self.bucket, prefix = parse_location(self.url)
+        except ValueError as exc:
+            raise UsageError(f"cannot keep the proxy's cache there: {exc}") from None
+        base = f"{prefix}/" if prefix else ""
+        self.pages_prefix = base + "pages/"
+        self.files_prefix = base + "files/"
+        self.where = self.url + "/files"  # DistFile.root: a cached file's path is WHERE/RELPATH
+        self.client = client if client is not None else make_client()
+        spool = _claim_spool(spool_base)
+        self.spool = spool.path
+        # The folder goes at exit (or with the next start that shares the base, after a kill).
+        self._closer = weakref.finalize(self, spool.close)
+        self._warned: set[str] = set()
+
+    def close(self) -> None:
+        self._closer()
+
+    def _warn(self, consequence: str, exc: BaseException) -> None:
+        """A store's failure in a method that must not raise: logged once until it recovers."""
+        problem = f"{self.url}: {exc}"
+        if problem not in self._warned:
+            self._warned.add(problem)
+            log.warning("proxy cache: %s; %s", problem, consequence)
+
+    # -- keys ------------------------------------------------------------------------------------
+    def _file_key(self, relpath: str) -> str:
+        parts = relpath.split("/")
+        if len(parts) != 2 or not all(p and p not in (".", "..") for p in parts):
+            raise FileNotFoundError(errno.ENOENT, "not a cached file's name", relpath)
+        return self.files_prefix + relpath
+
+    def _page_key(self, name: str) -> str:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"not a project name: {name!r}")
+        return f"{self.pages_prefix}{name}.json"
+
+    # -- pages -----------------------------------------------------------------------------------
+    def read_page(self, name: str) -> bytes | None:
+        """The stored page, or None: not stored, or (logged) the store cannot be read now."""
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self._page_key(name))
+            if int(got.get("ContentLength", 0)) > MAX_PAGE * 2:
+                return None
+            data = bytes(got["Body"].read(MAX_PAGE * 2))
+        except Exception as exc:
+            if _status(exc) != 404:
+                self._warn("cached pages are not read", _as_oserror(exc))
+            return None
+        self._warned.clear()
+        return data
+
+    def write_page(self, name: str, data: bytes) -> None:
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._page_key(name),
+                Body=data,
+                ContentType="application/json",
+            )
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+
+    def drop_page(self, name: str) -> bool:
+        """Delete a project's page and files; whether the page was there. Raises OSError."""
+        key = self._page_key(name)
+        try:
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=key)
+                found = True
+            except Exception as exc:
+                if _status(exc) != 404:
+                    raise
+                found = False
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+            keys = [k for k, _item in self._list(f"{self.files_prefix}{name}/")]
+            for start in range(0, len(keys), 1000):  # DeleteObjects takes 1,000 keys at most
+                batch = [{"Key": k} for k in keys[start : start + 1000]]
+                self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        return found
+
+    def page_names(self) -> list[str]:
+        """The projects with a stored page ([] when the store cannot be listed now: logged)."""
+        names = []
+        try:
+            for key, _item in self._list(self.pages_prefix):
+                name = key[len(self.pages_prefix) :]
+                if name.endswith(".json") and "/" not in name and not name.startswith("."):
+                    names.append(name[: -len(".json")])
+        except Exception as exc:
+            self._warn("the cached pages are not known until asked for", _as_oserror(exc))
+            return []
+        return sorted(names)
+
+    # -- files -----------------------------------------------------------------------------------
+    def _list(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", ()):
+                yield item["Key"], item
+
+    def files(self) -> Iterator[tuple[str, int, float]]:
+        """(relpath, size, when stored) of every cached file. A bucket that cannot be listed
+        now (logged) yields what it listed so far: the eviction bound then counts only the
+        files stored since."""
+        try:
+            for key, item in self._list(self.files_prefix):
+                relpath = key[len(self.files_prefix) :]
+                if relpath.count("/") == 1 and not relpath.startswith("/"):
+                    yield relpath, int(item.get("Size", 0)), item["LastModified"].timestamp()
+        except Exception as exc:
+            self._warn("cached files stored before are not counted", _as_oserror(exc))
+
+    def stat(self, relpath: str) -> FileStat | None:
+        """The stored file's version, or None: not stored, or (logged) the store cannot be
+        asked now (the file is then fetched from the upstream again)."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._file_key(relpath))
+        except Exception as exc:
+            if _status(exc) != 404 and not isinstance(exc, FileNotFoundError):
+                self._warn("cached files are not served", _as_oserror(exc))
+            return None
+        self._warned.clear()
+        return _stat_of(head)
+
+    def open(self, location: str) -> tuple[BinaryIO, FileStat]:
+        """As ``S3Storage.open``, for a DistFile.path of this store. Raises OSError."""
+        if not location.startswith(self.where + "/"):
+            raise FileNotFoundError(errno.ENOENT, "not in the proxy's cache", location)
+        key = self._file_key(location[len(self.where) + 1 :])
+        return _open_object(self.client, self.bucket, key)
+
+    def temp(self) -> tuple[BinaryIO, str]:
+        fd, path = tempfile.mkstemp(dir=self.spool, prefix="proxy-")
+        return os.fdopen(fd, "wb"), path
+
+    def keep(self, temp_path: str, relpath: str) -> FileStat:
+        """Store the verified temporary file under its name, then remove it. Raises OSError
+        (the temporary file stays: the caller removes it)."""
+        key = self._file_key(relpath)
+        size = os.path.getsize(temp_path)
+        try:
+            if size <= self.MULTIPART_AT:
+                with open(temp_path, "rb") as body:
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+            else:
+                # Parts, sent a few at a time; the object appears whole when the upload is
+                # completed (a failed one is aborted: nothing is left under the key).
+                from boto3.s3.transfer import TransferConfig
+
+                config = TransferConfig(
+                    multipart_threshold=self.MULTIPART_AT,
+                    multipart_chunksize=self.MULTIPART_AT,
+                    max_concurrency=4,
+                )
+                self.client.upload_file(temp_path, self.bucket, key, Config=config)
+        except Exception as exc:
+            raise _as_oserror(exc) from None
+        with contextlib.suppress(OSError):
+            os.unlink(temp_path)
+        try:
+            return _stat_of(self.client.head_object(Bucket=self.bucket, Key=key))
+        except Exception:  # stored; its version is read again when it is served
+            return FileStat(size, int(time.time()) * 1_000_000_000, 0)
+
+    def drop(self, relpath: str) -> None:
+        """Delete a cached file (never raises: one left behind is dropped when found stale)."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._file_key(relpath))
+        except Exception as exc:
+            self._warn("a cached file could not be deleted", _as_oserror(exc))
+
+    def touch(self, relpath: str) -> None:
+        """Nothing: a bucket keeps no access times (see the class docstring)."""
+
+    def local_path(self, relpath: str) -> str | None:
+        return None

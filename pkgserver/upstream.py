@@ -54,6 +54,11 @@ class UpstreamFile(NamedTuple):
         return {k: v for k, v in self._asdict().items() if v is not None}
 
 
+# Pages' filename -> entry dicts, by id() of the page (kept with the page itself, so that an id
+# reused by another page is told apart).
+_INDEXES: dict[int, tuple[UpstreamPage, dict[str, UpstreamFile]]] = {}
+
+
 class UpstreamPage(NamedTuple):
     """A project's page as fetched from the upstream, with what revalidating it needs."""
 
@@ -63,16 +68,21 @@ class UpstreamPage(NamedTuple):
     fetched: float  # when the upstream last confirmed it (fetched or answered 304)
     etag: str | None = None
     last_modified: str | None = None
+    max_age: float = 0.0  # the upstream's Cache-Control max-age, seconds (bounded)
 
     @property
     def versions(self) -> list[str]:
         return sorted({f.version for f in self.files}, key=version_key)
 
     def file(self, filename: str) -> UpstreamFile | None:
-        for f in self.files:
-            if f.filename == filename:
-                return f
-        return None
+        """The entry of ``filename``: a dict lookup, the dict made once per page."""
+        index = _INDEXES.get(id(self))
+        if index is None or index[0] is not self:
+            index = (self, {f.filename: f for f in self.files})
+            if len(_INDEXES) > 4096:
+                _INDEXES.clear()
+            _INDEXES[id(self)] = index
+        return index[1].get(filename)
 
     def to_json(self) -> bytes:
         doc = {
@@ -82,6 +92,7 @@ class UpstreamPage(NamedTuple):
             "fetched": self.fetched,
             "etag": self.etag,
             "last_modified": self.last_modified,
+            "max_age": self.max_age,
             "files": [f.as_record() for f in self.files],
         }
         return json.dumps(doc, separators=(",", ":")).encode()
@@ -124,15 +135,28 @@ class UpstreamPage(NamedTuple):
         return cls(
             name,
             url,
-            tuple(entries),
+            _first_of_each(entries),
             float(fetched),
             _text_or_none(doc.get("etag")),
             _text_or_none(doc.get("last_modified")),
+            max_age_of(f"max-age={doc.get('max_age')}"),
         )
 
 
 def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and len(value) <= _MAX_TEXT else None
+
+
+def _first_of_each(files: list[UpstreamFile]) -> tuple[UpstreamFile, ...]:
+    """One entry per filename, the first (a page listing a name twice with two hashes would
+    have installers take one link and the cache verify the other)."""
+    seen: set[str] = set()
+    out = []
+    for f in files:
+        if f.filename not in seen:
+            seen.add(f.filename)
+            out.append(f)
+    return tuple(out)
 
 
 def parse_page(
@@ -147,7 +171,7 @@ def parse_page(
         files = _from_html(body, page_url, name)
     else:
         raise UpstreamPageError(f"the upstream answered {media!r}, not a project page")
-    return UpstreamPage(name, page_url, tuple(files), fetched)
+    return UpstreamPage(name, page_url, _first_of_each(files), fetched)
 
 
 def _from_json(body: bytes, page_url: str, name: str) -> list[UpstreamFile]:
@@ -254,8 +278,8 @@ def _checked_entry(
     no sha256."""
     if not isinstance(filename, str) or not isinstance(url, str) or len(filename) > 255:
         return None
-    if filename.startswith(".") or len(url) > 4096:
-        return None
+    if filename.startswith(".") or not filename.isprintable() or len(url) > 4096:
+        return None  # (Version strips whitespace: "p-1.0\n.tar.gz" parses)
     try:
         info = parse_dist_filename(filename)
     except InvalidDistFilename:
@@ -303,3 +327,17 @@ def _requires_python(value: Any) -> str | None:
 
 def _upload_time(value: Any) -> str | None:
     return value if isinstance(value, str) and _UPLOAD_TIME.fullmatch(value) else None
+
+
+MAX_AGE_CAP = 86400.0  # an upstream's max-age is believed up to a day
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d{1,9})(?:\.0)?\"?(?:$|[,\s])")
+
+
+def max_age_of(cache_control: str | None) -> float:
+    """The ``max-age`` of a Cache-Control value in seconds (0 when absent, ``no-store`` or
+    ``no-cache``), at most MAX_AGE_CAP."""
+    value = (cache_control or "").lower()
+    if "no-store" in value or "no-cache" in value:
+        return 0.0
+    m = _MAX_AGE.search(value)
+    return min(float(m.group(1)), MAX_AGE_CAP) if m else 0.0

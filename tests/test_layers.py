@@ -30,7 +30,7 @@ for _layer, _names in enumerate(
         "fsutil records cache inotify scan hasher indexer publish storage s3 s3feed upload auth"
         " tokens observe manage hosted update oidc attest proxy",
         "answers site api pages app server",
-        "cli arguments options validate service __main__",
+        "cli arguments options validate service __main__ mirror",
     )
 ):
     LAYERS.update(dict.fromkeys(_names.split(), _layer))

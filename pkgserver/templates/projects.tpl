@@ -26,6 +26,15 @@ All {{total}} projects
 % else:
 <p>No projects yet.</p>
 % end
+% if cached:
+<h2 id="cached">Cached from the upstream ({{len(cached)}})</h2>
+<p>Not hosted here: served from <code>{{upstream}}</code> through the cache.</p>
+<ol class="projects cached">
+  % for name in cached[:500]:
+  <li><a class="name" href="{{L['root']}}project/{{q(name)}}/">{{name}}</a> <span class="badge cached">cached</span></li>
+  % end
+</ol>
+% end
 % if pages > 1:
 <nav class="pages" aria-label="Pages">
   % if page > 1:
