@@ -122,6 +122,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " and cached loads: collapsed stacks (py-spy's raw format, which speedscope and"
         " flamegraph.pl read) in the logs folder",
     )
+    add(
+        "--loads",
+        default=",".join(ROWS),
+        help="loads measured (default: all of " + ",".join(ROWS) + ")",
+    )
     add("--python-load", action="store_true", help="the Python load generator even with wrk")
     add("--timeout", type=float, default=60, help="load client timeout, seconds")
     add("--sources", metavar="REV", help="measure pkgserver as of this git revision")
@@ -141,6 +146,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.references) - {"pypiserver", "pypiserver-cached", "static"}
     if unknown:
         p.error(f"unknown --servers: {', '.join(sorted(unknown))}")
+    args.rows = [r for r in args.loads.split(",") if r]
+    if not args.rows or set(args.rows) - set(ROWS):
+        p.error(f"--loads takes some of {','.join(ROWS)}")
     if args.page_files < 4:
         p.error("--page-files must be at least 4")
     return args
@@ -565,7 +573,7 @@ def rounds(ctx: Ctx, servers: dict[str, dict[str, Target | str]]) -> None:
         shift = rnd % len(names)
         order = names[shift:] + names[:shift]
         res: dict[str, dict[str, Any]] = {}
-        for row in ROWS:
+        for row in ctx.args.rows:
             res[row] = {}
             for name in order:
                 t = servers[name][row]
