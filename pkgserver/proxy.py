@@ -701,13 +701,13 @@ class ProxyCache:
             log.warning("proxy: cached page of %s is unusable (%s); fetched again", name, exc)
             return None
 
-    def page(self, name: str, *, revalidate: bool = True) -> UpstreamPage:
+    def page(self, name: str, *, revalidate: bool = True, count: bool = True) -> UpstreamPage:
         """The upstream's page of the normalized ``name``. ``revalidate=False``: any cached
         page, however old (a file's download only needs the hash it was listed with).
         Raises UpstreamGone, UpstreamDown, NotCached."""
         page = self._pages.get(name)
         if page is not None and (not revalidate or self.fresh(name) is not None):
-            self.hooks.event("page", "hit")
+            self._hit(count)
             return page
         # Also with a page in memory (past its TTL here): the 404 came after it.
         absent = self._absent.get(name)
@@ -721,22 +721,26 @@ class ProxyCache:
         with lock:  # one request asks the upstream; the others then take its answer
             page = self._pages.get(name)
             if page is not None and (not revalidate or self.fresh(name) is not None):
-                self.hooks.event("page", "hit")
+                self._hit(count)
                 return page
             if page is None:
                 page = self._stored(name)
                 if page is not None:
                     self._remember(page)
                     if not revalidate or self.fresh(name) is not None:
-                        self.hooks.event("page", "hit")
+                        self._hit(count)
                         return page
             if self.offline:
                 if page is None:
                     self.hooks.event("page", "refused")
                     raise NotCached(f"{name} is not in the cache (--proxy-offline)")
-                self.hooks.event("page", "hit")
+                self._hit(count)
                 return page
             return self._ask(name, page)
+
+    def _hit(self, count: bool) -> None:
+        if count:
+            self.hooks.event("page", "hit")
 
     def _ask(self, name: str, cached: UpstreamPage | None) -> UpstreamPage:
         url = self.upstream + quote(name) + "/"
@@ -807,7 +811,7 @@ class ProxyCache:
     def entry(self, name: str, filename: str) -> UpstreamFile:
         """The page's entry for a file, from the cached page (asked again if the file is not
         on it: it may be new). Raises UpstreamGone, UpstreamDown, NotCached."""
-        page = self.page(name, revalidate=False)
+        page = self.page(name, revalidate=False, count=False)  # (a file's request, not a page's)
         found = page.file(filename)
         if found is None and not self.offline and self.fresh(name) is None:
             found = self.page(name).file(filename)

@@ -377,6 +377,7 @@ def test_a_file_is_fetched_once_verified_kept_and_then_served_from_the_cache(
     assert cache_files(root) == ["files/lib-c/" + name, "pages/lib-c.json"]
     assert not any(p for p in root.iterdir() if p.name != ".pkgserver")  # none among hosted
     assert metric(observer, "file", "miss") == 1 and metric(observer, "file", "hit") == 1
+    assert metric(observer, "page", "hit") == 0  # a file's request is not a page's
     assert cache.cached_bytes == len(data)
     # Ranges and revalidation work on a cached file as on a hosted one.
     part = app.get(f"/proxy/lib-c/{name}", headers={"Range": "bytes=0-9"})
