@@ -304,22 +304,42 @@ def _project_html(project: Project, hash_algo: str | None, base_url: str) -> byt
     title = f"Links for {project.display_name}"
     out = [_head(esc(title), project.status), f"    <h1>{esc(title)}</h1>\n"]
     for f in project.offered:  # none while quarantined
-        attrs = [f'href="{esc(file_url(f) + _hash_fragment(f, hash_algo))}"']
-        if f.requires_python:
-            attrs.append(f'data-requires-python="{esc(f.requires_python)}"')
-        if f.metadata_sha256:
-            value = esc(f"sha256={f.metadata_sha256}")
-            # PEP 714 name, plus the PEP 658 one that older pip versions read.
-            attrs.append(f'data-core-metadata="{value}"')
-            attrs.append(f'data-dist-info-metadata="{value}"')
-        reason = project.yank_of(f.version)
-        if reason is not None:
-            attrs.append(f'data-yanked="{esc(reason)}"')  # PEP 592: "" when no reason is given
-        if f.provenance_sha256:
-            attrs.append(f'data-provenance="{esc(provenance_url(f, base_url))}"')  # PEP 740
-        out.append(f"    <a {' '.join(attrs)}>{esc(f.filename)}</a><br>\n")
+        out.append(
+            _anchor(
+                file_url(f) + _hash_fragment(f, hash_algo),
+                f.filename,
+                f.requires_python,
+                f.metadata_sha256,
+                project.yank_of(f.version),
+                provenance_url(f, base_url) if f.provenance_sha256 else None,
+            )
+        )
     out.append(_TAIL)
     return "".join(out).encode()
+
+
+def _anchor(
+    href: str,
+    filename: str,
+    requires_python: str | None,
+    metadata_sha256: str | None,
+    yank: str | None,
+    provenance: str | None = None,
+) -> str:
+    """One file's link on a PEP 503 page, every value escaped."""
+    attrs = [f'href="{esc(href)}"']
+    if requires_python:
+        attrs.append(f'data-requires-python="{esc(requires_python)}"')
+    if metadata_sha256:
+        value = esc(f"sha256={metadata_sha256}")
+        # PEP 714 name, plus the PEP 658 one that older pip versions read.
+        attrs.append(f'data-core-metadata="{value}"')
+        attrs.append(f'data-dist-info-metadata="{value}"')
+    if yank is not None:
+        attrs.append(f'data-yanked="{esc(yank)}"')  # PEP 592: "" when no reason is given
+    if provenance is not None:
+        attrs.append(f'data-provenance="{esc(provenance)}"')  # PEP 740
+    return f"    <a {' '.join(attrs)}>{esc(filename)}</a><br>\n"
 
 
 def _project_json(project: Project, hash_algo: str | None, base_url: str) -> bytes:
@@ -399,16 +419,8 @@ def render_proxied(page: UpstreamPage, media_type: str, hash_algo: str | None) -
         out = [_head(esc(title)), f"    <h1>{esc(title)}</h1>\n"]
         for f in page.files:
             fragment = f"#sha256={f.sha256}" if hash_algo else ""
-            attrs = [f'href="{esc(proxied_url(page.name, f) + fragment)}"']
-            if f.requires_python:
-                attrs.append(f'data-requires-python="{esc(f.requires_python)}"')
-            if f.metadata_sha256:
-                value = esc(f"sha256={f.metadata_sha256}")
-                attrs.append(f'data-core-metadata="{value}"')
-                attrs.append(f'data-dist-info-metadata="{value}"')
-            if f.yanked is not None:
-                attrs.append(f'data-yanked="{esc(f.yanked)}"')
-            out.append(f"    <a {' '.join(attrs)}>{esc(f.filename)}</a><br>\n")
+            href = proxied_url(page.name, f) + fragment
+            out.append(_anchor(href, f.filename, f.requires_python, f.metadata_sha256, f.yanked))
         out.append(_TAIL)
         body = "".join(out).encode()
     return Rendered(body, media_type, etag_of(body))
