@@ -234,6 +234,7 @@ class Project:
     __slots__ = (
         "_by_version",
         "_current",
+        "_provenance",
         "cache",
         "display_name",
         "files",
@@ -257,6 +258,7 @@ class Project:
         self.display_name = self.latest.display_name or name
         self._by_version: dict[str, list[DistFile]] | None = None
         self._current: str | None = None
+        self._provenance: bool | None = None
         # version -> reason ("" for none) of the yanked releases (PEP 592), for every spelling
         # of a yanked version among the files (a yank of 2.0 covers files named 2.0.0).
         self.yanked: Mapping[str, str] = (
@@ -273,6 +275,14 @@ class Project:
         if self.status is not None and self.status.withholds_files:
             return ()
         return self.files
+
+    @property
+    def has_provenance(self) -> bool:
+        """Whether a file has verified PEP 740 provenance (found once: every page request
+        asks, and a project may have 100,000 files)."""
+        if self._provenance is None:
+            self._provenance = any(f.provenance_sha256 for f in self.files)
+        return self._provenance
 
     def yank_of(self, version: str) -> str | None:
         """The yank reason of ``version`` ("" when given none), or None if it is not yanked."""

@@ -170,7 +170,7 @@ def provenance_url(f: DistFile, base_url: str) -> str:
 def has_provenance(project: Project) -> bool:
     """Whether a file of the project has provenance: its pages then hold absolute URLs, so
     they depend on the base URL they are served under."""
-    return any(f.provenance_sha256 for f in project.files)
+    return project.has_provenance
 
 
 def upload_time(f: DistFile) -> str:
