@@ -450,24 +450,12 @@ class Catalog:
     def set_yanks(self, yanks: Mapping[str, Mapping[str, str]]) -> Snapshot:
         """Replace the yanked releases (project -> version -> reason); the projects whose yanks
         changed are rebuilt, so their cached pages go with the old ones."""
-        with self._lock:
-            old = self.snapshot
-            before = self._yanks
-            self._yanks = {p: dict(v) for p, v in yanks.items() if v}
-            touched = {
-                name
-                for name in set(before) | set(self._yanks)
-                if before.get(name) != self._yanks.get(name) and name in old.projects
-            }
-            if not touched:
-                return old
-            projects = dict(old.projects)
-            for name in touched:
-                projects[name] = self._rebuilt(old.projects[name])
-            new = Snapshot(projects, old.files, old.by_filename, old.generation + 1, self.budget)
-            self.snapshot = new
-        _drop_renderings(old, new, touched)
-        return new
+
+        def update() -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+            before, self._yanks = self._yanks, {p: dict(v) for p, v in yanks.items() if v}
+            return before, self._yanks
+
+        return self._rebuild_changed(update)
 
     def status_of(self, name: str) -> ProjectStatus | None:
         """The status marker of project ``name`` (normalized), None when active; known for
@@ -477,14 +465,26 @@ class Catalog:
     def set_statuses(self, statuses: Mapping[str, ProjectStatus]) -> Snapshot:
         """Replace the project status markers (project -> status, active ones left out); the
         projects whose status changed are rebuilt, so their cached pages go with the old ones."""
-        with self._lock:
-            old = self.snapshot
+
+        def update() -> tuple[Mapping[str, Any], Mapping[str, Any]]:
             before = self._statuses
             self._statuses = {p: s for p, s in statuses.items() if s.status != ACTIVE}
+            return before, self._statuses
+
+        return self._rebuild_changed(update)
+
+    def _rebuild_changed(
+        self, update: Callable[[], tuple[Mapping[str, Any], Mapping[str, Any]]]
+    ) -> Snapshot:
+        """Apply ``update`` (under the lock: it replaces a per-project mapping and returns it
+        before and after) and rebuild the listed projects whose entry changed."""
+        with self._lock:
+            old = self.snapshot
+            before, after = update()
             touched = {
                 name
-                for name in set(before) | set(self._statuses)
-                if before.get(name) != self._statuses.get(name) and name in old.projects
+                for name in set(before) | set(after)
+                if before.get(name) != after.get(name) and name in old.projects
             }
             if not touched:
                 return old
