@@ -17,7 +17,7 @@ import bottle
 
 from . import answers, render, xmlrpc
 from .answers import Answer, guarded, header
-from .catalog import Snapshot
+from .catalog import DistFile, Snapshot
 from .distfile import (
     InvalidDistFilename,
     is_valid_project_name,
@@ -40,6 +40,7 @@ from .proxy import (
     TooManyDownloads,
     UpstreamDown,
     UpstreamGone,
+    what_of,
 )
 from .site import Claimed, Proxied, Site
 from .storage import DirectoryStorage, StoreUnavailable
@@ -254,24 +255,29 @@ class InstallerAPI:
                 raise NotFound("no such file")
         except InvalidDistFilename:
             raise NotFound("no such file") from None
-        what = "metadata" if meta else "file"
+        relpath = f"{name}/{filename}"
+        what = what_of(relpath)
         entry = _from_upstream(lambda: proxy.entry(name, listed))
         sha256 = entry.metadata_sha256 if meta else entry.sha256
         if sha256 is None:
             raise NotFound("the upstream has no core metadata for this file")
-        relpath = f"{name}/{filename}"
         observer = site.observer
-        f = proxy.cached(relpath, sha256, name)
-        if f is not None:
-            observer.proxy_event(what, "hit")
-            observer.proxy_served(f.size)
-            proxy.used(relpath)
+
+        def from_cache(f: DistFile) -> bottle.HTTPResponse:
+            # Bytes in the store that are not the ones verified are dropped from the cache.
             return answers.send_file(
                 f,
                 opener=proxy.store.open,
                 cache_control=answers.FOREVER,
                 on_stale=lambda _path: proxy.drop(relpath),
             )
+
+        f = proxy.cached(relpath, sha256, name)
+        if f is not None:
+            observer.proxy_event(what, "hit")
+            observer.proxy_served(f.size)
+            proxy.used(relpath)
+            return from_cache(f)
         if proxy.offline:
             observer.proxy_event(what, "refused")
             raise NotFound(f"{filename} is not in the cache (--proxy-offline)")
@@ -305,9 +311,7 @@ class InstallerAPI:
             f = proxy.cached(relpath, sha256, name)
             if f is not None and job.error is None:  # done already: kept, served from there
                 observer.proxy_event(what, "miss")
-                return answers.send_file(
-                    f, opener=proxy.store.open, cache_control=answers.FOREVER, on_stale=None
-                )
+                return from_cache(f)
             observer.proxy_event(what, "error")
             if job.verified:  # fetched whole and right, but the cache could not keep it
                 raise Unavailable(f"{filename} cannot be kept in the cache now: {job.error}")

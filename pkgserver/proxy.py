@@ -23,6 +23,7 @@ count as hosted, and a hosted or claimed name is never proxied (pkgserver.site d
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -43,6 +44,7 @@ from . import __version__
 from .catalog import DistFile, FileStat, RenderBudget, RenderCache
 from .distfile import parse_dist_filename
 from .render import Rendered, render_proxied
+from .scan import open_stored
 from .upstream import UpstreamFile, UpstreamPage, UpstreamPageError, max_age_of, parse_page
 
 __all__ = [
@@ -166,7 +168,7 @@ class Fetcher:
         started = time.monotonic()
         resp = self._open(url, {"Accept-Encoding": "gzip", **headers}, self.connect)
         try:
-            status = int(resp.status if hasattr(resp, "status") else resp.code)
+            status = int(resp.status)
             gzipped = (resp.headers.get("Content-Encoding") or "").lower() == "gzip"
             inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
             parts: list[bytes] = []
@@ -283,7 +285,7 @@ class DirectoryProxyStore:
                 fh.write(data)
             os.replace(tmp, self._page_path(name))
         except BaseException:
-            with _quiet():
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
 
@@ -325,12 +327,7 @@ class DirectoryProxyStore:
         return FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
 
     def open(self, location: str) -> tuple[BinaryIO, FileStat]:
-        fd = os.open(location, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise OSError("not a regular file")
-        return os.fdopen(fd, "rb"), FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+        return open_stored(location, follow=False)
 
     def temp(self) -> tuple[BinaryIO, str]:
         fd, path = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"), prefix="file-")
@@ -347,25 +344,17 @@ class DirectoryProxyStore:
         return found
 
     def drop(self, relpath: str) -> None:
-        with _quiet():
+        with contextlib.suppress(OSError):
             os.unlink(self._path(relpath))
 
     def touch(self, relpath: str) -> None:
         path = self._path(relpath)
-        with _quiet():
+        with contextlib.suppress(OSError):
             st = os.stat(path)
             os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))  # the atime only
 
     def local_path(self, relpath: str) -> str | None:
         return self._path(relpath)
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> bool:
-        return exc[0] is not None and issubclass(exc[0], OSError)
 
 
 # -- downloads ------------------------------------------------------------------------------------
@@ -406,10 +395,10 @@ class Download:
                 log.exception("proxy: download of %s failed", self.url)
             self._fail(str(exc) or type(exc).__name__)
         finally:
-            with _quiet():
+            with contextlib.suppress(OSError):
                 self.fh.close()
             if self.kept is None:
-                with _quiet():
+                with contextlib.suppress(OSError):
                     os.unlink(self.path)
             with self.cond:
                 self.finished = True
@@ -426,7 +415,7 @@ class Download:
     def _fetch(self) -> None:
         resp = self.cache.fetcher.stream(self.url)
         try:
-            status = int(resp.status if hasattr(resp, "status") else resp.code)
+            status = int(resp.status)
             if status != 200:
                 self.upstream_status = status
                 self._fail(f"the upstream answered {status}")
@@ -461,7 +450,7 @@ class Download:
                 with self.cond:
                     self.written += len(chunk)
                     self.cond.notify_all()
-                self.cache.fetched_bytes(len(chunk))
+                self.cache.hooks.fetched(len(chunk))
             if total is not None and self.written != total:
                 self._fail(f"the upstream sent {self.written} of {total} bytes")
                 return
@@ -506,7 +495,7 @@ class Download:
             if self.finished:
                 return None
             try:
-                fh = open(self.path, "rb")  # (closed by the generator)
+                fh = open(self.path, "rb")  # (closed with the _Follower)
             except OSError:
                 return None
         return _Follower(self, fh)
@@ -635,8 +624,7 @@ class ProxyCache:
             for key in [k for k in self._renderings if k[0] == name]:
                 del self._renderings[key]
             for relpath in [r for r in self._lru if r.startswith(name + "/")]:
-                self._bytes -= self._lru.pop(relpath)
-                self._described.pop(relpath, None)
+                self._unlist(relpath)
         return self.store.drop_page(name)
 
     # -- pages -----------------------------------------------------------------------------------
@@ -677,7 +665,7 @@ class ProxyCache:
 
     def _remember(self, page: UpstreamPage) -> None:
         """Keep the page in memory: at most PAGES_KEPT pages and ENTRIES_KEPT files of them
-        together (a page may list 200,000), the least recently used going first."""
+        together (a page may list 200,000), the least recently fetched going first."""
         with self._lock:
             before = self._pages.pop(page.name, None)
             if before is not None:
@@ -763,9 +751,7 @@ class ProxyCache:
             return page
         if answer.status in (404, 410):
             with self._lock:
-                if len(self._absent) > 10_000:
-                    self._absent.clear()
-                self._absent[name] = now
+                _put(self._absent, name, now, 10_000)
             self.hooks.event("page", "miss")
             raise UpstreamGone(f"{name} is not on the upstream index either ({answer.status})")
         if answer.status != 200:
@@ -836,10 +822,7 @@ class ProxyCache:
         st = self.store.stat(relpath)
         if st is None:
             with self._lock:
-                size = self._lru.pop(relpath, None)
-                if size is not None:
-                    self._bytes -= size
-                self._described.pop(relpath, None)
+                self._unlist(relpath)
             return None
         f = dist_file(self.store.where, relpath, project, sha256, st)
         with self._lock:
@@ -848,19 +831,14 @@ class ProxyCache:
             else:
                 self._lru[relpath] = st.st_size
                 self._bytes += st.st_size
-            if len(self._described) > 100_000:
-                self._described.clear()
-            self._described[relpath] = f
+            _put(self._described, relpath, f, 100_000)
         return f
 
     def drop(self, relpath: str) -> None:
         """A cached file that is not what was verified (changed in the store): out."""
         log.warning("proxy: cached %s is not the file verified; dropped from the cache", relpath)
         with self._lock:
-            self._described.pop(relpath, None)
-            size = self._lru.pop(relpath, None)
-            if size is not None:
-                self._bytes -= size
+            self._unlist(relpath)
         self.store.drop(relpath)
 
     def used(self, relpath: str) -> None:
@@ -869,9 +847,7 @@ class ProxyCache:
         now = time.monotonic()
         if now - self._touched.get(relpath, -TOUCH_EVERY) < TOUCH_EVERY:
             return
-        if len(self._touched) > 100_000:
-            self._touched.clear()
-        self._touched[relpath] = now
+        _put(self._touched, relpath, now, 100_000)
         self.store.touch(relpath)
 
     def download(self, relpath: str, url: str, sha256: str, size: int | None) -> Download:
@@ -890,7 +866,7 @@ class ProxyCache:
                 limit = MAX_METADATA
             refused = self._refused.get(relpath)
             if refused is not None and time.monotonic() - refused < REFUSE_FOR:
-                self.hooks.event(_what(relpath), "error")
+                self.hooks.event(what_of(relpath), "error")
                 raise UpstreamDown(
                     f"{relpath.rsplit('/', 1)[-1]} did not have the sha256 the upstream's page "
                     f"lists when fetched lately; not fetched again for {REFUSE_FOR:g}s"
@@ -900,28 +876,29 @@ class ProxyCache:
         threading.Thread(target=job.run, name="pkgserver-proxy-download", daemon=True).start()
         return job
 
-    def fetched_bytes(self, n: int) -> None:
-        self.hooks.fetched(n)
-
     def _kept(self, relpath: str, size: int) -> None:
         """A verified file is in the store: the most recently used; older ones out if the
         cache is over its bound."""
         with self._lock:
-            self._described.pop(relpath, None)
-            before = self._lru.pop(relpath, 0)
+            self._unlist(relpath)
             self._lru[relpath] = size
-            self._bytes += size - before
+            self._bytes += size
         self.evict()
 
     def _finished(self, job: Download) -> None:
         with self._lock:
             self._downloads.pop(job.relpath, None)
             if job.mismatched:
-                if len(self._refused) > 10_000:
-                    self._refused.clear()
-                self._refused[job.relpath] = time.monotonic()
+                _put(self._refused, job.relpath, time.monotonic(), 10_000)
         if job.mismatched:
-            self.hooks.event(_what(job.relpath), "rejected")
+            self.hooks.event(what_of(job.relpath), "rejected")
+
+    def _unlist(self, relpath: str) -> None:
+        """A file out of the cache's accounts (the lock held): its size, its description."""
+        size = self._lru.pop(relpath, None)
+        if size is not None:
+            self._bytes -= size
+        self._described.pop(relpath, None)
 
     def evict(self) -> int:
         """Least recently used files out until the cache is within its bound; how many."""
@@ -933,8 +910,7 @@ class ProxyCache:
                 if self._bytes <= self.max_bytes or not self._lru:
                     break
                 victim = next(iter(self._lru))
-                self._bytes -= self._lru.pop(victim)
-                self._described.pop(victim, None)
+                self._unlist(victim)
             self.store.drop(victim)
             dropped += 1
             log.info("proxy: evicted %s from the cache (least recently used)", victim)
@@ -943,7 +919,15 @@ class ProxyCache:
         return dropped
 
 
-def _what(relpath: str) -> str:
+def _put(table: dict[str, Any], key: str, value: Any, most: int) -> None:
+    """``table[key] = value``, the table emptied first when it holds ``most`` entries (the
+    memories keyed by names and paths that clients choose)."""
+    if len(table) >= most:
+        table.clear()
+    table[key] = value
+
+
+def what_of(relpath: str) -> str:
     """The metrics' name for what a cached path is."""
     return "metadata" if relpath.endswith(".metadata") else "file"
 

@@ -227,10 +227,11 @@ def read_core_metadata(
         return core_metadata_of(fh, name, kind, project)
 
 
-def open_stored(path: str) -> tuple[BinaryIO, FileStat]:
+def open_stored(path: str, *, follow: bool = True) -> tuple[BinaryIO, FileStat]:
     """A file of the package directories for reading, and its size, mtime and inode. Never
-    through a FIFO or a device (non-blocking, regular files only); raises OSError."""
-    fh = os.fdopen(open_regular(path), "rb")
+    through a FIFO or a device (non-blocking, regular files only); ``follow=False`` refuses
+    a symbolic link too. Raises OSError."""
+    fh = os.fdopen(open_regular(path, follow=follow), "rb")
     try:
         st = os.fstat(fh.fileno())
     except OSError:
