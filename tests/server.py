@@ -36,6 +36,7 @@ __all__ = [
     "client_env",
     "running_server",
     "server_env",
+    "serving",
     "without_root_powers",
 ]
 
@@ -385,3 +386,18 @@ def run_client(
 
 def output(res: subprocess.CompletedProcess[str]) -> str:
     return res.stdout + res.stderr
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[int]:
+    """A WSGI app behind pkgserver's waitress on 127.0.0.1, in this process (what a client
+    really sees of it): its port."""
+    from pkgserver.server import make_server
+
+    server = make_server(app, host="127.0.0.1", port=0, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield server.effective_port
+    finally:
+        server.close()

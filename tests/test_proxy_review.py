@@ -16,12 +16,12 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from builders import make_wheel
+from server import serving
 from test_proxy import (
     JSON_TYPE,
     Clock,
@@ -35,7 +35,6 @@ from test_proxy import (
 from pkgserver import mirror
 from pkgserver.errors import UsageError
 from pkgserver.proxy import DirectoryProxyStore, Fetcher
-from pkgserver.server import make_server
 from pkgserver.upstream import parse_page
 
 
@@ -47,18 +46,6 @@ def upstream() -> Iterator[Upstream]:
         up.stop()
     except OSError:
         pass
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[int]:
-    """The WSGI app behind pkgserver's waitress on 127.0.0.1 (what a client really sees)."""
-    server = make_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield server.effective_port
-    finally:
-        server.close()
 
 
 def html_page(name: str, filename: str, digest: str) -> tuple[int, dict[str, str], bytes]:

@@ -9,32 +9,17 @@ from __future__ import annotations
 import http.client
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
 import pytest
 from builders import make_wheel
-from server import running_server, server_env
-
-from pkgserver.server import make_server
+from server import running_server, server_env, serving
 
 App = Callable[[dict[str, Any], Any], list[bytes]]
-
-
-@contextmanager
-def serving(app: App) -> Iterator[int]:
-    server = make_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield server.effective_port
-    finally:
-        server.close()
 
 
 def exchange(port: int, requests: list[bytes], timeout: float = 5.0) -> tuple[bytes, bool]:
